@@ -1,0 +1,1 @@
+"""Running RefNet: the local stack launcher (``refnet``) and the production manifests."""

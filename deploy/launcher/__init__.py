@@ -1,0 +1,1 @@
+"""The ``refnet`` command: start the local stack, run migrations, seed, and operate it."""

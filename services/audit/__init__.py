@@ -1,0 +1,1 @@
+"""Audit log service: an append-only, tamper-evident log of protection-agency actions."""

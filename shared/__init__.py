@@ -1,0 +1,1 @@
+"""Cross-cutting code every RefNet service stands on: one way to do each thing."""

@@ -1,0 +1,200 @@
+"""The one way a RefNet service is assembled: errors, logs, metrics, health, auth, relay and consumers.
+
+A service's ``app.py`` calls ``build_app`` with its routers and a function that lists its consumers and
+background tasks; everything else is the same in every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaClient
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import TokenValidator
+from shared.consumer import EventConsumer
+from shared.db import database_reachable, make_engine, make_sessionmaker
+from shared.errors import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
+from shared.observability import configure_logging, install_request_middleware, metrics_response
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger("refnet.app")
+
+
+@dataclass
+class Runtime:
+    """What a running service holds: built in the lifespan, reachable as ``request.app.state.runtime``."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    consumers: list[EventConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    _broker_client: AIOKafkaClient | None = None
+
+    async def broker_reachable(self, timeout: float = 2.0) -> bool:
+        try:
+            if self._broker_client is None:
+                client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000)
+                await asyncio.wait_for(client.bootstrap(), timeout)
+                self._broker_client = client
+            await asyncio.wait_for(self._broker_client.fetch_all_metadata(), timeout)
+            return True
+        except Exception:
+            if self._broker_client is not None:
+                with contextlib.suppress(Exception):
+                    await self._broker_client.close()
+            self._broker_client = None
+            return False
+
+    async def close(self) -> None:
+        if self._broker_client is not None:
+            with contextlib.suppress(Exception):
+                await self._broker_client.close()
+
+
+# A service contributes consumers and background jobs once its runtime exists.
+Wiring = Callable[[Runtime], Sequence[EventConsumer | Callable[[], Awaitable[None]]]]
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(413, "payload-too-large", f"Request bodies are limited to {self.max_bytes} bytes.")
+        response = JSONResponse(problem.body(scope.get("path")), status_code=413, media_type=PROBLEM_MEDIA_TYPE)
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Database and broker reachable", responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        database, broker = await asyncio.gather(
+            database_reachable(runtime.engine), runtime.broker_reachable()
+        )
+        ok = database and broker
+        body = {"status": "ready" if ok else "not_ready", "database": database, "broker": broker}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return metrics_response()
+
+    return router
+
+
+def build_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    wiring: Wiring | None = None,
+    on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            relay=OutboxRelay(
+                service=settings.service_name,
+                engine=engine,
+                database_url=settings.database_url,
+                bootstrap=settings.kafka_bootstrap,
+                enable_idempotence=settings.kafka_enable_idempotence,
+                batch_size=settings.relay_batch_size,
+                poll_seconds=settings.relay_poll_seconds,
+                partitions=settings.kafka_partitions,
+            ),
+        )
+        app.state.runtime = runtime
+        app.state.token_validator = TokenValidator.from_settings(settings)
+        if on_startup is not None:
+            await on_startup(runtime)
+        runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+        for item in wiring(runtime) if wiring else ():
+            if isinstance(item, EventConsumer):
+                runtime.consumers.append(item)
+                runtime.tasks.append(asyncio.create_task(item.run(), name=f"consumer-{item.name}"))
+            else:
+                runtime.tasks.append(asyncio.create_task(item(), name=getattr(item, "__name__", "job")))
+        log.info("service_started", service=settings.service_name)
+        try:
+            yield
+        finally:
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            await runtime.close()
+            await app.state.token_validator.aclose()
+            await engine.dispose()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    install_problem_handlers(app)
+    install_request_middleware(app, settings.service_name)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime

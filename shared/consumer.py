@@ -1,0 +1,314 @@
+"""Idempotent consumer: each event's effect happens once, whatever Kafka redelivers.
+
+For every message: decode the CloudEvent (undecodable -> dead-letter topic at once), then in one database
+transaction record ``(consumer, source, id)`` in the inbox and apply the handler; a redelivered event
+finds its inbox row and does nothing. Offsets are committed only after the transaction, so a crash in
+between means a redelivery, which the inbox turns into a no-op. A handler that keeps failing is retried a
+bounded number of times and then dead-lettered with the error in the ``refnet-error`` header, and the
+consumer moves on. An outage of our own database is not the message's fault: that is retried until it
+passes, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import envelope
+from shared.kafka import dlq_topic, ensure_topics, make_producer
+from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
+
+log = structlog.get_logger("refnet.consumer")
+
+Handler = Callable[[AsyncSession, envelope.Event], Awaitable[None]]
+
+INBOX_DDL = (
+    """
+CREATE TABLE inbox (
+    consumer     TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, source, event_id)
+)""",
+    # The last record each partition gave us: on (re)assignment we check it is still there (see below).
+    """
+CREATE TABLE consumer_marks (
+    consumer     TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    partition    INTEGER NOT NULL,
+    "offset"     BIGINT NOT NULL,
+    event_id     TEXT,
+    PRIMARY KEY (consumer, topic, partition)
+)""",
+)
+INBOX_DROP = ("DROP TABLE consumer_marks", "DROP TABLE inbox")
+
+
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+class _VerifyPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Nothing fetched for these is applied until the main loop has checked where to resume.
+        self.owner.unverified |= set(assigned)
+
+
+class _LogReset(Exception):
+    """The partitions we were given are not the log we left; restart the client from offset 0."""
+
+
+class PoisonEvent(Exception):
+    """A handler's way to say: this event can never be applied; dead-letter it now, do not retry."""
+
+
+def _infrastructure_error(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:500]
+
+
+class EventConsumer:
+    """Consumes ``topics`` as consumer group ``name``, dispatching by CloudEvents type to ``handlers``.
+
+    Types without a handler are acknowledged and skipped: topics carry more types than one reader needs.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        name: str,
+        topics: list[str],
+        handlers: Mapping[str, Handler],
+        sessions: async_sessionmaker[AsyncSession],
+        bootstrap: str,
+        max_attempts: int = 5,
+        retry_backoff_seconds: float = 0.2,
+        enable_idempotence: bool = False,
+        on_batch_applied: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.service = service
+        self.name = name
+        self.topics = topics
+        self.handlers = {envelope.full_type(t): h for t, h in handlers.items()}
+        self.sessions = sessions
+        self.bootstrap = bootstrap
+        self.max_attempts = max_attempts
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.enable_idempotence = enable_idempotence
+        # Fault-injection point for tests: runs after the batch's effects commit, before the offset commit.
+        self.on_batch_applied = on_batch_applied
+        self.running = False
+        self.unverified: set[TopicPartition] = set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except _LogReset:
+                continue
+            except Exception as exc:
+                self.running = False
+                log.warning("consumer_interrupted", consumer=self.name, error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _consume(self) -> None:
+        await ensure_topics(self.bootstrap, [*self.topics, *map(dlq_topic, self.topics)])
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+            session_timeout_ms=30000,
+            heartbeat_interval_ms=3000,
+        )
+        consumer.subscribe(self.topics, listener=_VerifyPositions(self, consumer))
+        producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)
+        await consumer.start()
+        try:
+            await producer.start()
+            self.running = True
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+                if self.unverified:
+                    pending, self.unverified = self.unverified & consumer.assignment(), set()
+                    reset = await self.verify_positions(pending)
+                    if reset:
+                        # Start those partitions over from offset 0 with a fresh client: simpler and surer
+                        # than repositioning a live one. Nothing fetched so far has been applied.
+                        await asyncio.wait_for(consumer.commit({tp: 0 for tp in reset}), 15)
+                        raise _LogReset
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._process(record, producer)
+                    self._record_lag(consumer, tp, records[-1].offset + 1)
+                if batch:
+                    if self.on_batch_applied is not None:
+                        await self.on_batch_applied()
+                    await self._mark(batch)
+                    # A commit that cannot complete (its topic vanished with the broker) must not hang us:
+                    # give up, rejoin, and let the position check decide where to resume.
+                    await asyncio.wait_for(
+                        consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()}), 15
+                    )
+        finally:
+            self.running = False
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _mark(self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        async with self.sessions() as session, session.begin():
+            for tp, records in batch.items():
+                last = records[-1]
+                await session.execute(
+                    text(
+                        'INSERT INTO consumer_marks (consumer, topic, partition, "offset", event_id) '
+                        "VALUES (:c, :t, :p, :o, :e) ON CONFLICT (consumer, topic, partition) "
+                        'DO UPDATE SET "offset" = EXCLUDED."offset", event_id = EXCLUDED.event_id'
+                    ),
+                    {"c": self.name, "t": tp.topic, "p": tp.partition, "o": last.offset,
+                     "e": _header(last, "ce_id")},
+                )
+
+    async def _forget_mark(self, tp: TopicPartition) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                text("DELETE FROM consumer_marks WHERE consumer = :c AND topic = :t AND partition = :p"),
+                {"c": self.name, "t": tp.topic, "p": tp.partition},
+            )
+
+    async def verify_positions(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """-> the partitions whose log is not the one we left: they must be read again from the start.
+
+        A broker that restarted empty (the embedded broker keeps topics in memory) or a partition deleted
+        and recreated would otherwise have us resume at an offset of the old log, silently skipping every
+        new event before it. We check that the last record we applied is still at its offset with the same
+        event id. The inbox makes reading a partition again harmless.
+        """
+        if not assigned:
+            return set()
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                text('SELECT topic, partition, "offset", event_id FROM consumer_marks WHERE consumer = :c'),
+                {"c": self.name},
+            )).all()
+        marks = {TopicPartition(r.topic, r.partition): (r.offset, r.event_id) for r in rows}
+        to_check = {tp: marks[tp] for tp in assigned if tp in marks}
+        if not to_check:
+            return set()
+        reset: set[TopicPartition] = set()
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
+        await reader.start()
+        try:
+            reader.assign(list(to_check))
+            for tp, (offset, event_id) in to_check.items():
+                reader.seek(tp, offset)
+                found = await reader.getmany(tp, timeout_ms=1500, max_records=1)
+                records = found.get(tp, [])
+                if not records or records[0].offset != offset or _header(records[0], "ce_id") != event_id:
+                    log.warning("partition_reset_detected", consumer=self.name, topic=tp.topic,
+                                partition=tp.partition)
+                    reset.add(tp)
+        finally:
+            await reader.stop()
+        if reset:
+            async with self.sessions() as session, session.begin():
+                for tp in reset:
+                    await session.execute(
+                        text("DELETE FROM consumer_marks WHERE consumer = :c AND topic = :t AND partition = :p"),
+                        {"c": self.name, "t": tp.topic, "p": tp.partition},
+                    )
+        return reset
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int) -> None:
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            CONSUMER_LAG.labels(self.service, self.name, tp.topic, str(tp.partition)).set(
+                max(highwater - position, 0))
+
+    async def _process(self, record: ConsumerRecord[Any, Any], producer: Any) -> None:
+        try:
+            event = envelope.decode(record.key, record.value, list(record.headers))
+        except envelope.UndecodableEvent as exc:
+            await self._dead_letter(record, producer, f"undecodable: {exc}")
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                applied = await self._apply(event, handler)
+                EVENTS_CONSUMED.labels(self.service, self.name, "applied" if applied else "duplicate").inc()
+                return
+            except PoisonEvent as exc:
+                await self._dead_letter(record, producer, _describe(exc))
+                return
+            except Exception as exc:
+                if _infrastructure_error(exc):
+                    log.warning("consumer_waiting_for_database", consumer=self.name, error=type(exc).__name__)
+                    await asyncio.sleep(min(self.retry_backoff_seconds * 2 ** min(attempt, 5), 5.0))
+                    attempt = 0
+                    continue
+                if attempt >= self.max_attempts:
+                    await self._dead_letter(record, producer, _describe(exc))
+                    return
+                await asyncio.sleep(self.retry_backoff_seconds * attempt)
+
+    async def _apply(self, event: envelope.Event, handler: Handler) -> bool:
+        async with self.sessions() as session, session.begin():
+            inserted = (
+                await session.execute(
+                    text(
+                        "INSERT INTO inbox (consumer, source, event_id) VALUES (:c, :s, :i) "
+                        "ON CONFLICT DO NOTHING RETURNING 1"
+                    ),
+                    {"c": self.name, "s": event.source, "i": event.id},
+                )
+            ).first()
+            if inserted is None:
+                return False
+            await handler(session, event)
+        return True
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], producer: Any, error: str) -> None:
+        headers = [*list(record.headers), (envelope.ERROR_HEADER, error.encode()),
+                   ("refnet-consumer", self.name.encode())]
+        await producer.send_and_wait(dlq_topic(record.topic), value=record.value, key=record.key,
+                                     headers=headers)
+        DLQ_MESSAGES.labels(self.service, self.name, record.topic).inc()
+        EVENTS_CONSUMED.labels(self.service, self.name, "dead_lettered").inc()
+        # The error text may quote the message; the log gets only where and what kind.
+        log.warning("event_dead_lettered", consumer=self.name, topic=record.topic, partition=record.partition,
+                    offset=record.offset, error=error.split(":", 1)[0])

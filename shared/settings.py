@@ -1,0 +1,79 @@
+"""Settings base: every service reads its configuration from the environment with its own prefix.
+
+``REFNET_INTAKE_DATABASE_URL`` configures intake; a value without the service prefix
+(``REFNET_KAFKA_BOOTSTRAP``) is the shared default for all services.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("registry", "intake", "referral", "audit")
+DEFAULT_PORTS = {"registry": 8001, "intake": 8002, "referral": 8003, "audit": 8004}
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. A service subclasses it, sets ``service_name`` and adds its own fields."""
+
+    service_name: ClassVar[str] = "service"
+
+    database_url: str = "postgresql+asyncpg://refnet@127.0.0.1:55432/refnet"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+
+    # Token validation (this service as an OAuth resource server). The issuer can be any OAuth server.
+    issuer: str = "http://127.0.0.1:8001"
+    jwks_url: str = ""
+    audience: str = "refnet"
+    jwks_min_refetch_seconds: float = 30.0
+    token_leeway_seconds: int = 30
+
+    # Events
+    kafka_enable_idempotence: bool = False  # Tansu (the embedded broker) refuses it; true on Apache Kafka
+    # The embedded broker recreates a vanished topic with one partition on first use, so one is the
+    # safe local default; production topics are declared with their partition counts (deploy/k8s).
+    kafka_partitions: int = 1
+    relay_poll_seconds: float = 1.0
+    relay_batch_size: int = 500
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff_seconds: float = 0.2
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = Field(default=1024 * 1024)
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        # Shared defaults (REFNET_X) sit under the service's own values (REFNET_<SERVICE>_X).
+        prefix = f"REFNET_{type(self).service_name.upper()}_"
+        shared: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            env = os.environ.get(f"REFNET_{name.upper()}")
+            if env is not None and f"{prefix}{name.upper()}" not in os.environ:
+                shared[name] = env
+        super().__init__(**{**shared, **values})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        prefix = f"REFNET_{cls.service_name.upper()}_"
+        cls.model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+
+    @property
+    def source(self) -> str:
+        """CloudEvents ``source`` of everything this service emits."""
+        return f"/refnet/{self.service_name}"
+
+    @property
+    def effective_jwks_url(self) -> str:
+        return self.jwks_url or self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,164 @@
+"""The event backbone's promises, against the real PostgreSQL and the real broker.
+
+Nothing committed is lost, nothing rolled back is published, each event's effect happens once, one key's
+events apply in order -- also while the broker is paused, after it restarts empty, and after a consumer dies
+between its effect and its offset commit. Poison and undecodable messages go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.launcher.infra import Broker
+from shared.envelope import ERROR_HEADER
+from shared.observability import EVENTS_CONSUMED
+from tests.conftest import Infra
+from tests.integration.messaging import Harness, assert_exactly_once, assert_exactly_once_in_order
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: object) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def harness(new_database: Callable[[str], str]) -> Harness:
+    return await Harness.create(new_database("backbone"))
+
+
+async def test_ten_thousand_events_arrive_once_each_in_order_per_key(infra: Infra, new_database) -> None:
+    h = await harness(new_database)
+    async with running(h.relay(infra.bootstrap).run(), h.consumer(infra.bootstrap).run()):
+        written = await h.write_stream(10_000, keys=100, per_tx=10, rolled_back_every=7)
+        rows = await h.wait_for_effects(written, timeout=180)
+        await asyncio.sleep(2)  # anything extra (a duplicate, a rolled-back event) would show up now
+        rows = await h.effects()
+    assert written == 10_000
+    assert all(r.n >= 0 for r in rows), "an event of a rolled-back transaction was delivered"
+    assert_exactly_once_in_order(rows, set(range(written)))
+    assert await h.outbox_size() == 0
+
+
+async def test_broker_paused_mid_stream_loses_nothing(private_broker: Broker, new_database) -> None:
+    h = await harness(new_database)
+    async with running(h.relay(private_broker.bootstrap).run(), h.consumer(private_broker.bootstrap).run()):
+        first = await h.write_stream(2_000, keys=100)
+        await h.wait_for_effects(1, timeout=60)
+        private_broker.pause()
+        try:
+            second = await h.write_stream(2_000, keys=100, start=first)  # written while the broker is frozen
+            await asyncio.sleep(15)
+        finally:
+            private_broker.resume()
+        rows = await h.wait_for_effects(first + second, timeout=180)
+    assert_exactly_once_in_order(rows, set(range(first + second)))
+
+
+async def test_backlog_survives_broker_restarted_empty(private_broker: Broker, new_database) -> None:
+    h = await harness(new_database)
+    async with running(h.relay(private_broker.bootstrap).run(), h.consumer(private_broker.bootstrap).run()):
+        before = await h.write_stream(500, keys=20)
+        await h.wait_for_effects(before, timeout=60)
+        private_broker.kill()
+        # The backlog builds up while there is no broker at all ...
+        for n in range(before, before + 1_000):
+            await h.write(f"k{n % 20}", n)
+        assert await h.outbox_size() > 0
+        # ... and a fresh, empty broker on the same port receives it.
+        private_broker.start()
+        rows = await h.wait_for_effects(before + 1_000, timeout=120)
+        assert await h.outbox_size() == 0, "the relay did not publish its backlog"
+    # Exactly once, but not per-key order: after losing its in-memory log, the embedded broker acknowledges
+    # some writes from a producer with stale metadata and drops them. The relay sees the offsets go back
+    # and publishes the batch again, so nothing is lost, but a re-sent event may follow a later one of its
+    # key. A durable, replicated broker (Apache Kafka in production) does not lose acknowledged writes.
+    assert_exactly_once(rows, set(range(before + 1_000)))
+
+
+CRASHING_CONSUMER = """
+import asyncio, os, sys
+from tests.integration.messaging import Harness
+from shared.db import make_engine, make_sessionmaker
+
+async def main(url, bootstrap, topic, group):
+    engine = make_engine(url, pool_size=2)
+    h = Harness(url, engine, make_sessionmaker(engine), topic)
+    async def die():  # the effects of the batch are committed; the offsets are not
+        os._exit(9)
+    await h.consumer(bootstrap, group=group, on_batch_applied=die).run()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_consumer_killed_before_offset_commit_redelivery_is_a_no_op(infra: Infra, new_database) -> None:
+    h = await harness(new_database)
+    group = f"crashy-{h.topic}"
+    async with running(h.relay(infra.bootstrap).run()):
+        written = await h.write_stream(300, keys=10)
+        await asyncio.sleep(0)
+        proc = subprocess.run(
+            [sys.executable, "-c", CRASHING_CONSUMER, h.url, infra.bootstrap, h.topic, group],
+            cwd=Path(__file__).resolve().parents[2], env={**os.environ}, timeout=120, capture_output=True,
+        )
+        assert proc.returncode == 9, proc.stderr.decode()[-2000:]
+        applied_by_the_dead = len(await h.effects())
+        assert applied_by_the_dead > 0
+        duplicates = EVENTS_CONSUMED.labels("test", group, "duplicate")
+        before = duplicates._value.get()
+        async with running(h.consumer(infra.bootstrap, group=group).run()):
+            rows = await h.wait_for_effects(written, timeout=120)
+            await asyncio.sleep(1)
+            rows = await h.effects()
+        redelivered = duplicates._value.get() - before
+    assert redelivered >= applied_by_the_dead, "the uncommitted batch was not redelivered"
+    assert_exactly_once_in_order(rows, set(range(written)))
+
+
+async def test_poison_and_undecodable_messages_go_to_the_dlq_and_the_consumer_goes_on(
+    infra: Infra, new_database
+) -> None:
+    h = await harness(new_database)
+    async with running(h.relay(infra.bootstrap).run(), h.consumer(infra.bootstrap, poison_n=1).run()):
+        await h.write("k", 0)
+        await h.write("k", 1)  # the handler always fails on this one
+        producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(h.topic, b"\xff\x00 not an event", key=b"k")
+            await producer.send_and_wait(h.topic, b"{}", key=b"k", headers=[("ce_id", b"x")])
+        finally:
+            await producer.stop()
+        await h.write("k", 2)
+        rows = await h.wait_for_effects(2, timeout=60)
+    assert [r.n for r in rows] == [0, 2]
+
+    dlq = AIOKafkaConsumer(h.topic + ".dlq", bootstrap_servers=infra.bootstrap,
+                           auto_offset_reset="earliest", group_id=None)
+    await dlq.start()
+    try:
+        records = []
+        for _ in range(20):
+            batch = await dlq.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= 3:
+                break
+    finally:
+        await dlq.stop()
+    errors = [dict(r.headers)[ERROR_HEADER].decode() for r in records]
+    assert len(records) == 3, errors
+    assert sorted(e.split(":", 1)[0] for e in errors) == ["ValueError", "undecodable", "undecodable"], errors

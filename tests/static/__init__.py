@@ -1,0 +1,1 @@
+"""Static checks of the deployment files (compose, Dockerfile, Kubernetes manifests, docs)."""

@@ -1,0 +1,540 @@
+"""deploy/k8s, checked offline: no cluster is involved (none is available to this project's CI).
+
+Built-in kinds are validated by kubernetes-validate (strict: unknown fields are errors) against the
+schemas it ships for KUBERNETES_VERSION. Strimzi's KafkaTopic is a CRD it has no schema for; those are
+validated against KAFKA_TOPIC_SCHEMA, a small schema of our own in _support.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import all_versions
+
+from ._support import (
+    CONTRACT_TOPICS,
+    K8S_DIR,
+    KAFKA_TOPIC_SCHEMA,
+    KUBERNETES_VERSION,
+    SERVICE_PORTS,
+    egress_allowed,
+    ingress_allowed,
+    k8s_by_kind,
+    k8s_manifest_files,
+    kustomization_files,
+    load_k8s_docs,
+    selector_matches,
+    workload_problems,
+)
+
+DOCS = load_k8s_docs()
+NS = "refnet"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation must not fetch anything: any attempt to open a network connection fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access during offline validation")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _id(item: tuple[Path, dict[str, Any]]) -> str:
+    path, doc = item
+    return f"{path.relative_to(K8S_DIR)}:{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+def validate(doc: dict[str, Any]) -> None:
+    if doc.get("kind") == "KafkaTopic":
+        jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA).validate(doc)
+    else:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# schema validation
+# ---------------------------------------------------------------------------------------------------------
+def test_pinned_kubernetes_version_is_shipped() -> None:
+    major_minor = ".".join(KUBERNETES_VERSION.split(".")[:2])
+    assert major_minor in {".".join(v.split(".")[:2]) for v in all_versions()}
+
+
+def test_there_are_manifests() -> None:
+    kinds = {d["kind"] for _, d in DOCS}
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Job",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "KafkaTopic",
+        "Ingress",
+    } <= kinds
+
+
+@pytest.mark.parametrize("item", DOCS, ids=_id)
+def test_manifest_validates_offline(item: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = item
+    try:
+        validate(doc)
+    except kubernetes_validate.SchemaNotFoundError as e:
+        pytest.fail(e.message)
+
+
+def _deployment() -> dict[str, Any]:
+    return copy.deepcopy(k8s_by_kind("Deployment")["refnet-intake"])
+
+
+def test_validator_rejects_a_wrong_type() -> None:
+    doc = _deployment()
+    doc["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8002"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(doc)
+
+
+def test_validator_rejects_an_unknown_field() -> None:
+    doc = _deployment()
+    doc["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(doc)
+
+
+def test_validator_rejects_an_unknown_kind() -> None:
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        validate({"apiVersion": "v1", "kind": "Deplyment", "metadata": {"name": "x"}})
+
+
+def _topic() -> dict[str, Any]:
+    return copy.deepcopy(next(d for _, d in DOCS if d["kind"] == "KafkaTopic"))
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda t: t["spec"].__setitem__("replicas", "3"),
+        lambda t: t["spec"].__setitem__("replica", 3),
+        lambda t: t["metadata"]["labels"].pop("strimzi.io/cluster"),
+        lambda t: t["spec"].__setitem__("topicName", "refnet/bad topic"),
+        lambda t: t["metadata"].__setitem__("name", "Refnet_Intake"),
+        lambda t: t.__setitem__("apiVersion", "kafka.strimzi.io/v1beta1"),
+        lambda t: t["spec"].pop("partitions"),
+    ],
+)
+def test_kafka_topic_schema_rejects_breakage(breakage) -> None:
+    topic = _topic()
+    breakage(topic)
+    with pytest.raises(jsonschema.ValidationError):
+        validate(topic)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# workloads
+# ---------------------------------------------------------------------------------------------------------
+def test_deployments_have_probes_resources_and_run_as_non_root() -> None:
+    deployments = k8s_by_kind("Deployment")
+    assert set(deployments) == {f"refnet-{s}" for s in SERVICE_PORTS}
+    for doc in deployments.values():
+        assert workload_problems(doc, probes=True) == []
+
+
+def test_jobs_have_resources_and_run_as_non_root() -> None:
+    for doc in k8s_by_kind("Job").values():
+        assert workload_problems(doc, probes=False) == []
+        assert doc["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def _container(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "word"),
+    [
+        (lambda d: _container(d).pop("livenessProbe"), "livenessProbe"),
+        (lambda d: _container(d).pop("readinessProbe"), "readinessProbe"),
+        (lambda d: _container(d)["readinessProbe"]["httpGet"].__setitem__("path", "/healthz"), "/readyz"),
+        (lambda d: _container(d)["resources"].pop("limits"), "limit"),
+        (lambda d: _container(d)["resources"]["requests"].pop("memory"), "memory request"),
+        (
+            lambda d: (
+                d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot"),
+                _container(d)["securityContext"].pop("runAsNonRoot"),
+            ),
+            "runAsNonRoot",
+        ),
+        (lambda d: _container(d)["securityContext"].__setitem__("runAsNonRoot", False), "runAsNonRoot"),
+        (lambda d: _container(d)["securityContext"].__setitem__("readOnlyRootFilesystem", False), "writable"),
+        (lambda d: _container(d)["securityContext"].pop("allowPrivilegeEscalation"), "escalation"),
+    ],
+)
+def test_workload_checker_catches_breakage(breakage, word: str) -> None:
+    doc = _deployment()
+    breakage(doc)
+    problems = workload_problems(doc, probes=True)
+    assert any(word in p for p in problems), problems
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_PORTS))
+def test_each_service_has_its_full_set(service: str) -> None:
+    name = f"refnet-{service}"
+    port = SERVICE_PORTS[service]
+    dep = k8s_by_kind("Deployment")[name]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector_matches(dep["spec"]["selector"], pod_labels)
+    c = _container(dep)
+    assert c["args"] == ["serve", service]
+    assert c["ports"][0] == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PORT"]["value"] == str(port)
+    assert env[f"REFNET_{service.upper()}_PORT"]["value"] == str(port)
+    assert "secretKeyRef" in env[f"REFNET_{service.upper()}_DATABASE_URL"]["valueFrom"]
+
+    svc = k8s_by_kind("Service")[name]
+    assert selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels)
+    assert svc["spec"]["ports"][0]["port"] == port and svc["spec"]["ports"][0]["targetPort"] == "http"
+
+    hpa = k8s_by_kind("HorizontalPodAutoscaler")[name]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+
+    pdb = k8s_by_kind("PodDisruptionBudget")[name]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert selector_matches(pdb["spec"]["selector"], pod_labels)
+
+    job = k8s_by_kind("Job")[f"{name}-migrate"]
+    assert _container(job)["args"] == ["migrate", service]
+    assert _container(job)["image"] == c["image"]
+
+
+def test_audit_runs_as_writer_and_migrates_as_owner() -> None:
+    dep_env = {e["name"]: e for e in _container(k8s_by_kind("Deployment")["refnet-audit"])["env"]}
+    job_env = {e["name"]: e for e in _container(k8s_by_kind("Job")["refnet-audit-migrate"])["env"]}
+    assert dep_env["REFNET_AUDIT_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "refnet-audit-db"
+    owner = job_env["REFNET_AUDIT_MIGRATION_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    assert owner == "refnet-audit-db-owner"
+    assert not any(
+        (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == owner for e in dep_env.values()
+    )
+
+
+def test_one_pinned_image_everywhere() -> None:
+    images = set()
+    for _, doc in DOCS:
+        if doc["kind"] in {"Deployment", "Job"}:
+            images |= {c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
+    assert len(images) == 1, images
+    image = images.pop()
+    name, _, tag = image.rpartition(":")
+    assert tag and tag != "latest" and re.match(r"^\d+\.\d+\.\d+", tag), image
+    for path in kustomization_files():
+        kust = yaml.safe_load(path.read_text())
+        assert {"name": name, "newTag": tag} in kust["images"], path
+
+
+def test_key_files_come_from_secret_volumes() -> None:
+    expected = {
+        "registry": ("REFNET_REGISTRY_SIGNING_KEY_FILE", "refnet-registry-signing-key"),
+        "intake": ("REFNET_INTAKE_MASTER_KEY_FILE", "refnet-intake-master-key"),
+        "audit": ("REFNET_AUDIT_CHECKPOINT_KEY_FILE", "refnet-audit-checkpoint-key"),
+    }
+    for service, (var, secret) in expected.items():
+        dep = k8s_by_kind("Deployment")[f"refnet-{service}"]
+        c = _container(dep)
+        path = next(e["value"] for e in c["env"] if e["name"] == var)
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert mount.get("readOnly") is True
+        vol = volumes[mount["name"]]["secret"]
+        assert vol["secretName"] == secret
+        assert path.endswith("/" + vol["items"][0]["path"])
+        assert vol["defaultMode"] & 0o007 == 0, "secret files readable by others"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# secrets are referenced, never committed
+# ---------------------------------------------------------------------------------------------------------
+def _secret_names() -> set[str]:
+    names = set()
+    for _, doc in DOCS:
+        if doc["kind"] in {"Deployment", "Job"}:
+            spec = doc["spec"]["template"]["spec"]
+            for c in spec["containers"]:
+                for e in c.get("env") or []:
+                    ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                    if ref:
+                        names.add(ref["name"])
+                for ef in c.get("envFrom") or []:
+                    if "secretRef" in ef:
+                        names.add(ef["secretRef"]["name"])
+            for v in spec.get("volumes") or []:
+                if "secret" in v:
+                    names.add(v["secret"]["secretName"])
+        if doc["kind"] == "Ingress":
+            names |= {t["secretName"] for t in doc["spec"].get("tls") or []}
+    return names
+
+
+def test_no_secret_objects_and_every_reference_documented() -> None:
+    assert not [d for _, d in DOCS if d["kind"] == "Secret"], "Secret values must not be committed"
+    readme = (K8S_DIR / "README.md").read_text()
+    names = _secret_names()
+    assert len(names) >= 8
+    for name in names:
+        assert f"`{name}`" in readme, f"deploy/k8s/README.md does not say how to create {name}"
+    for path in k8s_manifest_files():
+        text = path.read_text()
+        assert "BEGIN PRIVATE KEY" not in text and not re.search(r"://[^/\s:@]+:[^@\s/]+@", text), path
+
+
+def test_config_map_references_resolve() -> None:
+    maps = k8s_by_kind("ConfigMap")
+    for _, doc in DOCS:
+        if doc["kind"] in {"Deployment", "Job"}:
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                for ef in c.get("envFrom") or []:
+                    if "configMapRef" in ef:
+                        assert ef["configMapRef"]["name"] in maps
+    data = maps["refnet-config"]["data"]
+    assert data["REFNET_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
+    assert data["REFNET_AUDIENCE"] == "refnet"
+    assert not [k for k in data if re.search(r"PASSWORD|SECRET|DATABASE_URL|_KEY$", k)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# network policies (a small evaluator of NetworkPolicy semantics)
+# ---------------------------------------------------------------------------------------------------------
+POLICIES = [d for _, d in DOCS if d["kind"] == "NetworkPolicy"]
+
+
+def _pod(service: str, component: str = "service") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": f"refnet-{service}",
+        "app.kubernetes.io/part-of": "refnet",
+        "app.kubernetes.io/component": component,
+    }
+
+
+POSTGRES = {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/instance": "refnet-postgres"}
+KAFKA = {"strimzi.io/cluster": "refnet-kafka", "strimzi.io/kind": "Kafka", "strimzi.io/broker-role": "true"}
+INGRESS_CONTROLLER = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+STRANGER_HERE = (NS, {"app": "debug-shell"})
+STRANGER_ELSEWHERE = ("default", {"app": "anything"})
+
+
+def test_pod_labels_used_by_the_evaluator_are_the_real_ones() -> None:
+    for service in SERVICE_PORTS:
+        dep = k8s_by_kind("Deployment")[f"refnet-{service}"]
+        assert dep["spec"]["template"]["metadata"]["labels"] == _pod(service)
+        job = k8s_by_kind("Job")[f"refnet-{service}-migrate"]
+        assert job["spec"]["template"]["metadata"]["labels"] == _pod(service, "migration")
+
+
+def test_ingress_is_denied_by_default() -> None:
+    default = [
+        p
+        for p in POLICIES
+        if p["spec"]["podSelector"] == {}
+        and p["spec"]["policyTypes"] == ["Ingress"]
+        and not p["spec"].get("ingress")
+    ]
+    assert default
+    assert not ingress_allowed(POLICIES, NS, {"app": "anything"}, *STRANGER_HERE, 80)
+
+
+def _allowed(
+    policies: list[dict[str, Any]], target: dict[str, str], source: tuple[str, dict[str, str]], port: int
+) -> bool:
+    return ingress_allowed(policies, NS, target, source[0], source[1], port)
+
+
+def test_only_the_services_reach_the_database() -> None:
+    for service in SERVICE_PORTS:
+        assert _allowed(POLICIES, POSTGRES, (NS, _pod(service)), 5432), service
+        assert _allowed(POLICIES, POSTGRES, (NS, _pod(service, "migration")), 5432), service
+    for stranger in (STRANGER_HERE, STRANGER_ELSEWHERE, INGRESS_CONTROLLER, PROMETHEUS, (NS, KAFKA)):
+        assert not _allowed(POLICIES, POSTGRES, stranger, 5432), stranger
+
+
+def test_only_the_services_reach_kafka() -> None:
+    for service in SERVICE_PORTS:
+        assert _allowed(POLICIES, KAFKA, (NS, _pod(service)), 9092), service
+    for stranger in (
+        STRANGER_HERE,
+        STRANGER_ELSEWHERE,
+        INGRESS_CONTROLLER,
+        (NS, POSTGRES),
+        (NS, _pod("intake", "migration")),
+    ):
+        assert not _allowed(POLICIES, KAFKA, stranger, 9092), stranger
+    # its own brokers replicate among themselves
+    assert _allowed(POLICIES, KAFKA, (NS, KAFKA), 9091)
+
+
+def test_only_the_ingress_reaches_the_services() -> None:
+    for service, port in SERVICE_PORTS.items():
+        pod = _pod(service)
+        assert _allowed(POLICIES, pod, INGRESS_CONTROLLER, port), service
+        assert _allowed(POLICIES, pod, PROMETHEUS, port), service  # scraping /metrics, documented
+        for stranger in (
+            STRANGER_HERE,
+            STRANGER_ELSEWHERE,
+            (NS, POSTGRES),
+            (NS, KAFKA),
+            ("ingress-nginx", {"app": "other"}),
+        ):
+            assert not _allowed(POLICIES, pod, stranger, port), (service, stranger)
+        for other in SERVICE_PORTS:
+            # services reach each other only for the registry's JWKS
+            expected = service == "registry"
+            assert _allowed(POLICIES, pod, (NS, _pod(other)), port) is expected, (other, service)
+
+
+def test_policy_evaluator_sees_a_hole() -> None:
+    opened = copy.deepcopy(POLICIES)
+    pg = next(p for p in opened if p["metadata"]["name"] == "refnet-postgres-ingress")
+    pg["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}})
+    assert _allowed(opened, POSTGRES, STRANGER_ELSEWHERE, 5432)
+    no_default = [
+        p for p in POLICIES if p["metadata"]["name"] not in {"default-deny-ingress", "refnet-kafka-ingress"}
+    ]
+    assert _allowed(no_default, KAFKA, STRANGER_HERE, 9092)
+
+
+def test_egress_is_limited() -> None:
+    for service in SERVICE_PORTS:
+        for component in ("service", "migration"):
+            pod = _pod(service, component)
+            assert egress_allowed(POLICIES, NS, pod, NS, POSTGRES, 5432)
+            assert egress_allowed(POLICIES, NS, pod, "kube-system", {"k8s-app": "kube-dns"}, 53, "UDP")
+            assert not egress_allowed(POLICIES, NS, pod, *STRANGER_HERE, 80)
+            assert not egress_allowed(POLICIES, NS, pod, *STRANGER_ELSEWHERE, 443)
+        assert egress_allowed(POLICIES, NS, _pod(service), NS, KAFKA, 9092)
+        assert egress_allowed(POLICIES, NS, _pod(service), NS, _pod("registry"), 8001)
+    internet = [
+        p
+        for p in POLICIES
+        if any("ipBlock" in peer for r in p["spec"].get("egress") or [] for peer in r.get("to") or [])
+    ]
+    assert len(internet) == 1
+    selector = internet[0]["spec"]["podSelector"]
+    allowed = {s for s in SERVICE_PORTS if selector_matches(selector, _pod(s))}
+    assert allowed == {"registry", "referral"}
+    blocks = [peer["ipBlock"] for r in internet[0]["spec"]["egress"] for peer in r["to"]]
+    for block in blocks:
+        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kafka topics
+# ---------------------------------------------------------------------------------------------------------
+TOPICS_FILE = K8S_DIR / "kafka-topics.yaml"
+DELIVERY_FILE = K8S_DIR / "examples" / "kafka-topic-delivery.yaml"
+
+
+def _topics(path: Path) -> dict[str, dict[str, Any]]:
+    return {d["spec"]["topicName"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+
+
+def test_topics_are_the_contract_topics_and_their_dlqs() -> None:
+    topics = _topics(TOPICS_FILE)
+    assert set(topics) == set(CONTRACT_TOPICS) | {f"{t}.dlq" for t in CONTRACT_TOPICS}
+    delivery = _topics(DELIVERY_FILE)
+    assert set(delivery) == {"refnet.delivery.example-agency", "refnet.delivery.example-agency.dlq"}
+    for name, topic in {**topics, **delivery}.items():
+        spec = topic["spec"]
+        assert spec["replicas"] == 3, name
+        assert spec["config"]["min.insync.replicas"] == 2, name
+        assert isinstance(spec["config"]["retention.ms"], int), name
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "refnet-kafka", name
+    for t in CONTRACT_TOPICS:
+        assert topics[t]["spec"]["partitions"] >= 6, t
+
+
+def _comment_before(text: str, marker: str) -> str:
+    """The comment lines of the YAML document that contains `marker`."""
+    for chunk in text.split("\n---"):
+        if marker in chunk:
+            return "\n".join(line for line in chunk.splitlines() if line.lstrip().startswith("#"))
+    return ""
+
+
+def test_audit_and_delivery_retention_is_stated_and_justified() -> None:
+    audit_ms = _topics(TOPICS_FILE)["refnet.audit.access"]["spec"]["config"]["retention.ms"]
+    comment = _comment_before(TOPICS_FILE.read_text(), "topicName: refnet.audit.access\n")
+    assert "retention" in comment.lower() and str(audit_ms) in comment
+    assert f"{audit_ms // 86_400_000} days" in comment
+    assert len(comment.splitlines()) >= 5, "the audit topic's retention needs a justification"
+
+    delivery_ms = _topics(DELIVERY_FILE)["refnet.delivery.example-agency"]["spec"]["config"]["retention.ms"]
+    header = _comment_before(DELIVERY_FILE.read_text(), "refnet.delivery.<agency_id>")
+    assert str(delivery_ms) in header and f"{delivery_ms // 86_400_000} days" in header
+    assert "retention" in header.lower() and len(header.splitlines()) >= 8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kustomizations and ingress
+# ---------------------------------------------------------------------------------------------------------
+def test_every_manifest_is_in_exactly_one_kustomization() -> None:
+    listed: dict[Path, int] = {}
+    for path in kustomization_files():
+        kust = yaml.safe_load(path.read_text())
+        assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and kust["kind"] == "Kustomization"
+        assert kust["namespace"] == NS
+        for resource in kust["resources"]:
+            target = (path.parent / resource).resolve()
+            assert target.is_file(), f"{path}: {resource} does not exist"
+            listed[target] = listed.get(target, 0) + 1
+    for manifest in k8s_manifest_files():
+        count = listed.get(manifest.resolve(), 0)
+        if "examples" in manifest.relative_to(K8S_DIR).parts:
+            assert count == 0, f"{manifest} is a template and must not be applied"
+        else:
+            assert count == 1, f"{manifest} is listed {count} times"
+
+
+def test_migrations_are_a_separate_kustomization() -> None:
+    main = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    migrate = yaml.safe_load((K8S_DIR / "migrate" / "kustomization.yaml").read_text())
+    assert not [r for r in main["resources"] if "migrate" in r]
+    assert sorted(migrate["resources"]) == sorted(f"{s}-migrate.yaml" for s in SERVICE_PORTS)
+
+
+def test_every_object_is_in_the_namespace() -> None:
+    for path, doc in DOCS:
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == NS
+        else:
+            assert doc["metadata"].get("namespace") == NS, (path, doc["metadata"]["name"])
+
+
+def test_ingress_routes_to_existing_services_and_hides_probes() -> None:
+    services = k8s_by_kind("Service")
+    ingress = k8s_by_kind("Ingress")["refnet"]
+    paths = []
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            backend = p["backend"]["service"]
+            assert backend["name"] in services
+            port_names = {port["name"] for port in services[backend["name"]]["spec"]["ports"]}
+            assert backend["port"]["name"] in port_names
+            paths.append(p["path"])
+    for hidden in ("/metrics", "/healthz", "/readyz", "/"):
+        assert hidden not in paths
+    assert ingress["spec"]["tls"], "TLS terminates at the ingress"
