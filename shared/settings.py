@@ -27,6 +27,12 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     public_url: str = ""
 
+    # Where the other services are (for the few synchronous calls, e.g. referral asking intake).
+    registry_url: str = "http://127.0.0.1:8001"
+    intake_url: str = "http://127.0.0.1:8002"
+    referral_url: str = "http://127.0.0.1:8003"
+    audit_url: str = "http://127.0.0.1:8004"
+
     # Token validation (this service as an OAuth resource server). The issuer can be any OAuth server.
     issuer: str = "http://127.0.0.1:8001"
     jwks_url: str = ""

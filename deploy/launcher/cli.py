@@ -1,0 +1,194 @@
+"""``refnet``: run the local stack, serve one service, migrate, and operate RefNet."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import SERVICE_NAMES, ServiceSettings
+
+app = typer.Typer(help="RefNet: safe referral of trafficked persons between protection agencies.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+keys_app = typer.Typer(help="Key rotation.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+ServiceName = Annotated[str, typer.Argument(help="registry, intake, referral or audit")]
+
+
+def _settings(service: str) -> ServiceSettings:
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+    module = importlib.import_module(f"services.{service}.settings")
+    settings: ServiceSettings = getattr(module, f"{service.capitalize()}Settings")()
+    return settings
+
+
+@app.command()
+def serve(service: ServiceName) -> None:
+    """Run one service with uvicorn (no migrations: run `refnet migrate` first)."""
+    import uvicorn
+
+    settings = _settings(service)
+    port = int(os.environ.get("PORT", settings.port))
+    module = importlib.import_module(f"services.{service}.app")
+    uvicorn.run(module.create_app(settings), host=settings.host, port=port, log_level="warning",
+                proxy_headers=True)
+
+
+@app.command()
+def migrate(service: ServiceName) -> None:
+    """Apply a service's database migrations (idempotent)."""
+    from shared.migrations import upgrade
+
+    settings = _settings(service)
+    url = os.environ.get(f"REFNET_{service.upper()}_MIGRATION_DATABASE_URL") or settings.database_url
+    upgrade(service, url)
+
+
+@topics_app.command("ensure")
+def topics_ensure(partitions: int = 1, replication_factor: int = 1) -> None:
+    """Create the RefNet topics and their dead-letter topics if they are missing."""
+    from shared.kafka import dlq_topic, ensure_topics
+    from shared.topics import ALL_TOPICS
+
+    bootstrap = os.environ.get("REFNET_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    names = [*ALL_TOPICS, *map(dlq_topic, ALL_TOPICS)]
+    asyncio.run(ensure_topics(bootstrap, names, partitions=partitions, replication_factor=replication_factor))
+    console.print(f"topics present: {', '.join(names)}")
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, the broker and the four services; Ctrl-C stops everything."""
+    from deploy.launcher.infra import PortInUse
+    from deploy.launcher.stack import Stack, StackConfig
+
+    stack = Stack(StackConfig.from_env(), say=lambda text: console.print(f"[dim]·[/dim] {text}"))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.check_ports()
+        stack.start_infrastructure()
+        stack.migrate()
+        stack.prepare_services()
+        stack.start_services()
+        stack.wait_ready()
+        state = stack.state()
+        state.save(stack.config.home)
+        _print_table(state.services, state.database_server, state.broker)
+        console.print(f"logs: {stack.logs}/<service>.log   stop: Ctrl-C (or `refnet down`)")
+        while not stop.wait(0.5):
+            for name, proc in stack.services.items():
+                if proc.poll() is not None:
+                    console.print(f"[red]{name} exited ({proc.returncode}); see {stack.logs}/{name}.log[/red]")
+                    stop.set()
+    except PortInUse as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        console.print(f"[red]could not start the stack: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+        console.print("stopped")
+
+
+def _print_table(services: dict[str, str], database: str, broker: str) -> None:
+    table = Table(title="RefNet is running")
+    table.add_column("what")
+    table.add_column("where")
+    for name, url in services.items():
+        table.add_row(name, url)
+    table.add_row("PostgreSQL", database)
+    table.add_row("broker", broker)
+    console.print(table)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Where each service runs and whether it is ready."""
+    from deploy.launcher.stack import StackState, probe, refnet_home
+
+    state = StackState.load(refnet_home())
+    if state is None:
+        if as_json:
+            print(json.dumps({"running": False}))
+        else:
+            console.print("RefNet is not running here (no .refnet/state.json); start it with `make run`.")
+        raise typer.Exit(1)
+    services = {name: {"url": url, "state": probe(url)} for name, url in state.services.items()}
+    if as_json:
+        print(json.dumps({"running": True, "services": services, "database_server": state.database_server,
+                          "broker": state.broker}, indent=2))
+        return
+    table = Table(title="RefNet")
+    for column in ("service", "url", "state"):
+        table.add_column(column)
+    for name, info in services.items():
+        table.add_row(name, info["url"], info["state"])
+    console.print(table)
+    console.print(f"PostgreSQL: {state.database_server}   broker: {state.broker}")
+
+
+@app.command()
+def down() -> None:
+    """Stop a stack started by `refnet up` (in another terminal)."""
+    from deploy.launcher.stack import StackState, refnet_home
+
+    state = StackState.load(refnet_home())
+    if state is None:
+        console.print("nothing to stop")
+        return
+    try:
+        os.kill(state.launcher_pid, signal.SIGTERM)
+        console.print(f"asked the launcher (pid {state.launcher_pid}) to stop everything")
+    except ProcessLookupError:
+        console.print("the launcher is gone; stopping what it left")
+        for pid in state.pids.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        (refnet_home() / "state.json").unlink(missing_ok=True)
+
+
+def _register_service_commands() -> None:
+    """A service adds its own commands in ``services/<name>/cli.py``: ``register(app, keys) -> None``."""
+    for service in SERVICE_NAMES:
+        try:
+            module = importlib.import_module(f"services.{service}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"services.{service}.cli":
+                raise
+            continue
+        module.register(app, keys_app)
+
+
+_register_service_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The four RefNet services; each owns its database and speaks to the others by events."""

@@ -1,0 +1,1 @@
+"""intake: Cases, consent, and the personal data that only the right agency may read."""

@@ -1,0 +1,13 @@
+"""Handlers of other services' events, keeping referral's read models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.app import Runtime
+from shared.consumer import EventConsumer
+
+
+def wiring(runtime: Runtime) -> Sequence[EventConsumer]:
+    """The consumers and background jobs referral runs beside its HTTP routes."""
+    return []

@@ -1,0 +1,1 @@
+"""registry: Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 authorization server."""

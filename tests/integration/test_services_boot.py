@@ -1,0 +1,75 @@
+"""Each service boots as it runs in production: migrations on its own database, then the app with its
+relay and consumers; health, readiness, metrics and errors behave the same everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from deploy.launcher.infra import Broker
+from shared.migrations import upgrade
+from tests.conftest import Infra
+
+SERVICES = ["registry", "intake", "referral", "audit"]
+
+
+@asynccontextmanager
+async def serving(service: str, database_url: str, bootstrap: str) -> AsyncIterator[httpx.AsyncClient]:
+    await asyncio.to_thread(upgrade, service, database_url)
+    module = importlib.import_module(f"services.{service}.app")
+    settings_module = importlib.import_module(f"services.{service}.settings")
+    settings_cls = getattr(settings_module, f"{service.capitalize()}Settings")
+    app: FastAPI = module.create_app(settings_cls(database_url=database_url, kafka_bootstrap=bootstrap,
+                                                  log_json=False))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_service_boots_ready_and_answers_problems(
+    service: str, infra: Infra, new_database: Callable[[str], str]
+) -> None:
+    async with serving(service, new_database(service), infra.bootstrap) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready", "database": True, "broker": True}
+
+        missing = await client.get("/no/such/route")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["type"].endswith("not-found")
+
+        big = await client.post("/anything", content=b"x" * (1024 * 1024 + 1))
+        assert big.status_code == 413
+        assert big.json()["type"].endswith("payload-too-large")
+
+        metrics = await client.get("/metrics")
+        assert "refnet_http_requests_total" in metrics.text
+        assert missing.headers["x-request-id"]
+
+
+async def test_readiness_follows_the_broker_without_a_restart(
+    private_broker: Broker, new_database: Callable[[str], str]
+) -> None:
+    async with serving("registry", new_database("registry"), private_broker.bootstrap) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        private_broker.kill()
+        down = await client.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["broker"] is False and down.json()["database"] is True
+        private_broker.start()
+        for _ in range(40):
+            if (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail("/readyz did not recover after the broker came back")
