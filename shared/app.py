@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +66,7 @@ class Runtime:
 
 
 # A service contributes consumers and background jobs once its runtime exists.
-Wiring = Callable[[Runtime], Sequence[EventConsumer | Callable[[], Awaitable[None]]]]
+Wiring = Callable[[Runtime], Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]]
 
 
 class BodySizeLimit:

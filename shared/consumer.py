@@ -60,7 +60,7 @@ def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
     return None
 
 
-class _VerifyPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+class _VerifyPositions(ConsumerRebalanceListener):
     def __init__(self, owner: EventConsumer, consumer: AIOKafkaConsumer) -> None:
         self.owner = owner
         self.consumer = consumer

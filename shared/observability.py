@@ -24,6 +24,8 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OUTBOX_BACKLOG = Gauge("refnet_outbox_backlog", "Events written but not yet published", ["service"])
+OUTBOX_OLDEST_AGE = Gauge("refnet_outbox_oldest_age_seconds", "Age of the oldest unpublished event", ["service"])
+LEADER = Gauge("refnet_leader", "1 on the replica holding the task's advisory lock", ["service", "task"])
 EVENTS_PUBLISHED = Counter("refnet_events_published_total", "Events published by the relay",
                            ["service", "topic"])
 EVENTS_CONSUMED = Counter("refnet_events_consumed_total", "Events handled by consumers",

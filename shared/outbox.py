@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared import envelope
 from shared.db import plain_url
 from shared.kafka import ensure_topics, make_producer
-from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from shared.observability import EVENTS_PUBLISHED, LEADER, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
 log = structlog.get_logger("refnet.outbox")
 
@@ -151,6 +151,7 @@ class OutboxRelay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(self.service)):
                 await asyncio.sleep(self.poll_seconds)
             self.is_leader = True
+            LEADER.labels(self.service, "outbox-relay").set(1)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)
             await producer.start()
@@ -167,6 +168,7 @@ class OutboxRelay:
                 await producer.stop()
         finally:
             self.is_leader = False
+            LEADER.labels(self.service, "outbox-relay").set(0)
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
 
@@ -192,7 +194,10 @@ class OutboxRelay:
             ).all()
             if not rows:
                 OUTBOX_BACKLOG.labels(self.service).set(0)
+                OUTBOX_OLDEST_AGE.labels(self.service).set(0)
                 return 0
+            OUTBOX_OLDEST_AGE.labels(self.service).set(
+                max((datetime.now(UTC) - rows[0].created_at).total_seconds(), 0.0))
             await self._ensure_topics({r.topic for r in rows})
             await self._send(producer, rows)
             await conn.execute(text("DELETE FROM outbox WHERE seq = ANY(:seqs)"), {"seqs": [r.seq for r in rows]})
@@ -233,10 +238,10 @@ class OutboxRelay:
         # not keep. Keep the rows, start over with a fresh producer, publish again; consumers dedupe.
         regressed = False
         for ack in acks:
-            key = (ack.topic, ack.partition)
-            if ack.offset < self._last_offsets.get(key, -1):
+            partition = (ack.topic, ack.partition)
+            if ack.offset < self._last_offsets.get(partition, -1):
                 regressed = True
-            self._last_offsets[key] = ack.offset
+            self._last_offsets[partition] = ack.offset
         if regressed:
             self._known_topics.clear()
             self._last_offsets.clear()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
 import signal
-import sys
 import threading
 from typing import Annotated
 
@@ -164,10 +164,8 @@ def down() -> None:
     except ProcessLookupError:
         console.print("the launcher is gone; stopping what it left")
         for pid in state.pids.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         (refnet_home() / "state.json").unlink(missing_ok=True)
 
 
@@ -191,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,6 +13,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -144,7 +145,7 @@ class Postgres:
         subprocess.run(
             [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER, "--auth=trust",
              "--encoding=UTF8", "--no-instructions", "--locale=C"],
-            check=True, capture_output=True, preexec_fn=self._preexec,  # noqa: PLW1509
+            check=True, capture_output=True, preexec_fn=self._preexec,
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -160,7 +161,7 @@ class Postgres:
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300", "-c", "fsync=on",
              "-c", "shared_buffers=128MB", "-c", "max_locks_per_transaction=128"],
-            stdout=log, stderr=log, preexec_fn=self._preexec,  # noqa: PLW1509
+            stdout=log, stderr=log, preexec_fn=self._preexec,
         )
         log.close()
         self._wait_ready(timeout)
@@ -203,7 +204,9 @@ class Postgres:
         return out.stdout.decode()
 
     def ensure_database(self, name: str) -> None:
-        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip()
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"not a database name we create: {name!r}")
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip()  # noqa: S608 -- checked
         if not exists:
             self.psql(f'CREATE DATABASE "{name}"')
 
@@ -239,7 +242,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            stdout=log, stderr=log, preexec_fn=_die_with_parent,
         )
         log.close()
         wait_for_port(self.port, timeout, self.proc)

@@ -174,7 +174,7 @@ class Stack:
             self.services[service] = subprocess.Popen(
                 [sys.executable, "-m", "deploy.launcher.cli", "serve", service],
                 env=self.service_env(service), stdout=log, stderr=log,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                preexec_fn=_die_with_parent,
             )
             log.close()
 

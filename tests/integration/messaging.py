@@ -128,13 +128,12 @@ class Harness:
 def assert_exactly_once(rows: list[Any], expected_n: set[int]) -> None:
     seen = [r.n for r in rows]
     assert len(seen) == len(set(seen)), "an event was applied twice"
-    assert set(seen) == expected_n, f"missing {sorted(expected_n - set(seen))[:10]}, extra {sorted(set(seen) - expected_n)[:10]}"
+    missing, extra = sorted(expected_n - set(seen))[:10], sorted(set(seen) - expected_n)[:10]
+    assert set(seen) == expected_n, f"missing {missing}, extra {extra}"
 
 
 def assert_exactly_once_in_order(rows: list[Any], expected_n: set[int]) -> None:
-    seen = [r.n for r in rows]
-    assert len(seen) == len(set(seen)), "an event was applied twice"
-    assert set(seen) == expected_n, f"missing {sorted(expected_n - set(seen))[:10]}, extra {sorted(set(seen) - expected_n)[:10]}"
+    assert_exactly_once(rows, expected_n)
     last: dict[str, int] = {}
     for r in rows:
         assert r.n > last.get(r.key, -1), f"key {r.key}: {r.n} applied after {last[r.key]}"

@@ -15,7 +15,6 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.launcher.infra import Broker
