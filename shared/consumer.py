@@ -147,7 +147,7 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
-            session_timeout_ms=30000,
+            session_timeout_ms=10000,  # a dead consumer's partitions move on within 10 s
             heartbeat_interval_ms=3000,
         )
         consumer.subscribe(self.topics, listener=_VerifyPositions(self, consumer))
