@@ -35,7 +35,8 @@ def make_producer(bootstrap: str, *, enable_idempotence: bool = False) -> AIOKaf
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1,
-                        replication_factor: int = 1, timeout: float = 15.0) -> None:
+                        replication_factor: int = 1, config: dict[str, str] | None = None,
+                        timeout: float = 15.0) -> None:
     wanted = sorted(set(topics))
     if not wanted:
         return
@@ -47,7 +48,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+                    [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor,
+                              topic_configs=config or {})
                      for t in missing]
                 )
     finally:

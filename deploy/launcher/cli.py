@@ -59,14 +59,20 @@ def migrate(service: ServiceName) -> None:
 
 
 @topics_app.command("ensure")
-def topics_ensure(partitions: int = 1, replication_factor: int = 1) -> None:
-    """Create the RefNet topics and their dead-letter topics if they are missing."""
+def topics_ensure(
+    partitions: Annotated[int, typer.Option(envvar="REFNET_TOPIC_PARTITIONS")] = 1,
+    replication_factor: Annotated[int, typer.Option(envvar="REFNET_TOPIC_REPLICATION_FACTOR")] = 1,
+    min_insync_replicas: Annotated[int, typer.Option(envvar="REFNET_TOPIC_MIN_INSYNC_REPLICAS")] = 1,
+) -> None:
+    """Create the RefNet topics and their dead-letter topics if they are missing (idempotent)."""
     from shared.kafka import dlq_topic, ensure_topics
     from shared.topics import ALL_TOPICS
 
     bootstrap = os.environ.get("REFNET_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     names = [*ALL_TOPICS, *map(dlq_topic, ALL_TOPICS)]
-    asyncio.run(ensure_topics(bootstrap, names, partitions=partitions, replication_factor=replication_factor))
+    config = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 1 else None
+    asyncio.run(ensure_topics(bootstrap, names, partitions=partitions, replication_factor=replication_factor,
+                              config=config))
     console.print(f"topics present: {', '.join(names)}")
 
 

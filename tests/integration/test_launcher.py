@@ -70,3 +70,20 @@ def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path) -> Non
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 2, output
     assert env["REFNET_INTAKE_PORT"] in output and "REFNET_INTAKE_PORT" in output
+
+
+async def test_topics_ensure_creates_every_contract_topic_and_its_dlq(infra) -> None:  # type: ignore[no-untyped-def]
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from shared.topics import ALL_TOPICS
+
+    env = {**os.environ, "REFNET_KAFKA_BOOTSTRAP": infra.bootstrap}
+    for _ in range(2):  # and again: it is idempotent
+        subprocess.run(refnet("topics", "ensure"), cwd=REPO, env=env, check=True, capture_output=True, timeout=60)
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        present = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert {*ALL_TOPICS, *(t + ".dlq" for t in ALL_TOPICS)} <= present
