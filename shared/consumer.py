@@ -152,8 +152,8 @@ class EventConsumer:
         )
         consumer.subscribe(self.topics, listener=_VerifyPositions(self, consumer))
         producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)
-        await consumer.start()
         try:
+            await consumer.start()
             await producer.start()
             self.running = True
             while True:
@@ -228,8 +228,8 @@ class EventConsumer:
             return set()
         reset: set[TopicPartition] = set()
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
-        await reader.start()
         try:
+            await reader.start()
             reader.assign(list(to_check))
             for tp, (offset, event_id) in to_check.items():
                 reader.seek(tp, offset)

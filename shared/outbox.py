@@ -154,8 +154,8 @@ class OutboxRelay:
             LEADER.labels(self.service, "outbox-relay").set(1)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)
-            await producer.start()
             try:
+                await producer.start()
                 while True:
                     if conn.is_closed():
                         raise ConnectionError("relay's database connection closed")
@@ -165,7 +165,8 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             finally:
-                await producer.stop()
+                with contextlib.suppress(Exception):
+                    await producer.stop()  # also after a failed start: no unclosed producer
         finally:
             self.is_leader = False
             LEADER.labels(self.service, "outbox-relay").set(0)

@@ -2,18 +2,57 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from services.registry import api, consumers
+from services.registry.domain import OAuthError
+from services.registry.oauth import read_signing_key_file
+from services.registry.service import RegistryService, sync_signing_keys
 from services.registry.settings import RegistrySettings
-from shared.app import build_app
+from shared.app import Runtime, build_app
+from shared.db import unit_of_work
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
-    return build_app(
-        settings=settings or RegistrySettings(),
+    settings = settings or RegistrySettings()
+
+    async def on_startup(runtime: Runtime) -> None:
+        file_keys = []
+        if settings.signing_key_file:
+            content = await asyncio.to_thread(Path(settings.signing_key_file).read_text)
+            file_keys = read_signing_key_file(content)
+        async with unit_of_work(runtime.sessions) as session:
+            # Without a key file the database keeps the keys (one is generated on first start).
+            await sync_signing_keys(session, file_keys)
+        runtime.extras["registry"] = RegistryService(runtime.sessions, settings)
+
+    def wiring(runtime: Runtime) -> list[Any]:
+        async def close_registry_on_shutdown() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runtime.extras["registry"].aclose()
+
+        return [*consumers.wiring(runtime), close_registry_on_shutdown]
+
+    app = build_app(
+        settings=settings,
         title="RefNet registry",
-        description="Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 authorization server.",
+        description="Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 "
+        "authorization server.",
         routers=[api.router],
-        wiring=consumers.wiring,
+        wiring=wiring,
+        on_startup=on_startup,
     )
+
+    async def oauth_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OAuthError)
+        return api.oauth_error_response(exc, "authorization" in request.headers)
+
+    app.add_exception_handler(OAuthError, oauth_error)
+    return app

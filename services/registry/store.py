@@ -1,12 +1,125 @@
-"""registry's tables (its own database; no other service reads them)."""
+"""registry's tables (its own database; no other service reads them) and the queries on them."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import NAMING
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+class Agency(Base):
+    """An agency and its OAuth client (one client per agency)."""
+
+    __tablename__ = "agencies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    short_name: Mapped[str | None] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    country: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    jwks_uri: Mapped[str | None] = mapped_column(Text)
+    secret_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SigningKey(Base):
+    """The authorization server's token-signing keys, all published in the JWKS but ``retired`` ones:
+    ``next`` (published ahead, signs from ``activates_at``), ``current`` (signs), ``previous`` (signed tokens
+    that may still be alive)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_pem: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    activates_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UsedAssertion(Base):
+    """A client assertion's jti, kept until the assertion would have expired: replay is refused."""
+
+    __tablename__ = "used_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(256), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RevokedToken(Base):
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Service(Base):
+    """An HSDS service of one agency (the HSDS organization)."""
+
+    __tablename__ = "services"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
+    taxonomy: Mapped[str] = mapped_column(String(64), index=True)
+    names: Mapped[dict[str, str]] = mapped_column(JSONB)
+    descriptions: Mapped[dict[str, str]] = mapped_column(JSONB)
+    countries: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    admin_areas: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    languages: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    accepts_children: Mapped[bool] = mapped_column(Boolean)
+    eligibility: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    hours: Mapped[str | None] = mapped_column(Text)
+    contact: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    capacity_available: Mapped[int] = mapped_column(Integer)
+    capacity_total: Mapped[int] = mapped_column(Integer)
+    capacity_status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    locations: Mapped[list[Location]] = relationship(
+        back_populates="service", cascade="all, delete-orphan", order_by="Location.position", lazy="selectin"
+    )
+
+
+class Location(Base):
+    """An HSDS location where the service is delivered (service_at_location is the link itself)."""
+
+    __tablename__ = "locations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(String(120))
+    country: Mapped[str] = mapped_column(String(2))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+
+    service: Mapped[Service] = relationship(back_populates="locations")

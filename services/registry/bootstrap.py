@@ -1,0 +1,25 @@
+"""`make run`: the registry's development signing key, the demo agencies and the demo directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from deploy.launcher.bootstrap import BootstrapContext
+from services.registry.oauth import generate_signing_key, signing_key_file_content
+from services.registry.seed import seed
+
+#: A private JWK set, the format of the production secret (deploy/secrets/README.md).
+SIGNING_KEY_FILE = "registry-signing-key.jwks.json"
+
+
+def prepare(ctx: BootstrapContext) -> None:
+    key_file = ctx.keys_dir / SIGNING_KEY_FILE
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            key = generate_signing_key()
+            handle.write(signing_key_file_content([(key.kid, key.private_pem)]))
+    ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"] = str(key_file)
+    token_url = ctx.service_urls["registry"].rstrip("/") + "/oauth/token"
+    asyncio.run(seed(ctx.database_url, ctx.credentials_dir, token_url))

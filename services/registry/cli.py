@@ -1,0 +1,271 @@
+"""Commands for integrators and operators: ``refnet agency add|list|suspend``, ``refnet token``,
+``refnet keys rotate``.
+
+``agency`` and ``token`` talk to the running registry over HTTP with the credentials files the demo seed
+wrote (``.refnet/credentials/<name>.json``); ``keys rotate`` works on the registry's database directly,
+because signing keys have no HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def refnet_home() -> Path:
+    return Path(os.environ.get("REFNET_HOME", Path.cwd() / ".refnet")).resolve()
+
+
+def credentials_path(name: str) -> Path:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+        raise typer.BadParameter("a credentials name is lower-case letters, digits, - and _")
+    return refnet_home() / "credentials" / f"{name}.json"
+
+
+def load_credentials(name: str) -> dict[str, Any]:
+    path = credentials_path(name)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise typer.BadParameter(f"no credentials file {path} (start the stack with `make run`)") from None
+    except ValueError:
+        raise typer.BadParameter(f"{path} is not JSON") from None
+    return data
+
+
+def client_assertion(credentials: dict[str, Any], audience: str | None = None, lifetime: int = 60) -> str:
+    """An RFC 7523 client assertion signed with the credentials' private key (ES256)."""
+    key = ECKey.import_key(credentials["private_key_pem"])
+    now = int(time.time())
+    claims = {"iss": credentials["client_id"], "sub": credentials["client_id"],
+              "aud": audience or credentials["token_url"], "iat": now, "exp": now + lifetime,
+              "jti": secrets.token_urlsafe(16)}
+    return jwt.encode({"alg": "ES256", "kid": key.thumbprint()}, claims, key, algorithms=["ES256"])
+
+
+def token_request(credentials: dict[str, Any], scopes: list[str] | None = None) -> tuple[dict[str, str], Any]:
+    """(form, httpx auth) of a client-credentials token request for these credentials."""
+    form = {"grant_type": "client_credentials"}
+    if scopes:
+        form["scope"] = " ".join(scopes)
+    if credentials.get("client_secret"):
+        return form, (credentials["client_id"], credentials["client_secret"])
+    form.update({"client_assertion_type": ASSERTION_TYPE, "client_assertion": client_assertion(credentials)})
+    return form, None
+
+
+def fetch_token(credentials: dict[str, Any], scopes: list[str] | None = None) -> str:
+    form, auth = token_request(credentials, scopes)
+    try:
+        response = httpx.post(credentials["token_url"], data=form, auth=auth, timeout=10)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]the registry at {credentials['token_url']} is not reachable ({type(exc).__name__})")
+        raise typer.Exit(1) from exc
+    if response.status_code != 200:
+        try:
+            body = response.json()
+            reason = f"{body.get('error')}: {body.get('error_description')}"
+        except ValueError:
+            reason = f"HTTP {response.status_code}"
+        console.print(f"[red]token refused: {reason}")
+        raise typer.Exit(1)
+    token: str = response.json()["access_token"]
+    return token
+
+
+def _registry_url(credentials: dict[str, Any]) -> str:
+    url: str = credentials["token_url"]
+    return url.removesuffix("/oauth/token")
+
+
+def _call(method: str, path: str, *, json_body: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+          as_: str = "admin") -> Any:
+    credentials = load_credentials(as_)
+    token = fetch_token(credentials)
+    response = httpx.request(method, _registry_url(credentials) + path, json=json_body, params=params,
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+            console.print(f"[red]{problem.get('title')}: {problem.get('detail')}")
+            for error in problem.get("errors", []):
+                console.print(f"  {'.'.join(error['loc'])}: {error['msg']}")
+        except ValueError:
+            console.print(f"[red]HTTP {response.status_code}")
+        raise typer.Exit(1)
+    return response.json()
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.chmod(path, 0o600)
+
+
+def agency_add(
+    name: Annotated[str, typer.Option(help="the agency's display name")],
+    short_name: Annotated[str, typer.Option("--short-name", help="credentials file name, e.g. caritas")],
+    kind: Annotated[str, typer.Option(help="un_agency, ngo, government, service_provider or oversight")] = "ngo",
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2")] = "IT",
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="a scope to grant (repeat)")] = None,
+    secret: Annotated[bool, typer.Option("--secret", help="client_secret_basic instead of a key pair")] = False,
+) -> None:
+    """Register an agency (as the admin client) and write its credentials file."""
+    path = credentials_path(short_name)
+    if path.exists():
+        raise typer.BadParameter(f"{path} exists already")
+    body: dict[str, Any] = {"name": name, "kind": kind, "country": country, "scopes": scope or []}
+    key: ECKey | None = None
+    if secret:
+        body["generate_secret"] = True
+    else:
+        key = ECKey.generate_key("P-256", private=True)
+        public = dict(key.as_dict(private=False))
+        public.update({"kid": key.thumbprint(), "use": "sig", "alg": "ES256"})
+        body["jwks"] = {"keys": [public]}
+    created = _call("POST", "/agencies", json_body=body)
+    token_url = load_credentials("admin")["token_url"]
+    credentials: dict[str, Any] = {"name": short_name, "agency_id": created["id"], "client_id": created["client_id"]}
+    if key is not None:
+        credentials["private_key_pem"] = key.as_pem(private=True).decode()
+    else:
+        credentials["client_secret"] = created["client_secret"]
+    credentials.update({"token_url": token_url, "scopes": created["scopes"]})
+    _write_private(path, credentials)
+    print(json.dumps({"agency_id": created["id"], "client_id": created["client_id"], "credentials": str(path)}))
+
+
+def agency_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """List the registered agencies."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = _call("GET", "/agencies", params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return
+    table = Table(title="Agencies")
+    for column in ("id", "name", "kind", "country", "status", "scopes"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(item["id"], item["name"], item["kind"], item["country"], item["status"],
+                      " ".join(item["scopes"]))
+    Console().print(table)
+
+
+def agency_suspend(
+    agency_id: Annotated[str, typer.Argument(help="the agency id")],
+    reactivate: Annotated[bool, typer.Option("--reactivate", help="lift a suspension")] = False,
+) -> None:
+    """Suspend an agency: its token requests fail at once, its open referrals are cancelled."""
+    result = _call("PATCH", f"/agencies/{agency_id}", json_body={"status": "active" if reactivate else "suspended"})
+    print(json.dumps({"agency_id": result["id"], "status": result["status"]}))
+
+
+def token(
+    as_: Annotated[str, typer.Option("--as", help="credentials name: admin, iom, unhcr, ...")],
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="a scope to ask for (repeat)")] = None,
+) -> None:
+    """Print an access token for a demo client (client credentials grant, private_key_jwt)."""
+    print(fetch_token(load_credentials(as_), scope))
+
+
+def keys_rotate(
+    drop_previous: Annotated[bool, typer.Option(
+        "--drop-previous", help="the current key may be compromised: stop publishing it at once")] = False,
+    retire_previous: Annotated[bool, typer.Option(
+        "--retire-previous", help="no new key; stop publishing the previous one (after a token lifetime)")] = False,
+    activate_in: Annotated[float, typer.Option(
+        "--activate-in", help="seconds the new key is published before it signs (resource servers refetch "
+                              "the JWKS at most every 30 s)")] = 60.0,
+    out: Annotated[Path | None, typer.Option(
+        help="where to write the new private JWK set (default: REFNET_REGISTRY_SIGNING_KEY_FILE, else the "
+             "local stack's key file)")] = None,
+) -> None:
+    """Rotate the registry's token-signing key; the previous key stays in the JWKS.
+
+    Works on the registry's database (REFNET_REGISTRY_DATABASE_URL, else the local stack's), so running
+    registries sign with the new key at once; then writes the key file (new key first, previous kept) that
+    a restarted registry loads.
+    """
+    from services.registry.oauth import signing_key_file_content
+    from services.registry.service import (
+        published_signing_keys,
+        retire_previous_signing_key,
+        rotate_signing_key,
+    )
+    from services.registry.settings import RegistrySettings
+    from shared.db import make_engine, make_sessionmaker, unit_of_work
+
+    settings = RegistrySettings()
+    database_url = settings.database_url
+    if "REFNET_REGISTRY_DATABASE_URL" not in os.environ:
+        from deploy.launcher.stack import StackState, service_database_url
+
+        state = StackState.load(refnet_home())
+        if state is not None:
+            database_url = service_database_url(state.database_server, "registry")
+    key_file = out or (Path(settings.signing_key_file) if settings.signing_key_file else None)
+    if key_file is None:
+        local = refnet_home() / "keys" / "registry-signing-key.jwks.json"
+        key_file = local if local.exists() else None
+
+    async def rotate() -> tuple[str, list[tuple[str, str]]]:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with unit_of_work(make_sessionmaker(engine)) as session:
+                if retire_previous:
+                    await retire_previous_signing_key(session)
+                else:
+                    await rotate_signing_key(session, keep_previous=not drop_previous,
+                                             activate_in_seconds=0 if drop_previous else activate_in)
+                keys = await published_signing_keys(session)
+            return keys[0][0], keys
+        finally:
+            await engine.dispose()
+
+    kid, keys = asyncio.run(rotate())
+    if key_file is not None:
+        _write_text_private(key_file, signing_key_file_content(keys))
+    print(json.dumps({"newest_kid": kid, "published_kids": [k for k, _ in keys],
+                      "key_file": str(key_file) if key_file else None}))
+
+
+def _write_text_private(path: Path, content: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.replace(tmp, path)
+
+
+def register(app: typer.Typer, keys: typer.Typer) -> None:
+    agency_app = typer.Typer(help="Agencies (OAuth clients) in the registry.", no_args_is_help=True)
+    agency_app.command("add")(agency_add)
+    agency_app.command("list")(agency_list)
+    agency_app.command("suspend")(agency_suspend)
+    app.add_typer(agency_app, name="agency")
+    app.command("token")(token)
+    keys.command("rotate")(keys_rotate)

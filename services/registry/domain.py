@@ -1,0 +1,282 @@
+"""The registry's rules, free of I/O: scopes, agency kinds, the service taxonomy, client-assertion claims,
+scope grants, languages and capacity. Unit-tested alone (tests/unit/registry)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# --- scopes and agencies -----------------------------------------------------------------------------------
+
+#: Every scope the registry can grant (CONTRACT.md "Scopes", plus the referral service's own clearance scope
+#: for its service-to-service calls to intake).
+SCOPES: frozenset[str] = frozenset({
+    "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
+    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance",
+})
+
+#: Kinds an agency can be registered with through the API.
+AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight")
+#: Clients of the platform itself (the operator's admin client, the referral service); seeded, never
+#: registered through the API.
+PLATFORM_KIND = "platform"
+
+AgencyStatus = Literal["active", "suspended"]
+
+# --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
+
+TAXONOMY: dict[str, dict[str, str]] = {
+    "shelter": {"en": "Shelter and safe accommodation", "fr": "Hébergement sûr"},
+    "safety_security": {"en": "Safety and security", "fr": "Sûreté et sécurité"},
+    "food_nfi_cash": {"en": "Food, non-food items and cash", "fr": "Vivres, articles non alimentaires et espèces"},
+    "wash": {"en": "Water, sanitation and hygiene", "fr": "Eau, assainissement et hygiène"},
+    "health.medical": {"en": "Medical care", "fr": "Soins médicaux"},
+    "health.srh": {"en": "Sexual and reproductive health", "fr": "Santé sexuelle et reproductive"},
+    "mhpss": {"en": "Mental health and psychosocial support", "fr": "Santé mentale et soutien psychosocial"},
+    "legal.counselling": {"en": "Legal counselling", "fr": "Conseil juridique"},
+    "legal.representation": {"en": "Legal representation", "fr": "Représentation juridique"},
+    "protection.rsd": {"en": "Asylum and refugee status determination",
+                       "fr": "Asile et détermination du statut de réfugié"},
+    "protection.resettlement": {"en": "Resettlement", "fr": "Réinstallation"},
+    "avrr": {"en": "Assisted voluntary return and reintegration",
+             "fr": "Aide au retour volontaire et à la réintégration"},
+    "reintegration.livelihood": {"en": "Livelihood support", "fr": "Moyens de subsistance"},
+    "reintegration.education": {"en": "Education and training", "fr": "Éducation et formation"},
+    "family_tracing": {"en": "Family tracing", "fr": "Recherche familiale"},
+    "child_protection.bia_bid": {"en": "Best-interests assessment and determination",
+                                 "fr": "Évaluation et détermination de l'intérêt supérieur"},
+    "child_protection.guardianship": {"en": "Guardianship", "fr": "Tutelle"},
+    "law_enforcement_liaison": {"en": "Law-enforcement liaison", "fr": "Liaison avec les forces de l'ordre"},
+    "interpretation": {"en": "Interpretation", "fr": "Interprétation"},
+    "case_management": {"en": "Case management", "fr": "Gestion de cas"},
+}
+
+#: ISO 3166-1 alpha-2 (the tz database's list, which is the current ISO list).
+COUNTRIES: frozenset[str] = frozenset(
+    """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
+    DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
+    GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
+    KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
+    MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
+    PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
+    VN VU WF WS YE YT ZA ZM ZW
+    """.split()  # noqa: SIM905 -- a list literal of 249 codes would be unreadable
+)
+
+# BCP 47-ish: a primary language subtag, optionally a region or script ("en", "fr", "pt-BR", "zh-Hant").
+LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+DEFAULT_LANGUAGE = "en"
+
+CapacityStatus = Literal["accepting", "full", "closed"]
+
+
+def is_taxonomy_code(code: str) -> bool:
+    return code in TAXONOMY
+
+
+def is_taxonomy_prefix(prefix: str) -> bool:
+    """A search term for taxonomy: a code, or the part before its dot (health covers health.*)."""
+    return any(code == prefix or code.startswith(prefix + ".") for code in TAXONOMY)
+
+
+def is_country(code: str) -> bool:
+    return code in COUNTRIES
+
+
+def check_capacity(available: int, total: int) -> str | None:
+    """None when the figures make sense, else why not."""
+    if available < 0 or total < 0:
+        return "capacity figures cannot be negative"
+    if available > total:
+        return "available cannot exceed total"
+    return None
+
+
+# --- languages ---------------------------------------------------------------------------------------------
+
+
+def parse_accept_language(header: str | None) -> list[str]:
+    """Language ranges of an Accept-Language header, best first (RFC 9110 12.5.4); * and q=0 dropped."""
+    if not header:
+        return []
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(header.split(",")[:20]):
+        piece = part.strip()
+        if not piece:
+            continue
+        tag, _, params = piece.partition(";")
+        quality = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                quality = float(params[2:])
+            except ValueError:
+                quality = 0.0
+        tag = tag.strip().lower()
+        if tag and tag != "*" and quality > 0 and len(tag) <= 35:
+            ranked.append((-quality, position, tag))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def pick_language(accept_language: str | None, available: Iterable[str]) -> str | None:
+    """The best of available for the caller: an exact match, then a primary-subtag match, then English,
+    then any. None when there is nothing to pick from."""
+    choices = list(available)
+    if not choices:
+        return None
+    lowered = {c.lower(): c for c in choices}
+    for wanted in parse_accept_language(accept_language):
+        if wanted in lowered:
+            return lowered[wanted]
+        primary = wanted.split("-", 1)[0]
+        for candidate in choices:
+            if candidate.lower().split("-", 1)[0] == primary:
+                return candidate
+    if DEFAULT_LANGUAGE in lowered:
+        return lowered[DEFAULT_LANGUAGE]
+    return sorted(choices)[0]
+
+
+def localized(texts: Mapping[str, str], language: str | None) -> str | None:
+    if language is None:
+        return None
+    return texts.get(language)
+
+
+# --- geography ---------------------------------------------------------------------------------------------
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle (haversine) distance; the SQL search computes the same formula."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def parse_near(value: str) -> tuple[float, float]:
+    """"lat,lon" -> (lat, lon); ValueError with a reason otherwise."""
+    parts = value.split(",")
+    if len(parts) != 2:
+        raise ValueError("near must be 'lat,lon'")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError("near must be two decimal numbers 'lat,lon'") from None
+    if not (math.isfinite(lat) and math.isfinite(lon)) or not -90 <= lat <= 90 or not -180 <= lon <= 180:
+        raise ValueError("near must have -90 <= lat <= 90 and -180 <= lon <= 180")
+    return lat, lon
+
+
+# --- OAuth: errors, client assertions, scopes --------------------------------------------------------------
+
+OAuthErrorCode = Literal[
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+    "invalid_scope", "unsupported_token_type",
+]
+
+
+class OAuthError(Exception):
+    """An RFC 6749 section 5.2 error. description is shown to the caller: never a secret or a token."""
+
+    def __init__(self, error: OAuthErrorCode, description: str, *, status: int | None = None) -> None:
+        super().__init__(description)
+        self.error: OAuthErrorCode = error
+        self.description = description
+        self.status = status or (401 if error == "invalid_client" else 400)
+
+
+#: Algorithms a client may sign its assertion with (asymmetric only: "none" and HMAC are never accepted).
+ASSERTION_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "RS256", "RS384", "EdDSA")
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_JTI_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class AssertionPolicy:
+    audiences: frozenset[str]  # the token endpoint URL(s) and the issuer
+    max_lifetime_seconds: int = 300
+    leeway_seconds: int = 30
+
+
+def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise OAuthError("invalid_client", f"The assertion's '{name}' claim is not a NumericDate.")
+    return float(value)
+
+
+def check_assertion_claims(claims: Mapping[str, Any], client_id: str, policy: AssertionPolicy,
+                           now: float) -> tuple[str, float]:
+    """RFC 7523 section 3 on a verified assertion. Returns (jti, exp)."""
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise OAuthError("invalid_client", "The assertion's 'iss' and 'sub' must both be the client id.")
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not any(isinstance(a, str) and a in policy.audiences for a in audiences):
+        raise OAuthError("invalid_client", "The assertion's 'aud' must name the token endpoint or the issuer.")
+    exp = _numeric(claims, "exp")
+    if exp is None:
+        raise OAuthError("invalid_client", "The assertion has no 'exp' claim.")
+    if exp <= now - policy.leeway_seconds:
+        raise OAuthError("invalid_client", "The assertion has expired.")
+    if exp > now + policy.max_lifetime_seconds + policy.leeway_seconds:
+        raise OAuthError("invalid_client",
+                         f"The assertion's 'exp' is more than {policy.max_lifetime_seconds} s ahead.")
+    nbf = _numeric(claims, "nbf")
+    if nbf is not None and nbf > now + policy.leeway_seconds:
+        raise OAuthError("invalid_client", "The assertion is not valid yet ('nbf').")
+    iat = _numeric(claims, "iat")
+    if iat is not None and iat > now + policy.leeway_seconds:
+        raise OAuthError("invalid_client", "The assertion was issued in the future ('iat').")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH or not jti.isprintable():
+        raise OAuthError("invalid_client", "The assertion needs a 'jti' claim (a string of 1-256 characters).")
+    return jti, exp
+
+
+def check_client_active(status: str) -> None:
+    """A suspended agency's token requests fail at once (its issued tokens expire within one lifetime)."""
+    if status != "active":
+        raise OAuthError("invalid_client", "The client is suspended.")
+
+
+def is_suspension(before: str, after: str) -> bool:
+    """The change that cancels the agency's open referrals (agency.suspended.v1), not a repeat of it."""
+    return before == "active" and after == "suspended"
+
+
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
+
+
+def grant_scopes(requested: str | None, held: Iterable[str]) -> list[str]:
+    """The scopes to put in the token: all held when none are asked for, else exactly those asked for,
+    provided the agency holds every one (RFC 6749 3.3; invalid_scope otherwise)."""
+    held_set = set(held)
+    if requested is None or not requested.strip():
+        return sorted(held_set)
+    wanted = requested.split()
+    if any(not _SCOPE_TOKEN.fullmatch(s) for s in wanted):
+        raise OAuthError("invalid_scope", "The scope parameter is malformed.")
+    missing = sorted(set(wanted) - held_set)
+    if missing:
+        # Naming the missing scopes is safe: the caller asked for them.
+        raise OAuthError("invalid_scope", f"The client does not hold the scope(s): {' '.join(missing)[:200]}.")
+    return sorted(set(wanted))
+
+
+def client_id_hint(value: object) -> str | None:
+    """A claimed client id fit to key rate limits and access records with (never trusted for anything else)."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}", value):
+        return value
+    return None
