@@ -2,6 +2,258 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+
+from services.referral import domain
+from services.referral.events import OVERDUE, state_event_type
+from services.referral.service import NewReferralRequest, Referrals
+from services.referral.webhooks import Subscriptions
+from shared.auth import Principal, require_scopes
+from shared.errors import Problem
+
+router = APIRouter(tags=["referrals"])
+
+# Opaque ids: letters, digits and a few separators, bounded (they end up in events and logs).
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
+
+
+def _taxonomy(code: str) -> str:
+    if code not in domain.TAXONOMY:
+        raise ValueError("not a service taxonomy code")
+    return code
+
+
+def _unique(values: list[domain.DataCategory]) -> list[domain.DataCategory]:
+    if len(set(values)) != len(values):
+        raise ValueError("categories must not repeat")
+    return values
+
+
+Taxonomy = Annotated[str, AfterValidator(_taxonomy)]
+
+
+class CreateReferral(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: Id
+    to_agency: Id | None = None
+    service_id: Id | None = None
+    pathway: domain.Pathway
+    service_type: Taxonomy | None = None
+    priority: domain.Priority
+    reason: str = Field(min_length=1, max_length=4000)
+    shared_categories: Annotated[list[domain.DataCategory], AfterValidator(_unique)] = Field(min_length=1)
+    idempotency_key: IdempotencyKey | None = None
+
+    @model_validator(mode="after")
+    def _recipient_named(self) -> CreateReferral:
+        if self.to_agency is None and self.service_id is None:
+            raise ValueError("name the recipient: to_agency or service_id")
+        if self.service_id is None and self.service_type is None:
+            raise ValueError("service_type is required unless service_id is given")
+        return self
+
+
+class Transition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(min_length=1, max_length=32)
+    reason_code: str | None = Field(default=None, min_length=1, max_length=64)
+    note: str | None = Field(default=None, max_length=4000)
+
+
+def referrals_of(request: Request) -> Referrals:
+    referrals: Referrals = request.app.state.referrals
+    return referrals
+
+
+Writer = Annotated[Principal, Depends(require_scopes("referrals:write"))]
+Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
+EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
+Broker = Annotated[Referrals, Depends(referrals_of)]
+
+
+@router.post("/referrals", status_code=201, summary="Refer a case to an agency or a registry service")
+async def create_referral(
+    body: CreateReferral, principal: Writer, referrals: Broker,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
+        raise Problem(422, "validation-error", "The Idempotency-Key header and field differ.",
+                      errors=[{"loc": ["body", "idempotency_key"], "msg": "differs from the header"}])
+    request = NewReferralRequest(
+        case_id=body.case_id, to_agency=body.to_agency, service_id=body.service_id, pathway=body.pathway,
+        service_type=body.service_type, priority=body.priority, reason=body.reason,
+        shared_categories=body.shared_categories)
+    view, replayed = await referrals.create(principal, request, idempotency_key or body.idempotency_key)
+    headers = {"Location": f"/referrals/{view['id']}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(view, status_code=201, headers=headers)
+
+
+@router.get("/referrals", summary="Work queues: referrals sent or received")
+async def list_referrals(
+    principal: Reader, referrals: Broker,
+    role: Literal["sent", "received"] | None = None,
+    status: domain.Status | None = None,
+    pathway: domain.Pathway | None = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> dict[str, Any]:
+    items, next_cursor = await referrals.queue(principal, role=role, status=status, pathway=pathway,
+                                               overdue=overdue, limit=limit,
+                                               after=int(cursor) if cursor else None)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _query_problem(name: str, detail: str) -> Problem:
+    return Problem(422, "validation-error", detail, title="Unprocessable Content",
+                   errors=[{"loc": ["query", name], "msg": detail}])
+
+
+@router.get("/referrals/suggestions", summary="Registry services ranked for a need")
+async def suggestions(
+    principal: Reader, referrals: Broker,
+    service_type: Taxonomy,
+    case_id: Id | None = None,
+    languages: Annotated[str | None, Query(max_length=200, description="comma-separated ISO 639 codes")] = None,
+    child: bool | None = None,
+    country: str | None = None,
+    near: Annotated[str | None, Query(max_length=64, description="lat,lon")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    spoken = frozenset(code.strip().lower() for code in (languages or "").split(",") if code.strip())
+    if any(not _LANGUAGE.match(code) for code in spoken):
+        raise _query_problem("languages", "languages must be comma-separated ISO 639 codes.")
+    if country is not None and not _COUNTRY.match(country):
+        raise _query_problem("country", "country must be an ISO 3166-1 alpha-2 code.")
+    point = None
+    if near is not None:
+        try:
+            lat, lon = (float(part) for part in near.split(","))
+        except ValueError:
+            raise _query_problem("near", "near must be lat,lon.") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise _query_problem("near", "near is out of range.")
+        point = (lat, lon)
+    need = domain.Need(service_type=service_type, languages=spoken, is_child=child, country=country, near=point)
+    return {"items": await referrals.suggest(principal, need, case_id=case_id, limit=limit), "next_cursor": None}
+
+
+@router.get("/referrals/{referral_id}", summary="One referral with its history (sender or recipient only)")
+async def get_referral(referral_id: Id, principal: Reader, referrals: Broker) -> dict[str, Any]:
+    return await referrals.get(principal, referral_id)
+
+
+@router.post("/referrals/{referral_id}/transitions", summary="Move a referral along its lifecycle")
+async def move_referral(referral_id: Id, body: Transition, principal: Writer, referrals: Broker) -> dict[str, Any]:
+    return await referrals.transition(principal, referral_id, body.to, body.reason_code, body.note)
+
+
+@router.get("/events", tags=["delivery"], summary="Pull feed of the caller's referral events (long-poll)")
+async def pull_events(
+    request: Request, principal: EventReader, referrals: Broker,
+    after: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
+    wait: Annotated[float, Query(ge=0)] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    max_wait = float(request.app.state.feed_max_wait_seconds)
+    items, cursor = await referrals.feed(principal, after=int(after), wait=min(wait, max_wait), limit=limit)
+    return {"items": items, "next_cursor": cursor}
+
+
+@router.get("/stats", tags=["statistics"], summary="De-identified indicators (every count of 1-10 is \"<11\")")
+async def stats(
+    principal: Reader, referrals: Broker, since: datetime | None = None, until: datetime | None = None,
+) -> dict[str, Any]:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, "validation-error", f"{name} must carry a time zone (RFC 3339).",
+                          errors=[{"loc": ["query", name], "msg": "time zone required"}])
+    return await referrals.stats(since=since, until=until)
+
+
+# --- webhooks -----------------------------------------------------------------------------------------------
+
+EVENT_TYPES = frozenset({f"org.refnet.{state_event_type(s)}" for s in domain.Status} | {f"org.refnet.{OVERDUE}"})
+
+
+def _event_types(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    full = [v if v.startswith("org.refnet.") else "org.refnet." + v for v in values]
+    unknown = [v for v in full if v not in EVENT_TYPES]
+    if unknown:
+        raise ValueError("unknown event type; use referral.<state>.v1 or referral.overdue.v1")
+    return sorted(set(full))
+
+
+class NewSubscription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(max_length=2048)
+    event_types: Annotated[list[str] | None, AfterValidator(_event_types)] = Field(default=None, max_length=20)
+
+
+def subscriptions_of(request: Request) -> Subscriptions:
+    subscriptions: Subscriptions = request.app.state.subscriptions
+    return subscriptions
+
+
+Hooks = Annotated[Subscriptions, Depends(subscriptions_of)]
+
+
+@router.post("/subscriptions", status_code=201, tags=["delivery"],
+             summary="Subscribe a webhook to the caller's referral events (Standard Webhooks signatures)")
+async def subscribe(body: NewSubscription, principal: EventReader, subscriptions: Hooks) -> JSONResponse:
+    view = await subscriptions.create(principal, str(body.url), body.event_types)
+    return JSONResponse(view, status_code=201, headers={"Location": f"/subscriptions/{view['id']}"})
+
+
+@router.get("/subscriptions", tags=["delivery"], summary="The caller's webhook subscriptions")
+async def list_subscriptions(principal: EventReader, subscriptions: Hooks) -> dict[str, Any]:
+    return {"items": await subscriptions.of_agency(principal), "next_cursor": None}
+
+
+@router.get("/subscriptions/{subscription_id}", tags=["delivery"], summary="One subscription (no secret)")
+async def get_subscription(subscription_id: Id, principal: EventReader, subscriptions: Hooks) -> dict[str, Any]:
+    return await subscriptions.get(principal, subscription_id)
+
+
+@router.delete("/subscriptions/{subscription_id}", status_code=204, tags=["delivery"],
+               summary="Stop delivering to a webhook")
+async def delete_subscription(subscription_id: Id, principal: EventReader, subscriptions: Hooks) -> Response:
+    await subscriptions.delete(principal, subscription_id)
+    return Response(status_code=204)
+
+
+@router.post("/subscriptions/{subscription_id}/reactivate", tags=["delivery"],
+             summary="Resume a subscription disabled after repeated failures, where it stopped")
+async def reactivate_subscription(subscription_id: Id, principal: EventReader,
+                                  subscriptions: Hooks) -> dict[str, Any]:
+    return await subscriptions.reactivate(principal, subscription_id)
+
+
+@router.get("/subscriptions/{subscription_id}/deliveries", tags=["delivery"],
+            summary="The delivery log of a subscription")
+async def deliveries(
+    subscription_id: Id, principal: EventReader, subscriptions: Hooks,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> dict[str, Any]:
+    items, next_cursor = await subscriptions.deliveries(principal, subscription_id, limit=limit,
+                                                        after=int(cursor) if cursor else None)
+    return {"items": items, "next_cursor": next_cursor}

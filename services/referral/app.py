@@ -2,18 +2,86 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
-from services.referral import api, consumers
+from services.referral import api, consumers, events
+from services.referral.clearance import ClearanceClient, HttpClearanceClient
+from services.referral.deadlines import DeadlineScheduler
+from services.referral.service import Clock, Referrals, system_clock
 from services.referral.settings import ReferralSettings
-from shared.app import build_app
+from services.referral.tokens import ClientCredentials, StaticToken, TokenSource
+from services.referral.webhooks import Subscriptions, WebhookDispatcher
+from shared.app import Runtime, build_app
+from shared.consumer import EventConsumer
 
 
-def create_app(settings: ReferralSettings | None = None) -> FastAPI:
-    return build_app(
-        settings=settings or ReferralSettings(),
+def create_app(settings: ReferralSettings | None = None, *, clearance: ClearanceClient | None = None,
+               clock: Clock = system_clock, webhook_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """``clearance`` replaces the HTTP client of intake's clearance and ``webhook_transport`` the network
+    under webhook deliveries (tests); ``clock`` drives the referral deadlines."""
+    settings = settings or ReferralSettings()
+
+    async def on_startup(runtime: Runtime) -> None:
+        client = clearance
+        if client is None:
+            tokens: TokenSource = (ClientCredentials.from_file(settings.credentials_file)
+                                   if settings.credentials_file else StaticToken(settings.service_token))
+            http = HttpClearanceClient(settings.intake_url, tokens, timeout=settings.clearance_timeout_seconds)
+            runtime.extras["clearance_http"] = http
+            client = http
+        referrals = Referrals(runtime.sessions, source=settings.source, clearance=client, clock=clock)
+        runtime.extras["referrals"] = referrals
+        app.state.referrals = referrals
+        app.state.subscriptions = Subscriptions(
+            runtime.sessions, allow_private_networks=settings.webhook_allow_private_networks,
+            max_per_agency=settings.webhook_max_subscriptions_per_agency)
+        app.state.feed_max_wait_seconds = settings.feed_max_wait_seconds
+
+    def wiring(runtime: Runtime) -> Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]:
+        referrals: Referrals = runtime.extras["referrals"]
+        common = {"service": "referral", "sessions": runtime.sessions, "bootstrap": settings.kafka_bootstrap,
+                  "max_attempts": settings.consumer_max_attempts,
+                  "retry_backoff_seconds": settings.consumer_retry_backoff_seconds,
+                  "enable_idempotence": settings.kafka_enable_idempotence}
+        scheduler = DeadlineScheduler(referrals, runtime.engine, interval_seconds=settings.deadline_interval_seconds)
+        runtime.extras["deadlines"] = scheduler
+        jobs: list[EventConsumer | Callable[[], Coroutine[Any, Any, None]]] = [
+            EventConsumer(name=f"{settings.consumer_group_prefix}-registry", topics=[events.REGISTRY_EVENTS],
+                          handlers=consumers.registry_handlers(referrals), **common),  # type: ignore[arg-type]
+            EventConsumer(name=f"{settings.consumer_group_prefix}-intake", topics=[events.INTAKE_EVENTS],
+                          handlers=consumers.intake_handlers(referrals), **common),  # type: ignore[arg-type]
+            scheduler.run,
+        ]
+        dispatcher = WebhookDispatcher(
+            runtime.sessions, runtime.engine, source=settings.source, transport=webhook_transport,
+            poll_seconds=settings.webhook_poll_seconds, timeout_seconds=settings.webhook_timeout_seconds,
+            backoff_base_seconds=settings.webhook_backoff_base_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds, max_failures=settings.webhook_max_failures)
+        runtime.extras["webhooks"] = dispatcher
+        jobs.append(dispatcher.run)
+        http = runtime.extras.get("clearance_http")
+        if http is not None:
+
+            async def close_clearance_client() -> None:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await http.aclose()
+
+            jobs.append(close_clearance_client)
+        return jobs
+
+    app = build_app(
+        settings=settings,
         title="RefNet referral",
         description="The SOP referral broker: pathways, guards, lifecycle, deadlines, delivery to case systems.",
         routers=[api.router],
-        wiring=consumers.wiring,
+        wiring=wiring,
+        on_startup=on_startup,
     )
+    return app

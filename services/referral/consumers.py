@@ -1,13 +1,94 @@
-"""Handlers of other services' events, keeping referral's read models."""
+"""Handlers of other services' events: the registry read model, and the cancellations that consent
+withdrawal, agency suspension and case erasure require (DOMAIN.md rule 2)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
-from shared.app import Runtime
-from shared.consumer import EventConsumer
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.referral import events
+from services.referral.domain import OPEN_STATES
+from services.referral.service import Referrals
+from services.referral.store import (
+    ReferralRow,
+    lock_case,
+    record_erased_case,
+    record_withdrawn_consent,
+    upsert_agency,
+    upsert_service,
+)
+from shared.consumer import Handler, PoisonEvent
+from shared.envelope import Event
+
+Model = TypeVar("Model", bound=BaseModel)
+_OPEN = [str(s) for s in OPEN_STATES]
 
 
-def wiring(runtime: Runtime) -> Sequence[EventConsumer]:
-    """The consumers and background jobs referral runs beside its HTTP routes."""
-    return []
+def _parse(model: type[Model], event: Event) -> Model:
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as exc:
+        # The event can never be applied: dead-letter it (the error names fields, not values).
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
+        raise PoisonEvent(f"{event.short_type} payload invalid: {fields}") from None
+
+
+async def _open_referrals(session: AsyncSession, *conditions: Any) -> Sequence[ReferralRow]:
+    return list((await session.execute(
+        select(ReferralRow).where(ReferralRow.status.in_(_OPEN), *conditions)
+        .order_by(ReferralRow.seq).with_for_update()
+    )).scalars())
+
+
+def registry_handlers(referrals: Referrals) -> Mapping[str, Handler]:
+    async def agency_changed(session: AsyncSession, event: Event) -> None:
+        agency = _parse(events.AgencyChanged, event)
+        await upsert_agency(session, agency.model_dump())
+        if agency.status == "suspended":
+            rows = await _open_referrals(session, ReferralRow.to_agency == agency.agency_id)
+            await referrals.cancel_by_system(session, rows, "recipient-suspended")
+
+    async def service_changed(session: AsyncSession, event: Event) -> None:
+        svc = _parse(events.ServiceChanged, event)
+        status = "withdrawn" if event.short_type == events.SERVICE_WITHDRAWN else svc.status
+        await upsert_service(session, {
+            "service_id": svc.service_id, "agency_id": svc.agency_id, "taxonomy": svc.taxonomy, "status": status,
+            "countries": svc.countries, "languages": svc.languages, "accepts_children": svc.accepts_children,
+            "capacity_available": svc.capacity.available, "capacity_total": svc.capacity.total,
+            "capacity_status": svc.capacity.status,
+            "lat": svc.location.lat if svc.location else None, "lon": svc.location.lon if svc.location else None,
+        })
+
+    return {
+        events.AGENCY_REGISTERED: agency_changed,
+        events.AGENCY_UPDATED: agency_changed,
+        events.AGENCY_SUSPENDED: agency_changed,
+        events.SERVICE_PUBLISHED: service_changed,
+        events.SERVICE_UPDATED: service_changed,
+        events.SERVICE_WITHDRAWN: service_changed,
+        events.SERVICE_CAPACITY_CHANGED: service_changed,
+    }
+
+
+def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
+    async def consent_withdrawn(session: AsyncSession, event: Event) -> None:
+        withdrawn = _parse(events.ConsentWithdrawn, event)
+        await lock_case(session, withdrawn.case_id)
+        await record_withdrawn_consent(session, withdrawn.consent_id, withdrawn.case_id)
+        rows = await _open_referrals(session, ReferralRow.case_id == withdrawn.case_id,
+                                     ReferralRow.consent_id == withdrawn.consent_id)
+        await referrals.cancel_by_system(session, rows, "consent-withdrawn")
+
+    async def case_erased(session: AsyncSession, event: Event) -> None:
+        erased = _parse(events.CaseErased, event)
+        await lock_case(session, erased.case_id)
+        await record_erased_case(session, erased.case_id)
+        rows = await _open_referrals(session, ReferralRow.case_id == erased.case_id)
+        await referrals.cancel_by_system(session, rows, "case-erased")
+
+    return {events.CONSENT_WITHDRAWN: consent_withdrawn, events.CASE_ERASED: case_erased}
+

@@ -1,7 +1,113 @@
-"""The events referral emits and consumes (CONTRACT.md, "Events")."""
+"""The events referral emits and consumes (CONTRACT.md, "Events").
+
+Emitted: ``referral.<state>.v1`` for every state a referral reaches and ``referral.overdue.v1``, on
+``refnet.referral.events`` keyed by case id, and the same events on ``refnet.delivery.<agency>`` of the
+sender and of the recipient keyed by referral id. Payloads are ids and enumerations only: never the free-text
+``reason`` or ``note``.
+
+Consumed: the registry's agency and service events (read model, suspension) and intake's consent withdrawal
+and case erasure. Their payloads are read leniently (unknown fields ignored) but what we need must be there.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.topics import INTAKE_EVENTS, REGISTRY_EVENTS
 from shared.topics import REFERRAL_EVENTS as TOPIC
 
-__all__ = ["TOPIC"]
+__all__ = [
+    "INTAKE_EVENTS",
+    "REGISTRY_EVENTS",
+    "TOPIC",
+    "AgencyChanged",
+    "CaseErased",
+    "ConsentWithdrawn",
+    "ReferralEvent",
+    "ServiceChanged",
+]
+
+OVERDUE = "referral.overdue.v1"
+
+AGENCY_REGISTERED = "agency.registered.v1"
+AGENCY_UPDATED = "agency.updated.v1"
+AGENCY_SUSPENDED = "agency.suspended.v1"
+SERVICE_PUBLISHED = "service.published.v1"
+SERVICE_UPDATED = "service.updated.v1"
+SERVICE_WITHDRAWN = "service.withdrawn.v1"
+SERVICE_CAPACITY_CHANGED = "service.capacity_changed.v1"
+CONSENT_WITHDRAWN = "consent.withdrawn.v1"
+CASE_ERASED = "case.erased.v1"
+
+
+def state_event_type(status: str) -> str:
+    return f"referral.{status}.v1"
+
+
+class ReferralEvent(BaseModel):
+    """The payload of every referral event. Closed: a new field is a contract change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    referral_id: str
+    case_id: str
+    from_agency: str
+    to_agency: str
+    status: str
+    pathway: str
+    service_type: str
+    priority: str
+    shared_categories: list[str]
+    consent_id: str | None
+    reason_code: str | None
+    due_at: datetime
+    agency: str | None  # the actor; None when RefNet itself acted
+    acting_user: str | None
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AgencyChanged(_Lenient):
+    agency_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(default="", max_length=300)
+    kind: str = Field(default="", max_length=32)
+    country: str = Field(default="", max_length=8)
+    status: Literal["active", "suspended"]
+    scopes: list[str] = Field(default_factory=list)
+
+
+class Capacity(_Lenient):
+    available: int
+    total: int
+    status: Literal["accepting", "full", "closed"]
+
+
+class Point(_Lenient):
+    lat: float
+    lon: float
+
+
+class ServiceChanged(_Lenient):
+    service_id: str = Field(min_length=1, max_length=128)
+    agency_id: str = Field(min_length=1, max_length=128)
+    taxonomy: str = Field(max_length=64)
+    status: Literal["active", "withdrawn"] = "active"
+    countries: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    accepts_children: bool = False
+    capacity: Capacity
+    location: Point | None = None
+
+
+class ConsentWithdrawn(_Lenient):
+    case_id: str
+    consent_id: str
+
+
+class CaseErased(_Lenient):
+    case_id: str

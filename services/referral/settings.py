@@ -11,3 +11,27 @@ class ReferralSettings(ServiceSettings):
     service_name: ClassVar[str] = "referral"
     port: int = DEFAULT_PORTS["referral"]
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:55432/refnet_referral"
+
+    # How referral gets its cases:clearance token for intake: the registry's client credentials grant with
+    # the credentials file of the referral-service client (the launcher sets it), else this static bearer.
+    credentials_file: str = ""
+    service_token: str = ""
+    clearance_timeout_seconds: float = 5.0
+    # Consumer group names are "<prefix>-registry" and "<prefix>-intake".
+    consumer_group_prefix: str = "referral"
+    # How often the deadline scheduler looks for referrals past due (and tries to become leader).
+    deadline_interval_seconds: float = 30.0
+    # Longest wait a pull-feed client may ask for.
+    feed_max_wait_seconds: float = 30.0
+
+    # Webhooks (Standard Webhooks signatures): poll interval of the dispatcher, per-request timeout,
+    # exponential backoff with jitter between failed attempts, disabled after so many failures in a row.
+    webhook_poll_seconds: float = 1.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_base_seconds: float = 2.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_max_failures: int = 12
+    # Webhook URLs naming a loopback, private, link-local or reserved address (or localhost) are refused
+    # unless this is set (local development): a partner must not make RefNet call into its own network.
+    webhook_allow_private_networks: bool = False
+    webhook_max_subscriptions_per_agency: int = 20

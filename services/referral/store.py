@@ -1,12 +1,271 @@
-"""referral's tables (its own database; no other service reads them)."""
+"""referral's tables (its own database; no other service reads them) and the queries on them.
+
+Referrals with their transition history; the registry read model (agencies, services) kept from
+``refnet.registry.events``; and the feed of referral events each agency is party to (pull feed).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+class ReferralRow(Base):
+    __tablename__ = "referrals"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Insertion order: the work queues' cursor.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    case_id: Mapped[str] = mapped_column(String(128), index=True)
+    from_agency: Mapped[str] = mapped_column(String(128), index=True)
+    to_agency: Mapped[str] = mapped_column(String(128), index=True)
+    service_id: Mapped[str | None] = mapped_column(String(128))
+    pathway: Mapped[str] = mapped_column(String(32))
+    service_type: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)  # free text for the recipient: never in events or logs
+    shared_categories: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    consent_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    consent_version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by_client: Mapped[str] = mapped_column(String(128))
+    acting_user: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("from_agency", "idempotency_key", name="uq_referrals_idempotency"),
+        Index("ix_referrals_due_requested", "due_at", postgresql_where=text("status = 'requested' AND "
+                                                                           "overdue_at IS NULL")),
+    )
+
+
+class TransitionRow(Base):
+    __tablename__ = "referral_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    party: Mapped[str] = mapped_column(String(16))  # sender | recipient | system
+    agency: Mapped[str | None] = mapped_column(String(128))
+    acting_user: Mapped[str | None] = mapped_column(String(128))
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)  # free text for the parties: never in events
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AgencyRow(Base):
+    """Read model of the registry's agencies."""
+
+    __tablename__ = "agencies"
+
+    agency_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(32))
+    country: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ServiceRow(Base):
+    """Read model of the registry's services."""
+
+    __tablename__ = "services"
+
+    service_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(String(128), index=True)
+    taxonomy: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # active | withdrawn
+    countries: Mapped[list[str]] = mapped_column(JSONB)
+    languages: Mapped[list[str]] = mapped_column(JSONB)
+    accepts_children: Mapped[bool] = mapped_column(Boolean)
+    capacity_available: Mapped[int] = mapped_column(Integer)
+    capacity_total: Mapped[int] = mapped_column(Integer)
+    capacity_status: Mapped[str] = mapped_column(String(16))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FeedRow(Base):
+    """Every referral event, once, with the two agencies party to it: the pull feed reads it by ``seq``."""
+
+    __tablename__ = "referral_feed"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(128))
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
+    from_agency: Mapped[str] = mapped_column(String(128), index=True)
+    to_agency: Mapped[str] = mapped_column(String(128), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- queries ------------------------------------------------------------------------------------------------
+
+
+async def lock_case(session: AsyncSession, case_id: str) -> None:
+    """Serialise referral decisions per case until the transaction ends (non-refoulement, idempotency)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                          {"k": f"referral-case:{case_id}"})
+
+
+async def referral_by_key(session: AsyncSession, from_agency: str, key: str) -> ReferralRow | None:
+    return (await session.execute(
+        select(ReferralRow).where(ReferralRow.from_agency == from_agency, ReferralRow.idempotency_key == key)
+    )).scalar_one_or_none()
+
+
+async def referral(session: AsyncSession, referral_id: str, *, for_update: bool = False) -> ReferralRow | None:
+    query = select(ReferralRow).where(ReferralRow.id == referral_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def history(session: AsyncSession, referral_id: str) -> list[TransitionRow]:
+    return list((await session.execute(
+        select(TransitionRow).where(TransitionRow.referral_id == referral_id).order_by(TransitionRow.id)
+    )).scalars())
+
+
+async def open_pathways(session: AsyncSession, case_id: str, open_states: list[str]) -> list[str]:
+    return list((await session.execute(
+        select(ReferralRow.pathway).where(ReferralRow.case_id == case_id, ReferralRow.status.in_(open_states))
+    )).scalars())
+
+
+async def agency(session: AsyncSession, agency_id: str) -> AgencyRow | None:
+    return await session.get(AgencyRow, agency_id)
+
+
+async def service(session: AsyncSession, service_id: str) -> ServiceRow | None:
+    return await session.get(ServiceRow, service_id)
+
+
+async def upsert_agency(session: AsyncSession, values: dict[str, Any]) -> None:
+    statement = insert(AgencyRow).values(**values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[AgencyRow.agency_id],
+        set_={k: statement.excluded[k] for k in values if k != "agency_id"} | {"updated_at": func.now()},
+    ))
+
+
+async def upsert_service(session: AsyncSession, values: dict[str, Any]) -> None:
+    statement = insert(ServiceRow).values(**values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[ServiceRow.service_id],
+        set_={k: statement.excluded[k] for k in values if k != "service_id"} | {"updated_at": func.now()},
+    ))
+
+
+class SubscriptionRow(Base):
+    """A case system's webhook: the referral events its agency is party to, signed with ``secret``."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(String(128), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[str] | None] = mapped_column(JSONB)
+    # The Standard Webhooks signing secret ("whsec_" + base64): the service must hold it to sign.
+    secret: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # active | disabled | deleted
+    cursor: Mapped[int] = mapped_column(BigInteger)  # the last referral_feed.seq handled
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed attempts
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryRow(Base):
+    """One attempt to deliver one event to one subscription."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(128))
+    feed_seq: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | failed
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(64))  # an exception class name, never a body
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WithdrawnConsentRow(Base):
+    """A consent version intake told us was withdrawn: no new referral may rely on it."""
+
+    __tablename__ = "withdrawn_consents"
+
+    consent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ErasedCaseRow(Base):
+    __tablename__ = "erased_cases"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+async def record_withdrawn_consent(session: AsyncSession, consent_id: str, case_id: str) -> None:
+    await session.execute(insert(WithdrawnConsentRow).values(consent_id=consent_id, case_id=case_id)
+                          .on_conflict_do_nothing())
+
+
+async def record_erased_case(session: AsyncSession, case_id: str) -> None:
+    await session.execute(insert(ErasedCaseRow).values(case_id=case_id).on_conflict_do_nothing())
+
+
+async def consent_withdrawn(session: AsyncSession, consent_id: str) -> bool:
+    return await session.get(WithdrawnConsentRow, consent_id) is not None
+
+
+async def case_erased(session: AsyncSession, case_id: str) -> bool:
+    return await session.get(ErasedCaseRow, case_id) is not None
+
+
+async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:
+    """The recipient, locked against a concurrent suspension until the referral is committed."""
+    return (await session.execute(
+        select(AgencyRow).where(AgencyRow.agency_id == agency_id).with_for_update(read=True)
+    )).scalar_one_or_none()

@@ -1,0 +1,17 @@
+"""Launcher hook (the local stack only): point referral at the ``referral-service`` platform client's
+credentials, which the registry's bootstrap writes (it runs first), so referral can get ``cases:clearance``
+tokens for intake; and let demo case systems on this machine receive webhooks."""
+
+from __future__ import annotations
+
+from deploy.launcher.bootstrap import BootstrapContext
+
+CREDENTIALS_NAME = "referral-service.json"
+ENV_VAR = "REFNET_REFERRAL_CREDENTIALS_FILE"
+
+
+def prepare(ctx: BootstrapContext) -> None:
+    path = ctx.credentials_dir / CREDENTIALS_NAME
+    if path.exists():
+        ctx.env[ENV_VAR] = str(path)
+    ctx.env["REFNET_REFERRAL_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"

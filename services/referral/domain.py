@@ -1,0 +1,414 @@
+"""The referral broker's rules, free of I/O: the SOP pathways, the guards a new referral must pass, the
+lifecycle (CONTRACT.md "Referral states"), deadlines and the de-identification of statistics.
+
+Every rule lives here once; ``service.py`` gathers the facts (clearance from intake, the registry read
+model, the case's other referrals) and asks these functions for the decision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+# --- vocabularies -------------------------------------------------------------------------------------------
+
+
+class Pathway(StrEnum):
+    protection = "protection"
+    assistance = "assistance"
+    service = "service"
+    avrr = "avrr"
+    resettlement = "resettlement"
+
+
+class Priority(StrEnum):
+    emergency = "emergency"
+    urgent = "urgent"
+    normal = "normal"
+
+
+class Status(StrEnum):
+    requested = "requested"
+    received = "received"
+    accepted = "accepted"
+    rejected = "rejected"
+    in_progress = "in_progress"
+    on_hold = "on_hold"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Party(StrEnum):
+    """Who moves a referral: the agency that sent it, the one that received it, or RefNet itself."""
+
+    sender = "sender"
+    recipient = "recipient"
+    system = "system"
+
+
+class DataCategory(StrEnum):
+    identity = "identity"
+    contact = "contact"
+    demographics = "demographics"
+    trafficking_experience = "trafficking_experience"
+    protection_needs = "protection_needs"
+    health = "health"
+    documents = "documents"
+    notes = "notes"
+
+
+#: Service taxonomy codes (DOMAIN.md "Service taxonomy"; the registry owns the labels).
+TAXONOMY: frozenset[str] = frozenset({
+    "shelter", "safety_security", "food_nfi_cash", "wash", "health.medical", "health.srh", "mhpss",
+    "legal.counselling", "legal.representation", "protection.rsd", "protection.resettlement", "avrr",
+    "reintegration.livelihood", "reintegration.education", "family_tracing", "child_protection.bia_bid",
+    "child_protection.guardianship", "law_enforcement_liaison", "interpretation", "case_management",
+})
+
+OPEN_STATES: frozenset[Status] = frozenset(
+    {Status.requested, Status.received, Status.accepted, Status.in_progress, Status.on_hold}
+)
+TERMINAL_STATES: frozenset[Status] = frozenset(set(Status) - OPEN_STATES)
+
+#: CONTRACT.md: reason codes for rejected.
+REJECT_REASONS: frozenset[str] = frozenset({"no-capacity", "not-eligible", "outside-mandate", "duplicate", "other"})
+#: Reason codes for failed (the recipient could not deliver the service it accepted).
+FAIL_REASONS: frozenset[str] = frozenset(
+    {"lost-contact", "person-declined", "no-capacity", "not-eligible", "service-unavailable", "other"}
+)
+#: Reason codes a sender may give when it cancels.
+SENDER_CANCEL_REASONS: frozenset[str] = frozenset(
+    {"no-longer-needed", "person-declined", "duplicate", "wrong-recipient", "referred-elsewhere", "other"}
+)
+#: Reason codes only RefNet itself gives, reacting to other services' events.
+SYSTEM_CANCEL_REASONS: frozenset[str] = frozenset({"consent-withdrawn", "recipient-suspended", "case-erased"})
+#: Optional reason codes for putting a service on hold.
+HOLD_REASONS: frozenset[str] = frozenset(
+    {"awaiting-person", "awaiting-documents", "awaiting-capacity", "safety-concern", "other"}
+)
+
+# --- the lifecycle ------------------------------------------------------------------------------------------
+
+#: (from, to) -> the one party that may make that move. Sender and system cancellations are added below for
+#: every open state. This is CONTRACT.md's diagram, and nothing else.
+TRANSITIONS: dict[tuple[Status, Status], Party] = {
+    (Status.requested, Status.received): Party.recipient,
+    (Status.received, Status.accepted): Party.recipient,
+    (Status.received, Status.rejected): Party.recipient,
+    (Status.accepted, Status.in_progress): Party.recipient,
+    (Status.in_progress, Status.completed): Party.recipient,
+    (Status.in_progress, Status.on_hold): Party.recipient,
+    (Status.on_hold, Status.in_progress): Party.recipient,
+    (Status.in_progress, Status.failed): Party.recipient,
+}
+
+#: Which reason codes each target state requires (absent: none allowed but optional for on_hold).
+REQUIRED_REASONS: dict[Status, frozenset[str]] = {
+    Status.rejected: REJECT_REASONS,
+    Status.failed: FAIL_REASONS,
+}
+
+
+def allowed_moves(current: Status, party: Party) -> list[Status]:
+    """The states ``party`` may move a referral in ``current`` to, in a stable order."""
+    moves = [to for (frm, to), who in TRANSITIONS.items() if frm == current and who == party]
+    if current in OPEN_STATES and party in (Party.sender, Party.system):
+        moves.append(Status.cancelled)
+    return moves
+
+
+def reason_codes_for(to: Status, party: Party) -> frozenset[str] | None:
+    """The reason codes a move to ``to`` by ``party`` requires; None if it takes none (or only optional)."""
+    if to is Status.cancelled:
+        return SYSTEM_CANCEL_REASONS if party is Party.system else SENDER_CANCEL_REASONS
+    return REQUIRED_REASONS.get(to)
+
+
+class TransitionRefused(Exception):
+    """Base of the lifecycle's refusals."""
+
+
+@dataclass
+class InvalidTransition(TransitionRefused):
+    current: Status
+    requested: str
+    party: Party
+    allowed: list[Status]
+
+    def __str__(self) -> str:
+        allowed = ", ".join(self.allowed) or "none"
+        return (f"A {self.party} cannot move a referral from '{self.current}' to '{self.requested}'; "
+                f"allowed: {allowed}.")
+
+
+@dataclass
+class ReasonCodeInvalid(TransitionRefused):
+    to: Status
+    given: str | None
+    allowed: list[str]
+
+    def __str__(self) -> str:
+        if self.given is None:
+            return f"Moving to '{self.to}' requires a reason_code, one of: {', '.join(self.allowed)}."
+        return f"reason_code is not valid for '{self.to}'; one of: {', '.join(self.allowed)}."
+
+
+@dataclass(frozen=True)
+class Move:
+    """An accepted transition, as it goes into the history."""
+
+    frm: Status
+    to: Status
+    party: Party
+    reason_code: str | None
+
+
+def decide_transition(current: Status, to: str, party: Party, reason_code: str | None = None) -> Move:
+    """Check one move of the lifecycle: who may make it, and the reason code it needs.
+
+    Raises ``InvalidTransition`` (the move does not exist for this party from this state) or
+    ``ReasonCodeInvalid`` (missing or unknown reason code).
+    """
+    allowed = allowed_moves(current, party)
+    try:
+        target = Status(to)
+    except ValueError:
+        raise InvalidTransition(current, to, party, allowed) from None
+    if target not in allowed:
+        raise InvalidTransition(current, to, party, allowed)
+    codes = reason_codes_for(target, party)
+    if codes is not None:
+        if reason_code not in codes:
+            raise ReasonCodeInvalid(target, reason_code, sorted(codes))
+    elif target is Status.on_hold:
+        if reason_code is not None and reason_code not in HOLD_REASONS:
+            raise ReasonCodeInvalid(target, reason_code, sorted(HOLD_REASONS))
+    elif reason_code is not None:
+        raise ReasonCodeInvalid(target, reason_code, [])
+    return Move(current, target, party, reason_code)
+
+
+# --- guards on a new referral -------------------------------------------------------------------------------
+
+GuardName = Literal[
+    "consent-missing", "child-bia-missing", "child-bid-missing", "non-refoulement", "recipient-suspended",
+    "service-full",
+]
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What intake's clearance tells about the case, at the moment of the request (no personal data)."""
+
+    is_minor: bool
+    bia_completed: bool
+    bid_completed: bool
+    fear_of_return: bool
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    agency_id: str
+    status: str  # active | suspended
+
+
+@dataclass(frozen=True)
+class ServiceOffer:
+    service_id: str
+    agency_id: str
+    taxonomy: str
+    capacity_status: str  # accepting | full | closed
+    available: int
+
+
+@dataclass(frozen=True)
+class GuardFailure:
+    guard: GuardName
+    detail: str
+
+
+@dataclass(frozen=True)
+class NewReferral:
+    pathway: Pathway
+    consent_permitted: bool
+    facts: CaseFacts
+    recipient: Recipient
+    service: ServiceOffer | None
+    open_pathways_of_case: tuple[Pathway, ...]  # pathways of the case's referrals in an open state
+
+
+def check_guards(new: NewReferral) -> GuardFailure | None:
+    """The first SOP rule a new referral breaks, or None. Order: consent first (rule 1), then the
+    child safeguards (rule 4), non-refoulement (rule 5), then the recipient's own situation."""
+    if not new.consent_permitted:
+        return GuardFailure("consent-missing", "The case has no active consent permitting this referral to this "
+                                               "recipient for every shared data category.")
+    if new.facts.is_minor and not new.facts.bia_completed:
+        return GuardFailure("child-bia-missing", "A child's referral needs a recorded best-interests assessment.")
+    if new.facts.is_minor and new.pathway in (Pathway.avrr, Pathway.resettlement) and not new.facts.bid_completed:
+        return GuardFailure("child-bid-missing",
+                            f"An {new.pathway} referral for a child needs a completed best-interests determination.")
+    if new.pathway is Pathway.avrr:
+        if new.facts.fear_of_return:
+            return GuardFailure("non-refoulement", "No avrr referral while the case records fear of return.")
+        if Pathway.protection in new.open_pathways_of_case:
+            return GuardFailure("non-refoulement",
+                                "No avrr referral while a protection referral for the case is open or accepted.")
+    if new.recipient.status != "active":
+        return GuardFailure("recipient-suspended", "The recipient agency is suspended.")
+    if new.service is not None and (new.service.capacity_status != "accepting" or new.service.available <= 0):
+        return GuardFailure("service-full", "The service is not accepting referrals now.")
+    return None
+
+
+# --- deadlines ----------------------------------------------------------------------------------------------
+
+ACKNOWLEDGE_WITHIN: Mapping[Priority, timedelta] = {
+    Priority.emergency: timedelta(hours=24),
+    Priority.urgent: timedelta(hours=72),
+    Priority.normal: timedelta(days=14),
+}
+
+
+def due_at(priority: Priority, created_at: datetime) -> datetime:
+    """When the recipient must have acknowledged (moved the referral past ``requested``)."""
+    return created_at + ACKNOWLEDGE_WITHIN[priority]
+
+
+def is_overdue(status: Status, due: datetime, now: datetime) -> bool:
+    """Overdue is a flag, not a state: the deadline passed while the referral was still ``requested``."""
+    return status is Status.requested and now >= due
+
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+K_ANONYMITY = 11
+SUPPRESSED = "<11"
+
+
+def deidentify(count: int) -> int | str:
+    """DOMAIN.md rule 9: every count of 1 to 10 is published as "<11"."""
+    return SUPPRESSED if 0 < count < K_ANONYMITY else count
+
+
+def share(numerator: int, denominator: int) -> float | str | None:
+    """A rate, published only when both counts are publishable; otherwise "<11" (None with nothing)."""
+    if denominator == 0:
+        return None
+    # The complement is a count too: 15 of 20 accepted would reveal that 5 were not.
+    if any(0 < n < K_ANONYMITY for n in (numerator, denominator, denominator - numerator)):
+        return SUPPRESSED
+    return round(numerator / denominator, 4)
+
+
+def deidentify_all(counts: Iterable[tuple[str, int]]) -> dict[str, int | str]:
+    return {key: deidentify(n) for key, n in counts}
+
+
+# --- suggestions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A registry service as the read model knows it, for ranking."""
+
+    service_id: str
+    agency_id: str
+    agency_active: bool
+    taxonomy: str
+    capacity_status: str
+    available: int
+    total: int
+    languages: frozenset[str]
+    countries: frozenset[str]
+    accepts_children: bool
+    lat: float | None
+    lon: float | None
+
+
+@dataclass(frozen=True)
+class Need:
+    """What the referring agency says it looks for (it knows its case; nothing here is sent anywhere)."""
+
+    service_type: str
+    languages: frozenset[str] = frozenset()
+    is_child: bool | None = None
+    country: str | None = None
+    near: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    offer: Offer
+    score: int
+    reasons: tuple[str, ...]
+    distance_km: float | None
+
+
+def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (haversine, mean Earth radius)."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _taxonomy_family(code: str) -> str:
+    return code.split(".", 1)[0]
+
+
+def rank_services(offers: Iterable[Offer], need: Need) -> list[Suggestion]:
+    """Services fit for the need, best first: taxonomy match, then room to accept, languages in common,
+    children accepted, country served; ties go to the nearest (when a location is given), then by id.
+
+    Left out: services of suspended agencies, of another taxonomy family, and services that do not
+    accept children when the person is a child. Full or closed services stay in, ranked last, so the
+    sender sees them and why (a referral to them would be refused as service-full).
+    """
+    suggestions: list[Suggestion] = []
+    for offer in offers:
+        if not offer.agency_active:
+            continue
+        if need.is_child and not offer.accepts_children:
+            continue
+        reasons: list[str] = []
+        score = 0
+        if offer.taxonomy == need.service_type:
+            score += 4
+            reasons.append("taxonomy-exact")
+        elif _taxonomy_family(offer.taxonomy) == _taxonomy_family(need.service_type):
+            score += 1
+            reasons.append("taxonomy-related")
+        else:
+            continue
+        if offer.capacity_status == "accepting" and offer.available > 0:
+            score += 3
+            reasons.append("accepting")
+        else:
+            score -= 10
+            reasons.append("full")
+        common = len(need.languages & offer.languages)
+        if common:
+            score += min(common, 2)
+            reasons.append("language")
+        if need.is_child and offer.accepts_children:
+            score += 1
+            reasons.append("accepts-children")
+        if need.country is not None:
+            if need.country in offer.countries:
+                score += 1
+                reasons.append("country")
+            else:
+                score -= 1
+        distance = None
+        if need.near is not None and offer.lat is not None and offer.lon is not None:
+            distance = round(distance_km(need.near, (offer.lat, offer.lon)), 1)
+        suggestions.append(Suggestion(offer, score, tuple(reasons), distance))
+    suggestions.sort(key=lambda s: (-s.score, s.distance_km if s.distance_km is not None else math.inf,
+                                    s.offer.service_id))
+    return suggestions

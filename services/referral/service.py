@@ -1,0 +1,478 @@
+"""referral's use cases: one transaction each -- load, ask the domain, store, add the events to the outbox.
+
+Who may see a referral is decided from the authenticated caller in every query: an agency sees the
+referrals it sent or received, nothing else (404 otherwise, so existence does not leak).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.referral import domain, events, store
+from services.referral.clearance import CaseNotFound, ClearanceClient, ClearanceRequest, ClearanceUnavailable
+from services.referral.domain import OPEN_STATES, Party, Pathway, Status
+from services.referral.store import AgencyRow, FeedRow, ReferralRow, ServiceRow, TransitionRow
+from shared.auth import Principal
+from shared.db import unit_of_work
+from shared.envelope import full_type
+from shared.errors import Problem, not_found
+from shared.outbox import add_event
+from shared.topics import delivery_topic
+
+log = structlog.get_logger("refnet.referral")
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewReferralRequest:
+    """A validated POST /referrals body."""
+
+    case_id: str
+    to_agency: str | None
+    service_id: str | None
+    pathway: domain.Pathway
+    service_type: str | None
+    priority: domain.Priority
+    reason: str
+    shared_categories: list[domain.DataCategory]
+
+    def fingerprint(self) -> str:
+        body = {"case_id": self.case_id, "to_agency": self.to_agency, "service_id": self.service_id,
+                "pathway": str(self.pathway), "service_type": self.service_type, "priority": str(self.priority),
+                "reason": self.reason, "shared_categories": sorted(map(str, self.shared_categories))}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def field_problem(field: str, detail: str, slug: str = "validation-error", status: int = 422,
+                  **extensions: Any) -> Problem:
+    return Problem(status, slug, detail, title="Unprocessable Content",
+                   errors=[{"loc": ["body", field], "msg": detail}], **extensions)
+
+
+class _Replay(Exception):
+    """The key's first request already made the referral: answer with it (rolls our transaction back)."""
+
+
+class Referrals:
+    """The referral broker's use cases."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, source: str, clearance: ClearanceClient,
+                 clock: Clock = system_clock) -> None:
+        self.sessions = sessions
+        self.source = source
+        self.clearance = clearance
+        self.clock = clock
+
+    # -- create ------------------------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, request: NewReferralRequest,
+                     idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+        """-> (the referral, whether it is the replay of an earlier request with the same key)."""
+        fingerprint = request.fingerprint()
+        if idempotency_key:
+            async with self.sessions() as session:
+                existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
+                if existing is not None:
+                    return await self._replay(session, existing, fingerprint), True
+
+        async with self.sessions() as session:
+            to_agency = await self._recipient_of(session, request, principal.agency_id)
+        try:
+            clearance = await self.clearance.clear(ClearanceRequest(
+                case_id=request.case_id, requesting_agency=principal.agency_id, to_agency=to_agency,
+                pathway=str(request.pathway), data_categories=sorted(map(str, request.shared_categories))))
+        except CaseNotFound:
+            raise not_found("case") from None
+        except ClearanceUnavailable as exc:
+            raise Problem(503, "intake-unavailable",
+                          "Consent cannot be checked right now (intake is unavailable); try again later.",
+                          headers={"Retry-After": str(exc.retry_after)}) from None
+        if clearance.facts.status == "erased" or clearance.reason == "case-erased":
+            raise not_found("case")
+
+        try:
+            async with unit_of_work(self.sessions) as session:
+                await store.lock_case(session, request.case_id)
+                if idempotency_key:
+                    existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
+                    if existing is not None:
+                        raise _Replay
+                # The case lock and the recipient's row lock serialise us with the consumers that cancel on
+                # withdrawal, erasure and suspension: either they see this referral, or we see their event.
+                if await store.case_erased(session, request.case_id):
+                    raise not_found("case")
+                agency = await store.agency_for_share(session, to_agency)
+                if agency is None:
+                    raise field_problem("to_agency", "The recipient agency is not known to the registry.")
+                offer = None
+                service_type = request.service_type
+                if request.service_id is not None:
+                    svc = await store.service(session, request.service_id)
+                    if svc is None or svc.status != "active":
+                        raise field_problem("service_id", "No such service in the registry.")
+                    offer = domain.ServiceOffer(svc.service_id, svc.agency_id, svc.taxonomy, svc.capacity_status,
+                                                svc.capacity_available)
+                    service_type = service_type or svc.taxonomy
+                assert service_type is not None
+                open_paths = await store.open_pathways(session, request.case_id, [str(s) for s in OPEN_STATES])
+                consent_ok, recipient_status = clearance.permitted, agency.status
+                if clearance.consent_id is not None and await store.consent_withdrawn(session, clearance.consent_id):
+                    consent_ok = False
+                if not clearance.permitted and clearance.reason == "recipient-suspended":
+                    # intake knows of the suspension before our read model does; it stopped before consent.
+                    consent_ok, recipient_status = True, "suspended"
+                failure = domain.check_guards(domain.NewReferral(
+                    pathway=request.pathway, consent_permitted=consent_ok, facts=clearance.facts,
+                    recipient=domain.Recipient(agency.agency_id, recipient_status), service=offer,
+                    open_pathways_of_case=tuple(Pathway(p) for p in open_paths)))
+                if failure is not None:
+                    log.info("referral_refused", guard=failure.guard, case_id=request.case_id,
+                             agency=principal.agency_id)
+                    raise Problem(409, failure.guard, failure.detail, title="Referral refused",
+                                  guard=failure.guard)
+
+                now = self.clock()
+                row = ReferralRow(
+                    id=uuid.uuid4().hex, case_id=request.case_id, from_agency=principal.agency_id,
+                    to_agency=to_agency, service_id=request.service_id, pathway=str(request.pathway),
+                    service_type=service_type, priority=str(request.priority), reason=request.reason,
+                    shared_categories=[str(c) for c in request.shared_categories],
+                    consent_id=clearance.consent_id, consent_version=clearance.consent_version,
+                    status=str(Status.requested), due_at=domain.due_at(request.priority, now), overdue_at=None,
+                    created_at=now, updated_at=now, created_by_client=principal.client_id,
+                    acting_user=principal.acting_user, idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                )
+                session.add(row)
+                transition = TransitionRow(referral_id=row.id, from_status=None, to_status=row.status,
+                                           party=str(Party.sender), agency=principal.agency_id,
+                                           acting_user=principal.acting_user, reason_code=None, note=None, at=now)
+                session.add(transition)
+                await session.flush()
+                await self._emit(session, row, events.state_event_type(row.status), None,
+                                 principal.agency_id, principal.acting_user)
+                view = referral_view(row, [transition])
+        except (_Replay, IntegrityError):
+            # Either we found the key's referral under the case lock, or the first request committed between
+            # our check and our insert (the unique constraint said so).
+            if not idempotency_key:
+                raise
+            async with self.sessions() as session:
+                existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
+                if existing is None:
+                    raise
+                return await self._replay(session, existing, fingerprint), True
+        log.info("referral_requested", referral_id=view["id"], case_id=request.case_id, pathway=str(request.pathway))
+        return view, False
+
+    async def _replay(self, session: AsyncSession, row: ReferralRow, fingerprint: str) -> dict[str, Any]:
+        if row.request_hash != fingerprint:
+            raise Problem(422, "idempotency-key-reused",
+                          "This Idempotency-Key was used for a different request.", title="Unprocessable Content",
+                          errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
+        return referral_view(row, await store.history(session, row.id))
+
+    async def _recipient_of(self, session: AsyncSession, request: NewReferralRequest, sender: str) -> str:
+        if request.service_id is None:
+            assert request.to_agency is not None
+            if request.to_agency == sender:
+                raise field_problem("to_agency", "An agency cannot refer a case to itself.")
+            return request.to_agency
+        svc = await store.service(session, request.service_id)
+        if svc is None or svc.status != "active":
+            raise field_problem("service_id", "No such service in the registry.")
+        if request.to_agency is not None and request.to_agency != svc.agency_id:
+            raise field_problem("to_agency", "to_agency is not the provider of service_id.")
+        if request.service_type is not None and request.service_type != svc.taxonomy:
+            raise field_problem("service_type", "service_type does not match the service's taxonomy.")
+        if svc.agency_id == sender:
+            raise field_problem("service_id", "An agency cannot refer a case to its own service.")
+        return svc.agency_id
+
+    # -- read --------------------------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, referral_id: str) -> dict[str, Any]:
+        async with self.sessions() as session:
+            row = await store.referral(session, referral_id)
+            if row is None or party_of(row, principal.agency_id) is None:
+                raise not_found("referral")
+            return referral_view(row, await store.history(session, row.id), now=self.clock())
+
+    async def queue(self, principal: Principal, *, role: str | None, status: Status | None,
+                    pathway: Pathway | None, overdue: bool | None, limit: int,
+                    after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        me = principal.agency_id
+        query = select(ReferralRow)
+        if role == "sent":
+            query = query.where(ReferralRow.from_agency == me)
+        elif role == "received":
+            query = query.where(ReferralRow.to_agency == me)
+        else:
+            query = query.where(or_(ReferralRow.from_agency == me, ReferralRow.to_agency == me))
+        if status is not None:
+            query = query.where(ReferralRow.status == str(status))
+        if pathway is not None:
+            query = query.where(ReferralRow.pathway == str(pathway))
+        if overdue is not None:
+            now = self.clock()
+            late = or_(ReferralRow.overdue_at.is_not(None),
+                       and_(ReferralRow.status == str(Status.requested), ReferralRow.due_at <= now))
+            query = query.where(late if overdue else ~late)
+        if after is not None:
+            query = query.where(ReferralRow.seq > after)
+        query = query.order_by(ReferralRow.seq).limit(limit + 1)
+        async with self.sessions() as session:
+            rows = list((await session.execute(query)).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        now = self.clock()
+        return [referral_view(r, None, now=now) for r in rows], (str(rows[-1].seq) if more and rows else None)
+
+    async def suggest(self, principal: Principal, need: domain.Need, *, case_id: str | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Registry services ranked for a need; with ``case_id``, leaving out agencies the caller already has
+        an open referral of that case with."""
+        family = need.service_type.split(".", 1)[0]
+        query = (select(ServiceRow, AgencyRow.status)
+                 .outerjoin(AgencyRow, AgencyRow.agency_id == ServiceRow.agency_id)
+                 .where(ServiceRow.status == "active",
+                        or_(ServiceRow.taxonomy == family, ServiceRow.taxonomy.like(family + ".%"))))
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+            busy: set[str] = set()
+            if case_id is not None:
+                busy = set((await session.execute(
+                    select(ReferralRow.to_agency).where(ReferralRow.case_id == case_id,
+                                                        ReferralRow.from_agency == principal.agency_id,
+                                                        ReferralRow.status.in_([str(s) for s in OPEN_STATES]))
+                )).scalars())
+        offers = [domain.Offer(
+            service_id=svc.service_id, agency_id=svc.agency_id, agency_active=agency_status == "active",
+            taxonomy=svc.taxonomy, capacity_status=svc.capacity_status, available=svc.capacity_available,
+            total=svc.capacity_total, languages=frozenset(svc.languages), countries=frozenset(svc.countries),
+            accepts_children=svc.accepts_children, lat=svc.lat, lon=svc.lon,
+        ) for svc, agency_status in rows if svc.agency_id not in busy and svc.agency_id != principal.agency_id]
+        return [{
+            "service_id": s.offer.service_id, "agency_id": s.offer.agency_id, "taxonomy": s.offer.taxonomy,
+            "score": s.score, "reasons": list(s.reasons), "distance_km": s.distance_km,
+            "capacity": {"available": s.offer.available, "total": s.offer.total, "status": s.offer.capacity_status},
+            "languages": sorted(s.offer.languages), "countries": sorted(s.offer.countries),
+            "accepts_children": s.offer.accepts_children,
+        } for s in domain.rank_services(offers, need)[:limit]]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def transition(self, principal: Principal, referral_id: str, to: str, reason_code: str | None,
+                         note: str | None) -> dict[str, Any]:
+        async with unit_of_work(self.sessions) as session:
+            row = await store.referral(session, referral_id, for_update=True)
+            party = party_of(row, principal.agency_id) if row is not None else None
+            if row is None or party is None:
+                raise not_found("referral")
+            current = Status(row.status)
+            try:
+                move = domain.decide_transition(current, to, party, reason_code)
+            except domain.InvalidTransition as refused:
+                raise Problem(409, "invalid-transition", str(refused), title="Invalid transition",
+                              current_state=str(current), requested_state=to,
+                              allowed=[str(s) for s in refused.allowed]) from None
+            except domain.ReasonCodeInvalid as refused:
+                raise field_problem("reason_code", str(refused), slug="invalid-reason-code",
+                                    allowed_reason_codes=refused.allowed) from None
+            await self._apply(session, row, move, principal.agency_id, principal.acting_user, note)
+            view = referral_view(row, await store.history(session, row.id), now=self.clock())
+        log.info("referral_moved", referral_id=referral_id, to=str(move.to), party=str(party))
+        return view
+
+    async def _apply(self, session: AsyncSession, row: ReferralRow, move: domain.Move, agency: str | None,
+                     acting_user: str | None, note: str | None) -> None:
+        now = self.clock()
+        row.status = str(move.to)
+        row.updated_at = now
+        session.add(TransitionRow(referral_id=row.id, from_status=str(move.frm), to_status=str(move.to),
+                                  party=str(move.party), agency=agency, acting_user=acting_user,
+                                  reason_code=move.reason_code, note=note, at=now))
+        await session.flush()
+        await self._emit(session, row, events.state_event_type(row.status), move.reason_code, agency, acting_user)
+
+    async def cancel_by_system(self, session: AsyncSession, rows: Sequence[ReferralRow], reason_code: str) -> int:
+        """Cancel open referrals in the caller's transaction (a consumer's), as RefNet itself."""
+        count = 0
+        for row in rows:
+            current = Status(row.status)
+            if current not in OPEN_STATES:
+                continue
+            move = domain.decide_transition(current, Status.cancelled, Party.system, reason_code)
+            await self._apply(session, row, move, None, None, None)
+            count += 1
+        if count:
+            log.info("referrals_cancelled_by_system", reason_code=reason_code, count=count)
+        return count
+
+    # -- deadlines ---------------------------------------------------------------------------------------
+
+    async def flag_overdue(self, batch: int = 200) -> int:
+        """Flag referrals past due and still requested, each once, with its overdue event in the same
+        transaction. Safe to run from several schedulers at once: rows are claimed under lock."""
+        flagged = 0
+        while True:
+            async with unit_of_work(self.sessions) as session:
+                now = self.clock()
+                rows = list((await session.execute(
+                    select(ReferralRow)
+                    .where(ReferralRow.status == str(Status.requested), ReferralRow.overdue_at.is_(None),
+                           ReferralRow.due_at <= now)
+                    .order_by(ReferralRow.due_at).limit(batch).with_for_update(skip_locked=True)
+                )).scalars())
+                for row in rows:
+                    row.overdue_at = now
+                    await self._emit(session, row, events.OVERDUE, None, None, None)
+            flagged += len(rows)
+            if len(rows) < batch:
+                break
+        if flagged:
+            log.info("referrals_overdue", count=flagged)
+        return flagged
+
+    # -- events ------------------------------------------------------------------------------------------
+
+    async def _emit(self, session: AsyncSession, row: ReferralRow, type: str, reason_code: str | None,
+                    agency: str | None, acting_user: str | None) -> None:
+        payload = events.ReferralEvent(
+            referral_id=row.id, case_id=row.case_id, from_agency=row.from_agency, to_agency=row.to_agency,
+            status=row.status, pathway=row.pathway, service_type=row.service_type, priority=row.priority,
+            shared_categories=list(row.shared_categories), consent_id=row.consent_id, reason_code=reason_code,
+            due_at=row.due_at, agency=agency, acting_user=acting_user,
+        ).model_dump(mode="json")
+        event_id = await add_event(session, source=self.source, topic=events.TOPIC, type=type,
+                                   aggregate_type="Referral", aggregate_id=row.case_id, payload=payload,
+                                   subject=row.id)
+        for party_agency in (row.from_agency, row.to_agency):
+            await add_event(session, source=self.source, topic=delivery_topic(party_agency), type=type,
+                            aggregate_type="Referral", aggregate_id=row.id, payload=payload, subject=row.id)
+        session.add(FeedRow(event_id=str(event_id), type=full_type(type), referral_id=row.id,
+                            from_agency=row.from_agency, to_agency=row.to_agency, payload=payload,
+                            created_at=self.clock()))
+
+    # -- pull feed ---------------------------------------------------------------------------------------
+
+    async def feed(self, principal: Principal, *, after: int, wait: float, limit: int,
+                   event_types: set[str] | None = None) -> tuple[list[dict[str, Any]], str]:
+        """The caller's referral events after ``after``, waiting up to ``wait`` seconds for the first."""
+        me = principal.agency_id
+        deadline = time.monotonic() + wait
+        while True:
+            query = (select(FeedRow).where(or_(FeedRow.from_agency == me, FeedRow.to_agency == me),
+                                           FeedRow.seq > after)
+                     .order_by(FeedRow.seq).limit(limit))
+            async with self.sessions() as session:
+                rows = list((await session.execute(query)).scalars())
+            if rows or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
+        items = [{"cursor": str(r.seq), "id": r.event_id, "type": r.type,
+                  "time": r.created_at.isoformat(), "subject": r.referral_id, "data": r.payload} for r in rows]
+        return items, str(rows[-1].seq if rows else after)
+
+    # -- statistics --------------------------------------------------------------------------------------
+
+    async def stats(self, *, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        """DOMAIN.md's indicators over referrals created in [since, until), every small count suppressed."""
+        conditions = []
+        if since is not None:
+            conditions.append(ReferralRow.created_at >= since)
+        if until is not None:
+            conditions.append(ReferralRow.created_at < until)
+        accepted_states = [str(s) for s in (Status.accepted, Status.in_progress, Status.on_hold,
+                                            Status.completed, Status.failed)]
+        acknowledged = select(TransitionRow.referral_id, func.min(TransitionRow.at).label("at")).where(
+            TransitionRow.from_status == str(Status.requested), TransitionRow.party == str(Party.recipient)
+        ).group_by(TransitionRow.referral_id).subquery()
+        async with self.sessions() as session:
+            by_pathway = (await session.execute(
+                select(ReferralRow.pathway, func.count(),
+                       func.count().filter(ReferralRow.status.in_(accepted_states)),
+                       func.count().filter(ReferralRow.status.in_([*accepted_states, str(Status.rejected)])),
+                       func.count(acknowledged.c.at),
+                       func.count().filter(acknowledged.c.at <= ReferralRow.due_at),
+                       func.count().filter(ReferralRow.consent_id.is_not(None)),
+                       func.count().filter(ReferralRow.overdue_at.is_not(None)))
+                .outerjoin(acknowledged, acknowledged.c.referral_id == ReferralRow.id)
+                .where(*conditions).group_by(ReferralRow.pathway)
+            )).all()
+            sent = (await session.execute(
+                select(ReferralRow.from_agency, ReferralRow.pathway, func.count())
+                .where(*conditions).group_by(ReferralRow.from_agency, ReferralRow.pathway))).all()
+            received = (await session.execute(
+                select(ReferralRow.to_agency, ReferralRow.pathway, func.count())
+                .where(*conditions).group_by(ReferralRow.to_agency, ReferralRow.pathway))).all()
+        d = domain.deidentify
+        pathways = {}
+        for pathway, total, accepted, decided, acked, acked_in_time, with_consent, overdue in by_pathway:
+            pathways[pathway] = {
+                "referrals": d(total), "accepted": d(accepted), "acceptance_rate": domain.share(accepted, decided),
+                "acknowledged": d(acked), "acknowledged_within_deadline": domain.share(acked_in_time, total),
+                "with_consent": domain.share(with_consent, total), "overdue": d(overdue),
+            }
+        agencies: dict[str, dict[str, dict[str, int | str]]] = {}
+        for agency, pathway, n in sent:
+            agencies.setdefault(agency, {"sent": {}, "received": {}})["sent"][pathway] = d(n)
+        for agency, pathway, n in received:
+            agencies.setdefault(agency, {"sent": {}, "received": {}})["received"][pathway] = d(n)
+        return {
+            "period": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
+            "k_anonymity": domain.K_ANONYMITY,
+            "by_pathway": pathways,
+            "by_agency": agencies,
+        }
+
+
+def party_of(row: ReferralRow, agency_id: str) -> Party | None:
+    if agency_id == row.from_agency:
+        return Party.sender
+    if agency_id == row.to_agency:
+        return Party.recipient
+    return None
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *,
+                  now: datetime | None = None) -> dict[str, Any]:
+    overdue = row.overdue_at is not None or (
+        now is not None and domain.is_overdue(Status(row.status), row.due_at, now))
+    view: dict[str, Any] = {
+        "id": row.id, "status": row.status, "case_id": row.case_id, "from_agency": row.from_agency,
+        "to_agency": row.to_agency, "service_id": row.service_id, "pathway": row.pathway,
+        "service_type": row.service_type, "priority": row.priority, "reason": row.reason,
+        "shared_categories": list(row.shared_categories), "consent_id": row.consent_id,
+        "consent_version": row.consent_version, "due_at": _ts(row.due_at), "overdue": overdue,
+        "overdue_at": _ts(row.overdue_at), "created_at": _ts(row.created_at), "updated_at": _ts(row.updated_at),
+    }
+    if history is not None:
+        view["history"] = [
+            {"from": t.from_status, "to": t.to_status, "by": t.party, "agency": t.agency,
+             "acting_user": t.acting_user, "reason_code": t.reason_code, "note": t.note, "at": _ts(t.at)}
+            for t in history
+        ]
+    return view

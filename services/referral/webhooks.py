@@ -1,0 +1,313 @@
+"""Webhook delivery to case systems, signed per the Standard Webhooks spec.
+
+A subscription belongs to one agency and receives the referral events that agency is party to (the
+``referral_feed`` rows naming it as sender or recipient), in feed order, from the moment it was created.
+Each subscription has its own cursor and its own delivery task, so a slow or failing receiver only delays
+itself. A failed attempt is retried with exponential backoff and jitter; after ``max_failures`` consecutive
+failures the subscription is disabled (the agency can reactivate it, and it resumes where it stopped). Every
+attempt is logged in ``webhook_deliveries`` (status code, error class, duration: never a body).
+
+Delivery is at-least-once: a receiver deduplicates on ``webhook-id``, which is the event id and the same on
+every retry. One dispatcher leads across replicas (PostgreSQL advisory lock), so replicas do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import json
+import random
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import exists, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from standardwebhooks import Webhook
+
+from services.referral.store import DeliveryRow, FeedRow, SubscriptionRow
+from shared.auth import Principal
+from shared.db import unit_of_work
+from shared.errors import Problem, not_found
+from shared.observability import LEADER
+
+log = structlog.get_logger("refnet.referral.webhooks")
+
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"refnet-referral:webhooks").digest()[:8], "big") >> 1
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+    }
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def subscription_view(row: SubscriptionRow, *, with_secret: bool = False) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": row.id, "url": row.url, "event_types": row.event_types, "status": row.status,
+        "consecutive_failures": row.failures, "next_attempt_at": _ts(row.next_attempt_at),
+        "created_at": _ts(row.created_at), "disabled_at": _ts(row.disabled_at),
+    }
+    if with_secret:
+        view["secret"] = row.secret
+    return view
+
+
+def private_target(url: str) -> bool:
+    """Whether the URL names this host or a private network by address (names are not resolved here)."""
+    host = (httpx.URL(url).host or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
+            or address.is_multicast or address.is_unspecified)
+
+
+class Subscriptions:
+    """The subscription use cases: an agency manages only its own subscriptions (others' are 404)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, allow_private_networks: bool = False,
+                 max_per_agency: int = 20) -> None:
+        self.sessions = sessions
+        self.allow_private_networks = allow_private_networks
+        self.max_per_agency = max_per_agency
+
+    async def create(self, principal: Principal, url: str, event_types: list[str] | None) -> dict[str, Any]:
+        if not self.allow_private_networks and private_target(url):
+            raise Problem(422, "webhook-url-not-allowed",
+                          "Webhook URLs may not name a loopback, private or link-local address.",
+                          title="Unprocessable Content", errors=[{"loc": ["body", "url"], "msg": "not allowed"}])
+        now = datetime.now(UTC)
+        async with unit_of_work(self.sessions) as session:
+            await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                                  {"k": f"referral-subscriptions:{principal.agency_id}"})
+            count = (await session.execute(select(func.count()).select_from(SubscriptionRow).where(
+                SubscriptionRow.agency_id == principal.agency_id, SubscriptionRow.status != "deleted"))).scalar_one()
+            if count >= self.max_per_agency:
+                raise Problem(409, "too-many-subscriptions",
+                              f"An agency may hold at most {self.max_per_agency} webhook subscriptions.")
+            last = (await session.execute(select(FeedRow.seq).order_by(FeedRow.seq.desc()).limit(1))).scalar()
+            row = SubscriptionRow(id=uuid.uuid4().hex, agency_id=principal.agency_id, url=url,
+                                  event_types=event_types, secret=new_secret(), status="active", cursor=last or 0,
+                                  failures=0, next_attempt_at=now, created_at=now, disabled_at=None)
+            session.add(row)
+        log.info("webhook_subscribed", subscription_id=row.id, agency=principal.agency_id)
+        return subscription_view(row, with_secret=True)
+
+    async def _own(self, session: AsyncSession, principal: Principal, subscription_id: str) -> SubscriptionRow:
+        row = await session.get(SubscriptionRow, subscription_id, with_for_update=True)
+        if row is None or row.agency_id != principal.agency_id or row.status == "deleted":
+            raise not_found("subscription")
+        return row
+
+    async def of_agency(self, principal: Principal) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(SubscriptionRow).where(SubscriptionRow.agency_id == principal.agency_id,
+                                              SubscriptionRow.status != "deleted")
+                .order_by(SubscriptionRow.created_at))).scalars()
+            return [subscription_view(r) for r in rows]
+
+    async def get(self, principal: Principal, subscription_id: str) -> dict[str, Any]:
+        async with self.sessions() as session:
+            return subscription_view(await self._own(session, principal, subscription_id))
+
+    async def delete(self, principal: Principal, subscription_id: str) -> None:
+        async with unit_of_work(self.sessions) as session:
+            row = await self._own(session, principal, subscription_id)
+            row.status = "deleted"  # kept for its delivery log; never delivered to again
+
+    async def reactivate(self, principal: Principal, subscription_id: str) -> dict[str, Any]:
+        async with unit_of_work(self.sessions) as session:
+            row = await self._own(session, principal, subscription_id)
+            row.status, row.failures, row.disabled_at = "active", 0, None
+            row.next_attempt_at = datetime.now(UTC)
+            return subscription_view(row)
+
+    async def deliveries(self, principal: Principal, subscription_id: str, *, limit: int,
+                         after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        async with self.sessions() as session:
+            await self._own(session, principal, subscription_id)
+            query = select(DeliveryRow).where(DeliveryRow.subscription_id == subscription_id)
+            if after is not None:
+                query = query.where(DeliveryRow.id > after)
+            rows = list((await session.execute(query.order_by(DeliveryRow.id).limit(limit + 1))).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [{"id": str(r.id), "event_id": r.event_id, "event_type": r.event_type, "attempt": r.attempt,
+                  "outcome": r.outcome, "status_code": r.status_code, "error": r.error,
+                  "duration_ms": r.duration_ms, "at": _ts(r.at)} for r in rows]
+        return items, (str(rows[-1].id) if more and rows else None)
+
+
+class WebhookDispatcher:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, *, source: str,
+                 transport: httpx.AsyncBaseTransport | None = None, poll_seconds: float = 1.0,
+                 timeout_seconds: float = 10.0, backoff_base_seconds: float = 2.0,
+                 backoff_max_seconds: float = 3600.0, max_failures: int = 12, max_parallel: int = 50,
+                 lock_key: int = LOCK_KEY) -> None:
+        self.sessions = sessions
+        self.engine = engine
+        self.source = source
+        self.transport = transport
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.max_failures = max_failures
+        self.lock_key = lock_key
+        self.is_leader = False
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._parallel = asyncio.Semaphore(max_parallel)
+        self._http: httpx.AsyncClient | None = None
+
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff with jitter: half the capped delay fixed, half random."""
+        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(failures - 1, 0))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.is_leader = False
+                log.warning("webhook_dispatcher_interrupted", error=type(exc).__name__)
+                await asyncio.sleep(min(self.poll_seconds * 5, 5.0))
+
+    async def _lead(self) -> None:
+        async with self.engine.connect() as conn:
+            while not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.lock_key})).scalar():
+                await conn.commit()
+                await asyncio.sleep(max(self.poll_seconds, 1.0))
+            await conn.commit()
+            self.is_leader = True
+            LEADER.labels("referral", "webhook-dispatcher").set(1)
+            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout_seconds,
+                                           follow_redirects=False)
+            try:
+                while True:
+                    await self.dispatch_once()
+                    await conn.execute(text("SELECT 1"))
+                    await conn.commit()
+                    await asyncio.sleep(self.poll_seconds)
+            finally:
+                self.is_leader = False
+                LEADER.labels("referral", "webhook-dispatcher").set(0)
+                tasks = list(self._in_flight.values())
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._in_flight.clear()
+                await self._http.aclose()
+                self._http = None
+                with contextlib.suppress(Exception):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key})
+                    await conn.commit()
+
+    async def dispatch_once(self) -> None:
+        """Start a delivery task for every due subscription with events waiting (one task each)."""
+        now = datetime.now(UTC)
+        waiting = exists().where(or_(FeedRow.from_agency == SubscriptionRow.agency_id,
+                                     FeedRow.to_agency == SubscriptionRow.agency_id),
+                                 FeedRow.seq > SubscriptionRow.cursor)
+        async with self.sessions() as session:
+            due = list((await session.execute(
+                select(SubscriptionRow.id).where(SubscriptionRow.status == "active",
+                                                 SubscriptionRow.next_attempt_at <= now, waiting))).scalars())
+        for subscription_id in due:
+            if subscription_id not in self._in_flight:
+                task = asyncio.create_task(self._serve(subscription_id), name=f"webhook-{subscription_id}")
+                self._in_flight[subscription_id] = task
+                task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for subscription_id, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[subscription_id]
+
+    async def _serve(self, subscription_id: str) -> None:
+        async with self._parallel:
+            while True:
+                async with self.sessions() as session:
+                    sub = await session.get(SubscriptionRow, subscription_id)
+                    if sub is None or sub.status != "active" or sub.next_attempt_at > datetime.now(UTC):
+                        return
+                    rows = list((await session.execute(
+                        select(FeedRow).where(or_(FeedRow.from_agency == sub.agency_id,
+                                                  FeedRow.to_agency == sub.agency_id), FeedRow.seq > sub.cursor)
+                        .order_by(FeedRow.seq).limit(100))).scalars())
+                if not rows:
+                    return
+                for row in rows:
+                    if sub.event_types and row.type not in sub.event_types:
+                        await self._advance(subscription_id, row.seq)
+                        continue
+                    if not await self._deliver(sub, row):
+                        return
+
+    async def _advance(self, subscription_id: str, seq: int) -> None:
+        async with unit_of_work(self.sessions) as session:
+            await session.execute(update(SubscriptionRow).where(SubscriptionRow.id == subscription_id)
+                                  .values(cursor=seq))
+
+    async def _deliver(self, sub: SubscriptionRow, row: FeedRow) -> bool:
+        assert self._http is not None
+        body = json.dumps({
+            "specversion": "1.0", "id": row.event_id, "source": self.source, "type": row.type,
+            "time": _ts(row.created_at), "subject": row.referral_id, "datacontenttype": "application/json",
+            "data": row.payload,
+        }, separators=(",", ":"))
+        headers = {"content-type": "application/json",
+                   **signed_headers(sub.secret, row.event_id, body, datetime.now(UTC))}
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = await self._http.post(sub.url, content=body.encode(), headers=headers)
+            status = response.status_code
+            ok = 200 <= status < 300
+        except (httpx.HTTPError, OSError) as exc:
+            error, ok = type(exc).__name__, False
+        duration_ms = int((time.monotonic() - started) * 1000)
+        now = datetime.now(UTC)
+        async with unit_of_work(self.sessions) as session:
+            current = await session.get(SubscriptionRow, sub.id, with_for_update=True)
+            assert current is not None
+            session.add(DeliveryRow(subscription_id=sub.id, event_id=row.event_id, event_type=row.type,
+                                    feed_seq=row.seq, attempt=current.failures + 1,
+                                    outcome="delivered" if ok else "failed", status_code=status, error=error,
+                                    duration_ms=duration_ms, at=now))
+            if ok:
+                current.cursor, current.failures = row.seq, 0
+            else:
+                current.failures += 1
+                current.next_attempt_at = now + timedelta(seconds=self.backoff(current.failures))
+                if current.failures >= self.max_failures:
+                    current.status, current.disabled_at = "disabled", now
+                    log.warning("webhook_disabled", subscription_id=sub.id, failures=current.failures)
+        sub.cursor = row.seq if ok else sub.cursor
+        return ok

@@ -1,0 +1,207 @@
+"""The referral service on a real PostgreSQL (and the session's broker), a fake intake behind the clearance
+contract, a local token issuer, a clock the test turns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.referral import consumers
+from services.referral.app import create_app
+from services.referral.clearance import HttpClearanceClient
+from services.referral.service import Referrals
+from services.referral.settings import ReferralSettings
+from shared.db import unit_of_work
+from shared.envelope import Event
+from shared.migrations import upgrade
+from tests.conftest import Infra
+from tests.support.issuer import LocalIssuer, local_issuer_fixture
+
+issuer = local_issuer_fixture(scope="package")
+
+SERVICE_TOKEN = "referral-service-token"
+ALL_SCOPES = "referrals:read referrals:write events:read"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class FakeCase:
+    owner: str
+    is_minor: bool = False
+    bia_completed: bool = False
+    bid_completed: bool = False
+    fear_of_return: bool = False
+    # consent id -> (recipient agency or None for any, permitted categories)
+    consents: dict[str, tuple[str | None, set[str]]] = field(default_factory=dict)
+
+
+class FakeIntake:
+    """intake's side of POST /internal/clearance, as the contract describes it."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, FakeCase] = {}
+        self.down: int | None = None  # an HTTP status to answer with, or 0 for "unreachable"
+        self.calls: list[dict[str, Any]] = []
+        self.suspended: set[str] = set()  # agencies intake already knows are suspended
+        self.erased: set[str] = set()
+
+    def add_case(self, owner: str, *, consent_to: str | None = None, categories: set[str] | None = None,
+                 **facts: bool) -> tuple[str, str]:
+        case_id = "case-" + uuid.uuid4().hex[:12]
+        consent_id = "consent-" + uuid.uuid4().hex[:12]
+        case = FakeCase(owner=owner, **facts)
+        case.consents[consent_id] = (consent_to, categories or {"identity", "demographics", "protection_needs"})
+        self.cases[case_id] = case
+        return case_id, consent_id
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down == 0:
+            raise httpx.ConnectError("intake is down")
+        if self.down is not None:
+            return httpx.Response(self.down, json={"type": "urn:refnet:problem:internal-error"})
+        assert request.url.path == "/internal/clearance"
+        if request.headers.get("authorization") != f"Bearer {SERVICE_TOKEN}":
+            return httpx.Response(401)
+        body = json.loads(request.content)
+        self.calls.append(body)
+        case = self.cases.get(body["case_id"])
+        if case is None or case.owner != body["from_agency"]:
+            return httpx.Response(404, json={"type": "urn:refnet:problem:not-found"})
+        facts = {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
+                 "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
+                 "status": "erased" if body["case_id"] in self.erased else "active"}
+        if body["case_id"] in self.erased or body["to_agency"] in self.suspended:
+            reason = "case-erased" if body["case_id"] in self.erased else "recipient-suspended"
+            return httpx.Response(200, json={"permitted": False, "reason": reason, "consent_id": None,
+                                             "consent_version": None, "override_id": None, "facts": facts})
+        wanted = set(body["data_categories"])
+        match = next((cid for cid, (to, cats) in case.consents.items()
+                      if (to is None or to == body["to_agency"]) and wanted <= cats), None)
+        return httpx.Response(200, json={
+            "permitted": match is not None, "reason": None if match else "consent-missing",
+            "consent_id": match, "consent_version": 1 if match else None,
+            "facts": {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
+                      "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
+                      "status": "active"},
+        })
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: httpx.AsyncClient
+    intake: FakeIntake
+    clock: Clock
+    issuer: LocalIssuer
+    database_url: str
+
+    @property
+    def referrals(self) -> Referrals:
+        referrals: Referrals = self.app.state.referrals
+        return referrals
+
+    def headers(self, agency: str, scope: str = ALL_SCOPES, **options: Any) -> dict[str, str]:
+        return self.issuer.auth_headers(f"client-{agency}", agency, scope, **options)
+
+    async def apply(self, short_type: str, data: dict[str, Any]) -> None:
+        """Apply one event through the consumer's handler, as the consumer would (one transaction)."""
+        handlers = {**consumers.registry_handlers(self.referrals), **consumers.intake_handlers(self.referrals)}
+        event = Event(id=uuid.uuid4().hex, source="/refnet/test", type="org.refnet." + short_type, subject=None,
+                      partition_key=data.get("case_id") or data.get("agency_id", ""), time=self.clock(), data=data)
+        async with unit_of_work(self.referrals.sessions) as session:
+            await handlers[short_type](session, event)
+
+    async def agency(self, agency_id: str | None = None, status: str = "active") -> str:
+        agency_id = agency_id or "agency-" + uuid.uuid4().hex[:10]
+        await self.apply(f"agency.{'suspended' if status == 'suspended' else 'registered'}.v1", {
+            "agency_id": agency_id, "name": "An agency", "kind": "ngo", "country": "SD", "status": status,
+            "scopes": ["referrals:read", "referrals:write"]})
+        return agency_id
+
+    async def service(self, agency_id: str, *, taxonomy: str = "shelter", available: int = 5,
+                      status: str = "accepting", **extra: Any) -> str:
+        service_id = "svc-" + uuid.uuid4().hex[:10]
+        await self.apply("service.published.v1", {
+            "service_id": service_id, "agency_id": agency_id, "taxonomy": taxonomy, "status": "active",
+            "countries": extra.get("countries", ["SD"]), "languages": extra.get("languages", ["ar"]),
+            "accepts_children": extra.get("accepts_children", True),
+            "capacity": {"available": available, "total": 10, "status": status},
+            "location": extra.get("location")})
+        return service_id
+
+    async def refer(self, sender: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return await self.client.post("/referrals", json=body, headers={**self.headers(sender), **headers})
+
+    async def move(self, agency: str, referral_id: str, to: str, reason_code: str | None = None,
+                   note: str | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"to": to}
+        if reason_code is not None:
+            body["reason_code"] = reason_code
+        if note is not None:
+            body["note"] = note
+        return await self.client.post(f"/referrals/{referral_id}/transitions", json=body,
+                                      headers=self.headers(agency))
+
+
+@asynccontextmanager
+async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer, *,
+                           intake: FakeIntake | None = None, clock: Clock | None = None,
+                           webhook_transport: httpx.AsyncBaseTransport | None = None,
+                           **settings: Any) -> AsyncIterator[Service]:
+    await asyncio.to_thread(upgrade, "referral", database_url)
+    intake = intake or FakeIntake()
+    clock = clock or Clock()
+    values: dict[str, Any] = {
+        "database_url": database_url, "kafka_bootstrap": bootstrap, "log_json": False, "log_level": "WARNING",
+        "issuer": local.issuer, "jwks_url": local.jwks_url, "service_token": SERVICE_TOKEN,
+        "consumer_group_prefix": "referral-" + uuid.uuid4().hex[:8], "deadline_interval_seconds": 3600.0,
+        "feed_max_wait_seconds": 5.0, "relay_poll_seconds": 0.2,
+    }
+    values.update(settings)
+    clearance = HttpClearanceClient("http://intake.test", SERVICE_TOKEN, transport=httpx.MockTransport(intake.handle))
+    app = create_app(ReferralSettings(**values), clearance=clearance, clock=clock,
+                     webhook_transport=webhook_transport)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://referral.test") as client:
+                yield Service(app, client, intake, clock, local, database_url)
+    finally:
+        await clearance.aclose()
+
+
+@pytest.fixture(scope="module")
+async def svc(infra: Infra, new_database: Callable[[str], str], issuer: LocalIssuer) -> AsyncIterator[Service]:
+    """One referral service for a whole test module (tests use their own agencies and cases)."""
+    async with running_referral(new_database("referral"), infra.bootstrap, issuer) as service:
+        yield service
+
+
+def body(case_id: str, to_agency: str | None = None, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"case_id": case_id, "pathway": "service", "service_type": "shelter",
+                            "priority": "urgent", "reason": "Needs a safe place tonight",
+                            "shared_categories": ["identity", "demographics"]}
+    if to_agency is not None:
+        base["to_agency"] = to_agency
+    base.update(fields)
+    return base
