@@ -180,7 +180,11 @@ def build_app(
         finally:
             for task in runtime.tasks:
                 task.cancel()
-            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            # Bounded: a Kafka client stuck on an unreachable broker must not hold the process hostage.
+            if runtime.tasks:
+                _, pending = await asyncio.wait(runtime.tasks, timeout=15)
+                for task in pending:
+                    log.warning("background_task_did_not_stop", task=task.get_name())
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()

@@ -182,9 +182,9 @@ class EventConsumer:
         finally:
             self.running = False
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), 5)
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), 5)
 
     async def _mark(self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         async with self.sessions() as session, session.begin():

@@ -166,7 +166,7 @@ class OutboxRelay:
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             finally:
                 with contextlib.suppress(Exception):
-                    await producer.stop()  # also after a failed start: no unclosed producer
+                    await asyncio.wait_for(producer.stop(), 5)  # also after a failed start: none left unclosed
         finally:
             self.is_leader = False
             LEADER.labels(self.service, "outbox-relay").set(0)

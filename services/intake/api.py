@@ -2,6 +2,111 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Header, Query, Request, status
+
+from services.intake import domain, service
+from services.intake.settings import IntakeSettings
+from shared.app import runtime_of
+from shared.auth import Principal, require_scopes
+from shared.errors import Problem
+
+router = APIRouter(tags=["cases"])
+
+PURPOSE_HEADER = "X-Purpose"
+
+
+def context(request: Request) -> service.Context:
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    hours = settings.override_valid_hours if isinstance(settings, IntakeSettings) else 72
+    return service.Context(sessions=runtime.sessions, keyring=runtime.extras.get("keyring"),
+                           source=settings.source, override_validity=service.timedelta(hours=hours),
+                           reload_keys=runtime.extras.get("reload_keys"))
+
+
+Ctx = Annotated[service.Context, Depends(context)]
+CaseWriter = Annotated[Principal, Depends(require_scopes("cases:write"))]
+CaseReader = Annotated[Principal, Depends(require_scopes("cases:read"))]
+ConsentWriter = Annotated[Principal, Depends(require_scopes("consent:write"))]
+Clearer = Annotated[Principal, Depends(require_scopes("cases:clearance"))]
+
+
+def read_purpose(x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER)] = None) -> str:
+    """Every read of case data names why (ARCHITECTURE.md); the purpose is recorded with the access."""
+    if x_purpose is None or not x_purpose.strip():
+        raise Problem(400, "purpose-required", f"The {PURPOSE_HEADER} header is required to read case data.",
+                      errors=[{"loc": ["header", PURPOSE_HEADER], "msg": "required"}])
+    if x_purpose not in domain.READ_PURPOSES:
+        raise Problem(400, "invalid-purpose",
+                      f"The {PURPOSE_HEADER} header must be one of: {', '.join(sorted(domain.READ_PURPOSES))}.",
+                      errors=[{"loc": ["header", PURPOSE_HEADER], "msg": "not a known purpose"}])
+    return x_purpose
+
+
+@router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)")
+async def register_case(body: domain.CaseBody, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
+    return await service.register_case(ctx, principal, body)
+
+
+@router.get("/cases", summary="The caller's own cases (non-identifying summaries)")
+async def list_cases(
+    principal: CaseReader, ctx: Ctx,
+    status_: Annotated[domain.CaseStatus | None, Query(alias="status")] = None,
+    trafficking_status: domain.TraffickingStatus | None = None,
+    needs: domain.ServiceCode | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    return await service.list_cases(ctx, principal, status=status_, trafficking_status=trafficking_status,
+                                    needs=needs, limit=limit, cursor=cursor)
+
+
+@router.get("/cases/{case_id}", summary="Read a case: the owner all of it, a recipient what its referral shares")
+async def read_case(
+    case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx,
+) -> dict[str, Any]:
+    return await service.read_case(ctx, principal, case_id, purpose)
+
+
+@router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards")
+async def update_case(case_id: str, patch: domain.CasePatch, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
+    return await service.update_case(ctx, principal, case_id, patch)
+
+
+@router.post("/cases/{case_id}/erase", status_code=status.HTTP_202_ACCEPTED,
+             summary="Crypto-shred the case's personal data")
+async def erase_case(case_id: str, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
+    return await service.erase_case(ctx, principal, case_id)
+
+
+@router.post("/cases/{case_id}/consents", status_code=status.HTTP_201_CREATED, tags=["consent"],
+             summary="Record a new consent version")
+async def grant_consent(case_id: str, body: domain.ConsentBody, principal: ConsentWriter, ctx: Ctx) -> dict[str, Any]:
+    return await service.grant_consent(ctx, principal, case_id, body)
+
+
+@router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)")
+async def list_consents(case_id: str, principal: CaseReader, ctx: Ctx) -> dict[str, Any]:
+    return await service.list_consents(ctx, principal, case_id)
+
+
+@router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,
+             tags=["consent"], summary="Withdraw consent (a new version ending the current one)")
+async def withdraw_consent(
+    case_id: str, consent_id: str, principal: ConsentWriter, ctx: Ctx, body: domain.WithdrawBody | None = None,
+) -> dict[str, Any]:
+    return await service.withdraw_consent(ctx, principal, case_id, consent_id, body or domain.WithdrawBody())
+
+
+@router.post("/cases/{case_id}/overrides", status_code=status.HTTP_201_CREATED, tags=["consent"],
+             summary="Risk-to-life disclosure without consent (second approver required)")
+async def create_override(case_id: str, body: domain.OverrideBody, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
+    return await service.create_override(ctx, principal, case_id, body)
+
+
+@router.post("/internal/clearance", tags=["internal"],
+             summary="May this case be referred to that agency for these categories? (referral service)")
+async def clearance(body: domain.ClearanceBody, principal: Clearer, ctx: Ctx) -> dict[str, Any]:
+    return await service.clearance(ctx, body)

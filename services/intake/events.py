@@ -1,7 +1,133 @@
-"""The events intake emits and consumes (CONTRACT.md, "Events")."""
+"""The events intake emits and consumes (CONTRACT.md, "Events").
+
+Payloads are closed pydantic models of ids, enumerations, dates and booleans: never a name, a birth date,
+a contact or free text. Emitted on ``refnet.intake.events``, keyed by case id.
+"""
 
 from __future__ import annotations
 
-from shared.topics import INTAKE_EVENTS as TOPIC
+from datetime import datetime
+from typing import Any, Literal
 
-__all__ = ["TOPIC"]
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.topics import INTAKE_EVENTS as TOPIC
+from shared.topics import REFERRAL_EVENTS, REGISTRY_EVENTS
+
+__all__ = [
+    "REFERRAL_EVENTS",
+    "REFERRAL_TYPES",
+    "REGISTRY_EVENTS",
+    "TOPIC",
+    "CaseErased",
+    "CaseEvent",
+    "ConsentGranted",
+    "ConsentOverridden",
+    "ConsentWithdrawn",
+    "ProvisionSummary",
+    "ReferralChanged",
+    "schemas",
+]
+
+CASE_REGISTERED = "case.registered.v1"
+CASE_UPDATED = "case.updated.v1"
+CASE_CLOSED = "case.closed.v1"
+CASE_ERASED = "case.erased.v1"
+CONSENT_GRANTED = "consent.granted.v1"
+CONSENT_WITHDRAWN = "consent.withdrawn.v1"
+CONSENT_OVERRIDDEN = "consent.overridden.v1"
+
+REFERRAL_STATES = ("requested", "received", "accepted", "rejected", "in_progress", "on_hold", "completed",
+                   "failed", "cancelled", "overdue")
+REFERRAL_TYPES = tuple(f"referral.{state}.v1" for state in REFERRAL_STATES)
+AGENCY_TYPES = ("agency.registered.v1", "agency.updated.v1", "agency.suspended.v1")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    case_id: str
+    agency: str  # the acting agency
+    client_id: str
+    acting_user: str | None = None
+
+
+class CaseEvent(_Payload):
+    """case.registered / case.updated / case.closed: non-identifying facts only."""
+
+    status: str
+    is_minor: bool | None
+    age_band: str
+    gender: str
+    citizenship: str | None
+    trafficking_status: str | None
+    fear_of_return: bool
+    bia_completed: bool
+    bid_completed: bool
+    changed: list[str] = Field(default_factory=list)  # field names, for case.updated
+
+
+class CaseErased(_Payload):
+    status: Literal["erased"] = "erased"
+
+
+class ProvisionSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    purpose: str
+    recipient_agency: str | None
+    data_categories: list[str]
+    decision: str
+
+
+class ConsentGranted(_Payload):
+    consent_id: str
+    consent_version: int
+    grantor: str
+    provisions: list[ProvisionSummary]
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+class ConsentWithdrawn(_Payload):
+    consent_id: str  # the consent version withdrawn
+    consent_version: int  # the new version recording the withdrawal
+    withdrawn_version: int
+
+
+class ConsentOverridden(_Payload):
+    override_id: str
+    recipient_agency: str
+    approver: str
+    valid_until: datetime
+
+
+class ReferralChanged(BaseModel):
+    """What intake needs from a referral event; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    referral_id: str
+    case_id: str
+    from_agency: str
+    to_agency: str
+    status: str | None = None
+    pathway: str | None = None
+    shared_categories: list[str] = Field(default_factory=list)
+    consent_id: str | None = None
+
+
+#: The payload model of every type intake emits (for JSON Schemas and the AsyncAPI document).
+EMITTED: dict[str, type[BaseModel]] = {
+    CASE_REGISTERED: CaseEvent, CASE_UPDATED: CaseEvent, CASE_CLOSED: CaseEvent, CASE_ERASED: CaseErased,
+    CONSENT_GRANTED: ConsentGranted, CONSENT_WITHDRAWN: ConsentWithdrawn, CONSENT_OVERRIDDEN: ConsentOverridden,
+}
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of each emitted payload, by short type."""
+    return {type_: model.model_json_schema() for type_, model in EMITTED.items()}
+
+
+def payload(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

@@ -1,0 +1,74 @@
+"""``refnet keys rotate-intake``: re-wrap every case's data key with a new master key."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.intake.crypto import STAGED_SUFFIX, Keyring, MasterKey, write_key_file
+
+
+async def rotate(database_url: str, key_file: Path, new_key: MasterKey | None = None,
+                 previous: Path | None = None) -> tuple[MasterKey, int, int]:
+    """Re-wrap under a new master key every data key wrapped by the key in ``key_file`` (or ``previous``),
+    then replace ``key_file`` with the new key. -> (new key, data keys re-wrapped, left under other keys).
+
+    The new key is staged beside the old one first (``<key_file>.new``), where a running intake also looks
+    for it, so cases stay readable during the rotation; an interrupted rotation resumes with that key.
+    """
+    from services.intake.service import count_data_keys_not_under, rewrap_data_keys
+    from shared.db import make_engine, make_sessionmaker
+
+    old = MasterKey.from_file(key_file)
+    staged, new_key = _stage(key_file, new_key)
+    ring = Keyring(old, (MasterKey.from_file(previous),) if previous else ())
+    engine = make_engine(database_url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    try:
+        count = await rewrap_data_keys(sessions, ring, new_key)
+        _install(staged, key_file)
+        # Cases a running intake registered under the old key while we worked: one more sweep.
+        count += await rewrap_data_keys(sessions, ring, new_key)
+        left = await count_data_keys_not_under(sessions, new_key)
+    finally:
+        await engine.dispose()
+    return new_key, count, left
+
+
+def _stage(key_file: Path, new_key: MasterKey | None) -> tuple[Path, MasterKey]:
+    staged = Path(str(key_file) + STAGED_SUFFIX)
+    if new_key is None:
+        new_key = MasterKey.from_file(staged) if staged.exists() else MasterKey.generate()
+    write_key_file(staged, new_key)
+    return staged, new_key
+
+
+def _install(staged: Path, key_file: Path) -> None:
+    staged.replace(key_file)
+
+
+def register(app: typer.Typer, keys: typer.Typer) -> None:
+    @keys.command("rotate-intake")
+    def rotate_intake(
+        new_key_file: Annotated[Path | None, typer.Option(
+            help="A file holding the new key (base64 of 32 bytes); generated when omitted")] = None,
+        previous_key_file: Annotated[Path | None, typer.Option(
+            help="An older key still wrapping some data keys (a rotation interrupted before)")] = None,
+    ) -> None:
+        """Re-wrap every case's data key with a new intake master key; the key file is replaced."""
+        from services.intake.settings import IntakeSettings
+
+        settings = IntakeSettings()
+        if not settings.master_key_file:
+            raise typer.BadParameter("REFNET_INTAKE_MASTER_KEY_FILE is not set")
+        given = MasterKey.from_file(new_key_file) if new_key_file else None
+        new_key, count, left = asyncio.run(
+            rotate(settings.database_url, Path(settings.master_key_file), given, previous_key_file))
+        typer.echo(f"re-wrapped {count} data keys; master key is now {new_key.key_id}; "
+                   f"{left} data keys are still wrapped by another key")
+        typer.echo("keep the old key escrowed while backups taken before this rotation exist")
+        if left:
+            raise typer.Exit(1)

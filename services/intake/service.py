@@ -1,0 +1,653 @@
+"""intake's use cases: one transaction each (load, apply a rule of ``domain``, store, add outbox events).
+
+Every read of case data -- granted or refused -- writes an access record in the same transaction as the
+read's decision, and a refused read commits its record before the caller gets its 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.intake import domain
+from services.intake import events as ev
+from services.intake.crypto import (
+    Keyring,
+    KeyUnavailable,
+    MasterKey,
+    new_data_key,
+    open_sealed,
+    seal,
+    unwrap,
+    wrap,
+)
+from services.intake.store import AgencyRow, CaseKeyRow, CaseRow, ConsentRow, OverrideRow, ReferralRow
+from shared.access import AccessRecord, Outcome, record_access
+from shared.auth import Principal
+from shared.db import unit_of_work
+from shared.errors import Problem, not_found
+from shared.outbox import add_event
+
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+PERSON_SEALED = ("given_name", "family_name", "other_names", "birth_date", "estimated_age", "languages",
+                 "phone", "email", "address", "documents")
+CASE_LABEL = "case"
+
+
+def _token(value: str | None) -> str | None:
+    return value if value is not None and _TOKEN.fullmatch(value) else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@dataclass
+class Context:
+    """What every use case needs: the database, the master keys and this service's event source."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: Keyring | None
+    source: str
+    override_validity: timedelta = domain.OVERRIDE_VALIDITY
+    # Re-read the key files (after a master-key rotation replaced them); None when not configurable.
+    reload_keys: Callable[[], Keyring | None] | None = None
+
+    def keys(self) -> Keyring:
+        if self.keyring is None:
+            raise Problem(503, "master-key-unavailable",
+                          "The intake master key is not configured; personal data cannot be handled.")
+        return self.keyring
+
+    def master_key(self, key_id: str) -> MasterKey:
+        try:
+            return self.keys().by_id(key_id)
+        except KeyUnavailable:
+            if self.reload_keys is None:
+                raise
+            # A rotation may have re-wrapped this data key since we loaded ours: look at the files again.
+            self.keyring = self.reload_keys()
+            return self.keys().by_id(key_id)
+
+
+# --- access records and events -----------------------------------------------------------------------
+
+
+async def _access(
+    ctx: Context, session: AsyncSession, principal: Principal, *, action: str, outcome: Outcome,
+    case_id: str | None, purpose: str | None = None, resource_type: str = "Case",
+    resource_id: str | None = None, **details: Any,
+) -> None:
+    record = AccessRecord(
+        action=action, outcome=outcome, agency=_token(principal.agency_id),
+        client_id=_token(principal.client_id), acting_user=_token(principal.acting_user),
+        purpose=_token(purpose), resource_type=resource_type, resource_id=_token(resource_id or case_id),
+        case_id=_token(case_id), details={k: v for k, v in details.items() if v is not None},
+    )
+    await record_access(session, source=ctx.source, record=record)
+
+
+async def _emit(ctx: Context, session: AsyncSession, type: str, case_id: str, model: Any) -> None:
+    await add_event(session, source=ctx.source, topic=ev.TOPIC, type=type, aggregate_type="Case",
+                    aggregate_id=case_id, payload=ev.payload(model), subject=case_id)
+
+
+def _actor(principal: Principal) -> dict[str, Any]:
+    return {"agency": principal.agency_id, "client_id": principal.client_id,
+            "acting_user": principal.acting_user}
+
+
+def _case_event(row: CaseRow, principal: Principal, changed: Sequence[str] = ()) -> ev.CaseEvent:
+    return ev.CaseEvent(
+        case_id=row.id, **_actor(principal), status=row.status, is_minor=row.is_minor, age_band=row.age_band,
+        gender=row.gender, citizenship=row.citizenship, trafficking_status=row.trafficking_status,
+        fear_of_return=bool(row.facts.get("fear_of_return")), bia_completed=row.bia_completed_at is not None,
+        bid_completed=row.bid_completed_at is not None, changed=list(changed),
+    )
+
+
+# --- keys and sealed data ------------------------------------------------------------------------------
+
+
+async def _data_key(ctx: Context, session: AsyncSession, case_id: str) -> bytes | None:
+    row = await session.get(CaseKeyRow, case_id)
+    if row is None:
+        return None  # erased: the key is gone
+    return unwrap(row.wrapped_key, ctx.master_key(row.master_key_id), case_id)
+
+
+def _view(row: CaseRow, personal: dict[str, Any] | None) -> dict[str, Any]:
+    person: dict[str, Any] = {"gender": row.gender, "citizenship": row.citizenship}
+    screening: dict[str, Any] = dict(row.facts)
+    screening["bia_completed_at"] = row.bia_completed_at.isoformat() if row.bia_completed_at else None
+    screening["bid_completed_at"] = row.bid_completed_at.isoformat() if row.bid_completed_at else None
+    if personal is not None:
+        person.update(personal.get("person", {}))
+        screening["notes"] = personal.get("notes")
+    return {
+        "id": row.id, "status": row.status, "owner_agency": row.owner_agency,
+        "created_at": row.created_at.isoformat(), "is_minor": row.is_minor, "age_band": row.age_band,
+        "person": person, "screening": screening,
+    }
+
+
+async def _personal(ctx: Context, session: AsyncSession, row: CaseRow) -> dict[str, Any] | None:
+    if row.sealed is None:
+        return None
+    key = await _data_key(ctx, session, row.id)
+    if key is None:
+        return None
+    return open_sealed(key, row.sealed, case_id=row.id, label=CASE_LABEL)
+
+
+async def _own_case(session: AsyncSession, principal: Principal, case_id: str, *, lock: bool = False) -> CaseRow:
+    """The caller's own case, or 404 (another agency's case is indistinguishable from none)."""
+    if not _TOKEN.fullmatch(case_id):
+        raise not_found("case")
+    query = select(CaseRow).where(CaseRow.id == case_id, CaseRow.owner_agency == principal.agency_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).scalar_one_or_none()
+    if row is None:
+        raise not_found("case")
+    return row
+
+
+# --- cases -----------------------------------------------------------------------------------------------
+
+
+async def register_case(ctx: Context, principal: Principal, body: domain.CaseBody) -> dict[str, Any]:
+    keys = ctx.keys()
+    now = _now()
+    age = domain.age_at_intake(body.person, now.date())
+    minor = domain.is_minor(age)
+    if body.initial_consent is not None:
+        _check_consent(body.initial_consent, minor, prefix=("body", "initial_consent"))
+    case_id = _new_id("case")
+    data_key = new_data_key()
+    person = body.person.model_dump(mode="json")
+    screening = body.screening.model_dump(mode="json")
+    personal = {"person": {k: person[k] for k in PERSON_SEALED}, "notes": screening.pop("notes")}
+    row = CaseRow(
+        id=case_id, owner_agency=principal.agency_id, status="active", is_minor=minor,
+        age_band=domain.age_band(age), gender=body.person.gender, citizenship=body.person.citizenship,
+        trafficking_status=body.screening.trafficking_status, facts=screening,
+        sealed=seal(data_key, personal, case_id=case_id, label=CASE_LABEL),
+        created_by_client=principal.client_id, created_at=now, updated_at=now,
+    )
+    async with unit_of_work(ctx.sessions) as session:
+        session.add(row)
+        await session.flush()
+        session.add(CaseKeyRow(case_id=case_id, wrapped_key=wrap(data_key, keys.current, case_id),
+                               master_key_id=keys.current.key_id))
+        await _emit(ctx, session, ev.CASE_REGISTERED, case_id, _case_event(row, principal))
+        await _access(ctx, session, principal, action="case.create", outcome="success", case_id=case_id,
+                      categories=list(domain.ALL_CATEGORIES))
+        if body.initial_consent is not None:
+            await session.flush()
+            await _store_consent(ctx, session, principal, row, data_key, body.initial_consent, version=1)
+    return _view(row, personal)
+
+
+async def list_cases(
+    ctx: Context, principal: Principal, *, status: str | None, trafficking_status: str | None,
+    needs: str | None, limit: int, cursor: str | None,
+) -> dict[str, Any]:
+    query = select(CaseRow).where(CaseRow.owner_agency == principal.agency_id)
+    if status:
+        query = query.where(CaseRow.status == status)
+    if trafficking_status:
+        query = query.where(CaseRow.trafficking_status == trafficking_status)
+    if needs:
+        query = query.where(CaseRow.facts["needs"].contains([needs]))
+    if cursor:
+        query = query.where(CaseRow.id > _decode_cursor(cursor))
+    query = query.order_by(CaseRow.id).limit(limit + 1)
+    async with unit_of_work(ctx.sessions) as session:
+        rows = list((await session.execute(query)).scalars())
+        await _access(ctx, session, principal, action="case.list", outcome="success", case_id=None,
+                      count=min(len(rows), limit))
+    page = rows[:limit]
+    items = [
+        {"id": r.id, "status": r.status, "owner_agency": r.owner_agency, "created_at": r.created_at.isoformat(),
+         "is_minor": r.is_minor, "age_band": r.age_band, "trafficking_status": r.trafficking_status,
+         "needs": r.facts.get("needs", [])}
+        for r in page
+    ]
+    next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit and page else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, "invalid-cursor", "The cursor is not one this API returned.") from exc
+    if not _TOKEN.fullmatch(value):
+        raise Problem(400, "invalid-cursor", "The cursor is not one this API returned.")
+    return value
+
+
+@dataclass
+class ReadDecision:
+    granted: bool
+    reason: str | None = None
+    categories: set[str] = field(default_factory=set)
+    owner: bool = False
+    consent_id: str | None = None
+    consent_version: int | None = None
+    override_id: str | None = None
+
+    @property
+    def role(self) -> str:
+        if self.owner:
+            return "owner"
+        return "none" if self.reason == "not-a-party" else "recipient"
+
+
+async def _decide_read(
+    ctx: Context, session: AsyncSession, principal: Principal, row: CaseRow | None, purpose: str, at: datetime,
+) -> ReadDecision:
+    if row is None:
+        return ReadDecision(False, "not-a-party")
+    if row.owner_agency == principal.agency_id:
+        return ReadDecision(True, owner=True, categories=set(domain.ALL_CATEGORIES))
+    referrals = list((await session.execute(
+        select(ReferralRow).where(ReferralRow.case_id == row.id, ReferralRow.to_agency == principal.agency_id,
+                                  ReferralRow.from_agency == row.owner_agency)
+    )).scalars())
+    if not referrals:
+        return ReadDecision(False, "not-a-party")
+    readable = [r for r in referrals if r.status in domain.READABLE_REFERRAL_STATES]
+    if not readable:
+        return ReadDecision(False, "referral-not-open")
+    if await _suspended(session, principal.agency_id):
+        return ReadDecision(False, "recipient-suspended")
+    if row.status == "erased":
+        return ReadDecision(False, "case-erased")
+    consent = domain.current_consent(await _consent_states(session, row.id), at)
+    overrides = [o for o in await _overrides(session, row.id, principal.agency_id)
+                 if o.created_at <= at < o.valid_until]
+    purposes = {"referral"} | ({purpose} if purpose in domain.READ_PURPOSES - {"referral", "case_management",
+                                                                                "audit"} else set())
+    granted: set[str] = set()
+    bases: set[str] = set()
+    for referral in readable:
+        shared = set(referral.shared_categories)
+        if all(domain.permits(consent, purpose=p, recipient=principal.agency_id, categories=shared)
+               for p in purposes):
+            granted |= shared
+            bases.add("consent")
+        elif referral.consent_id is None and overrides:
+            granted |= shared
+            bases.add("override")
+    if not granted:
+        return ReadDecision(False, "consent-missing")
+    relied = consent if "consent" in bases else None
+    return ReadDecision(True, categories=granted, consent_id=relied.id if relied else None,
+                        consent_version=relied.version if relied else None,
+                        override_id=overrides[-1].id if "override" in bases else None)
+
+
+async def read_case(ctx: Context, principal: Principal, case_id: str, purpose: str) -> dict[str, Any]:
+    at = _now()
+    async with unit_of_work(ctx.sessions) as session:
+        row = await session.get(CaseRow, case_id) if _TOKEN.fullmatch(case_id) else None
+        decision = await _decide_read(ctx, session, principal, row, purpose, at)
+        view: dict[str, Any] | None = None
+        if decision.granted and row is not None:
+            full = _view(row, await _personal(ctx, session, row))
+            view = full if decision.owner else domain.project(full, decision.categories)
+        await _access(ctx, session, principal, action="case.read",
+                      outcome="success" if decision.granted else "denied", case_id=case_id, purpose=purpose,
+                      categories=sorted(decision.categories), reason=decision.reason,
+                      consent_id=decision.consent_id, consent_version=decision.consent_version,
+                      override_id=decision.override_id, role=decision.role)
+    if view is None:
+        raise not_found("case")
+    return view
+
+
+async def update_case(ctx: Context, principal: Principal, case_id: str, patch: domain.CasePatch) -> dict[str, Any]:
+    changes = patch.model_dump(mode="json", exclude_unset=True)
+    person_changes = patch.person.model_dump(mode="json", exclude_unset=True) if patch.person else {}
+    nulls = [["body", n] for n, v in changes.items() if v is None and n in domain.NOT_NULLABLE]
+    nulls += [["body", "person", n] for n, v in person_changes.items() if v is None and n in domain.NOT_NULLABLE]
+    if nulls:
+        raise Problem(422, "validation-error",
+                      f"The request is not valid: {', '.join('.'.join(loc) for loc in nulls)}.",
+                      title="Unprocessable Content", errors=[{"loc": loc, "msg": "must not be null"} for loc in nulls])
+    async with unit_of_work(ctx.sessions) as session:
+        row = await _own_case(session, principal, case_id, lock=True)
+        if row.status == "erased":
+            raise Problem(409, "case-erased", "The case was erased; it cannot change.")
+        facts = dict(row.facts)
+        for name in changes.keys() - {"person", "notes"}:
+            value = getattr(patch, name)
+            if name == "status":
+                row.status = value
+            elif name == "bia_completed_at":
+                row.bia_completed_at = value
+            elif name == "bid_completed_at":
+                row.bid_completed_at = value
+            else:
+                facts[name] = changes[name]
+                if name == "trafficking_status":
+                    row.trafficking_status = value
+        row.facts = facts
+        if person_changes or "notes" in changes:
+            data_key = await _data_key(ctx, session, row.id)
+            assert data_key is not None and row.sealed is not None  # only erased cases have no key
+            personal = open_sealed(data_key, row.sealed, case_id=row.id, label=CASE_LABEL)
+            personal["person"].update(person_changes)
+            if "notes" in changes:
+                personal["notes"] = changes["notes"]
+            row.sealed = seal(data_key, personal, case_id=row.id, label=CASE_LABEL)
+        row.updated_at = _now()
+        changed = sorted([*(changes.keys() - {"person"}), *(f"person.{k}" for k in person_changes)])
+        closing = changes.get("status") in ("closed", "closed_referred")
+        await _emit(ctx, session, ev.CASE_CLOSED if closing else ev.CASE_UPDATED, row.id,
+                    _case_event(row, principal, changed))
+        await _access(ctx, session, principal, action="case.update", outcome="success", case_id=row.id,
+                      fields=changed)
+        view = _view(row, await _personal(ctx, session, row))
+    return view
+
+
+async def erase_case(ctx: Context, principal: Principal, case_id: str) -> dict[str, Any]:
+    """Crypto-shredding: destroy the data key and the ciphertext; the pseudonymous record stays."""
+    async with unit_of_work(ctx.sessions) as session:
+        row = await _own_case(session, principal, case_id, lock=True)
+        if row.status != "erased":
+            await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == row.id))
+            row.sealed = None
+            row.status = "erased"
+            row.erased_at = row.updated_at = _now()
+            await _emit(ctx, session, ev.CASE_ERASED, row.id, ev.CaseErased(case_id=row.id, **_actor(principal)))
+            await _access(ctx, session, principal, action="case.erase", outcome="success", case_id=row.id)
+    return {"id": row.id, "status": "erased"}
+
+
+# --- consent ---------------------------------------------------------------------------------------------
+
+
+def _check_consent(body: domain.ConsentBody, is_minor: bool | None, *, prefix: tuple[str, ...]) -> None:
+    try:
+        domain.check_consent_for_case(body, case_is_minor=is_minor)
+    except domain.ConsentRefused as refused:
+        loc = [*prefix, refused.field]
+        raise Problem(422, "validation-error", f"The request is not valid: {'.'.join(loc)}.",
+                      title="Unprocessable Content", errors=[{"loc": loc, "msg": refused.message}]) from None
+
+
+async def _consent_states(session: AsyncSession, case_id: str) -> list[domain.ConsentState]:
+    rows = (await session.execute(select(ConsentRow).where(ConsentRow.case_id == case_id))).scalars()
+    return [_state(r) for r in rows]
+
+
+def _state(r: ConsentRow) -> domain.ConsentState:
+    return domain.ConsentState(id=r.id, version=r.version, kind=r.kind,  # type: ignore[arg-type]
+                               provisions=r.provisions, valid_from=r.valid_from, valid_until=r.valid_until)
+
+
+async def _suspended(session: AsyncSession, agency_id: str) -> bool:
+    """From the registry's events (eventually consistent); an agency not heard of is not suspended."""
+    row = await session.get(AgencyRow, agency_id)
+    return row is not None and row.status == "suspended"
+
+
+async def _overrides(session: AsyncSession, case_id: str, recipient: str) -> list[OverrideRow]:
+    return list((await session.execute(select(OverrideRow).where(
+        OverrideRow.case_id == case_id, OverrideRow.recipient_agency == recipient))).scalars())
+
+
+async def _next_version(session: AsyncSession, case_id: str) -> int:
+    versions = [s.version for s in await _consent_states(session, case_id)]
+    return max(versions, default=0) + 1
+
+
+async def _store_consent(
+    ctx: Context, session: AsyncSession, principal: Principal, case: CaseRow, data_key: bytes,
+    body: domain.ConsentBody, *, version: int,
+) -> ConsentRow:
+    consent_id = _new_id("consent")
+    free_text = {"capacity_note": body.capacity_note, "witness": body.witness}
+    row = ConsentRow(
+        id=consent_id, case_id=case.id, version=version, kind="grant", grantor=body.grantor,
+        child_assent=body.child_assent, method=body.method, language=body.language,
+        interpreter_used=body.interpreter_used, provisions=domain.provisions_summary(body),
+        checklist=body.checklist.model_dump(), valid_from=body.valid_from or _now(), valid_until=body.valid_until,
+        recorded_by_agency=principal.agency_id, recorded_by_client=principal.client_id,
+        recorded_by_user=principal.acting_user,
+        sealed=seal(data_key, free_text, case_id=case.id, label=f"consent:{consent_id}"),
+        created_at=_now(),
+    )
+    session.add(row)
+    await session.flush()
+    await _emit(ctx, session, ev.CONSENT_GRANTED, case.id, ev.ConsentGranted(
+        case_id=case.id, **_actor(principal), consent_id=consent_id, consent_version=version,
+        grantor=body.grantor, provisions=[ev.ProvisionSummary(**p) for p in row.provisions],
+        valid_from=row.valid_from, valid_until=row.valid_until))
+    await _access(ctx, session, principal, action="consent.grant", outcome="success", case_id=case.id,
+                  resource_type="Consent", resource_id=consent_id, consent_version=version)
+    return row
+
+
+async def grant_consent(ctx: Context, principal: Principal, case_id: str, body: domain.ConsentBody) -> dict[str, Any]:
+    async with unit_of_work(ctx.sessions) as session:
+        case = await _own_case(session, principal, case_id, lock=True)
+        if case.status == "erased":
+            raise Problem(409, "case-erased", "The case was erased; consent cannot be recorded.")
+        _check_consent(body, case.is_minor, prefix=("body",))
+        data_key = await _data_key(ctx, session, case.id)
+        assert data_key is not None  # only erased cases have no key
+        row = await _store_consent(ctx, session, principal, case, data_key, body,
+                                   version=await _next_version(session, case.id))
+        states = await _consent_states(session, case.id)
+        return _consent_view(row, {"capacity_note": body.capacity_note, "witness": body.witness}, states)
+
+
+def _consent_status(row: ConsentRow, states: Sequence[domain.ConsentState], at: datetime) -> str:
+    if row.kind == "withdrawal":
+        return "withdrawal"
+    latest = max(states, key=lambda s: s.version)
+    if latest.version != row.version:
+        return "withdrawn" if latest.kind == "withdrawal" and any(
+            s.kind == "withdrawal" and s.version == row.version + 1 for s in states) else "superseded"
+    if row.valid_from > at:
+        return "pending"
+    if row.valid_until is not None and row.valid_until <= at:
+        return "expired"
+    return "active"
+
+
+def _consent_view(row: ConsentRow, free_text: dict[str, Any] | None,
+                  states: Sequence[domain.ConsentState]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": row.id, "case_id": row.case_id, "version": row.version, "kind": row.kind,
+        "status": _consent_status(row, states, _now()), "withdraws": row.withdraws, "grantor": row.grantor,
+        "child_assent": row.child_assent, "method": row.method, "language": row.language,
+        "interpreter_used": row.interpreter_used, "provisions": row.provisions, "checklist": row.checklist,
+        "valid_from": row.valid_from.isoformat(),
+        "valid_until": row.valid_until.isoformat() if row.valid_until else None,
+        "recorded_by_agency": row.recorded_by_agency, "recorded_by_user": row.recorded_by_user,
+        "created_at": row.created_at.isoformat(),
+    }
+    if free_text is not None:
+        view.update({k: v for k, v in free_text.items()})
+    return view
+
+
+async def list_consents(ctx: Context, principal: Principal, case_id: str) -> dict[str, Any]:
+    async with unit_of_work(ctx.sessions) as session:
+        case = await _own_case(session, principal, case_id)
+        rows = list((await session.execute(
+            select(ConsentRow).where(ConsentRow.case_id == case.id).order_by(ConsentRow.version))).scalars())
+        data_key = await _data_key(ctx, session, case.id) if case.status != "erased" else None
+        states = [_state(r) for r in rows]
+        items = []
+        for r in rows:
+            text = None
+            if data_key is not None and r.sealed is not None:
+                text = open_sealed(data_key, r.sealed, case_id=case.id, label=f"consent:{r.id}")
+            items.append(_consent_view(r, text, states))
+        await _access(ctx, session, principal, action="consent.read", outcome="success", case_id=case.id,
+                      resource_type="Consent")
+    return {"items": items, "next_cursor": None}
+
+
+async def withdraw_consent(
+    ctx: Context, principal: Principal, case_id: str, consent_id: str, body: domain.WithdrawBody,
+) -> dict[str, Any]:
+    async with unit_of_work(ctx.sessions) as session:
+        case = await _own_case(session, principal, case_id, lock=True)
+        target = await session.get(ConsentRow, consent_id) if _TOKEN.fullmatch(consent_id) else None
+        if target is None or target.case_id != case.id or target.kind != "grant":
+            raise not_found("consent")
+        states = await _consent_states(session, case.id)
+        latest = max(states, key=lambda s: s.version)
+        if latest.version != target.version:
+            raise Problem(409, "consent-not-current",
+                          "Only the current consent version can be withdrawn; this one was already ended.")
+        data_key = await _data_key(ctx, session, case.id)
+        version = latest.version + 1
+        now = _now()
+        withdrawal_id = _new_id("consent")
+        row = ConsentRow(
+            id=withdrawal_id, case_id=case.id, version=version, kind="withdrawal", withdraws=target.id,
+            provisions=[], valid_from=now, recorded_by_agency=principal.agency_id,
+            recorded_by_client=principal.client_id, recorded_by_user=principal.acting_user, created_at=now,
+            sealed=seal(data_key, {"reason": body.reason}, case_id=case.id, label=f"consent:{withdrawal_id}")
+            if data_key is not None else None,
+        )
+        session.add(row)
+        await session.flush()
+        await _emit(ctx, session, ev.CONSENT_WITHDRAWN, case.id, ev.ConsentWithdrawn(
+            case_id=case.id, **_actor(principal), consent_id=target.id, consent_version=version,
+            withdrawn_version=target.version))
+        await _access(ctx, session, principal, action="consent.withdraw", outcome="success", case_id=case.id,
+                      resource_type="Consent", resource_id=target.id, consent_version=version)
+        return _consent_view(row, {"reason": body.reason}, [*states, _state(row)])
+
+
+# --- risk-to-life override -------------------------------------------------------------------------------
+
+
+async def create_override(
+    ctx: Context, principal: Principal, case_id: str, body: domain.OverrideBody,
+) -> dict[str, Any]:
+    try:
+        domain.check_override(requested_by=principal.acting_user, approver=body.approver)
+    except domain.OverrideRefused as refused:
+        async with unit_of_work(ctx.sessions) as session:
+            await _own_case(session, principal, case_id)
+            await _access(ctx, session, principal, action="consent.override", outcome="denied", case_id=case_id,
+                          resource_type="Override", reason=refused.slug)
+        raise Problem(422, refused.slug, refused.message, title="Unprocessable Content",
+                      errors=[{"loc": ["body", refused.field] if refused.field == "approver"
+                               else ["header", refused.field], "msg": refused.message}]) from None
+    async with unit_of_work(ctx.sessions) as session:
+        case = await _own_case(session, principal, case_id, lock=True)
+        if case.status == "erased":
+            raise Problem(409, "case-erased", "The case was erased; nothing can be disclosed.")
+        data_key = await _data_key(ctx, session, case.id)
+        assert data_key is not None
+        now = _now()
+        override_id = _new_id("override")
+        row = OverrideRow(
+            id=override_id, case_id=case.id, agency=principal.agency_id, recipient_agency=body.recipient_agency,
+            requested_by=principal.acting_user or "", approver=body.approver, client_id=principal.client_id,
+            sealed_justification=seal(data_key, {"justification": body.justification}, case_id=case.id,
+                                      label=f"override:{override_id}"),
+            created_at=now, valid_until=now + ctx.override_validity,
+        )
+        session.add(row)
+        await _emit(ctx, session, ev.CONSENT_OVERRIDDEN, case.id, ev.ConsentOverridden(
+            case_id=case.id, **_actor(principal), override_id=override_id, recipient_agency=body.recipient_agency,
+            approver=body.approver, valid_until=row.valid_until))
+        await _access(ctx, session, principal, action="consent.override", outcome="success", case_id=case.id,
+                      resource_type="Override", resource_id=override_id,
+                      recipient_agency=_token(body.recipient_agency), approver=_token(body.approver))
+    return {"id": override_id, "case_id": case.id, "recipient_agency": body.recipient_agency,
+            "requested_by": row.requested_by, "approver": body.approver, "created_at": now.isoformat(),
+            "valid_until": row.valid_until.isoformat()}
+
+
+# --- referral clearance (for the referral service) ------------------------------------------------------
+
+
+async def clearance(ctx: Context, body: domain.ClearanceBody) -> dict[str, Any]:
+    at = _now()
+    async with ctx.sessions() as session:
+        case = await session.get(CaseRow, body.case_id)
+        if case is None or (body.from_agency is not None and body.from_agency != case.owner_agency):
+            raise not_found("case")
+        facts = {"is_minor": case.is_minor, "bia_completed": case.bia_completed_at is not None,
+                 "bid_completed": case.bid_completed_at is not None,
+                 "fear_of_return": bool(case.facts.get("fear_of_return")), "status": case.status}
+        consent = domain.current_consent(await _consent_states(session, case.id), at)
+        answer: dict[str, Any] = {"permitted": False, "reason": None, "consent_id": None, "consent_version": None,
+                                  "override_id": None, "facts": facts}
+        if case.status == "erased":
+            answer["reason"] = "case-erased"
+            return answer
+        if await _suspended(session, body.to_agency):
+            answer["reason"] = "recipient-suspended"
+            return answer
+        if domain.permits(consent, purpose=body.purpose, recipient=body.to_agency, categories=body.data_categories):
+            assert consent is not None
+            answer.update(permitted=True, consent_id=consent.id, consent_version=consent.version)
+            return answer
+        overrides = [o for o in await _overrides(session, case.id, body.to_agency)
+                     if o.created_at <= at < o.valid_until]
+        if overrides:
+            answer.update(permitted=True, reason="override", override_id=overrides[-1].id)
+            return answer
+        answer["reason"] = "consent-missing"
+        return answer
+
+
+# --- master-key rotation -------------------------------------------------------------------------------
+
+
+async def rewrap_data_keys(sessions: async_sessionmaker[AsyncSession], old: Keyring, new_key: MasterKey,
+                           batch: int = 200) -> int:
+    """Re-wrap every data key not yet under ``new_key``; case data is not touched. Resumable: returns the
+    number re-wrapped; erased cases have no key and stay that way."""
+    done = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            rows = list((await session.execute(
+                select(CaseKeyRow).where(CaseKeyRow.master_key_id != new_key.key_id)
+                .order_by(CaseKeyRow.case_id).limit(batch).with_for_update(skip_locked=True))).scalars())
+            for row in rows:
+                data_key = unwrap(row.wrapped_key, old.by_id(row.master_key_id), row.case_id)
+                row.wrapped_key = wrap(data_key, new_key, row.case_id)
+                row.master_key_id = new_key.key_id
+                row.rewrapped_at = _now()
+        done += len(rows)
+        if len(rows) < batch:
+            return done
+
+
+async def count_data_keys_not_under(sessions: async_sessionmaker[AsyncSession], key: MasterKey) -> int:
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(CaseKeyRow.case_id).where(CaseKeyRow.master_key_id != key.key_id))).all()
+    return len(rows)

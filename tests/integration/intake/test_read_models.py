@@ -1,0 +1,74 @@
+"""intake's read models follow the referral and registry events on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from services.intake.store import AgencyRow, ReferralRow
+from shared import envelope
+from shared.kafka import ensure_topics, make_producer
+from shared.topics import REFERRAL_EVENTS, REGISTRY_EVENTS
+from tests.integration.intake.conftest import Intake, agency, case_body, consent_body
+
+
+async def _publish(bootstrap: str, topic: str, type: str, key: str, data: dict[str, object]) -> None:
+    await ensure_topics(bootstrap, [topic])
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        event = envelope.Event(id=str(uuid.uuid4()), source="/refnet/test", type=type, subject=None,
+                               partition_key=key, time=datetime.now(UTC), data=data)
+        k, v, headers = envelope.encode(event)
+        await producer.send_and_wait(topic, value=v, key=k, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def _eventually(check: object, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError("the read model did not catch up")
+
+
+async def test_referral_events_open_and_close_a_recipients_access(intake: Intake) -> None:
+    owner, recipient = agency(), agency()
+    created = await intake.register(owner, case_body(consent=consent_body(recipient)))
+    case_id = created["id"]
+    referral_id = f"ref-{uuid.uuid4().hex[:10]}"
+    data = {"referral_id": referral_id, "case_id": case_id, "from_agency": owner, "to_agency": recipient,
+            "status": "requested", "pathway": "protection", "shared_categories": ["identity"],
+            "consent_id": "c1", "due_at": "2030-01-01T00:00:00Z"}
+    await _publish(intake.bootstrap, REFERRAL_EVENTS, "referral.requested.v1", case_id, data)
+
+    async def readable() -> bool:
+        return (await intake.read(case_id, recipient, "referral")).status_code == 200
+
+    await _eventually(readable)
+    await _publish(intake.bootstrap, REFERRAL_EVENTS, "referral.cancelled.v1", case_id,
+                   data | {"status": "cancelled"})
+
+    async def closed() -> bool:
+        async with intake.app.state.runtime.sessions() as session:
+            row = await session.get(ReferralRow, referral_id)
+            return row is not None and row.status == "cancelled"
+
+    await _eventually(closed)
+    assert (await intake.read(case_id, recipient, "referral")).status_code == 404
+
+    agency_id = agency()
+    await _publish(intake.bootstrap, REGISTRY_EVENTS, "agency.suspended.v1", agency_id,
+                   {"agency_id": agency_id, "status": "suspended"})
+
+    async def suspended() -> bool:
+        async with intake.app.state.runtime.sessions() as session:
+            rows = (await session.execute(select(AgencyRow).where(AgencyRow.id == agency_id))).scalars().all()
+            return bool(rows) and rows[0].status == "suspended"
+
+    await _eventually(suspended)

@@ -1,0 +1,131 @@
+"""The pure rules: derived facts, consent evaluation, projection by data category, overrides."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.intake import domain
+from services.intake.countries import ISO_3166_ALPHA2
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("age", "band"), [
+    (None, "unknown"), (0, "0-8"), (8, "0-8"), (9, "9-17"), (17, "9-17"), (18, "18-20"), (20, "18-20"),
+    (21, "21-23"), (24, "24-26"), (27, "27-29"), (29, "27-29"), (30, "30-38"), (38, "30-38"), (39, "39-47"),
+    (47, "39-47"), (48, "48+"), (99, "48+"),
+])
+def test_ctdc_age_bands(age: int | None, band: str) -> None:
+    assert domain.age_band(age) == band
+
+
+@given(st.integers(min_value=0, max_value=120))
+def test_minor_iff_under_18_and_bands_agree(age: int) -> None:
+    assert domain.is_minor(age) is (age < 18)
+    assert (domain.age_band(age) in ("0-8", "9-17")) is (age < 18)
+
+
+def test_age_is_counted_on_the_day_of_intake() -> None:
+    assert domain.age_on(date(2008, 6, 2), date(2026, 6, 1)) == 17
+    assert domain.age_on(date(2008, 6, 1), date(2026, 6, 1)) == 18
+    assert domain.age_on(date(2008, 2, 29), date(2026, 2, 28)) == 17
+
+
+def test_country_list_is_iso_3166_alpha2() -> None:
+    assert len(ISO_3166_ALPHA2) == 249
+    assert {"ER", "LY", "SS", "XK"} & ISO_3166_ALPHA2 == {"ER", "LY", "SS"}  # XK is user-assigned
+
+
+def _consent(*provisions: dict[str, Any], kind: str = "grant", version: int = 1,
+             until: datetime | None = NOW + timedelta(days=1)) -> domain.ConsentState:
+    return domain.ConsentState(id=f"c{version}", version=version, kind=kind,  # type: ignore[arg-type]
+                               provisions=list(provisions), valid_from=NOW - timedelta(days=1), valid_until=until)
+
+
+def _p(categories: list[str], recipient: str | None = None, decision: str = "permit",
+       purpose: str = "referral") -> dict[str, Any]:
+    return {"purpose": purpose, "recipient_agency": recipient, "data_categories": categories,
+            "decision": decision}
+
+
+def test_permits_every_category_for_that_recipient_and_purpose() -> None:
+    c = _consent(_p(["identity", "contact"], "unhcr"))
+    assert domain.permits(c, purpose="referral", recipient="unhcr", categories=["identity"])
+    assert domain.permits(c, purpose="referral", recipient="unhcr", categories=["identity", "contact"])
+    assert not domain.permits(c, purpose="referral", recipient="unhcr", categories=["identity", "health"])
+    assert not domain.permits(c, purpose="referral", recipient="iom", categories=["identity"])
+    assert not domain.permits(c, purpose="research", recipient="unhcr", categories=["identity"])
+    assert not domain.permits(c, purpose="referral", recipient="unhcr", categories=[])
+    assert not domain.permits(None, purpose="referral", recipient="unhcr", categories=["identity"])
+
+
+def test_any_agency_and_deny_wins() -> None:
+    c = _consent(_p(["identity", "contact"]), _p(["contact"], "iom", "deny"))
+    assert domain.permits(c, purpose="referral", recipient="unhcr", categories=["contact"])
+    assert not domain.permits(c, purpose="referral", recipient="iom", categories=["contact"])
+    assert domain.permits(c, purpose="referral", recipient="iom", categories=["identity"])
+
+
+def test_current_consent_is_the_latest_valid_grant() -> None:
+    first = _consent(_p(["identity"]))
+    assert domain.current_consent([first], NOW) == first
+    withdrawal = _consent(kind="withdrawal", version=2, until=None)
+    assert domain.current_consent([first, withdrawal], NOW) is None
+    regrant = _consent(_p(["contact"]), version=3)
+    assert domain.current_consent([first, withdrawal, regrant], NOW) == regrant
+    assert domain.current_consent([first], NOW + timedelta(days=2)) is None  # expired
+    assert domain.current_consent([], NOW) is None
+
+
+def test_projection_keeps_only_the_shared_categories() -> None:
+    view = {"id": "case-1", "status": "active", "owner_agency": "a", "created_at": "t", "is_minor": False,
+            "age_band": "27-29", "person": {"given_name": "A", "phone": "+1", "gender": "feminine"},
+            "screening": {"needs": ["shelter"], "notes": "n", "trafficking_status": "possible"}}
+    assert domain.project(view, ["contact"]) == {"id": "case-1", "status": "active", "owner_agency": "a",
+                                                  "created_at": "t", "person": {"phone": "+1"}}
+    demographics = domain.project(view, ["demographics"])
+    assert demographics["age_band"] == "27-29" and demographics["person"] == {"gender": "feminine"}
+    assert "screening" not in demographics
+
+
+def _consent_body(**overrides: Any) -> domain.ConsentBody:
+    body: dict[str, Any] = {
+        "grantor": "self", "method": "oral", "language": "ar",
+        "provisions": [_p(["identity"])], "valid_until": datetime.now(UTC) + timedelta(days=1),
+        "checklist": dict.fromkeys(domain.Checklist.model_fields, True),
+    }
+    return domain.ConsentBody.model_validate(body | overrides)
+
+
+def test_a_childs_consent_needs_a_guardian_with_assent() -> None:
+    with pytest.raises(domain.ConsentRefused) as refused:
+        domain.check_consent_for_case(_consent_body(), case_is_minor=True)
+    assert refused.value.field == "grantor"
+    with pytest.raises(domain.ConsentRefused) as refused:
+        domain.check_consent_for_case(_consent_body(grantor="guardian"), case_is_minor=True)
+    assert refused.value.field == "child_assent"
+    domain.check_consent_for_case(_consent_body(grantor="guardian", child_assent=True), case_is_minor=True)
+    domain.check_consent_for_case(_consent_body(), case_is_minor=False)
+    with pytest.raises(domain.ConsentRefused):  # age unknown: presumed a child
+        domain.check_consent_for_case(_consent_body(), case_is_minor=None)
+
+
+@pytest.mark.parametrize(("requester", "approver", "slug"), [
+    (None, "bob", "acting-user-required"), ("alice", "alice", "second-approver-required"),
+    ("alice", "ALICE", "second-approver-required"),
+])
+def test_override_refusals(requester: str | None, approver: str, slug: str) -> None:
+    with pytest.raises(domain.OverrideRefused) as refused:
+        domain.check_override(requested_by=requester, approver=approver)
+    assert refused.value.slug == slug
+
+
+def test_override_with_a_second_approver() -> None:
+    domain.check_override(requested_by="alice", approver="bob")
+    assert domain.override_active(NOW, NOW + timedelta(hours=1))
+    assert not domain.override_active(NOW, NOW + timedelta(hours=73))
