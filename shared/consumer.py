@@ -148,6 +148,9 @@ class EventConsumer:
             auto_offset_reset="earliest",
             max_poll_records=500,
             session_timeout_ms=10000,  # a dead consumer's partitions move on within 10 s
+            # A topic created after we joined (its first producer came later) must be assigned within
+            # seconds, not at the next 5-minute metadata refresh: until then its events would sit unread.
+            metadata_max_age_ms=5000,
             heartbeat_interval_ms=3000,
         )
         consumer.subscribe(self.topics, listener=_VerifyPositions(self, consumer))

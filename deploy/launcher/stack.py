@@ -6,6 +6,7 @@ Everything lives under ``.refnet/`` (data, logs, credentials, keys, ``state.json
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
@@ -22,7 +23,9 @@ import httpx
 
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.infra import Broker, PortInUse, Postgres, _die_with_parent, port_is_free
+from shared.kafka import dlq_topic, ensure_topics
 from shared.settings import DEFAULT_PORTS, SERVICE_NAMES
+from shared.topics import ALL_TOPICS
 
 
 def refnet_home() -> Path:
@@ -128,6 +131,10 @@ class Stack:
             self.broker.start()
             self.bootstrap = self.broker.bootstrap
             self.say(f"Kafka-protocol broker (Tansu) on {self.bootstrap}")
+        # Topics exist before any service joins a consumer group, as in production (compose's topics-init,
+        # the cluster's KafkaTopic resources): a group that joins while its topic is still being created can
+        # be left without the partition on the embedded broker.
+        asyncio.run(ensure_topics(self.bootstrap, [*ALL_TOPICS, *map(dlq_topic, ALL_TOPICS)]))
 
     def service_env(self, service: str) -> dict[str, str]:
         prefix = f"REFNET_{service.upper()}_"

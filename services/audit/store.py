@@ -1,12 +1,245 @@
-"""audit's tables (its own database; no other service reads them)."""
+"""audit's tables (its own database; no other service reads them) and every query on them.
+
+The log tables only ever see INSERT and SELECT (migration audit_0002 makes the database enforce it).
+Merkle nodes are perfect subtrees ``(level, idx)``; any operation reads the ``O(log n)`` of them
+``services.audit.merkle`` plans, in one query.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
+from services.audit.domain import EntryDraft
+from services.audit.merkle import NodeId, StoredNode
 from shared.db import NAMING
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def _entry_columns() -> list[Column[Any]]:
+    return [
+        Column("action", Text, nullable=False),
+        Column("outcome", Text, nullable=False),
+        Column("agency", Text),
+        Column("client_id", Text),
+        Column("acting_user", Text),
+        Column("purpose", Text),
+        Column("resource_type", Text),
+        Column("resource_id", Text),
+        Column("case_id", Text),
+        Column("source_service", Text, nullable=False),
+        Column("event_id", Text, nullable=False),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("details", JSONB, nullable=False),
+    ]
+
+
+pending = Table(
+    "audit_pending", Base.metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    *_entry_columns(),
+    UniqueConstraint("source_service", "event_id", name="uq_audit_pending_event"),
+)
+
+entries = Table(
+    "audit_entries", Base.metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    *_entry_columns(),
+    UniqueConstraint("source_service", "event_id", name="uq_audit_entries_event"),
+    Index("ix_audit_entries_agency", "agency", "idx"),
+    Index("ix_audit_entries_action", "action", "idx"),
+    Index("ix_audit_entries_recorded", "recorded_at"),
+)
+
+nodes = Table(
+    "merkle_nodes", Base.metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+checkpoints = Table(
+    "audit_checkpoints", Base.metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+ENTRY_COLUMNS = (
+    "action", "outcome", "agency", "client_id", "acting_user", "purpose", "resource_type", "resource_id",
+    "case_id", "source_service", "event_id", "occurred_at", "details",
+)
+
+# One sequencer at a time across all replicas: a transaction-scoped advisory lock.
+SEQUENCER_LOCK = 0x52464E4155444954  # "RFNAUDIT"
+
+
+# --- the queue ------------------------------------------------------------------------------------------
+
+
+async def add_pending(session: AsyncSession, draft: EntryDraft) -> None:
+    await session.execute(insert(pending).values({name: getattr(draft, name) for name in ENTRY_COLUMNS}))
+
+
+async def take_sequencer_lock(session: AsyncSession) -> bool:
+    return bool((await session.execute(select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK)))).scalar_one())
+
+
+async def oldest_pending(session: AsyncSession, limit: int) -> Sequence[Any]:
+    return (await session.execute(select(pending).order_by(pending.c.seq).limit(limit))).all()
+
+
+async def remove_pending(session: AsyncSession, seqs: list[int]) -> None:
+    await session.execute(pending.delete().where(pending.c.seq.in_(seqs)))
+
+
+# --- the log --------------------------------------------------------------------------------------------
+
+
+async def tree_size(session: AsyncSession | AsyncConnection) -> int:
+    value = (await session.execute(select(func.max(entries.c.idx)))).scalar_one()
+    return 0 if value is None else int(value) + 1
+
+
+async def already_logged(session: AsyncSession, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of (source_service, event_id) are in the log already (a second consumer group, a replay)."""
+    wanted = list(keys)
+    if not wanted:
+        return set()
+    rows = await session.execute(
+        text(
+            "SELECT e.source_service, e.event_id FROM audit_entries e "
+            "JOIN unnest(CAST(:s AS TEXT[]), CAST(:i AS TEXT[])) AS k(s, i) "
+            "ON e.source_service = k.s AND e.event_id = k.i"
+        ),
+        {"s": [k[0] for k in wanted], "i": [k[1] for k in wanted]},
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
+async def append_entries(session: AsyncSession, rows: list[dict[str, Any]], new_nodes: list[StoredNode]) -> None:
+    if rows:
+        await session.execute(insert(entries), rows)
+    if new_nodes:
+        await session.execute(
+            insert(nodes), [{"level": n.level, "idx": n.index, "hash": n.hash} for n in new_nodes]
+        )
+
+
+async def fetch_nodes(session: AsyncSession | AsyncConnection, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        text(
+            "SELECT n.level, n.idx, n.hash FROM merkle_nodes n "
+            "JOIN unnest(CAST(:levels AS SMALLINT[]), CAST(:idxs AS BIGINT[])) AS k(level, idx) "
+            "ON n.level = k.level AND n.idx = k.idx"
+        ),
+        {"levels": [level for level, _ in ids], "idxs": [idx for _, idx in ids]},
+    )
+    return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+
+def _filters(
+    *, case_id: str | None = None, agency: str | None = None, actions: Sequence[str] | None = None,
+    action_prefix: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    after: int | None = None,
+) -> list[Any]:
+    conditions: list[Any] = []
+    if case_id is not None:
+        conditions.append(entries.c.case_id == case_id)
+    if agency is not None:
+        conditions.append(entries.c.agency == agency)
+    if actions:
+        conditions.append(entries.c.action.in_(list(actions)))
+    if action_prefix is not None:
+        conditions.append(entries.c.action.startswith(action_prefix, autoescape=True))
+    if since is not None:
+        conditions.append(entries.c.recorded_at >= since)
+    if until is not None:
+        conditions.append(entries.c.recorded_at < until)
+    if after is not None:
+        conditions.append(entries.c.idx > after)
+    return conditions
+
+
+async def find_entries(session: AsyncSession, *, limit: int, **filters: Any) -> Sequence[Any]:
+    conditions = _filters(**filters)
+    query = select(entries).where(and_(True, *conditions)).order_by(entries.c.idx).limit(limit)
+    return (await session.execute(query)).all()
+
+
+async def case_entries(session: AsyncSession, case_id: str) -> Sequence[Any]:
+    """Everything the log holds about one case, in log order (a case has tens of entries, not millions)."""
+    query = select(entries).where(entries.c.case_id == case_id).order_by(entries.c.idx)
+    return (await session.execute(query)).all()
+
+
+async def leaf_hash(session: AsyncSession, index: int) -> bytes | None:
+    found = await fetch_nodes(session, [(0, index)])
+    return found.get((0, index))
+
+
+async def stream_entries_with_leaves(conn: AsyncConnection, batch: int = 2000) -> AsyncIterator[Any]:
+    """Every entry in index order beside its stored leaf hash (NULL if the node is missing)."""
+    query = (
+        select(entries, nodes.c.hash.label("stored_leaf"))
+        .select_from(entries.outerjoin(nodes, and_(nodes.c.level == 0, nodes.c.idx == entries.c.idx)))
+        .order_by(entries.c.idx)
+        .execution_options(yield_per=batch)
+    )
+    result = await conn.stream(query)
+    async for row in result:
+        yield row
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+async def latest_checkpoint(session: AsyncSession) -> Any | None:
+    query = select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+    return (await session.execute(query)).first()
+
+
+async def all_checkpoints(session: AsyncSession | AsyncConnection) -> Sequence[Any]:
+    return (await session.execute(select(checkpoints).order_by(checkpoints.c.tree_size))).all()
+
+
+async def add_checkpoint(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    statement = text(
+        "INSERT INTO audit_checkpoints (tree_size, root_hash, origin, signed_at, body, key_id, signature) "
+        "VALUES (:tree_size, :root_hash, :origin, :signed_at, :body, :key_id, :signature) "
+        "ON CONFLICT (tree_size) DO NOTHING"
+    ).bindparams(bindparam("root_hash", type_=LargeBinary), bindparam("signature", type_=LargeBinary))
+    await session.execute(statement, dict(values))

@@ -1,0 +1,360 @@
+"""The audit log's rules, free of I/O: what an entry is, how an event becomes one, what a checkpoint says.
+
+An entry is shaped after FHIR AuditEvent (CONTRACT.md, audit) and carries ids and enumerations only. An
+event that would put anything else into the log -- a field outside the entry schema whose value is free
+text, a nested object, a long string -- is refused (:class:`NotAuditable`), so personal data can never be
+stored by accident: refusing loses nothing (the event goes to the dead-letter topic for a human to look
+at), storing would be forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+from pydantic import ValidationError
+
+from shared.access import DETAIL_VALUE, parse_access_record
+from shared.envelope import Event
+
+# --- entries --------------------------------------------------------------------------------------------
+
+OUTCOMES = frozenset({"success", "denied", "error"})
+# The order GET /audit/entries shows; the leaf is the JCS form, so order does not change a hash.
+ENTRY_FIELDS = (
+    "index", "recorded_at", "occurred_at", "action", "outcome", "agency", "client_id", "acting_user", "purpose",
+    "resource_type", "resource_id", "case_id", "source_service", "event_id", "details",
+)
+# Payload fields that become entry columns (the rest, if harmless, go to ``details``).
+_COLUMN_FIELDS = ("agency", "client_id", "acting_user", "purpose", "case_id")
+# JSON numbers outside this range lose precision in other JSON parsers (RFC 8785 needs IEEE doubles).
+MAX_DETAIL_INT = 2**31 - 1
+MAX_DETAILS = 32
+MAX_LIST_ITEMS = 64
+MAX_RECORD_FIELDS = 16
+MAX_RECORDS = 16
+# The case record's personal fields (CONTRACT.md: identity, contact, notes) and free-text fields of
+# requests: refused by name wherever they appear, even when the value would pass for an identifier
+# (a phone number does).
+PERSONAL_FIELDS = frozenset({
+    "given_name", "family_name", "other_names", "birth_date", "phone", "email", "address", "person",
+    "documents", "notes", "note", "justification", "free_text", "comment", "description",
+})
+# ("reason" is not among them: services put reason codes there, e.g. "no-consent"; a free-text reason
+# fails the identifier rule anyway.)
+# Public-profile attributes of agencies and services that registry events carry: not personal data, but
+# free text and coordinates (a shelter's location is sensitive) have no place in the log, and the registry
+# is their record. Left out of the entry -- the only fields ever left out rather than refused.
+OMITTED_FIELDS = {"registry": frozenset({"name", "location"})}
+_VERSION_SUFFIX = re.compile(r"\.v\d+$")
+
+# Short event types (without org.refnet. and version) whose action name differs from the type.
+ACTION_BY_TYPE = {
+    "case.registered": "case.create",
+    "case.updated": "case.update",
+    "case.erased": "case.erase",
+    "case.closed": "case.close",
+    "consent.granted": "consent.grant",
+    "consent.withdrawn": "consent.withdraw",
+    "consent.overridden": "consent.override",
+}
+# What a domain event is about: its resource type and the payload field holding the resource's id.
+RESOURCE_BY_PREFIX = {
+    "case": ("Case", "case_id"),
+    "consent": ("Consent", "consent_id"),
+    "referral": ("Referral", "referral_id"),
+    "agency": ("Agency", "agency_id"),
+    "service": ("Service", "service_id"),
+}
+# Actions that are a party seeing (or trying to see) a case's data: these, and any ``<thing>.read``.
+ACCESS_ACTIONS = frozenset({"case.read", "access.denied"})
+
+
+def is_access(action: str) -> bool:
+    return action in ACCESS_ACTIONS or action.endswith(".read")
+CONSENT_PREFIX = "consent."
+
+
+class NotAuditable(ValueError):
+    """The event cannot become an entry without storing something that may be personal data.
+
+    The message names fields, never values.
+    """
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, str) and DETAIL_VALUE.fullmatch(value) is not None
+
+
+def _is_small_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_DETAIL_INT
+
+
+def _scalar_ok(value: object) -> bool:
+    return isinstance(value, bool) or _is_small_int(value) or _is_token(value)
+
+
+def _flat_ok(value: object) -> bool:
+    """null, a token, a small int, a bool, or a short list of tokens/ints/bools."""
+    if value is None or _scalar_ok(value):
+        return True
+    return isinstance(value, list) and len(value) <= MAX_LIST_ITEMS and all(_scalar_ok(v) for v in value)
+
+
+def _record_ok(value: object) -> bool:
+    """A small flat object: identifier keys (none of them personal) and flat values -- e.g. a consent
+    provision ``{purpose, recipient_agency, data_categories, decision}`` or a capacity
+    ``{available, total, status}``. Never an object inside an object."""
+    return (
+        isinstance(value, dict) and len(value) <= MAX_RECORD_FIELDS
+        and all(_is_token(k) and k not in PERSONAL_FIELDS and _flat_ok(v) for k, v in value.items())
+    )
+
+
+def detail_value_ok(value: object) -> bool:
+    """A flat value, a flat record, or a short list of flat records: ids, enumerations, small numbers."""
+    if _flat_ok(value) or _record_ok(value):
+        return True
+    return isinstance(value, list) and len(value) <= MAX_RECORDS and all(_record_ok(v) for v in value)
+
+
+def checked_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    if len(details) > MAX_DETAILS:
+        raise NotAuditable(f"too many detail fields ({len(details)} > {MAX_DETAILS})")
+    bad_keys = [k for k in details if not _is_token(k)]
+    if bad_keys:
+        raise NotAuditable("a detail field name is not an identifier")
+    personal = sorted(k for k in details if k in PERSONAL_FIELDS)
+    if personal:
+        raise NotAuditable(f"fields that hold personal data: {', '.join(personal)}")
+    bad = sorted(k for k, v in details.items() if not detail_value_ok(v))
+    if bad:
+        raise NotAuditable(f"fields not allowed in an audit entry: {', '.join(bad)}")
+    return dict(details)
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """An entry before the sequencer gives it its place (``index``) and its ``recorded_at``."""
+
+    action: str
+    outcome: str
+    source_service: str
+    event_id: str
+    occurred_at: datetime
+    agency: str | None = None
+    client_id: str | None = None
+    acting_user: str | None = None
+    purpose: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    case_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def action_for(short_type: str) -> str:
+    """``consent.granted.v1`` -> ``consent.grant``; ``referral.accepted.v1`` -> ``referral.accepted``."""
+    base = _VERSION_SUFFIX.sub("", short_type)
+    return ACTION_BY_TYPE.get(base, base)
+
+
+def source_service(source: str) -> str:
+    """``/refnet/intake`` -> ``intake``: the entry names the service, the envelope its URI reference."""
+    name = source.removeprefix("/refnet/")
+    if not _is_token(name):
+        raise NotAuditable("the event source is not a RefNet service")
+    return name
+
+
+def _token_or_none(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not _is_token(value):
+        raise NotAuditable(f"field {name} is not an identifier")
+    return str(value)
+
+
+def utc(moment: datetime) -> datetime:
+    """A moment in UTC, at the microsecond precision PostgreSQL keeps (so a stored entry hashes the same)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def draft_from_event(event: Event) -> EntryDraft:
+    """Turn any RefNet event into an entry draft, or raise :class:`NotAuditable`."""
+    short = event.short_type
+    if not _is_token(short):
+        raise NotAuditable("the event type is not an identifier")
+    service = source_service(event.source)
+    if not _is_token(event.id):
+        raise NotAuditable("the event id is not an identifier")
+    if _VERSION_SUFFIX.sub("", short) == "access.recorded":
+        return _draft_from_access(event, service)
+    data = {k: v for k, v in event.data.items() if k not in OMITTED_FIELDS.get(service, ())}
+    action = action_for(short)
+    columns = {name: _token_or_none(data, name) for name in _COLUMN_FIELDS}
+    for name in _COLUMN_FIELDS:
+        data.pop(name, None)
+    outcome = data.pop("outcome", "success")
+    if outcome not in OUTCOMES:
+        raise NotAuditable("field outcome is not success, denied or error")
+    resource_type, id_field = RESOURCE_BY_PREFIX.get(action.split(".", 1)[0], (None, None))
+    resource_id = None
+    if id_field is not None:
+        resource_id = _token_or_none(data, id_field)
+        if id_field != "case_id":
+            data.pop(id_field, None)
+        else:
+            resource_id = columns["case_id"]
+    if resource_type is not None and resource_id is None:
+        resource_type = None
+    return EntryDraft(
+        action=action,
+        outcome=outcome,
+        source_service=service,
+        event_id=event.id,
+        occurred_at=utc(event.time),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=checked_details(data),
+        **columns,
+    )
+
+
+def _draft_from_access(event: Event, service: str) -> EntryDraft:
+    try:
+        record = parse_access_record(event.data)
+    except ValidationError as exc:
+        # Only the field locations: the rejected input may be exactly the personal data we refuse.
+        where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+        raise NotAuditable(f"access record outside its schema at: {', '.join(where)}") from None
+    return EntryDraft(
+        action=record.action,
+        outcome=record.outcome,
+        source_service=service,
+        event_id=event.id,
+        occurred_at=utc(event.time),
+        agency=record.agency,
+        client_id=record.client_id,
+        acting_user=record.acting_user,
+        purpose=record.purpose,
+        resource_type=record.resource_type,
+        resource_id=record.resource_id,
+        case_id=record.case_id,
+        details=checked_details(record.details),
+    )
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds: one fixed spelling, since the leaf hashes the text."""
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_json(
+    *, index: int, recorded_at: datetime, draft: EntryDraft | None = None, **columns: Any
+) -> dict[str, Any]:
+    """The entry exactly as GET /audit/entries returns it (and as its leaf hashes it)."""
+    values: dict[str, Any] = dict(columns)
+    if draft is not None:
+        values = {name: getattr(draft, name) for name in ENTRY_FIELDS if hasattr(draft, name)}
+    values["index"] = index
+    values["recorded_at"] = format_time(recorded_at)
+    values["occurred_at"] = format_time(values["occurred_at"])
+    values["details"] = dict(values.get("details") or {})
+    return {name: values.get(name) for name in ENTRY_FIELDS}
+
+
+def leaf_bytes(entry: Mapping[str, Any]) -> bytes:
+    """The Merkle leaf: the RFC 8785 canonical JSON of the entry."""
+    return rfc8785.dumps(dict(entry))
+
+
+# --- case views -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentInForce:
+    consent_id: str | None
+    consent_version: Any
+    basis: str  # "recorded" (the reading service named it), "log" (derived from the log), "override", "none"
+
+
+def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, ConsentInForce]:
+    """For each access entry of one case (by index): the consent that was in force when it happened.
+
+    The reading service's own record wins (it decided on the consent it names). Otherwise the case's
+    entries are replayed in the order things happened (``occurred_at``; log order breaks ties -- the log
+    interleaves topics, so its order alone is not the order of events across services): the latest
+    granted consent not withdrawn since; a risk-to-life override for the reader's agency counts when no
+    consent does.
+    """
+    active: dict[str, Any] = {}  # consent_id -> version, in grant order
+    overrides: set[str] = set()
+    result: dict[int, ConsentInForce] = {}
+    for entry in sorted(entries, key=lambda e: (e["occurred_at"], e["index"])):
+        action, details = entry["action"], entry.get("details") or {}
+        consent_id = entry["resource_id"] if entry.get("resource_type") == "Consent" else details.get("consent_id")
+        if action == "consent.grant" and consent_id:
+            active.pop(consent_id, None)
+            active[consent_id] = details.get("consent_version")
+        elif action == "consent.withdraw" and consent_id:
+            active.pop(consent_id, None)
+        elif action == "consent.override":
+            recipient = details.get("recipient_agency")
+            if isinstance(recipient, str):
+                overrides.add(recipient)
+        elif is_access(action):
+            if "consent_id" in details or "consent_version" in details:
+                result[entry["index"]] = ConsentInForce(
+                    details.get("consent_id"), details.get("consent_version"), "recorded")
+            elif active:
+                cid, version = next(reversed(active.items()))
+                result[entry["index"]] = ConsentInForce(cid, version, "log")
+            elif entry.get("agency") in overrides:
+                result[entry["index"]] = ConsentInForce(None, None, "override")
+            else:
+                result[entry["index"]] = ConsentInForce(None, None, "none")
+    return result
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+def checkpoint_body(origin: str, tree_size: int, root: bytes) -> str:
+    """The C2SP tlog-checkpoint text: ``<origin>\\n<tree_size>\\n<base64 root>\\n``."""
+    if not origin or "\n" in origin:
+        raise ValueError("the origin must be one non-empty line")
+    return f"{origin}\n{tree_size}\n{base64.b64encode(root).decode()}\n"
+
+
+@dataclass(frozen=True)
+class CheckpointBody:
+    origin: str
+    tree_size: int
+    root: bytes
+
+
+def parse_checkpoint_body(body: str) -> CheckpointBody:
+    """Read a checkpoint body back; raises ValueError on anything but the exact C2SP form."""
+    lines = body.split("\n")
+    if len(lines) < 4 or lines[-1] != "":
+        raise ValueError("a checkpoint body is three or more lines, each ending in a newline")
+    origin, size_text, root_text = lines[0], lines[1], lines[2]
+    if not origin:
+        raise ValueError("the checkpoint has no origin")
+    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        raise ValueError("the checkpoint tree size is not a decimal number")
+    try:
+        root = base64.b64decode(root_text, validate=True)
+    except ValueError as exc:
+        raise ValueError("the checkpoint root is not base64") from exc
+    if len(root) != 32:
+        raise ValueError("the checkpoint root is not 32 bytes")
+    return CheckpointBody(origin, int(size_text), root)
