@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import Match
 
 REQUESTS = Counter("refnet_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram(
@@ -55,12 +54,10 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
 
 
 def _route_template(request: Request) -> str:
-    # The template (/cases/{case_id}), never the concrete path: ids stay out of metric labels.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unknown"))
-    return "unmatched"
+    # The template (/cases/{case_id}), never the concrete path: ids stay out of metric labels and logs.
+    # Starlette records the matched route in the scope while routing, so this is read after the call.
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
 
 
 def install_request_middleware(app: FastAPI, service: str) -> None:
@@ -73,12 +70,12 @@ def install_request_middleware(app: FastAPI, service: str) -> None:
         request.state.request_id = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id, service=service)
         started = time.perf_counter()
-        route = _route_template(request)
         try:
             response = await call_next(request)
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
         elapsed = time.perf_counter() - started
+        route = _route_template(request)
         response.headers[REQUEST_ID_HEADER] = request_id
         REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
         LATENCY.labels(service, request.method, route).observe(elapsed)

@@ -54,6 +54,8 @@ async def test_service_boots_ready_and_answers_problems(
 
         metrics = await client.get("/metrics")
         assert "refnet_http_requests_total" in metrics.text
+        # Labelled by route template, also for routes of included routers.
+        assert f'route="/readyz",service="{service}"' in metrics.text
         assert missing.headers["x-request-id"]
 
 

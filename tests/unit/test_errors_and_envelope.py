@@ -108,3 +108,14 @@ def test_envelope_round_trip_in_binary_mode() -> None:
 def test_anything_but_a_complete_event_is_undecodable(headers: list[tuple[str, bytes]], value: bytes) -> None:
     with pytest.raises(envelope.UndecodableEvent):
         envelope.decode(b"k", value, headers)
+
+
+async def test_metrics_and_logs_label_requests_by_route_template_not_by_id(client: httpx.AsyncClient) -> None:
+    from prometheus_client import REGISTRY
+
+    await client.get("/refused")
+    await client.get("/nope/123")
+    labels = {s.labels["route"] for m in REGISTRY.collect() if m.name == "refnet_http_requests"
+              for s in m.samples if s.labels.get("service") == "test"}
+    assert "/refused" in labels and "unmatched" in labels
+    assert not any("123" in label for label in labels)
