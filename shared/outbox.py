@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared import envelope
 from shared.db import plain_url
 from shared.kafka import ensure_topics, make_producer
+from shared.leader import lock_key
 from shared.observability import EVENTS_PUBLISHED, LEADER, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
 log = structlog.get_logger("refnet.outbox")
@@ -100,8 +100,7 @@ class BrokerLogReset(ConnectionError):
 
 
 def _lock_key(service: str) -> int:
-    # A stable 63-bit advisory lock id per service; the same across processes and restarts.
-    return int.from_bytes(hashlib.sha256(f"refnet-outbox:{service}".encode()).digest()[:8], "big") >> 1
+    return lock_key(f"refnet-outbox:{service}")
 
 
 class OutboxRelay:

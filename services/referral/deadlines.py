@@ -9,63 +9,41 @@ use cases' clock, injectable so tests need not wait days.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.referral.service import Referrals
-from shared.observability import LEADER
+from shared import leader
+from shared.leader import Leadership, keep_alive
 
 log = structlog.get_logger("refnet.referral.deadlines")
 
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"refnet-referral:deadlines").digest()[:8], "big") >> 1
+LOCK_KEY = leader.lock_key("refnet-referral:deadlines")
 
 
 class DeadlineScheduler:
     def __init__(self, referrals: Referrals, engine: AsyncEngine, *, interval_seconds: float = 30.0,
                  lock_key: int = LOCK_KEY) -> None:
         self.referrals = referrals
-        self.lock_key = lock_key
-        self.engine = engine
         self.interval_seconds = interval_seconds
-        self.is_leader = False
+        self.leadership = Leadership(engine=engine, service="referral", task="deadline-scheduler", key=lock_key,
+                                     retry_seconds=interval_seconds)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
 
     async def tick(self) -> int:
         """One pass: flag what is overdue now."""
         return await self.referrals.flag_overdue()
 
     async def run(self) -> None:
-        """Run until cancelled, surviving database outages."""
-        while True:
-            try:
-                await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.is_leader = False
-                log.warning("deadline_scheduler_interrupted", error=type(exc).__name__)
-                await asyncio.sleep(min(self.interval_seconds, 5.0))
+        """Run until cancelled; only while this replica leads, surviving database outages."""
+        await self.leadership.run(self._work)
 
-    async def _lead(self) -> None:
-        async with self.engine.connect() as conn:
-            while not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.lock_key})).scalar():
-                await conn.commit()  # do not sit idle in a transaction while waiting
-                await asyncio.sleep(self.interval_seconds)
-            await conn.commit()
-            self.is_leader = True
-            LEADER.labels("referral", "deadline-scheduler").set(1)
-            try:
-                while True:
-                    await self.tick()
-                    await conn.execute(text("SELECT 1"))  # the lock lives with this connection: keep it alive
-                    await conn.commit()
-                    await asyncio.sleep(self.interval_seconds)
-            finally:
-                self.is_leader = False
-                LEADER.labels("referral", "deadline-scheduler").set(0)
-                with contextlib.suppress(Exception):
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key})
-                    await conn.commit()
+    async def _work(self, conn: AsyncConnection) -> None:
+        while True:
+            await self.tick()
+            await keep_alive(conn)
+            await asyncio.sleep(self.interval_seconds)

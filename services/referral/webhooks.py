@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import hashlib
 import ipaddress
 import json
 import random
@@ -29,18 +27,19 @@ from typing import Any
 import httpx
 import structlog
 from sqlalchemy import exists, func, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
 from services.referral.store import DeliveryRow, FeedRow, SubscriptionRow
+from shared import leader
 from shared.auth import Principal
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
-from shared.observability import LEADER
+from shared.leader import Leadership, keep_alive
 
 log = structlog.get_logger("refnet.referral.webhooks")
 
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"refnet-referral:webhooks").digest()[:8], "big") >> 1
+LOCK_KEY = leader.lock_key("refnet-referral:webhooks")
 
 
 def new_secret() -> str:
@@ -176,8 +175,8 @@ class WebhookDispatcher:
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.max_failures = max_failures
-        self.lock_key = lock_key
-        self.is_leader = False
+        self.leadership = Leadership(engine=engine, service="referral", task="webhook-dispatcher", key=lock_key,
+                                     retry_seconds=max(poll_seconds, 1.0))
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._parallel = asyncio.Semaphore(max_parallel)
         self._http: httpx.AsyncClient | None = None
@@ -187,46 +186,29 @@ class WebhookDispatcher:
         delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(failures - 1, 0))
         return delay / 2 + random.uniform(0, delay / 2)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.is_leader = False
-                log.warning("webhook_dispatcher_interrupted", error=type(exc).__name__)
-                await asyncio.sleep(min(self.poll_seconds * 5, 5.0))
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
 
-    async def _lead(self) -> None:
-        async with self.engine.connect() as conn:
-            while not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.lock_key})).scalar():
-                await conn.commit()
-                await asyncio.sleep(max(self.poll_seconds, 1.0))
-            await conn.commit()
-            self.is_leader = True
-            LEADER.labels("referral", "webhook-dispatcher").set(1)
-            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout_seconds,
-                                           follow_redirects=False)
-            try:
-                while True:
-                    await self.dispatch_once()
-                    await conn.execute(text("SELECT 1"))
-                    await conn.commit()
-                    await asyncio.sleep(self.poll_seconds)
-            finally:
-                self.is_leader = False
-                LEADER.labels("referral", "webhook-dispatcher").set(0)
-                tasks = list(self._in_flight.values())
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                self._in_flight.clear()
-                await self._http.aclose()
-                self._http = None
-                with contextlib.suppress(Exception):
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.lock_key})
-                    await conn.commit()
+    async def run(self) -> None:
+        """Run until cancelled; only while this replica leads, surviving database outages."""
+        await self.leadership.run(self._work)
+
+    async def _work(self, conn: AsyncConnection) -> None:
+        self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout_seconds, follow_redirects=False)
+        try:
+            while True:
+                await self.dispatch_once()
+                await keep_alive(conn)
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            tasks = list(self._in_flight.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._in_flight.clear()
+            await self._http.aclose()
+            self._http = None
 
     async def dispatch_once(self) -> None:
         """Start a delivery task for every due subscription with events waiting (one task each)."""
