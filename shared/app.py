@@ -161,6 +161,8 @@ def build_app(
                 batch_size=settings.relay_batch_size,
                 poll_seconds=settings.relay_poll_seconds,
                 partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
             ),
         )
         app.state.runtime = runtime

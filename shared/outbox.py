@@ -115,6 +115,8 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         partitions: int = 1,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
     ) -> None:
         self.service = service
         self.engine = engine
@@ -124,6 +126,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.topic_config = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 1 else None
         self.is_leader = False
         self._wake = asyncio.Event()
         self._known_topics: set[str] = set()
@@ -208,7 +212,8 @@ class OutboxRelay:
     async def _ensure_topics(self, topics: set[str]) -> None:
         new = topics - self._known_topics
         if new:
-            await ensure_topics(self.bootstrap, new, partitions=self.partitions)
+            await ensure_topics(self.bootstrap, new, partitions=self.partitions,
+                                replication_factor=self.replication_factor, config=self.topic_config)
             self._known_topics |= new
 
     async def _send(self, producer: Any, rows: Sequence[Any]) -> None:

@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     # The embedded broker recreates a vanished topic with one partition on first use, so one is the
     # safe local default; production topics are declared with their partition counts (deploy/k8s).
     kafka_partitions: int = 1
+    # For topics a service creates on demand (per-agency delivery topics): 3 and 2 on a production cluster.
+    kafka_replication_factor: int = 1
+    kafka_min_insync_replicas: int = 1
     relay_poll_seconds: float = 1.0
     relay_batch_size: int = 500
     consumer_max_attempts: int = 5
