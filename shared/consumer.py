@@ -121,7 +121,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_backoff_seconds = retry_backoff_seconds
         self.enable_idempotence = enable_idempotence
-        # Fault-injection point for tests: runs after the batch's effects commit, before the offset commit.
+        # Fault-injection point for tests: runs after the batch's effects commit, before its mark and offset.
         self.on_batch_applied = on_batch_applied
         self.running = False
         self.unverified: set[TopicPartition] = set()
@@ -244,13 +244,8 @@ class EventConsumer:
                     reset.add(tp)
         finally:
             await reader.stop()
-        if reset:
-            async with self.sessions() as session, session.begin():
-                for tp in reset:
-                    await session.execute(
-                        text("DELETE FROM consumer_marks WHERE consumer = :c AND topic = :t AND partition = :p"),
-                        {"c": self.name, "t": tp.topic, "p": tp.partition},
-                    )
+        for tp in reset:
+            await self._forget_mark(tp)
         return reset
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int) -> None:
