@@ -72,16 +72,17 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
     raise TimeoutError(f"nothing listening on port {port} after {timeout:.0f}s")
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child when the launcher dies, even by SIGKILL: no orphaned servers."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to signal this child when the launcher dies, even by SIGKILL: no orphaned servers."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        libc.prctl(pr_set_pdeathsig, sig)
 
 
 def _demote(uid: int, gid: int) -> None:
-    _die_with_parent()
+    # SIGINT is PostgreSQL's fast shutdown; its SIGTERM (smart) would wait for sessions that may never end.
+    _die_with_parent(signal.SIGINT)
     os.setgid(gid)
     os.setuid(uid)
 
@@ -128,7 +129,7 @@ class Postgres:
     def _preexec(self) -> None:
         ids = self._run_as()
         if ids is None:
-            _die_with_parent()
+            _die_with_parent(signal.SIGINT)
         else:
             _demote(*ids)
 
