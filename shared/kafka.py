@@ -54,11 +54,3 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
                 )
     finally:
         await admin.close()
-
-
-async def broker_reachable(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
-    try:
-        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
-        return True
-    except Exception:
-        return False

@@ -14,7 +14,6 @@ import importlib.util
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -274,8 +273,3 @@ class Broker:
         self.proc.kill()
         self.proc.wait()
         self.proc = None
-
-
-def postgres_tools() -> Path:
-    """Where pg_dump and psql live, for tests and operators."""
-    return Path(shutil.which("pg_dump", path=str(POSTGRES_BIN_PATH)) or POSTGRES_BIN_PATH / "pg_dump").parent
