@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
 
-# Stable constraint names, so Alembic migrations can name what they drop.
+# Stable constraint names, so Alembic migrations can name what they drop. Each service declares its own
+# declarative base with these (``services/<name>/store.py``): one MetaData per service, as one database each.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -17,12 +17,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class Base(DeclarativeBase):
-    """Declarative base of every service's tables (each service its own database)."""
-
-    metadata = MetaData(naming_convention=NAMING)
 
 
 def asyncpg_url(url: str) -> str:
