@@ -17,9 +17,6 @@ import base64
 import hashlib
 import json
 import os
-import secrets
-import time
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,11 +25,6 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from joserfc import jwt
-from joserfc.errors import SecurityWarning
-from joserfc.jwk import import_key
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,8 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.audit.domain import parse_checkpoint_body
 from services.audit.merkle import verify_consistency
 from services.audit.signing import key_hash, verify_signature
+from shared.client_auth import ASSERTION_TYPE
+from shared.client_auth import client_assertion as shared_client_assertion
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 AUDIT_SCOPE = "audit:read"
 DEFAULT_AUDIT_URL = "http://127.0.0.1:8004"
 ASSERTION_LIFETIME_SECONDS = 120  # RFC 7523 assertions should be short-lived; the registry allows <= 5 min
@@ -83,27 +76,12 @@ def audit_url(explicit: str | None) -> str:
 # --- tokens ---------------------------------------------------------------------------------------------
 
 
-def _assertion_alg(private_pem: str) -> str:
-    key = load_pem_private_key(private_pem.encode(), password=None)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}[key.curve.name]
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "EdDSA"
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "RS256"
-    raise AuditCliError("the credentials' private key is not an EC, Ed25519 or RSA key")
-
-
 def client_assertion(client_id: str, token_url: str, private_pem: str, *, now: float | None = None) -> str:
-    """RFC 7523 section 3: iss = sub = client_id, aud = the token endpoint, short exp, a random jti."""
-    issued = int(now if now is not None else time.time())
-    alg = _assertion_alg(private_pem)
-    claims = {"iss": client_id, "sub": client_id, "aud": token_url, "iat": issued,
-              "exp": issued + ASSERTION_LIFETIME_SECONDS, "jti": secrets.token_urlsafe(24)}
-    key = import_key(private_pem, "OKP" if alg == "EdDSA" else "RSA" if alg == "RS256" else "EC")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SecurityWarning)  # joserfc's notice on the name "EdDSA"
-        return jwt.encode({"alg": alg, "typ": "JWT"}, claims, key, algorithms=[alg])
+    try:
+        return shared_client_assertion(client_id, token_url, private_pem, lifetime=ASSERTION_LIFETIME_SECONDS,
+                                       thumbprint_kid=False, now=now)
+    except ValueError as exc:
+        raise AuditCliError(f"the credentials' {exc.args[0].removeprefix('the ')}") from exc
 
 
 def load_credentials(name: str) -> dict[str, Any]:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from joserfc import jwt
-from joserfc.jwk import ECKey
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+from shared.client_auth import ASSERTION_TYPE, client_assertion
 
 
 class TokenUnavailable(Exception):
@@ -51,7 +48,7 @@ class ClientCredentials:
         self.client_id: str = credentials["client_id"]
         self.token_url: str = credentials["token_url"]
         self.secret: str | None = credentials.get("client_secret")
-        self.key = ECKey.import_key(credentials["private_key_pem"]) if not self.secret else None
+        self.private_pem: str | None = None if self.secret else credentials["private_key_pem"]
         self.scope = scope
         self.refresh_margin_seconds = refresh_margin_seconds
         self._http = httpx.AsyncClient(transport=transport, timeout=10.0, follow_redirects=False)
@@ -64,11 +61,8 @@ class ClientCredentials:
         return cls(json.loads(Path(path).read_text()), **options)
 
     def assertion(self) -> str:
-        assert self.key is not None
-        now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url, "iat": now,
-                  "exp": now + 60, "jti": secrets.token_urlsafe(16)}
-        return jwt.encode({"alg": "ES256", "kid": self.key.thumbprint()}, claims, self.key, algorithms=["ES256"])
+        assert self.private_pem is not None
+        return client_assertion(self.client_id, self.token_url, self.private_pem)
 
     async def token(self) -> str:
         async with self._lock:

@@ -12,20 +12,19 @@ import asyncio
 import json
 import os
 import re
-import secrets
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from joserfc import jwt
 from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.table import Table
 
+from shared.client_auth import ASSERTION_TYPE
+from shared.client_auth import client_assertion as shared_client_assertion
+
 console = Console(stderr=True)
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def refnet_home() -> Path:
@@ -50,13 +49,9 @@ def load_credentials(name: str) -> dict[str, Any]:
 
 
 def client_assertion(credentials: dict[str, Any], audience: str | None = None, lifetime: int = 60) -> str:
-    """An RFC 7523 client assertion signed with the credentials' private key (ES256)."""
-    key = ECKey.import_key(credentials["private_key_pem"])
-    now = int(time.time())
-    claims = {"iss": credentials["client_id"], "sub": credentials["client_id"],
-              "aud": audience or credentials["token_url"], "iat": now, "exp": now + lifetime,
-              "jti": secrets.token_urlsafe(16)}
-    return jwt.encode({"alg": "ES256", "kid": key.thumbprint()}, claims, key, algorithms=["ES256"])
+    """An RFC 7523 client assertion signed with the credentials' private key."""
+    return shared_client_assertion(credentials["client_id"], audience or credentials["token_url"],
+                                   credentials["private_key_pem"], lifetime=lifetime)
 
 
 def token_request(credentials: dict[str, Any], scopes: list[str] | None = None) -> tuple[dict[str, str], Any]:
