@@ -1,0 +1,154 @@
+"""The network as its users see it: the stack `make run` starts, reached only through public REST APIs and topics.
+
+Scenarios (tests/e2e/scenarios.py) are written against this class so that other suites (the reliability leak scan)
+can run the same scenarios with their own marker names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer
+
+from deploy.launcher.infra import free_port
+from tests.integration.test_launcher import launcher_env
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "access_right_explained",
+             "retention_explained", "withdrawal_explained")
+
+
+@contextmanager
+def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Network]:
+    """`refnet up` in a subprocess with its own ports and home; SIGINT (Ctrl-C) on exit, as a user would."""
+    env = launcher_env(home) | {"REFNET_REFERRAL_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+                                "REFNET_REFERRAL_WEBHOOK_POLL_SECONDS": "0.2"} | (extra_env or {})
+    launcher = subprocess.Popen([sys.executable, "-m", "deploy.launcher.cli", "up"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 150
+        while not (home / "state.json").exists():
+            assert launcher.poll() is None, f"the stack did not start; see {home / 'logs'}"
+            assert time.monotonic() < deadline, "the stack did not come up within 150 s"
+            time.sleep(0.5)
+        yield Network(home, env)
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+
+
+@dataclass
+class Network:
+    home: Path
+    env: dict[str, str]
+    _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.env['REFNET_BROKER_PORT']}"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.env[f'REFNET_{service.upper()}_PORT']}"
+
+    def credentials(self, name: str) -> dict[str, Any]:
+        return dict(json.loads((self.home / "credentials" / f"{name}.json").read_text()))
+
+    def agency(self, name: str) -> str:
+        return str(self.credentials(name)["agency_id"])
+
+    def token(self, name: str) -> str:
+        """A token for a demo agency, got the way an integrator would (`refnet token --as`), cached for 5 minutes."""
+        cached = self._tokens.get(name)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        out = subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "token", "--as", name], cwd=REPO,
+                             env=self.env, capture_output=True, text=True, check=True)
+        token = out.stdout.strip()
+        self._tokens[name] = (time.monotonic() + 300, token)
+        return token
+
+    def headers(self, name: str, purpose: str = "case_management", user: str = "caseworker.1") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(name)}", "X-Purpose": purpose, "X-Acting-User": user}
+
+    async def topic(self, topic: str, *, until: Callable[[list[Any]], bool] | None = None,
+                    seconds: float = 20) -> list[Any]:
+        """Every record on a topic from the beginning (aiokafka ConsumerRecord), read until `until` holds."""
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                records += [r for rs in batch.values() for r in rs]
+                if until is not None and until(records):
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 20,
+                     every: float = 0.25) -> T:
+    """The network is eventually consistent (read models fed by events): poll until `ok`, return the last value."""
+    deadline = time.monotonic() + seconds
+    value = await probe()
+    while not ok(value) and time.monotonic() < deadline:
+        await asyncio.sleep(every)
+        value = await probe()
+    return value
+
+
+def ce_type(record: Any) -> str:
+    return str(dict(record.headers)["ce_type"].decode())
+
+
+class WebhookReceiver:
+    """A case system's webhook endpoint on loopback, recording what it was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/refnet"
+
+    def types(self) -> list[str]:
+        return [str(json.loads(body).get("type")) for _, body in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
