@@ -14,10 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.contract import ACCESS_RECORDED
 from shared.outbox import add_event
 from shared.topics import AUDIT_ACCESS
-
-ACCESS_RECORDED = "access.recorded.v1"
 
 # Opaque ids and enumeration values: letters, digits and a few separators, no spaces, bounded.
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]

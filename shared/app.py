@@ -23,9 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
-from shared.errors import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
+from shared.errors import PROBLEM_MEDIA_TYPE, Problem, add_problem_responses, install_problem_handlers
 from shared.observability import configure_logging, install_request_middleware, metrics_response
 from shared.outbox import OutboxRelay
+from shared.revocation import RevocationList, RevocationListener
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger("refnet.app")
@@ -70,7 +71,7 @@ Wiring = Callable[[Runtime], Sequence[EventConsumer | Callable[[], Coroutine[Any
 
 
 class BodySizeLimit:
-    """Refuse request bodies over the limit with 413 before they are read into memory."""
+    """Refuse request bodies over the limit with 413, having read no more than the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -84,30 +85,38 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
+        # Read the body here, up to the limit, and hand it to the app whole. Stopping the app's own reading
+        # midway does not work: the framework catches whatever interrupts it and answers 400 ("error parsing the
+        # body"), so a streamed (chunked) oversized body was a 400, not a 413.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before its body was complete
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        delivered = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # e.g. waiting for http.disconnect
+            delivered = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = Problem(413, "payload-too-large", f"Request bodies are limited to {self.max_bytes} bytes.")
         response = JSONResponse(problem.body(scope.get("path")), status_code=413, media_type=PROBLEM_MEDIA_TYPE)
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def health_router() -> APIRouter:
@@ -166,10 +175,15 @@ def build_app(
             ),
         )
         app.state.runtime = runtime
-        app.state.token_validator = TokenValidator.from_settings(settings)
+        revocations = RevocationList()
+        app.state.token_validator = TokenValidator.from_settings(settings, revocations=revocations)
         if on_startup is not None:
             await on_startup(runtime)
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+        if settings.revocation_topic:
+            listener = RevocationListener(settings.kafka_bootstrap, [settings.revocation_topic], revocations)
+            runtime.extras["revocation_listener"] = listener
+            runtime.tasks.append(asyncio.create_task(listener.run(), name="revocation-listener"))
         for item in wiring(runtime) if wiring else ():
             if isinstance(item, EventConsumer):
                 runtime.consumers.append(item)
@@ -198,6 +212,15 @@ def build_app(
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The document says what the service answers, errors included (RFC 9457 problems): generated once.
+        if app.openapi_schema is None:
+            app.openapi_schema = add_problem_responses(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

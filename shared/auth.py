@@ -28,6 +28,7 @@ import math
 import re
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from joserfc.jwk import JWKRegistry, Key
 from joserfc.jws import JWSRegistry
 
 from shared.errors import Problem
+from shared.revocation import RevocationList
 from shared.settings import ServiceSettings
 
 __all__ = [
@@ -219,6 +221,8 @@ class TokenValidator:
         http_client: httpx.AsyncClient | None = None,
         jwks_max_age_seconds: float = 3600.0,
         fetch_timeout_seconds: float = 5.0,
+        revocations: RevocationList | None = None,
+        verified_cache_size: int = 1024,
     ) -> None:
         if not issuer or not audience or not jwks_url:
             raise ValueError("issuer, audience and jwks_url are all required")
@@ -238,6 +242,8 @@ class TokenValidator:
         self.min_refetch_seconds = min_refetch_seconds
         self.jwks_max_age_seconds = jwks_max_age_seconds
         self.fetch_timeout_seconds = fetch_timeout_seconds
+        #: Tokens the issuer revoked and agencies it suspended (shared.revocation), if it announces them.
+        self.revocations = revocations
 
         # Non-strict header checking: other issuers add header parameters joserfc does not know (x5t#S256,
         # custom ones); "crit" is still enforced by joserfc. Header size is raised for issuers that put
@@ -255,10 +261,17 @@ class TokenValidator:
         self._last_attempt_failed = False
         #: Number of JWKS fetch attempts made, successful or not (for metrics and tests).
         self.fetch_count = 0
+        # Tokens whose signature and fixed claims were verified, by their exact text, with the time claims that
+        # are checked again on every use: a client sends the same token on every request of its lifetime, and
+        # a signature that verified once verifies forever. Emptied whenever the keys are fetched again, and
+        # bypassed once they are due for a refresh, so a withdrawn key's tokens are checked afresh.
+        self.verified_cache_size = verified_cache_size
+        self._verified: OrderedDict[str, tuple[Principal, float, float | None, float | None]] = OrderedDict()
 
     @classmethod
     def from_settings(
-        cls, settings: ServiceSettings, *, http_client: httpx.AsyncClient | None = None
+        cls, settings: ServiceSettings, *, http_client: httpx.AsyncClient | None = None,
+        revocations: RevocationList | None = None,
     ) -> TokenValidator:
         return cls(
             settings.issuer,
@@ -267,6 +280,7 @@ class TokenValidator:
             leeway_seconds=settings.token_leeway_seconds,
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
             http_client=http_client,
+            revocations=revocations,
         )
 
     async def aclose(self) -> None:
@@ -284,13 +298,43 @@ class TokenValidator:
 
     async def validate(self, token: str) -> Principal:
         """Return the caller a valid access token names, or raise a 401/503 ``Problem``."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires, not_before, issued = cached
+            now = time.time()
+            fresh_keys = self._fetched_at is not None and (
+                time.monotonic() - self._fetched_at <= self.jwks_max_age_seconds)
+            leeway = self.leeway_seconds
+            in_time = expires > now - leeway and (not_before is None or not_before <= now + leeway) and (
+                issued is None or issued <= now + leeway)
+            if fresh_keys and in_time:
+                self._check_revocation(principal, issued)
+                return principal
+            del self._verified[token]  # the full check below refreshes the keys or says what is wrong
+
         header = self._parse_unverified(token)
         alg: str = header["alg"]
         kid: str | None = header.get("kid")
 
         candidates = await self._candidate_keys(kid, alg)
         claims = self._verify(token, candidates)
-        return self._principal(claims)
+        principal = self._principal(claims)
+        iat = _numeric_date(claims, "iat")
+        self._check_revocation(principal, iat)
+        if self.verified_cache_size > 0:
+            if len(self._verified) >= self.verified_cache_size:
+                self._verified.popitem(last=False)  # the oldest
+            exp = _numeric_date(claims, "exp")
+            assert exp is not None  # checked in _check_claims
+            self._verified[token] = (principal, exp, _numeric_date(claims, "nbf"), iat)
+        return principal
+
+    def _check_revocation(self, principal: Principal, issued_at: float | None) -> None:
+        if self.revocations is not None:
+            refusal = self.revocations.refusal(jti=principal.token_id, agency_id=principal.agency_id,
+                                               issued_at=issued_at)
+            if refusal is not None:
+                raise invalid_token(refusal)
 
     # -- steps -------------------------------------------------------------------------------------------
 
@@ -477,6 +521,7 @@ class TokenValidator:
                 return
             self._last_attempt_failed = False
             self._keys = keys
+            self._verified.clear()
             self._fetched_at = time.monotonic()
             self._generation += 1
             log.info("jwks_fetched", jwks_url=self.jwks_url, keys=len(keys))
@@ -609,8 +654,10 @@ def require_scopes(*scopes: str) -> ScopeDependency:
     async def dependency(
         request: Request,
         # Unused: we parse the header ourselves to tell "missing" from "malformed". It is here so the
-        # route declares the bearer security scheme in OpenAPI.
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+        # route declares the bearer security scheme in OpenAPI, with the scopes it needs (OpenAPI 3.1 lets
+        # any scheme list them): integrators and the scope tests read them from the document.
+        # (A default, not Annotated: with postponed annotations the closure's scopes would be out of reach.)
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme, scopes=sorted(required)),
     ) -> Principal:
         principal = await authenticate(request)
         missing = required - principal.scopes

@@ -19,10 +19,11 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import envelope
+from shared.db import dependency_unreachable
 from shared.kafka import dlq_topic, ensure_topics, make_producer
 from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
 
@@ -51,6 +52,17 @@ CREATE TABLE consumer_marks (
 )""",
 )
 INBOX_DROP = ("DROP TABLE consumer_marks", "DROP TABLE inbox")
+
+
+async def applied_through(sessions: async_sessionmaker[AsyncSession], consumer: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: the offset after the last record consumer ``consumer`` applied (from its
+    marks, written once a batch's effects are committed); partitions it has applied nothing from are absent."""
+    async with sessions() as session:
+        rows = (await session.execute(
+            text('SELECT partition, "offset" FROM consumer_marks WHERE consumer = :c AND topic = :t'),
+            {"c": consumer, "t": topic},
+        )).all()
+    return {int(r.partition): int(r.offset) + 1 for r in rows}
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
@@ -84,7 +96,9 @@ class PoisonEvent(Exception):
 def _infrastructure_error(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    # Also PostgreSQL shutting down or starting up (asyncpg's errors, under SQLAlchemy's DBAPIError): a restart
+    # of our database is an outage to wait out, never a reason to dead-letter the event.
+    return dependency_unreachable(exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 # Stable constraint names, so Alembic migrations can name what they drop. Each service declares its own
@@ -57,3 +59,19 @@ async def database_reachable(engine: AsyncEngine) -> bool:
         return True
     except Exception:
         return False
+
+
+def dependency_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means the database or another dependency cannot be reached:
+    a refused or cut connection, PostgreSQL shutting down or starting up, a pooled connection found dead."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # SQLAlchemy wraps the driver's error, which may wrap the socket's
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        # SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutdown, starting up).
+        if isinstance(seen, ConnectionError | PostgresConnectionError | OperatorInterventionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -16,6 +16,10 @@ from cloudevents.core.v1.event import CloudEvent
 
 TYPE_PREFIX = "org.refnet."
 ERROR_HEADER = "refnet-error"
+#: RefNet events carry ids and flat facts (a few KiB at most); anything far bigger is not one of ours, and is
+#: refused before a handler tries to store it.
+MAX_EVENT_BYTES = 256 * 1024
+_REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_specversion", "ce_type")
 
 
 class UndecodableEvent(ValueError):
@@ -67,6 +71,14 @@ def decode(key: bytes | None, value: bytes | None, headers: list[tuple[str, byte
     header_map = {name: val for name, val in headers}
     if not any(name.startswith(ce_kafka.CE_PREFIX) for name in header_map):
         raise UndecodableEvent("no ce_ headers: not a binary-mode CloudEvent")
+    # The library would invent a missing id (a fresh UUID per delivery, which defeats every inbox) and assume a
+    # spec version: the four attributes CloudEvents requires must be there as sent.
+    absent = [name for name in _REQUIRED_HEADERS if not header_map.get(name)]
+    if absent:
+        raise UndecodableEvent(f"required CloudEvents attributes missing: {', '.join(absent)}")
+    size = len(value or b"") + len(key or b"") + sum(len(name) + len(val or b"") for name, val in header_map.items())
+    if size > MAX_EVENT_BYTES:
+        raise UndecodableEvent(f"{size} bytes: larger than any RefNet event ({MAX_EVENT_BYTES} bytes at most)")
     try:
         message = ce_kafka.KafkaMessage(headers=header_map, key=key, value=value or b"")
         ce = ce_kafka.from_binary_event(message)

@@ -7,6 +7,7 @@ clients match on the slug (CONTRACT.md: "a problem whose type ends with the fail
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.db import dependency_unreachable
 
 PROBLEM_TYPE_PREFIX = "urn:refnet:problem:"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -78,9 +81,17 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
     )
 
 
+#: A 900 KiB array of wrong items is 150,000 errors (29 MB of answer): the first few say what is wrong.
+MAX_LISTED_ERRORS = 20
+
+
 def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     # Pydantic puts the offending input in each error; it may be personal data, so only loc and msg go out.
-    return [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors]
+    return [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in errors[:MAX_LISTED_ERRORS]]
+
+
+RETRY_AFTER_OUTAGE_SECONDS = 2
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -90,10 +101,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc.errors())
+        all_errors = exc.errors()
+        errors = _validation_errors(all_errors)
         fields = ", ".join(".".join(e["loc"]) for e in errors[:5])
+        more = f" ({len(all_errors) - len(errors)} more errors not listed)" if len(all_errors) > len(errors) else ""
         return problem_response(
-            Problem(422, "validation-error", f"The request is not valid: {fields}.",
+            Problem(422, "validation-error", f"The request is not valid: {fields}.{more}",
                     title="Unprocessable Content", errors=errors),
             request,
         )
@@ -113,6 +126,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", None)
+        if dependency_unreachable(exc):
+            # An outage (the database restarting, a connection cut), not a bug: tell the client to come back.
+            log.warning("dependency_unavailable", request_id=request_id, exc_type=type(exc).__name__)
+            return problem_response(
+                Problem(503, "dependency-unavailable",
+                        "A system this service depends on is unreachable right now; try again shortly.",
+                        headers={"Retry-After": str(RETRY_AFTER_OUTAGE_SECONDS)}, request_id=request_id),
+                request,
+            )
         # The traceback goes to the log (never values of the request); the client only gets the request id.
         log.exception("unhandled_error", request_id=request_id, path=request.scope.get("route") and
                       getattr(request.scope["route"], "path", None), exc_type=type(exc).__name__)
@@ -121,3 +143,87 @@ def install_problem_handlers(app: FastAPI) -> None:
                     request_id=request_id),
             request,
         )
+
+
+# --- the problem contract in OpenAPI ----------------------------------------------------------------------
+
+#: RFC 9457 problem details as every RefNet error body takes them (extension members are allowed).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. Clients match on the `type` slug; `errors` lists invalid fields.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "pattern": "^urn:refnet:problem:[a-z0-9-]+$"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "maxItems": MAX_LISTED_ERRORS,
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg"],
+                "properties": {"loc": {"type": "array", "items": {"type": "string"}}, "msg": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+#: What each error status means wherever the operation's shape makes it possible.
+PROBLEM_DESCRIPTIONS: dict[str, str] = {
+    "400": "A malformed header (`X-Acting-User`, `X-Purpose`) or a body that cannot be parsed.",
+    "401": "No valid access token; `WWW-Authenticate` (RFC 6750) says why.",
+    "403": "The token lacks a scope this operation needs (`insufficient-scope`), or the agency may not act.",
+    "404": "No such resource, or not one the caller may see: existence does not leak.",
+    "413": "The request body is over the size limit (1 MiB).",
+    "422": "The request is not valid; `errors` lists each invalid field as `{loc, msg}`.",
+    "503": "A dependency (the token issuer's keys, a key or a service this one needs) is unavailable; retry.",
+}
+
+
+def add_problem_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare in an OpenAPI document the problem responses each operation can give, as integrators see them.
+
+    From each operation's shape: a secured one can answer 400 (bad ``X-Acting-User``), 401, 403 and 503 (no
+    issuer keys); one with a path id 404; one with parameters or a body 422 (replacing FastAPI's own
+    validation-error shape, which RefNet never sends); one with a body 400 and 413. Statuses a route declares
+    itself (``responses={409: {"description": ...}}``) get the problem content unless they name their own.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch"):
+                continue
+            parameters = operation.get("parameters", [])
+            statuses: set[str] = set()
+            if operation.get("security"):
+                statuses |= {"400", "401", "403", "503"}
+            if any(p.get("in") == "path" for p in parameters):
+                statuses.add("404")
+            body_types = operation.get("requestBody", {}).get("content", {})
+            if parameters or "application/json" in body_types:  # what FastAPI validates
+                statuses.add("422")
+            if "requestBody" in operation:
+                statuses |= {"400", "413"}
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if validation.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            for status in statuses:
+                responses.setdefault(status, {"description": PROBLEM_DESCRIPTIONS[status]})
+            for status, response in responses.items():
+                if status[0] in "45" and not response.get("content"):
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            if "401" in statuses:
+                responses["401"].setdefault("headers", {"WWW-Authenticate": {
+                    "description": "RFC 6750 challenge", "required": True, "schema": {"type": "string"}}})
+            operation["responses"] = dict(sorted(responses.items()))
+    # FastAPI's validation-error schemas, now referenced by no operation.
+    if "/HTTPValidationError" not in json.dumps(document.get("paths", {})):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+    return document

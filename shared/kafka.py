@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterable
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -32,6 +32,22 @@ def make_producer(bootstrap: str, *, enable_idempotence: bool = False) -> AIOKaf
         retry_backoff_ms=200,
         metadata_max_age_ms=30000,
     )
+
+
+async def end_offsets(bootstrap: str, topic: str, *, timeout: float = 15.0) -> dict[int, int]:
+    """Per partition of ``topic``: the offset the next record will get (nothing for a topic that does not exist)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(consumer.start(), timeout)
+    try:
+        await asyncio.wait_for(consumer.topics(), timeout)  # fresh metadata
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return {}
+        found = await asyncio.wait_for(consumer.end_offsets(partitions), timeout)
+        return {tp.partition: int(offset) for tp, offset in found.items()}
+    finally:
+        await consumer.stop()
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: int = 1,

@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from shared import envelope
+from shared import contract, envelope
 from shared.db import plain_url
 from shared.kafka import ensure_topics, make_producer
 from shared.leader import lock_key
@@ -75,7 +75,12 @@ async def add_event(
 
     ``aggregate_id`` is the Kafka key (the case id; the agency id for registry events). ``source`` is kept
     with the row so the relay needs no configuration to build the envelope.
+
+    On a RefNet topic only the contract's types for that topic are accepted (``ValueError`` otherwise), so
+    an undocumented event fails where it is written, in every test that reaches it, not at a consumer.
     """
+    if contract.in_contract_namespace(topic):
+        contract.check_event_type(topic, type)
     event_id = event_id or uuid.uuid4()
     await session.execute(
         text(
@@ -202,18 +207,23 @@ class OutboxRelay:
                 return 0
             OUTBOX_OLDEST_AGE.labels(self.service).set(
                 max((datetime.now(UTC) - rows[0].created_at).total_seconds(), 0.0))
-            await self._ensure_topics({r.topic for r in rows})
+            await self._ensure_topics(producer, {r.topic for r in rows})
             await self._send(producer, rows)
             await conn.execute(text("DELETE FROM outbox WHERE seq = ANY(:seqs)"), {"seqs": [r.seq for r in rows]})
             backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
             OUTBOX_BACKLOG.labels(self.service).set(max(backlog - len(rows), 0))
         return len(rows)
 
-    async def _ensure_topics(self, topics: set[str]) -> None:
+    async def _ensure_topics(self, producer: Any, topics: set[str]) -> None:
         new = topics - self._known_topics
         if new:
             await ensure_topics(self.bootstrap, new, partitions=self.partitions,
                                 replication_factor=self.replication_factor, config=self.topic_config)
+            # Learn each new topic's partitions before sending: a batch that sends to a known topic and then to
+            # one the producer has no metadata for yet is refused by the embedded broker (NotLeaderForPartition)
+            # until the request times out, 15 s in which every later event of the service waits.
+            for topic in sorted(new):
+                await producer.partitions_for(topic)
             self._known_topics |= new
 
     async def _send(self, producer: Any, rows: Sequence[Any]) -> None:

@@ -39,6 +39,8 @@ class ServiceSettings(BaseSettings):
     audience: str = "refnet"
     jwks_min_refetch_seconds: float = 30.0
     token_leeway_seconds: int = 30
+    # Where the issuer announces revoked tokens and suspended agencies (shared.revocation); empty: nowhere.
+    revocation_topic: str = "refnet.registry.events"
 
     # Events
     kafka_enable_idempotence: bool = False  # Tansu (the embedded broker) refuses it; true on Apache Kafka

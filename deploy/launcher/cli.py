@@ -23,6 +23,9 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 keys_app = typer.Typer(help="Key rotation.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+contract_app = typer.Typer(help="The public contract as documents (AsyncAPI, JSON Schemas, OpenAPI).",
+                           no_args_is_help=True)
+app.add_typer(contract_app, name="contract")
 console = Console()
 
 ServiceName = Annotated[str, typer.Argument(help="registry, intake, referral or audit")]
@@ -74,6 +77,25 @@ def topics_ensure(
     asyncio.run(ensure_topics(bootstrap, names, partitions=partitions, replication_factor=replication_factor,
                               config=config))
     console.print(f"topics present: {', '.join(names)}")
+
+
+@contract_app.command("export")
+def contract_export(
+    check: Annotated[bool, typer.Option("--check", help="only compare; exit 1 if the docs are out of date")] = False,
+) -> None:
+    """Write docs/asyncapi.yaml, docs/events.md, docs/events/*.schema.json and docs/openapi/*.json from the code."""
+    from deploy import contract
+
+    found = contract.drift() if check else contract.export()
+    for path in found.changed:
+        console.print(f"{'out of date' if check else 'wrote'}: {path}")
+    for path in found.stale:
+        console.print(f"{'no longer generated' if check else 'removed'}: {path}")
+    if check and found:
+        console.print("[red]the contract documents differ from the code: run `refnet contract export`[/red]")
+        raise typer.Exit(1)
+    if not found:
+        console.print("contract documents are up to date")
 
 
 @app.command()
@@ -153,6 +175,20 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
         table.add_row(name, info["url"], info["state"])
     console.print(table)
     console.print(f"PostgreSQL: {state.database_server}   broker: {state.broker}")
+
+
+@app.command()
+def demo(
+    no_complete: Annotated[bool, typer.Option("--no-complete", help="stop once the referral is delivered, "
+                                              "leaving it to UNHCR's case system")] = False,
+    ack_timeout: Annotated[float, typer.Option(min=0, help="seconds to wait for a UNHCR case system to "
+                                               "acknowledge before the demo does it as UNHCR")] = 5.0,
+) -> None:
+    """Run one referral along the SOP's main pathway (IOM -> UNHCR) against the running stack, step by step."""
+    from deploy.launcher.demo import run
+    from deploy.launcher.stack import refnet_home
+
+    raise typer.Exit(run(console, refnet_home(), ack_timeout=ack_timeout, complete=not no_complete))
 
 
 @app.command()

@@ -177,13 +177,25 @@ class Stack:
 
     def start_services(self) -> None:
         for service in SERVICE_NAMES:
-            log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 -- the child keeps it
-            self.services[service] = subprocess.Popen(
-                [sys.executable, "-m", "deploy.launcher.cli", "serve", service],
-                env=self.service_env(service), stdout=log, stderr=log,
-                preexec_fn=_die_with_parent,
-            )
-            log.close()
+            self.start_service(service)
+
+    def start_service(self, service: str) -> subprocess.Popen[bytes]:
+        """Start one service's process, or start it again after it died (its log is appended to).
+
+        Services keep no state outside their database and the broker, so a restarted process picks up where
+        the dead one stopped: the outbox rows it had not published, the offsets it had not committed.
+        """
+        previous = self.services.get(service)
+        if previous is not None and previous.poll() is None:
+            raise RuntimeError(f"{service} is still running (pid {previous.pid})")
+        log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 -- the child keeps it
+        self.services[service] = subprocess.Popen(
+            [sys.executable, "-m", "deploy.launcher.cli", "serve", service],
+            env=self.service_env(service), stdout=log, stderr=log,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        return self.services[service]
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ from services.audit.domain import (
     consents_in_force,
     draft_from_event,
     entry_json,
+    entry_leaf,
     format_time,
     is_access,
     leaf_bytes,
@@ -86,21 +87,22 @@ async def sequence_pending(sessions: async_sessionmaker[AsyncSession], batch_siz
         border_ids = compact_range(size)
         found = await store.fetch_nodes(session, border_ids)
         border = [found[node_id] for node_id in border_ids]
-        logged = await store.already_logged(session, [(r.source_service, r.event_id) for r in queued])
+        logged = await store.already_logged(session, [(r["source_service"], r["event_id"]) for r in queued])
         recorded_at = datetime.now(UTC)
-        rows: list[dict[str, Any]] = []
+        recorded_text = format_time(recorded_at)
+        rows: list[tuple[Any, ...]] = []
         leaves: list[bytes] = []
         for item in queued:
-            if (item.source_service, item.event_id) in logged:
+            key = (item["source_service"], item["event_id"])
+            if key in logged:
                 continue  # the same event reached the queue twice (a replayed consumer group): log it once
-            logged.add((item.source_service, item.event_id))
-            columns = {name: getattr(item, name) for name in store.ENTRY_COLUMNS}
+            logged.add(key)
             index = size + len(rows)
-            leaves.append(hash_leaf(leaf_bytes(entry_json(index=index, recorded_at=recorded_at, **columns))))
-            rows.append({"idx": index, "recorded_at": recorded_at, **columns})
+            leaves.append(hash_leaf(entry_leaf(index, recorded_text, format_time(item["occurred_at"]), item)))
+            rows.append((index, recorded_at, *(item[name] for name in store.ENTRY_COLUMNS)))
         result = append_plan(size, border, leaves)
         await store.append_entries(session, rows, result.nodes)
-        await store.remove_pending(session, [r.seq for r in queued])
+        await store.remove_pending(session, [r["seq"] for r in queued])
     ENTRIES_APPENDED.inc(len(rows))
     TREE_SIZE.set(result.size)
     return len(rows)
@@ -307,13 +309,19 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
                     check_checkpoint(targets[next_mark], result.root)
                     next_mark += 1
 
-        async for row in store.stream_entries_with_leaves(conn):
+        recorded_at: Any = None
+        recorded_text = ""
+        async for record in store.scan_entries_with_leaves(conn):
             expected = size + len(pending)
-            if int(row.idx) != expected:
+            if record["idx"] != expected:
                 first_bad = expected if first_bad is None else first_bad
                 break
-            leaf = hash_leaf(leaf_bytes(_entry(row)))
-            if first_bad is None and (row.stored_leaf is None or bytes(row.stored_leaf) != leaf):
+            if record["recorded_at"] != recorded_at:  # one sequencer batch shares its time: write it once
+                recorded_at = record["recorded_at"]
+                recorded_text = format_time(recorded_at)
+            leaf = hash_leaf(entry_leaf(expected, recorded_text, format_time(record["occurred_at"]), record))
+            stored_leaf = record["stored_leaf"]
+            if first_bad is None and (stored_leaf is None or stored_leaf != leaf):
                 first_bad = expected
             pending.append(leaf)
             at_mark = next_mark < len(targets) and int(targets[next_mark].tree_size) == expected + 1

@@ -7,6 +7,7 @@ Merkle nodes are perfect subtrees ``(level, idx)``; any operation reads the ``O(
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,8 @@ ENTRY_COLUMNS = (
     "action", "outcome", "agency", "client_id", "acting_user", "purpose", "resource_type", "resource_id",
     "case_id", "source_service", "event_id", "occurred_at", "details",
 )
+#: An ``audit_entries`` row in column order (``details`` last), as the sequencer writes it and a scan reads it.
+LOG_COLUMNS = ("idx", "recorded_at", *ENTRY_COLUMNS)
 
 # One sequencer at a time across all replicas: a transaction-scoped advisory lock.
 SEQUENCER_LOCK = 0x52464E4155444954  # "RFNAUDIT"
@@ -116,12 +119,28 @@ async def take_sequencer_lock(session: AsyncSession) -> bool:
     return bool((await session.execute(select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK)))).scalar_one())
 
 
+async def driver_connection(session: AsyncSession | AsyncConnection) -> Any:
+    """The asyncpg connection under the caller's transaction (which must have begun).
+
+    The log's bulk paths -- the sequencer's batches, a verification's full scan -- use it directly: per row,
+    the ORM's result and parameter processing costs more than the hashing does. ``details`` still comes and
+    goes through the JSON codec SQLAlchemy's dialect installs on every connection (JSON text in, dict out).
+    """
+    connection = await session.connection() if isinstance(session, AsyncSession) else session
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
 async def oldest_pending(session: AsyncSession, limit: int) -> Sequence[Any]:
-    return (await session.execute(select(pending).order_by(pending.c.seq).limit(limit))).all()
+    """The oldest queued entries, as driver records (``seq`` and ``ENTRY_COLUMNS`` by name)."""
+    driver = await driver_connection(session)
+    records: Sequence[Any] = await driver.fetch(
+        f"SELECT seq, {', '.join(ENTRY_COLUMNS)} FROM audit_pending ORDER BY seq LIMIT $1", limit)  # noqa: S608
+    return records
 
 
 async def remove_pending(session: AsyncSession, seqs: list[int]) -> None:
-    await session.execute(pending.delete().where(pending.c.seq.in_(seqs)))
+    await session.execute(text("DELETE FROM audit_pending WHERE seq = ANY(CAST(:seqs AS BIGINT[]))"), {"seqs": seqs})
 
 
 # --- the log --------------------------------------------------------------------------------------------
@@ -137,24 +156,27 @@ async def already_logged(session: AsyncSession, keys: Iterable[tuple[str, str]])
     wanted = list(keys)
     if not wanted:
         return set()
+    # Both lists as arrays on the unique index (source_service, event_id): an index scan whatever the log's
+    # size (a join against an unnest() was planned as a full scan of the log), then the exact pairs here.
     rows = await session.execute(
         text(
-            "SELECT e.source_service, e.event_id FROM audit_entries e "
-            "JOIN unnest(CAST(:s AS TEXT[]), CAST(:i AS TEXT[])) AS k(s, i) "
-            "ON e.source_service = k.s AND e.event_id = k.i"
+            "SELECT source_service, event_id FROM audit_entries "
+            "WHERE source_service = ANY(CAST(:s AS TEXT[])) AND event_id = ANY(CAST(:i AS TEXT[]))"
         ),
-        {"s": [k[0] for k in wanted], "i": [k[1] for k in wanted]},
+        {"s": sorted({k[0] for k in wanted}), "i": [k[1] for k in wanted]},
     )
-    return {(r[0], r[1]) for r in rows}
+    pairs = set(wanted)
+    return {(r[0], r[1]) for r in rows if (r[0], r[1]) in pairs}
 
 
-async def append_entries(session: AsyncSession, rows: list[dict[str, Any]], new_nodes: list[StoredNode]) -> None:
+async def append_entries(session: AsyncSession, rows: Sequence[Sequence[Any]], new_nodes: list[StoredNode]) -> None:
+    """Entries (each in ``LOG_COLUMNS`` order, ``details`` a dict) and their new Merkle nodes, by COPY."""
+    driver = await driver_connection(session)
     if rows:
-        await session.execute(insert(entries), rows)
+        records = [(*row[:-1], json.dumps(row[-1])) for row in rows]
+        await driver.copy_records_to_table("audit_entries", records=records, columns=LOG_COLUMNS)
     if new_nodes:
-        await session.execute(
-            insert(nodes), [{"level": n.level, "idx": n.index, "hash": n.hash} for n in new_nodes]
-        )
+        await driver.copy_records_to_table("merkle_nodes", records=new_nodes, columns=("level", "idx", "hash"))
 
 
 async def fetch_nodes(session: AsyncSession | AsyncConnection, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
@@ -209,6 +231,18 @@ async def case_entries(session: AsyncSession, case_id: str) -> Sequence[Any]:
 async def leaf_hash(session: AsyncSession, index: int) -> bytes | None:
     found = await fetch_nodes(session, [(0, index)])
     return found.get((0, index))
+
+
+async def scan_entries_with_leaves(conn: AsyncConnection, prefetch: int = 5000) -> AsyncIterator[Any]:
+    """Every entry in index order as a driver record: ``LOG_COLUMNS`` and ``stored_leaf`` (NULL if the leaf's
+    node is missing). The verification's full scan: a million rows, no ORM row objects."""
+    driver = await driver_connection(conn)
+    query = (
+        f"SELECT {', '.join('e.' + c for c in LOG_COLUMNS)}, n.hash AS stored_leaf FROM audit_entries e "  # noqa: S608
+        "LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx"
+    )
+    async for record in driver.cursor(query, prefetch=prefetch):
+        yield record
 
 
 async def stream_entries_with_leaves(conn: AsyncConnection, batch: int = 2000) -> AsyncIterator[Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from pydantic import StringConstraints
 
 from services.intake import domain, service
 from services.intake.settings import IntakeSettings
@@ -33,7 +34,11 @@ ConsentWriter = Annotated[Principal, Depends(require_scopes("consent:write"))]
 Clearer = Annotated[Principal, Depends(require_scopes("cases:clearance"))]
 
 
-def read_purpose(x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER)] = None) -> str:
+def read_purpose(
+    # Declared as an enumeration for integrators; checked here so that a missing or unknown purpose is a 400.
+    x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER,
+                                            json_schema_extra={"enum": sorted(domain.READ_PURPOSES)})] = None,
+) -> str:
     """Every read of case data names why (ARCHITECTURE.md); the purpose is recorded with the access."""
     if x_purpose is None or not x_purpose.strip():
         raise Problem(400, "purpose-required", f"The {PURPOSE_HEADER} header is required to read case data.",
@@ -45,9 +50,23 @@ def read_purpose(x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER)] 
     return x_purpose
 
 
-@router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)")
-async def register_case(body: domain.CaseBody, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
-    return await service.register_case(ctx, principal, body)
+# Printable ASCII, as referral's POST /referrals takes it.
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
+
+
+@router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)",
+             responses={422: {"description": "Not valid, or the Idempotency-Key was used for another request "
+                                             "(`idempotency-key-reused`)"}})
+async def register_case(
+    body: domain.CaseBody, principal: CaseWriter, ctx: Ctx, response: Response,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(
+        alias="Idempotency-Key", description="Retry with the same key after a lost answer: the same case comes "
+                                             "back (`Idempotent-Replayed: true`), not a second one.")] = None,
+) -> dict[str, Any]:
+    view, replayed = await service.register_case(ctx, principal, body, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return view
 
 
 @router.get("/cases", summary="The caller's own cases (non-identifying summaries)")
@@ -70,7 +89,8 @@ async def read_case(
     return await service.read_case(ctx, principal, case_id, purpose)
 
 
-@router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards")
+@router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards",
+              responses={409: {"description": "The case was erased (`case-erased`)"}})
 async def update_case(case_id: str, patch: domain.CasePatch, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
     return await service.update_case(ctx, principal, case_id, patch)
 
@@ -82,7 +102,8 @@ async def erase_case(case_id: str, principal: CaseWriter, ctx: Ctx) -> dict[str,
 
 
 @router.post("/cases/{case_id}/consents", status_code=status.HTTP_201_CREATED, tags=["consent"],
-             summary="Record a new consent version")
+             summary="Record a new consent version",
+             responses={409: {"description": "The case was erased (`case-erased`)"}})
 async def grant_consent(case_id: str, body: domain.ConsentBody, principal: ConsentWriter, ctx: Ctx) -> dict[str, Any]:
     return await service.grant_consent(ctx, principal, case_id, body)
 
@@ -93,7 +114,9 @@ async def list_consents(case_id: str, principal: CaseReader, ctx: Ctx) -> dict[s
 
 
 @router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,
-             tags=["consent"], summary="Withdraw consent (a new version ending the current one)")
+             tags=["consent"], summary="Withdraw consent (a new version ending the current one)",
+             responses={409: {"description": "Not the current consent (`consent-not-current`), or the case was "
+                                             "erased"}})
 async def withdraw_consent(
     case_id: str, consent_id: str, principal: ConsentWriter, ctx: Ctx, body: domain.WithdrawBody | None = None,
 ) -> dict[str, Any]:
@@ -101,12 +124,14 @@ async def withdraw_consent(
 
 
 @router.post("/cases/{case_id}/overrides", status_code=status.HTTP_201_CREATED, tags=["consent"],
-             summary="Risk-to-life disclosure without consent (second approver required)")
+             summary="Risk-to-life disclosure without consent (second approver required)",
+             responses={409: {"description": "The case was erased (`case-erased`)"}})
 async def create_override(case_id: str, body: domain.OverrideBody, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
     return await service.create_override(ctx, principal, case_id, body)
 
 
 @router.post("/internal/clearance", tags=["internal"],
-             summary="May this case be referred to that agency for these categories? (referral service)")
+             summary="May this case be referred to that agency for these categories? (referral service)",
+             responses={404: {"description": "No such case"}})
 async def clearance(body: domain.ClearanceBody, principal: Clearer, ctx: Ctx) -> dict[str, Any]:
     return await service.clearance(ctx, body)

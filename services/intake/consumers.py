@@ -47,8 +47,11 @@ async def on_agency(session: AsyncSession, event: Event) -> None:
     if not isinstance(agency_id, str) or not agency_id:
         raise PoisonEvent("agency event without agency_id")
     status = event.data.get("status")
-    if not isinstance(status, str):
+    if status is None:
         status = "suspended" if event.short_type.startswith("agency.suspended") else "active"
+    if status not in ("active", "suspended"):
+        # A wrong-typed status must not be read as "active": that would let a suspended agency's reads back in.
+        raise PoisonEvent("agency event with a status other than active or suspended")
     statement = insert(AgencyRow).values(id=agency_id, status=status, updated_at=event.time)
     await session.execute(statement.on_conflict_do_update(
         index_elements=[AgencyRow.id], set_={"status": status, "updated_at": event.time}))

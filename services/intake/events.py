@@ -11,10 +11,31 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The type names are the contract's (shared/contract.py), imported here so the service reads ev.X.
+from shared.contract import (
+    AGENCY_TYPES,
+    CASE_CLOSED,
+    CASE_ERASED,
+    CASE_REGISTERED,
+    CASE_UPDATED,
+    CONSENT_GRANTED,
+    CONSENT_OVERRIDDEN,
+    CONSENT_WITHDRAWN,
+    REFERRAL_TYPES,
+)
 from shared.topics import INTAKE_EVENTS as TOPIC
 from shared.topics import REFERRAL_EVENTS, REGISTRY_EVENTS
 
 __all__ = [
+    "AGENCY_TYPES",
+    "CASE_CLOSED",
+    "CASE_ERASED",
+    "CASE_REGISTERED",
+    "CASE_UPDATED",
+    "CONSENT_GRANTED",
+    "CONSENT_OVERRIDDEN",
+    "CONSENT_WITHDRAWN",
+    "EMITTED",
     "REFERRAL_EVENTS",
     "REFERRAL_TYPES",
     "REGISTRY_EVENTS",
@@ -28,19 +49,6 @@ __all__ = [
     "ReferralChanged",
     "schemas",
 ]
-
-CASE_REGISTERED = "case.registered.v1"
-CASE_UPDATED = "case.updated.v1"
-CASE_CLOSED = "case.closed.v1"
-CASE_ERASED = "case.erased.v1"
-CONSENT_GRANTED = "consent.granted.v1"
-CONSENT_WITHDRAWN = "consent.withdrawn.v1"
-CONSENT_OVERRIDDEN = "consent.overridden.v1"
-
-REFERRAL_STATES = ("requested", "received", "accepted", "rejected", "in_progress", "on_hold", "completed",
-                   "failed", "cancelled", "overdue")
-REFERRAL_TYPES = tuple(f"referral.{state}.v1" for state in REFERRAL_STATES)
-AGENCY_TYPES = ("agency.registered.v1", "agency.updated.v1", "agency.suspended.v1")
 
 
 class _Payload(BaseModel):

@@ -7,6 +7,9 @@ read's decision, and a refused read commits its record before the caller gets it
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.intake import domain
@@ -168,7 +172,18 @@ async def _own_case(session: AsyncSession, principal: Principal, case_id: str, *
 # --- cases -----------------------------------------------------------------------------------------------
 
 
-async def register_case(ctx: Context, principal: Principal, body: domain.CaseBody) -> dict[str, Any]:
+async def register_case(ctx: Context, principal: Principal, body: domain.CaseBody,
+                        idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+    """-> (the case, whether it is the replay of an earlier registration with the same Idempotency-Key).
+
+    A case system that lost the answer to a registration sends it again with the same key and gets the case
+    the first attempt made, not a second record of the same person.
+    """
+    if idempotency_key is not None:
+        async with unit_of_work(ctx.sessions) as session:
+            existing = await _case_by_key(session, principal.agency_id, idempotency_key)
+            if existing is not None:
+                return await _replay_registration(ctx, session, principal, existing, body), True
     keys = ctx.keys()
     now = _now()
     age = domain.age_at_intake(body.person, now.date())
@@ -186,19 +201,60 @@ async def register_case(ctx: Context, principal: Principal, body: domain.CaseBod
         trafficking_status=body.screening.trafficking_status, facts=screening,
         sealed=seal(data_key, personal, case_id=case_id, label=CASE_LABEL),
         created_by_client=principal.client_id, created_at=now, updated_at=now,
+        idempotency_key=idempotency_key,
+        request_fingerprint=registration_fingerprint(data_key, body) if idempotency_key is not None else None,
     )
-    async with unit_of_work(ctx.sessions) as session:
-        session.add(row)
-        await session.flush()
-        session.add(CaseKeyRow(case_id=case_id, wrapped_key=wrap(data_key, keys.current, case_id),
-                               master_key_id=keys.current.key_id))
-        await _emit(ctx, session, ev.CASE_REGISTERED, case_id, _case_event(row, principal))
-        await _access(ctx, session, principal, action="case.create", outcome="success", case_id=case_id,
-                      categories=list(domain.ALL_CATEGORIES))
-        if body.initial_consent is not None:
+    try:
+        async with unit_of_work(ctx.sessions) as session:
+            session.add(row)
             await session.flush()
-            await _store_consent(ctx, session, principal, row, data_key, body.initial_consent, version=1)
-    return _view(row, personal)
+            session.add(CaseKeyRow(case_id=case_id, wrapped_key=wrap(data_key, keys.current, case_id),
+                                   master_key_id=keys.current.key_id))
+            await _emit(ctx, session, ev.CASE_REGISTERED, case_id, _case_event(row, principal))
+            await _access(ctx, session, principal, action="case.create", outcome="success", case_id=case_id,
+                          categories=list(domain.ALL_CATEGORIES))
+            if body.initial_consent is not None:
+                await session.flush()
+                await _store_consent(ctx, session, principal, row, data_key, body.initial_consent, version=1)
+    except IntegrityError:
+        # The key's first attempt committed while we were working (the unique constraint says so): answer
+        # with its case.
+        if idempotency_key is None:
+            raise
+        async with unit_of_work(ctx.sessions) as session:
+            existing = await _case_by_key(session, principal.agency_id, idempotency_key)
+            if existing is None:
+                raise
+            return await _replay_registration(ctx, session, principal, existing, body), True
+    return _view(row, personal), False
+
+
+def registration_fingerprint(data_key: bytes, body: domain.CaseBody) -> bytes:
+    """What a retry must repeat to be the same registration: an HMAC of the request under the case's own
+    data key, so the stored fingerprint says nothing about the person and is shredded with the key."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(data_key, b"refnet-intake-registration\x00" + canonical, hashlib.sha256).digest()
+
+
+async def _case_by_key(session: AsyncSession, owner: str, idempotency_key: str) -> CaseRow | None:
+    return (await session.execute(select(CaseRow).where(
+        CaseRow.owner_agency == owner, CaseRow.idempotency_key == idempotency_key))).scalar_one_or_none()
+
+
+async def _replay_registration(ctx: Context, session: AsyncSession, principal: Principal, row: CaseRow,
+                               body: domain.CaseBody) -> dict[str, Any]:
+    data_key = await _data_key(ctx, session, row.id)
+    if data_key is None:
+        raise Problem(409, "case-erased", "The case registered with this Idempotency-Key was erased.")
+    fingerprint = registration_fingerprint(data_key, body)
+    if row.request_fingerprint is None or not hmac.compare_digest(bytes(row.request_fingerprint), fingerprint):
+        raise Problem(422, "idempotency-key-reused", "This Idempotency-Key was used for a different request.",
+                      title="Unprocessable Content",
+                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
+    # The answer carries the person's data again: that is a read by the owner, recorded like any other.
+    await _access(ctx, session, principal, action="case.read", outcome="success", case_id=row.id,
+                  purpose="case_management", categories=list(domain.ALL_CATEGORIES), role="owner", replay=True)
+    return _view(row, await _personal(ctx, session, row))
 
 
 async def list_cases(

@@ -52,6 +52,11 @@ class CaseRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The registration's Idempotency-Key (unique per owner) and its request's HMAC under the data key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (UniqueConstraint("owner_agency", "idempotency_key"),)
 
 
 class CaseKeyRow(Base):

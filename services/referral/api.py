@@ -80,7 +80,10 @@ EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
 Broker = Annotated[Referrals, Depends(referrals_of)]
 
 
-@router.post("/referrals", status_code=201, summary="Refer a case to an agency or a registry service")
+@router.post("/referrals", status_code=201, summary="Refer a case to an agency or a registry service",
+             responses={404: {"description": "No such case, or not one the caller may refer"},
+                        409: {"description": "A guard refused the referral; `type` ends with the guard "
+                                            "(`consent-missing`, `child-bia-missing`, `non-refoulement`, ...)"}})
 async def create_referral(
     body: CreateReferral, principal: Writer, referrals: Broker,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
@@ -158,7 +161,8 @@ async def get_referral(referral_id: Id, principal: Reader, referrals: Broker) ->
     return await referrals.get(principal, referral_id)
 
 
-@router.post("/referrals/{referral_id}/transitions", summary="Move a referral along its lifecycle")
+@router.post("/referrals/{referral_id}/transitions", summary="Move a referral along its lifecycle",
+             responses={409: {"description": "Not a move the caller may make now (`invalid-transition`)"}})
 async def move_referral(referral_id: Id, body: Transition, principal: Writer, referrals: Broker) -> dict[str, Any]:
     return await referrals.transition(principal, referral_id, body.to, body.reason_code, body.note)
 
@@ -217,7 +221,8 @@ Hooks = Annotated[Subscriptions, Depends(subscriptions_of)]
 
 
 @router.post("/subscriptions", status_code=201, tags=["delivery"],
-             summary="Subscribe a webhook to the caller's referral events (Standard Webhooks signatures)")
+             summary="Subscribe a webhook to the caller's referral events (Standard Webhooks signatures)",
+             responses={409: {"description": "The agency has as many subscriptions as allowed"}})
 async def subscribe(body: NewSubscription, principal: EventReader, subscriptions: Hooks) -> JSONResponse:
     view = await subscriptions.create(principal, str(body.url), body.event_types)
     return JSONResponse(view, status_code=201, headers={"Location": f"/subscriptions/{view['id']}"})

@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.referral import api, consumers, events
+from services.referral.catchup import RegistryCatchUp
 from services.referral.clearance import ClearanceClient, HttpClearanceClient
 from services.referral.deadlines import DeadlineScheduler
 from services.referral.service import Clock, Referrals, system_clock
@@ -34,7 +35,8 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
             http = HttpClearanceClient(settings.intake_url, tokens, timeout=settings.clearance_timeout_seconds)
             runtime.extras["clearance_http"] = http
             client = http
-        referrals = Referrals(runtime.sessions, source=settings.source, clearance=client, clock=clock)
+        referrals = Referrals(runtime.sessions, source=settings.source, clearance=client, clock=clock,
+                              acknowledge_within=settings.acknowledge_within())
         runtime.extras["referrals"] = referrals
         app.state.referrals = referrals
         app.state.subscriptions = Subscriptions(
@@ -50,9 +52,15 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
                   "enable_idempotence": settings.kafka_enable_idempotence}
         scheduler = DeadlineScheduler(referrals, runtime.engine, interval_seconds=settings.deadline_interval_seconds)
         runtime.extras["deadlines"] = scheduler
+        registry = EventConsumer(name=f"{settings.consumer_group_prefix}-registry", topics=[events.REGISTRY_EVENTS],
+                                 handlers=consumers.registry_handlers(referrals), **common)  # type: ignore[arg-type]
+        catchup = RegistryCatchUp(runtime.sessions, bootstrap=settings.kafka_bootstrap, consumer=registry.name,
+                                  empty_grace_seconds=settings.registry_empty_grace_seconds)
+        runtime.extras["registry_catchup"] = catchup
+        referrals.registry_loaded = lambda: catchup.loaded
         jobs: list[EventConsumer | Callable[[], Coroutine[Any, Any, None]]] = [
-            EventConsumer(name=f"{settings.consumer_group_prefix}-registry", topics=[events.REGISTRY_EVENTS],
-                          handlers=consumers.registry_handlers(referrals), **common),  # type: ignore[arg-type]
+            registry,
+            catchup.run,
             EventConsumer(name=f"{settings.consumer_group_prefix}-intake", topics=[events.INTAKE_EVENTS],
                           handlers=consumers.intake_handlers(referrals), **common),  # type: ignore[arg-type]
             scheduler.run,

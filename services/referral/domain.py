@@ -276,9 +276,11 @@ ACKNOWLEDGE_WITHIN: Mapping[Priority, timedelta] = {
 }
 
 
-def due_at(priority: Priority, created_at: datetime) -> datetime:
-    """When the recipient must have acknowledged (moved the referral past ``requested``)."""
-    return created_at + ACKNOWLEDGE_WITHIN[priority]
+def due_at(priority: Priority, created_at: datetime,
+           within: Mapping[Priority, timedelta] = ACKNOWLEDGE_WITHIN) -> datetime:
+    """When the recipient must have acknowledged (moved the referral past ``requested``); ``within``: the
+    deadlines the country's SOPs agreed, if not the referral form's."""
+    return created_at + within[priority]
 
 
 def is_overdue(status: Status, due: datetime, now: datetime) -> bool:

@@ -16,35 +16,46 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The type names are the contract's (shared/contract.py), imported here so the service reads events.X.
+from shared.contract import (
+    AGENCY_REGISTERED,
+    AGENCY_SUSPENDED,
+    AGENCY_UPDATED,
+    CASE_ERASED,
+    CONSENT_WITHDRAWN,
+    REFERRAL_TYPES,
+    SERVICE_CAPACITY_CHANGED,
+    SERVICE_PUBLISHED,
+    SERVICE_UPDATED,
+    SERVICE_WITHDRAWN,
+)
+from shared.contract import REFERRAL_OVERDUE as OVERDUE
+from shared.contract import referral_state_type as state_event_type
 from shared.topics import INTAKE_EVENTS, REGISTRY_EVENTS
 from shared.topics import REFERRAL_EVENTS as TOPIC
 
 __all__ = [
+    "AGENCY_REGISTERED",
+    "AGENCY_SUSPENDED",
+    "AGENCY_UPDATED",
+    "CASE_ERASED",
+    "CONSENT_WITHDRAWN",
+    "EMITTED",
     "INTAKE_EVENTS",
+    "OVERDUE",
     "REGISTRY_EVENTS",
+    "SERVICE_CAPACITY_CHANGED",
+    "SERVICE_PUBLISHED",
+    "SERVICE_UPDATED",
+    "SERVICE_WITHDRAWN",
     "TOPIC",
     "AgencyChanged",
     "CaseErased",
     "ConsentWithdrawn",
     "ReferralEvent",
     "ServiceChanged",
+    "state_event_type",
 ]
-
-OVERDUE = "referral.overdue.v1"
-
-AGENCY_REGISTERED = "agency.registered.v1"
-AGENCY_UPDATED = "agency.updated.v1"
-AGENCY_SUSPENDED = "agency.suspended.v1"
-SERVICE_PUBLISHED = "service.published.v1"
-SERVICE_UPDATED = "service.updated.v1"
-SERVICE_WITHDRAWN = "service.withdrawn.v1"
-SERVICE_CAPACITY_CHANGED = "service.capacity_changed.v1"
-CONSENT_WITHDRAWN = "consent.withdrawn.v1"
-CASE_ERASED = "case.erased.v1"
-
-
-def state_event_type(status: str) -> str:
-    return f"referral.{status}.v1"
 
 
 class ReferralEvent(BaseModel):
@@ -66,6 +77,10 @@ class ReferralEvent(BaseModel):
     due_at: datetime
     agency: str | None  # the actor; None when RefNet itself acted
     acting_user: str | None
+
+
+#: The payload model of every type referral emits (for the JSON Schemas and the AsyncAPI document).
+EMITTED: dict[str, type[BaseModel]] = dict.fromkeys(REFERRAL_TYPES, ReferralEvent)
 
 
 class _Lenient(BaseModel):

@@ -11,9 +11,9 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -75,11 +75,16 @@ class Referrals:
     """The referral broker's use cases."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, source: str, clearance: ClearanceClient,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock,
+                 acknowledge_within: Mapping[domain.Priority, timedelta] = domain.ACKNOWLEDGE_WITHIN,
+                 registry_loaded: Callable[[], bool] = lambda: True) -> None:
         self.sessions = sessions
         self.source = source
         self.clearance = clearance
         self.clock = clock
+        self.acknowledge_within = acknowledge_within
+        # False until the read model of the registry holds what the registry had published when we started.
+        self.registry_loaded = registry_loaded
 
     # -- create ------------------------------------------------------------------------------------------
 
@@ -121,13 +126,13 @@ class Referrals:
                     raise not_found("case")
                 agency = await store.agency_for_share(session, to_agency)
                 if agency is None:
-                    raise field_problem("to_agency", "The recipient agency is not known to the registry.")
+                    raise self._unknown("to_agency", "The recipient agency is not known to the registry.")
                 offer = None
                 service_type = request.service_type
                 if request.service_id is not None:
                     svc = await store.service(session, request.service_id)
                     if svc is None or svc.status != "active":
-                        raise field_problem("service_id", "No such service in the registry.")
+                        raise self._unknown("service_id", "No such service in the registry.")
                     offer = domain.ServiceOffer(svc.service_id, svc.agency_id, svc.taxonomy, svc.capacity_status,
                                                 svc.capacity_available)
                     service_type = service_type or svc.taxonomy
@@ -156,7 +161,8 @@ class Referrals:
                     service_type=service_type, priority=str(request.priority), reason=request.reason,
                     shared_categories=[str(c) for c in request.shared_categories],
                     consent_id=clearance.consent_id, consent_version=clearance.consent_version,
-                    status=str(Status.requested), due_at=domain.due_at(request.priority, now), overdue_at=None,
+                    status=str(Status.requested), overdue_at=None,
+                    due_at=domain.due_at(request.priority, now, self.acknowledge_within),
                     created_at=now, updated_at=now, created_by_client=principal.client_id,
                     acting_user=principal.acting_user, idempotency_key=idempotency_key,
                     request_hash=fingerprint,
@@ -183,6 +189,14 @@ class Referrals:
         log.info("referral_requested", referral_id=view["id"], case_id=request.case_id, pathway=str(request.pathway))
         return view, False
 
+    def _unknown(self, field: str, detail: str) -> Problem:
+        """Not in our read model of the registry: unknown (422) -- unless that is still loading after start-up,
+        when it may just not have arrived yet (503, try again)."""
+        if not self.registry_loaded():
+            return Problem(503, "registry-loading", "The referral service is still loading the registry's agencies "
+                           "and services after starting; try again shortly.", headers={"Retry-After": "2"})
+        return field_problem(field, detail)
+
     async def _replay(self, session: AsyncSession, row: ReferralRow, fingerprint: str) -> dict[str, Any]:
         if row.request_hash != fingerprint:
             raise Problem(422, "idempotency-key-reused",
@@ -198,7 +212,7 @@ class Referrals:
             return request.to_agency
         svc = await store.service(session, request.service_id)
         if svc is None or svc.status != "active":
-            raise field_problem("service_id", "No such service in the registry.")
+            raise self._unknown("service_id", "No such service in the registry.")
         if request.to_agency is not None and request.to_agency != svc.agency_id:
             raise field_problem("to_agency", "to_agency is not the provider of service_id.")
         if request.service_type is not None and request.service_type != svc.taxonomy:

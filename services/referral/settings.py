@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import ClassVar
 
+from pydantic import field_validator
+
+from services.referral.domain import Priority
 from shared.settings import DEFAULT_PORTS, ServiceSettings
 
 
@@ -21,6 +25,15 @@ class ReferralSettings(ServiceSettings):
     consumer_group_prefix: str = "referral"
     # How often the deadline scheduler looks for referrals past due (and tries to become leader).
     deadline_interval_seconds: float = 30.0
+    # How long a recipient has to acknowledge a referral before it is overdue, by priority: the common
+    # inter-agency referral form's 24 h, 72 h and 14 days unless the country's SOPs agreed others. ISO 8601
+    # durations (`PT24H`, `P14D`, `PT5S`).
+    acknowledge_emergency_within: timedelta = timedelta(hours=24)
+    acknowledge_urgent_within: timedelta = timedelta(hours=72)
+    acknowledge_normal_within: timedelta = timedelta(days=14)
+    # A replica that finds the registry's topic empty when it starts waits this long for the registry's first
+    # events (on a fresh stack they come seconds later) before it takes an unknown recipient for unknown.
+    registry_empty_grace_seconds: float = 15.0
     # Longest wait a pull-feed client may ask for.
     feed_max_wait_seconds: float = 30.0
 
@@ -35,3 +48,15 @@ class ReferralSettings(ServiceSettings):
     # unless this is set (local development): a partner must not make RefNet call into its own network.
     webhook_allow_private_networks: bool = False
     webhook_max_subscriptions_per_agency: int = 20
+
+    @field_validator("acknowledge_emergency_within", "acknowledge_urgent_within", "acknowledge_normal_within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    def acknowledge_within(self) -> dict[Priority, timedelta]:
+        return {Priority.emergency: self.acknowledge_emergency_within,
+                Priority.urgent: self.acknowledge_urgent_within,
+                Priority.normal: self.acknowledge_normal_within}

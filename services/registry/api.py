@@ -93,7 +93,36 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/oauth/token", tags=["oauth"], summary="Token endpoint (client credentials grant)")
+# The OAuth endpoints read their form themselves (RFC 6749 rules FastAPI's form parsing does not know), so
+# their body and their RFC 6749 error answers are declared here for the OpenAPI document.
+_CLIENT_AUTH_FIELDS: dict[str, Any] = {
+    "client_assertion_type": {"type": "string", "enum": [domain.ASSERTION_TYPE]},
+    "client_assertion": {"type": "string", "description": "RFC 7523 private_key_jwt assertion"},
+    "client_id": {"type": "string"},
+}
+
+
+def _oauth_form(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {**fields, **_CLIENT_AUTH_FIELDS}, "required": required}
+    return {"requestBody": {"required": True, "content": {FORM_TYPE: {"schema": schema}}}}
+
+
+_OAUTH_ERROR = {"application/json": {"schema": {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}}}}
+OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "RFC 6749 error: invalid_request, invalid_scope, unsupported_grant_type",
+          "content": _OAUTH_ERROR},
+    401: {"description": "RFC 6749 error: invalid_client (client authentication failed)", "content": _OAUTH_ERROR},
+    429: {"description": "Too many requests from this client; slow down"},
+}
+TOKEN_FORM = _oauth_form({"grant_type": {"type": "string", "enum": ["client_credentials"]},
+                          "scope": {"type": "string", "description": "space-separated scopes"}}, ["grant_type"])
+TOKEN_ACTION_FORM = _oauth_form({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
+
+
+@router.post("/oauth/token", tags=["oauth"], summary="Token endpoint (client credentials grant)",
+             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_FORM)
 async def token(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:
@@ -110,7 +139,8 @@ async def token(request: Request, registry: Registry) -> JSONResponse:
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.post("/oauth/introspect", tags=["oauth"], summary="Token introspection (RFC 7662)")
+@router.post("/oauth/introspect", tags=["oauth"], summary="Token introspection (RFC 7662)",
+             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_ACTION_FORM)
 async def introspect(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:
@@ -121,7 +151,8 @@ async def introspect(request: Request, registry: Registry) -> JSONResponse:
         return oauth_error_response(error, basic_used)
 
 
-@router.post("/oauth/revoke", tags=["oauth"], summary="Token revocation (RFC 7009)")
+@router.post("/oauth/revoke", tags=["oauth"], summary="Token revocation (RFC 7009)",
+             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_ACTION_FORM)
 async def revoke(request: Request, registry: Registry) -> Response:
     basic_used = "authorization" in request.headers
     try:

@@ -162,6 +162,27 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
+def bounding_box(lat: float, lon: float, radius_km: float) -> tuple[float, float, float, float]:
+    """(min lat, max lat, min lon, max lon) holding every point within ``radius_km`` of (lat, lon).
+
+    The search's prefilter (an index on the locations' points narrows 100,000 services to the few near the
+    point before any distance is computed). Exact for a sphere -- latitude moves at most r/R radians, and
+    longitude at most asin(sin(r/R) / cos(lat)) -- widened by a hair for rounding; over a pole or across the
+    antimeridian it gives up on longitude (the whole range) rather than split the box.
+    """
+    angle = radius_km / EARTH_RADIUS_KM
+    margin = 1e-6
+    dlat = math.degrees(angle) + margin
+    lat_min, lat_max = max(lat - dlat, -90.0), min(lat + dlat, 90.0)
+    spread = math.sin(angle) / math.cos(math.radians(lat)) if abs(lat) < 90.0 else 2.0
+    if lat_min <= -90.0 or lat_max >= 90.0 or angle >= math.pi / 2 or spread >= 1.0:
+        return lat_min, lat_max, -180.0, 180.0
+    dlon = math.degrees(math.asin(spread)) + margin
+    if lon - dlon < -180.0 or lon + dlon > 180.0:
+        return lat_min, lat_max, -180.0, 180.0
+    return lat_min, lat_max, lon - dlon, lon + dlon
+
+
 def parse_near(value: str) -> tuple[float, float]:
     """"lat,lon" -> (lat, lon); ValueError with a reason otherwise."""
     parts = value.split(",")

@@ -9,18 +9,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# The type names are the contract's (shared/contract.py), imported here so the service reads events.X.
+from shared.contract import (
+    AGENCY_REGISTERED,
+    AGENCY_SUSPENDED,
+    AGENCY_TYPES,
+    AGENCY_UPDATED,
+    SERVICE_CAPACITY_CHANGED,
+    SERVICE_PUBLISHED,
+    SERVICE_TYPES,
+    SERVICE_UPDATED,
+    SERVICE_WITHDRAWN,
+    TOKEN_REVOKED,
+)
 from shared.topics import REGISTRY_EVENTS as TOPIC
-
-AGENCY_REGISTERED = "agency.registered.v1"
-AGENCY_UPDATED = "agency.updated.v1"
-AGENCY_SUSPENDED = "agency.suspended.v1"
-SERVICE_PUBLISHED = "service.published.v1"
-SERVICE_UPDATED = "service.updated.v1"
-SERVICE_WITHDRAWN = "service.withdrawn.v1"
-SERVICE_CAPACITY_CHANGED = "service.capacity_changed.v1"
-
-ALL_TYPES = (AGENCY_REGISTERED, AGENCY_UPDATED, AGENCY_SUSPENDED, SERVICE_PUBLISHED, SERVICE_UPDATED,
-             SERVICE_WITHDRAWN, SERVICE_CAPACITY_CHANGED)
 
 
 class _Payload(BaseModel):
@@ -64,4 +66,36 @@ class ServicePayload(_Payload):
     location: Point | None  # the first location's coordinates, if it has any
 
 
-__all__ = ["ALL_TYPES", "TOPIC", "AgencyPayload", "Capacity", "Point", "ServicePayload"]
+class TokenRevokedPayload(_Payload):
+    """token.revoked.v1: resource servers refuse the token from now on (shared.revocation)."""
+
+    jti: str
+    agency_id: str
+    client_id: str
+    expires_at: str  # RFC 3339; after it the token is refused anyway and may be forgotten
+
+
+#: The payload model of every type registry emits (for the JSON Schemas and the AsyncAPI document).
+EMITTED: dict[str, type[BaseModel]] = {
+    **dict.fromkeys(AGENCY_TYPES, AgencyPayload),
+    **dict.fromkeys(SERVICE_TYPES, ServicePayload),
+    TOKEN_REVOKED: TokenRevokedPayload,
+}
+
+__all__ = [
+    "AGENCY_REGISTERED",
+    "AGENCY_SUSPENDED",
+    "AGENCY_UPDATED",
+    "EMITTED",
+    "SERVICE_CAPACITY_CHANGED",
+    "SERVICE_PUBLISHED",
+    "SERVICE_UPDATED",
+    "SERVICE_WITHDRAWN",
+    "TOKEN_REVOKED",
+    "TOPIC",
+    "AgencyPayload",
+    "Capacity",
+    "Point",
+    "ServicePayload",
+    "TokenRevokedPayload",
+]

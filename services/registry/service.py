@@ -464,8 +464,18 @@ class RegistryService:
                 raise OAuthError("unauthorized_client", "A client may revoke only its own tokens.")
             exp = claims.get("exp")
             expires = datetime.fromtimestamp(exp if isinstance(exp, int | float) else time.time(), UTC)
-            await session.execute(insert(RevokedToken).values(jti=str(claims.get("jti")), expires_at=expires)
-                                  .on_conflict_do_nothing())
+            jti = str(claims.get("jti"))
+            added = (await session.execute(insert(RevokedToken).values(jti=jti, expires_at=expires)
+                                           .on_conflict_do_nothing().returning(RevokedToken.jti))).first()
+            if added is not None:
+                # Resource servers validate tokens locally: this event is how they learn to refuse this one.
+                agency_id = str(claims.get("agency") or "")
+                payload = events.TokenRevokedPayload(
+                    jti=jti, agency_id=agency_id, client_id=str(claims.get("sub")),
+                    expires_at=expires.isoformat().replace("+00:00", "Z"))
+                await add_event(session, source=self.source, topic=events.TOPIC, type=events.TOKEN_REVOKED,
+                                aggregate_type="Token", aggregate_id=agency_id or jti,
+                                payload=payload.model_dump(), subject=jti)
         log.info("token_revoked", by=caller.client_id)
 
     # -- the directory ---------------------------------------------------------------------------------
@@ -559,9 +569,16 @@ class RegistryService:
         query: Any = select(Service).join(Agency, Agency.id == Service.agency_id)
         distance: Any = None
         if point is not None:
+            located = [Location.latitude.is_not(None), Location.longitude.is_not(None)]
+            if radius_km is not None:
+                # Only the locations in the radius's bounding box, found by the GiST index on their points
+                # (migration registry_0003): distances are then computed for a few rows, not the directory.
+                lat_min, lat_max, lon_min, lon_max = domain.bounding_box(point[0], point[1], radius_km)
+                located.append(_location_point().op("<@")(
+                    func.box(func.point(lon_min, lat_min), func.point(lon_max, lat_max))))
             nearest = (
                 select(Location.service_id, func.min(_haversine(point)).label("km"))
-                .where(Location.latitude.is_not(None))
+                .where(*located)
                 .group_by(Location.service_id).subquery()
             )
             distance = nearest.c.km
@@ -593,6 +610,11 @@ def _escape_like(value: str) -> str:
 
 def _like_prefix(prefix: str) -> str:
     return _escape_like(prefix) + ".%"
+
+
+def _location_point() -> ColumnElement[Any]:
+    """A location as a PostgreSQL point (x = longitude, y = latitude): the expression the index is on."""
+    return func.point(Location.longitude, Location.latitude)
 
 
 def _haversine(point: tuple[float, float]) -> ColumnElement[float]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from deploy.launcher.infra import free_port
 from tests.integration.test_launcher import launcher_env
@@ -75,14 +80,26 @@ class Network:
         return str(self.credentials(name)["agency_id"])
 
     def token(self, name: str) -> str:
-        """A token for a demo agency, got the way an integrator would (`refnet token --as`), cached for 5 minutes."""
+        """A token for a demo agency, got the way an integrator's case system gets one (README): the client
+        credentials grant, authenticated by an RFC 7523 assertion signed with the agency's private key. Cached
+        for 5 minutes (tokens live 10)."""
         cached = self._tokens.get(name)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        out = subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "token", "--as", name], cwd=REPO,
-                             env=self.env, capture_output=True, text=True, check=True)
-        token = out.stdout.strip()
-        self._tokens[name] = (time.monotonic() + 300, token)
+        credentials = self.credentials(name)
+        now = int(time.time())
+        claims = {"iss": credentials["client_id"], "sub": credentials["client_id"], "aud": credentials["token_url"],
+                  "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
+        assertion = jwt.encode({"alg": "ES256"}, claims, ECKey.import_key(credentials["private_key_pem"]),
+                               algorithms=["ES256"])
+        answer = httpx.post(credentials["token_url"], timeout=30, data={
+            "grant_type": "client_credentials", "scope": " ".join(credentials["scopes"]),
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion})
+        assert answer.status_code == 200, answer.text
+        token = str(answer.json()["access_token"])
+        # Half the token's life, at most 5 minutes (a stack may run with short-lived tokens).
+        self._tokens[name] = (time.monotonic() + min(300, int(answer.json()["expires_in"]) / 2), token)
         return token
 
     def headers(self, name: str, purpose: str = "case_management", user: str = "caseworker.1") -> dict[str, str]:
@@ -90,9 +107,14 @@ class Network:
 
     async def topic(self, topic: str, *, until: Callable[[list[Any]], bool] | None = None,
                     seconds: float = 20) -> list[Any]:
-        """Every record on a topic from the beginning (aiokafka ConsumerRecord), read until `until` holds."""
+        """Every record on a topic from the beginning (aiokafka ConsumerRecord): read until `until` holds (or
+        `seconds` pass), or, without `until`, up to the end the topic had when we started."""
+        if until is None:
+            return await self._to_end(topic)
+        # A topic may appear only with its first event: look for it every half second, not every 5 minutes.
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    metadata_max_age_ms=500)
         await consumer.start()
         records: list[Any] = []
         try:
@@ -100,11 +122,41 @@ class Network:
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)
                 records += [r for rs in batch.values() for r in rs]
-                if until is not None and until(records):
+                if until(records):
                     break
         finally:
             await consumer.stop()
         return records
+
+    async def _to_end(self, topic: str) -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            await consumer.topics()  # fresh metadata
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not partitions:
+                return []
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            deadline = time.monotonic() + 30
+            while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                batch = await consumer.getmany(*partitions, timeout_ms=500)
+                records += [r for rs in batch.values() for r in rs]
+        finally:
+            await consumer.stop()
+        return records
+
+    async def topic_names(self) -> list[str]:
+        """Every topic on the broker (the broker's own internal ones left out)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            return sorted(t for t in await admin.list_topics() if not t.startswith("__"))
+        finally:
+            await admin.close()
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 20,
@@ -120,6 +172,11 @@ async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
 
 def ce_type(record: Any) -> str:
     return str(dict(record.headers)["ce_type"].decode())
+
+
+def ce_headers(record: Any) -> dict[str, str]:
+    """A record's headers as text (CloudEvents attributes are the `ce_*` ones)."""
+    return {name: value.decode() for name, value in record.headers}
 
 
 class WebhookReceiver:

@@ -12,14 +12,18 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.launcher.infra import Broker
+from shared.db import unit_of_work
 from shared.envelope import ERROR_HEADER
+from shared.kafka import ensure_topics
 from shared.observability import EVENTS_CONSUMED
+from shared.outbox import add_event
 from tests.conftest import Infra
 from tests.integration.messaging import Harness, assert_exactly_once, assert_exactly_once_in_order
 
@@ -50,6 +54,30 @@ async def test_ten_thousand_events_arrive_once_each_in_order_per_key(infra: Infr
     assert all(r.n >= 0 for r in rows), "an event of a rolled-back transaction was delivered"
     assert_exactly_once_in_order(rows, set(range(written)))
     assert await h.outbox_size() == 0
+
+
+async def test_a_batch_reaching_a_new_topic_goes_out_at_once(infra: Infra, new_database) -> None:
+    """A new agency's first referral: one transaction writes to a topic that existed when the relay started and
+    to one that does not exist yet (the agency's delivery topic). Both go out at once: the embedded broker
+    refused such a batch (NotLeaderForPartition) until the produce request timed out, 15 s later."""
+    h = await harness(new_database)
+    await ensure_topics(infra.bootstrap, [h.topic])  # as the launcher makes the services' topics
+    async with running(h.relay(infra.bootstrap).run()):
+        await h.write("k", 0)
+        for _ in range(100):
+            if await h.outbox_size() == 0:
+                break
+            await asyncio.sleep(0.1)
+        new_topic = h.topic + ".new"
+        async with unit_of_work(h.sessions) as session:
+            await h.write("k", 1, session=session)
+            await add_event(session, source="/test", topic=new_topic, type="test.happened.v1",
+                            aggregate_type="test", aggregate_id="k", payload={"key": "k", "n": 2})
+        started = time.monotonic()
+        while await h.outbox_size() and time.monotonic() - started < 30:
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+    assert await h.outbox_size() == 0 and took < 5, f"published after {took:.1f} s"
 
 
 async def test_broker_paused_mid_stream_loses_nothing(private_broker: Broker, new_database) -> None:

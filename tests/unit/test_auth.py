@@ -404,7 +404,8 @@ def test_openapi_declares_bearer_scheme(issuer: LocalIssuer) -> None:
     schema = make_app(issuer.validator()).openapi()
     schemes = schema["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
-    assert schema["paths"]["/cases"]["get"]["security"] == [{"HTTPBearer": []}]
+    # OpenAPI 3.1 lets a non-OAuth scheme name the scopes (roles) an operation needs: integrators read them here.
+    assert schema["paths"]["/cases"]["get"]["security"] == [{"HTTPBearer": ["cases:read"]}]
 
 
 @pytest.mark.parametrize("algorithms", [("HS256",), ("ES256", "none"), ()])

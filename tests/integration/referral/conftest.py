@@ -175,7 +175,7 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
         "database_url": database_url, "kafka_bootstrap": bootstrap, "log_json": False, "log_level": "WARNING",
         "issuer": local.issuer, "jwks_url": local.jwks_url, "service_token": SERVICE_TOKEN,
         "consumer_group_prefix": "referral-" + uuid.uuid4().hex[:8], "deadline_interval_seconds": 3600.0,
-        "feed_max_wait_seconds": 5.0, "relay_poll_seconds": 0.2,
+        "feed_max_wait_seconds": 5.0, "relay_poll_seconds": 0.2, "registry_empty_grace_seconds": 0.0,
     }
     values.update(settings)
     clearance = HttpClearanceClient("http://intake.test", SERVICE_TOKEN, transport=httpx.MockTransport(intake.handle))
@@ -183,6 +183,14 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
                      webhook_transport=webhook_transport)
     try:
         async with app.router.lifespan_context(app):
+            # As a replica in production, answer once the read model of the registry holds what the registry had
+            # published (the shared test broker may carry other tests' registry events): until then an unknown
+            # recipient would be 503, not the 422 some tests expect.
+            catchup = app.state.runtime.extras["registry_catchup"]
+            deadline = asyncio.get_running_loop().time() + 60
+            while not catchup.loaded:
+                assert asyncio.get_running_loop().time() < deadline, "the registry read model did not load in 60 s"
+                await asyncio.sleep(0.1)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://referral.test") as client:
                 yield Service(app, client, intake, clock, local, database_url)

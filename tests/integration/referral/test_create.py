@@ -4,11 +4,19 @@ satisfied; due_at from priority; intake down is 503, never a guess; idempotent u
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
-from tests.integration.referral.conftest import Service, body
+from services.referral.catchup import RegistryCatchUp
+from shared.db import unit_of_work
+from shared.kafka import make_producer
+from tests.conftest import Infra
+from tests.integration.referral.conftest import Service, body, running_referral
+from tests.support.issuer import LocalIssuer
 
 
 async def parties(svc: Service) -> tuple[str, str]:
@@ -46,6 +54,16 @@ async def test_due_at_follows_priority(svc: Service, priority: str, delta: timed
     case_id, _ = svc.intake.add_case(sender)
     created = await svc.refer(sender, body(case_id, recipient, priority=priority))
     assert datetime.fromisoformat(created.json()["due_at"]) == svc.clock() + delta
+
+
+async def test_due_at_follows_the_configured_deadlines(infra: Infra, new_database: Callable[[str], str],
+                                                       issuer: LocalIssuer) -> None:
+    async with running_referral(new_database("referral"), infra.bootstrap, issuer,
+                                acknowledge_emergency_within=timedelta(minutes=30)) as svc:
+        sender, recipient = await parties(svc)
+        case_id, _ = svc.intake.add_case(sender)
+        created = await svc.refer(sender, body(case_id, recipient, priority="emergency"))
+        assert datetime.fromisoformat(created.json()["due_at"]) == svc.clock() + timedelta(minutes=30)
 
 
 async def test_consent_missing_for_that_recipient_or_category(svc: Service) -> None:
@@ -172,6 +190,56 @@ async def test_bad_input_is_422_naming_the_field(svc: Service) -> None:
     not_json = await svc.client.post("/referrals", content=b"{", headers={**svc.headers(sender),
                                                                           "content-type": "application/json"})
     assert not_json.status_code == 422
+
+
+async def test_an_unknown_recipient_is_503_while_the_registry_read_model_is_still_loading(svc: Service) -> None:
+    sender, recipient = await parties(svc)
+    case_id, _ = svc.intake.add_case(sender)
+    svc.referrals.registry_loaded = lambda: False  # a replica that has just started
+    try:
+        for unknown in (body(case_id, "agency-not-read-yet"), body(case_id, service_id="svc-not-read-yet")):
+            loading = await svc.refer(sender, unknown)
+            assert (loading.status_code, problem_slug(loading)) == (503, "registry-loading"), loading.text
+            assert loading.headers["retry-after"] == "2"
+        # what it already knows it refers to at once
+        assert (await svc.refer(sender, body(case_id, recipient))).status_code == 201
+    finally:
+        svc.referrals.registry_loaded = lambda: True
+    unknown = await svc.refer(sender, body(case_id, "agency-not-read-yet"))
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"] == ["body", "to_agency"]
+
+
+async def test_the_registry_read_model_is_loaded_once_the_consumer_reached_the_topics_end(
+        svc: Service, infra: Infra) -> None:
+    topic = f"test.registry.{uuid.uuid4().hex[:8]}"
+    producer = make_producer(infra.bootstrap)
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(topic, value=b"{}", key=str(n).encode(), partition=0)
+    finally:
+        await producer.stop()
+    catchup = RegistryCatchUp(svc.referrals.sessions, bootstrap=infra.bootstrap, consumer="catchup-test", topic=topic)
+
+    async def mark(offset: int) -> None:
+        async with unit_of_work(svc.referrals.sessions) as session:
+            await session.execute(text(
+                'INSERT INTO consumer_marks (consumer, topic, partition, "offset") VALUES (:c, :t, 0, :o) '
+                'ON CONFLICT (consumer, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset"'),
+                {"c": "catchup-test", "t": topic, "o": offset})
+
+    assert await catchup.check() is False  # nothing applied yet
+    await mark(1)
+    assert await catchup.check() is False  # two of three
+    await mark(2)
+    assert await catchup.check() is True
+    # A topic nobody has written to yet: the registry may be starting beside us, so wait for its first events
+    # a while (here 0.5 s), then there is nothing to wait for.
+    empty = RegistryCatchUp(svc.referrals.sessions, bootstrap=infra.bootstrap, consumer="catchup-test",
+                            topic=f"test.registry.{uuid.uuid4().hex[:8]}", empty_grace_seconds=0.5)
+    assert await empty.check() is False
+    await asyncio.sleep(0.6)
+    assert await empty.check() is True
 
 
 async def test_unknown_case_or_someone_elses_case_is_404(svc: Service) -> None:

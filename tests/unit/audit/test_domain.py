@@ -229,6 +229,15 @@ def test_consent_in_force_at_each_read() -> None:
     }
 
 
+def test_a_read_intake_made_under_an_override_names_the_override_not_the_consent_in_force() -> None:
+    history = [
+        _e(0, "consent.grant", resource_type="Consent", resource_id="c1", consent_version=1),
+        _e(1, "consent.override", recipient_agency="clinic"),
+        _e(2, "case.read", agency="clinic", override_id="ovr-1"),
+    ]
+    assert consents_in_force(history)[2].basis == "override"
+
+
 def test_checkpoint_text_round_trips_and_signs() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

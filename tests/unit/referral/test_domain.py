@@ -246,6 +246,13 @@ def test_due_at_from_priority(priority: Priority, delta: timedelta) -> None:
     assert due_at(priority, T0) == T0 + delta
 
 
+def test_due_at_follows_the_deadlines_the_sops_agreed() -> None:
+    agreed = {Priority.emergency: timedelta(hours=12), Priority.urgent: timedelta(hours=48),
+              Priority.normal: timedelta(days=7)}
+    assert [due_at(p, T0, agreed) - T0 for p in Priority] == [timedelta(hours=12), timedelta(hours=48),
+                                                              timedelta(days=7)]
+
+
 def test_overdue_only_while_requested_and_past_due() -> None:
     due = T0 + timedelta(hours=24)
     assert not is_overdue(Status.requested, due, due - timedelta(seconds=1))

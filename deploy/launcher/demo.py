@@ -1,0 +1,539 @@
+"""``refnet demo``: one referral along the SOP's main pathway (IOM -> UNHCR), against the running stack,
+narrated step by step -- so a newcomer sees the network work in one command after ``make run``.
+
+Every step goes through the public APIs and topics, with the demo agencies' credentials (the same calls
+README.md's walkthrough makes with curl). The person is fictional and says so.
+
+Acknowledgement: if a case system for UNHCR is running (``examples/case_system/``), it hears of the referral
+and acknowledges it (``received``); the demo waits ``--ack-timeout`` seconds for that and otherwise
+acknowledges as UNHCR itself. ``--no-complete`` stops once the referral is delivered, leaving it to whoever
+acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from rich.console import Console, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+
+from deploy.launcher.stack import StackState, probe
+from services.audit.domain import leaf_bytes, parse_checkpoint_body
+from services.audit.merkle import hash_leaf, verify_inclusion
+from services.audit.signing import verify_signature
+from services.intake.domain import CATEGORY_FIELDS
+from shared import contract
+from shared.auth import DEFAULT_ALGORITHMS
+from shared.client_auth import ASSERTION_TYPE, client_assertion
+from shared.envelope import full_type
+from shared.topics import delivery_topic
+
+T = TypeVar("T")
+
+REQUESTED = full_type(contract.referral_state_type("requested"))
+IOM_USER = "demo.iom.caseworker"
+UNHCR_USER = "demo.unhcr.caseworker"
+CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "access_right_explained",
+             "retention_explained", "withdrawal_explained")
+SHARED_CATEGORIES = ["identity", "demographics", "protection_needs"]
+
+#: A made-up adult: reserved fictional phone number and domain, and a name that says what it is.
+FICTIONAL_PERSON = {
+    "given_name": "Fictional", "family_name": "Demo-Person", "birth_date": "1996-05-17", "gender": "feminine",
+    "citizenship": "ER", "languages": ["ti", "ar"], "phone": "+15555550123",
+    "email": "fictional.person@example.org", "documents": ["none"],
+}
+SCREENING = {
+    "trafficking_status": "possible", "identified_by": "ngo", "country_of_exploitation": "LY",
+    "exploitation_types": ["forced_labour"], "means_of_control": ["debt_bondage", "confiscated_documents"],
+    "recruiter_relation": "other", "migration_status": "asylum_seeker", "fear_of_return": True,
+    "needs": ["shelter", "protection.rsd"], "risk_level": "high",
+    "notes": "Fictional record made by `refnet demo`; not a real person.",
+}
+
+
+class DemoFailed(Exception):
+    """A step did not do what the pathway needs; the message says why (never personal data)."""
+
+
+@dataclass
+class Agency:
+    """A demo agency as the demo acts for it: its credentials file and a token."""
+
+    name: str
+    credentials: dict[str, Any]
+    token: str = ""
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.credentials["agency_id"])
+
+    def headers(self, *, purpose: str | None = None, user: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if purpose:
+            headers["X-Purpose"] = purpose
+        if user:
+            headers["X-Acting-User"] = user
+        return headers
+
+
+def problem(response: httpx.Response) -> str:
+    """An error answer in a line: status and the RFC 9457 problem's type and detail."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict) and "type" in body:
+        return f"HTTP {response.status_code} {body['type']}: {body.get('detail') or body.get('title')}"
+    if isinstance(body, dict) and "error" in body:  # OAuth 2.0 errors (RFC 6749)
+        return f"HTTP {response.status_code} {body['error']}"
+    return f"HTTP {response.status_code}"
+
+
+def expect(response: httpx.Response, *statuses: int) -> Any:
+    if response.status_code not in statuses:
+        raise DemoFailed(problem(response))
+    return response.json() if response.content else None
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float,
+                     every: float = 0.25) -> T:
+    """Parts of the network learn of each other by events (seconds): poll until ``ok``, return the last."""
+    deadline = time.monotonic() + seconds
+    value = await probe()
+    while not ok(value) and time.monotonic() < deadline:
+        await asyncio.sleep(every)
+        value = await probe()
+    return value
+
+
+class DeliveryWatch:
+    """Reads an agency's delivery topic from where it ends now, as its case system would see new events.
+
+    No consumer group: the demo must not take partitions from a case system's group.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.bootstrap = bootstrap
+        # Metadata refreshed every second: the topic appears with the agency's first referral, maybe just now.
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                         metadata_max_age_ms=1000)
+        self.start_offsets: dict[TopicPartition, int] = {}
+
+    async def __aenter__(self) -> DeliveryWatch:
+        try:
+            await asyncio.wait_for(self.consumer.start(), 20)
+            partitions = self._partitions()
+            if partitions:
+                self.start_offsets = await asyncio.wait_for(self.consumer.end_offsets(partitions), 20)
+        except (KafkaError, TimeoutError) as exc:
+            await self.consumer.stop()
+            raise DemoFailed(f"the broker at {self.bootstrap} does not answer ({type(exc).__name__})") from exc
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.consumer.stop()
+
+    def _partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in sorted(self.consumer.partitions_for_topic(self.topic) or ())]
+
+    async def find(self, key: str, event_type: str, seconds: float) -> Any:
+        """The first record with this key and CloudEvents type, or None after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        assigned: list[TopicPartition] = []
+        while time.monotonic() < deadline:
+            partitions = self._partitions()
+            if not partitions:  # the topic appears with the agency's first referral; getmany would block
+                await asyncio.sleep(0.5)
+                continue
+            if partitions != assigned:
+                assigned = partitions
+                self.consumer.assign(assigned)
+                for tp in assigned:  # a partition unknown at the start: read it from its beginning
+                    self.consumer.seek(tp, self.start_offsets.get(tp, 0))
+            batch = await self.consumer.getmany(timeout_ms=500)
+            for record in (r for records in batch.values() for r in records):
+                headers = {name: value.decode() for name, value in record.headers}
+                if record.key == key.encode() and headers.get("ce_type") == event_type:
+                    return record
+        return None
+
+
+class Demo:
+    def __init__(self, console: Console, state: StackState, home: Path, http: httpx.AsyncClient, *,
+                 ack_timeout: float, complete: bool) -> None:
+        self.console = console
+        self.state = state
+        self.home = home
+        self.http = http
+        self.ack_timeout = ack_timeout
+        self.complete = complete
+        self.intake = state.services["intake"]
+        self.referral = state.services["referral"]
+        self.audit = state.services["audit"]
+        self.registry = state.services["registry"]
+
+    # -- narration ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[list[str | RenderableType]]:
+        """One line per step: ✓ and what it showed, or ✗ and why. The body appends details to show."""
+        shown: list[str | RenderableType] = []
+        try:
+            yield shown
+        except DemoFailed as exc:
+            self.console.print(f"[red]✗[/red] {title}: {exc}")
+            raise DemoFailed(f"stopped at: {title}") from exc
+        except httpx.HTTPError as exc:  # a service went away mid-demo
+            self.console.print(f"[red]✗[/red] {title}: {type(exc).__name__} {exc}")
+            raise DemoFailed(f"stopped at: {title}") from exc
+        notes = [s for s in shown if isinstance(s, str)]
+        self.console.print(f"[green]✓[/green] {title}" + (f"  [dim]{'; '.join(notes)}[/dim]" if notes else ""))
+        for renderable in shown:
+            if not isinstance(renderable, str):
+                self.console.print(renderable)
+
+    def section(self, title: str) -> None:
+        self.console.rule(f"[bold]{title}[/bold]", align="left")
+
+    # -- the pathway -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.console.print(Panel(
+            "One referral along the SOP's main pathway: IOM identifies a person who fears return, records her "
+            "consent, and refers her to UNHCR for protection; UNHCR's case system hears of it, reads only what is "
+            "shared, and works the referral to completion; an auditor checks who saw what.\n"
+            "[dim]The person is fictional. Every step is a public API call made with a demo agency's "
+            "credentials.[/dim]", title="refnet demo"))
+        self.check_stack()
+        iom, unhcr = await self.tokens()
+
+        self.section("1. IOM registers the case and records consent")
+        case_id = await self.register_case(iom)
+        await self.record_consent(iom, unhcr, case_id)
+        await self.recipient_cannot_see_yet(unhcr, case_id)
+
+        self.section("2. IOM refers her to UNHCR")
+        async with DeliveryWatch(self.state.broker, delivery_topic(unhcr.id)) as watch:
+            referral_id = await self.refer(iom, unhcr, case_id)
+            await self.observe_delivery(watch, referral_id)
+        if not self.complete:
+            self.console.print(Panel(
+                f"Referral {referral_id} is delivered; the demo leaves the rest to UNHCR. A case system for UNHCR "
+                "(examples/case_system/) acknowledges it; by hand, with UNHCR's token (`refnet token --as unhcr`): "
+                f"POST {self.referral}/referrals/{referral_id}/transitions {{\"to\": \"received\"}}",
+                title="stopped before UNHCR acts (--no-complete)"))
+            return
+
+        self.section("3. UNHCR acknowledges, reads what is shared, and works the referral")
+        await self.acknowledgement(unhcr, referral_id)
+        await self.read_minimised_case(iom, unhcr, case_id)
+        for to, title in (("accepted", "UNHCR accepts the referral"),
+                          ("in_progress", "UNHCR starts work (in_progress)"),
+                          ("completed", "UNHCR completes the referral")):
+            with self.step(title) as shown:
+                moved = expect(await self.transition(unhcr, referral_id, to), 200, 201)
+                shown.append(f"status {moved['status']}")
+        await self.sender_queue(iom, referral_id)
+
+        self.section("4. The auditor checks who saw the case")
+        oversight = await self.agency_token("oversight")
+        read_index = await self.access_log(oversight, case_id, unhcr)
+        await self.verify_inclusion(oversight, case_id, read_index)
+
+        self.console.print(Panel(
+            f"[green]The main pathway worked.[/green] Case {case_id}, referral {referral_id}: requested, received, "
+            "accepted, in_progress, completed. UNHCR saw only the shared categories, and the audit log proves who "
+            "read the case. The same calls with curl: README.md, 'Walkthrough'.", title="done"))
+
+    def check_stack(self) -> None:
+        with self.step("The stack is running") as shown:
+            states = {name: probe(url) for name, url in self.state.services.items()}
+            down = [f"{name} is {state}" for name, state in states.items() if state != "ready"]
+            if down:
+                raise DemoFailed(", ".join(down) + " (see `refnet status`)")
+            shown.append(", ".join(f"{name} {url}" for name, url in self.state.services.items()))
+
+    async def agency_token(self, name: str) -> Agency:
+        path = self.home / "credentials" / f"{name}.json"
+        try:
+            agency = Agency(name, json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise DemoFailed(f"no readable credentials at {path}") from exc
+        with self.step(f"{name.upper()} gets an access token") as shown:
+            token_url = agency.credentials["token_url"]
+            assertion = client_assertion(agency.credentials["client_id"], token_url,
+                                         agency.credentials["private_key_pem"])
+            answer = expect(await self.http.post(token_url, data={
+                "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion}), 200)
+            agency.token = answer["access_token"]
+            agency.claims = await self.verified_claims(agency.token)
+            shown.append(f"client credentials + private_key_jwt; agency {agency.claims.get('agency')}")
+        return agency
+
+    async def verified_claims(self, token: str) -> dict[str, Any]:
+        """The token's claims, after checking its signature against the issuer's published keys."""
+        keys = KeySet.import_key_set(expect(await self.http.get(f"{self.registry}/.well-known/jwks.json"), 200))
+        try:
+            return dict(jwt.decode(token, keys, algorithms=list(DEFAULT_ALGORITHMS)).claims)
+        except JoseError as exc:
+            raise DemoFailed(f"the token does not verify against the issuer's keys ({type(exc).__name__})") from exc
+
+    async def tokens(self) -> tuple[Agency, Agency]:
+        self.section("0. Each agency gets a token with its own key")
+        iom = await self.agency_token("iom")
+        unhcr = await self.agency_token("unhcr")
+        table = Table(title="access token claims (RFC 9068 JWT, verified against the issuer's JWKS)")
+        table.add_column("claim")
+        table.add_column("IOM")
+        table.add_column("UNHCR")
+        for claim in ("iss", "aud", "sub", "agency", "scope", "exp"):
+            values = [iom.claims.get(claim), unhcr.claims.get(claim)]
+            if claim == "exp":
+                values = [f"in {int(v) - int(time.time())} s" if isinstance(v, int) else v for v in values]
+            table.add_row(claim, *(str(v).replace(" ", "\n") if claim == "scope" else str(v) for v in values))
+        self.console.print(table)
+        return iom, unhcr
+
+    async def register_case(self, iom: Agency) -> str:
+        with self.step("IOM registers an adult case (a fictional person)") as shown:
+            case = expect(await self.http.post(
+                f"{self.intake}/cases", headers=iom.headers(purpose="case_management", user=IOM_USER),
+                json={"person": FICTIONAL_PERSON, "screening": SCREENING}), 201)
+            shown.append(f"case {case['id']}, age band {case['age_band']}, minor: {case['is_minor']}; "
+                         "personal data encrypted with a key of its own")
+        return str(case["id"])
+
+    async def record_consent(self, iom: Agency, unhcr: Agency, case_id: str) -> None:
+        with self.step("IOM records her consent to a referral to UNHCR") as shown:
+            consent = expect(await self.http.post(
+                f"{self.intake}/cases/{case_id}/consents", headers=iom.headers(user=IOM_USER),
+                json={"grantor": "self", "method": "written", "language": "ti", "interpreter_used": True,
+                      "provisions": [{"purpose": "referral", "recipient_agency": unhcr.id,
+                                      "data_categories": SHARED_CATEGORIES, "decision": "permit"}],
+                      "valid_until": "2030-12-31T00:00:00Z", "checklist": dict.fromkeys(CHECKLIST, True)}), 201)
+            shown.append(f"consent {consent['id']} v{consent['version']}: referral to {unhcr.id} of "
+                         f"{', '.join(SHARED_CATEGORIES)}")
+
+    async def recipient_cannot_see_yet(self, unhcr: Agency, case_id: str) -> None:
+        with self.step("UNHCR cannot see the case before a referral") as shown:
+            response = await self.http.get(f"{self.intake}/cases/{case_id}",
+                                           headers=unhcr.headers(purpose="referral", user=UNHCR_USER))
+            if response.status_code != 404:
+                raise DemoFailed(f"expected 404, got {problem(response)}")
+            shown.append("404, not 403: not even its existence leaks; the refused read is audited")
+
+    async def refer(self, iom: Agency, unhcr: Agency, case_id: str) -> str:
+        with self.step("IOM refers the case to UNHCR on the protection pathway") as shown:
+            key = f"demo-{uuid.uuid4().hex}"  # a retry with the same key returns the first result
+
+            async def create() -> httpx.Response:
+                return await self.http.post(
+                    f"{self.referral}/referrals", headers=iom.headers(user=IOM_USER) | {"Idempotency-Key": key},
+                    json={"case_id": case_id, "to_agency": unhcr.id, "pathway": "protection",
+                          "service_type": "protection.rsd", "priority": "urgent",
+                          "reason": "Fears return; may need international protection",
+                          "shared_categories": SHARED_CATEGORIES})
+
+            # Right after start-up the broker's copy of the registry may still be filling: retry briefly.
+            referral = expect(await eventually(create, lambda r: r.status_code not in (422, 503), 30), 201)
+            shown.append(f"consent and SOP guards checked; status {referral['status']}, due {referral['due_at']}")
+        self.console.print(f"  referral id: {referral['id']}")
+        return str(referral["id"])
+
+    async def observe_delivery(self, watch: DeliveryWatch, referral_id: str) -> None:
+        with self.step(f"UNHCR's case system is told: event on {watch.topic}") as shown:
+            record = await watch.find(referral_id, REQUESTED, seconds=30)
+            if record is None:
+                raise DemoFailed(f"no {REQUESTED} for this referral within 30 s")
+            headers = {name: value.decode() for name, value in record.headers}
+            shown.append(f"{headers['ce_type']}, ce_id {headers['ce_id']}, key = referral id "
+                         f"(partition {record.partition}, offset {record.offset}); also by webhook and GET /events")
+
+    async def transition(self, unhcr: Agency, referral_id: str, to: str) -> httpx.Response:
+        return await self.http.post(f"{self.referral}/referrals/{referral_id}/transitions",
+                                    headers=unhcr.headers(user=UNHCR_USER), json={"to": to})
+
+    async def referral_state(self, agency: Agency, referral_id: str) -> dict[str, Any]:
+        return dict(expect(await self.http.get(f"{self.referral}/referrals/{referral_id}",
+                                               headers=agency.headers()), 200))
+
+    async def acknowledgement(self, unhcr: Agency, referral_id: str) -> None:
+        title = "UNHCR acknowledges the referral (received)"
+        with self.step(title) as shown:
+            with self.console.status(f"waiting up to {self.ack_timeout:g} s for UNHCR's case system to acknowledge"):
+                state = await eventually(lambda: self.referral_state(unhcr, referral_id),
+                                         lambda s: s["status"] != "requested", self.ack_timeout)
+            if state["status"] == "requested":
+                answer = await self.transition(unhcr, referral_id, "received")
+                if answer.status_code == 409:  # the case system got there a moment after we stopped waiting
+                    state = await self.referral_state(unhcr, referral_id)
+                else:
+                    expect(answer, 200, 201)
+                    shown.append("no case system answered, so the demo acknowledged as UNHCR")
+                    return
+            received = [h for h in state.get("history", []) if h["to"] == "received"]
+            if not received:
+                raise DemoFailed(f"the referral is {state['status']}, never received")
+            shown.append(f"by UNHCR's case system (acting user {received[0]['acting_user']})")
+
+    async def read_minimised_case(self, iom: Agency, unhcr: Agency, case_id: str) -> None:
+        with self.step("UNHCR reads the minimised case: only the shared categories") as shown:
+            owner_view = expect(await self.http.get(f"{self.intake}/cases/{case_id}",
+                                                    headers=iom.headers(purpose="case_management", user=IOM_USER)),
+                                200)
+            response = await eventually(
+                lambda: self.http.get(f"{self.intake}/cases/{case_id}",
+                                      headers=unhcr.headers(purpose="referral", user=UNHCR_USER)),
+                # Every refused read is an audit entry, so ask once a second rather than hammer intake while it
+                # learns of the referral (an event, usually well under a second).
+                lambda r: r.status_code != 404, 20, every=1.0)
+            recipient_view = expect(response, 200)
+            table = Table(title="the case's fields, by data category: what UNHCR receives of what IOM holds")
+            table.add_column("category")
+            table.add_column("field")
+            table.add_column("UNHCR (recipient)")
+            category_of = {place: category for category, places in CATEGORY_FIELDS.items() for place in places}
+            withheld = 0
+            rows = []
+            for section in ("person", "screening"):
+                for name in owner_view.get(section) or {}:
+                    seen = name in (recipient_view.get(section) or {})
+                    category = category_of.get((section, name), "-")
+                    if seen != (category in SHARED_CATEGORIES):
+                        raise DemoFailed(f"{section}.{name} ({category}) was {'' if seen else 'not '}received")
+                    withheld += not seen
+                    rows.append((category, f"{section}.{name}",
+                                 "[green]✓ shared[/green]" if seen else "[dim]withheld[/dim]"))
+            for row in sorted(rows):
+                table.add_row(*row)
+            leaked = [f"{s}.{n}" for s in ("person", "screening") for n in recipient_view.get(s) or {}
+                      if n not in (owner_view.get(s) or {})]
+            if leaked or withheld == 0:
+                raise DemoFailed("the recipient's view is not a subset of the owner's")
+            shown.append(f"{withheld} fields withheld: the categories not shared (contact, documents, "
+                         "trafficking_experience, health, notes)")
+            shown.append(table)
+
+    async def sender_queue(self, iom: Agency, referral_id: str) -> None:
+        with self.step("IOM's queue of sent referrals shows every step") as shown:
+            queue = expect(await self.http.get(f"{self.referral}/referrals", headers=iom.headers(),
+                                               params={"role": "sent", "limit": 100}), 200)
+            mine = next((r for r in queue["items"] if r["id"] == referral_id), None)
+            if mine is None:  # a long queue: ask for this one
+                mine = await self.referral_state(iom, referral_id)
+            if mine["status"] != "completed":
+                raise DemoFailed(f"the referral is {mine['status']}, not completed")
+            history = mine.get("history") or (await self.referral_state(iom, referral_id))["history"]
+            table = Table(title=f"referral {referral_id}")
+            for column in ("from", "to", "by", "acting user", "at (UTC)"):
+                table.add_column(column)
+            for h in history:
+                table.add_row(str(h["from"] or "-"), h["to"], h["by"], str(h["acting_user"]), h["at"][11:19])
+            shown.append(f"status {mine['status']}, {len(history)} transitions")
+            shown.append(table)
+
+    async def access_log(self, oversight: Agency, case_id: str, unhcr: Agency) -> int:
+        """-> the log index of UNHCR's first read of the case."""
+        with self.step("The auditor lists who read the case, why, under which consent") as shown:
+            def unhcr_reads(body: dict[str, Any]) -> list[dict[str, Any]]:
+                return [e for e in body["items"] if e["agency"] == unhcr.id and e["outcome"] == "success"]
+
+            async def access() -> dict[str, Any]:
+                return dict(expect(await self.http.get(f"{self.audit}/audit/cases/{case_id}/access",
+                                                       headers=oversight.headers()), 200))
+
+            # The log is fed by events: the reads of the last seconds may still be on their way.
+            body = await eventually(access, lambda b: bool(unhcr_reads(b)), 30)
+            if not unhcr_reads(body):
+                raise DemoFailed("UNHCR's read of the case did not reach the audit log within 30 s")
+            table = Table(title=f"GET /audit/cases/{case_id}/access")
+            for column in ("index", "action", "outcome", "agency", "purpose", "categories", "consent"):
+                table.add_column(column)
+            for e in body["items"]:
+                consent = e.get("consent") or {}
+                table.add_row(str(e["index"]), e["action"], e["outcome"], str(e["agency"]), str(e["purpose"]),
+                              ", ".join(e.get("data_categories") or []) or "-",
+                              f"v{consent['consent_version']}" if consent.get("consent_version") else "-")
+            shown.append(f"{len(body['items'])} entries: ids, purposes and categories, no personal data")
+            shown.append(table)
+        return int(unhcr_reads(body)[0]["index"])
+
+    async def verify_inclusion(self, oversight: Agency, case_id: str, index: int) -> None:
+        with self.step("The auditor proves UNHCR's read is in the signed, append-only log") as shown:
+            key = expect(await self.http.get(f"{self.audit}/audit/public-key"), 200)
+
+            async def checkpoint() -> dict[str, Any]:
+                return dict(expect(await self.http.get(f"{self.audit}/audit/checkpoint",
+                                                       headers=oversight.headers()), 200))
+
+            signed = await eventually(checkpoint, lambda c: c["tree_size"] > index, 30, every=1.0)
+            if signed["tree_size"] <= index:
+                raise DemoFailed(f"no checkpoint covers entry {index} within 30 s")
+            if not verify_signature(base64.b64decode(key["public_key"]), signed["body"],
+                                    base64.b64decode(signed["signature"])):
+                raise DemoFailed("the checkpoint's Ed25519 signature does not verify")
+            root = parse_checkpoint_body(signed["body"]).root  # from the signed text, not the JSON beside it
+
+            entries = expect(await self.http.get(f"{self.audit}/audit/entries", headers=oversight.headers(),
+                                                 params={"case_id": case_id, "limit": 500}), 200)
+            entry = next((e for e in entries["items"] if e["index"] == index), None)
+            if entry is None:
+                raise DemoFailed(f"entry {index} is not among the case's entries")
+            leaf = hash_leaf(leaf_bytes(entry))
+            proof = expect(await self.http.get(f"{self.audit}/audit/proofs/inclusion", headers=oversight.headers(),
+                                               params={"index": index, "tree_size": signed["tree_size"]}), 200)
+            if proof["leaf_hash"] != leaf.hex():
+                raise DemoFailed(f"the log's leaf {index} is not the entry it returned")
+            if not verify_inclusion(leaf, index, signed["tree_size"], [bytes.fromhex(h) for h in proof["path"]],
+                                    root):
+                raise DemoFailed("the inclusion proof does not lead to the signed root")
+            shown.append(Panel.fit(
+                f"checkpoint: tree size {signed['tree_size']}, root {root.hex()[:16]}..., "
+                f"signed {signed['timestamp']}\n"
+                f"✓ Ed25519 signature verifies with the log's public key {key['key_id'][:16]}...\n"
+                f"✓ leaf = SHA-256(0x00 || RFC 8785 JSON of entry {index}) matches the log's leaf\n"
+                f"✓ {len(proof['path'])} hashes of RFC 9162 audit path lead from the leaf to the signed root",
+                title="inclusion proof"))
+
+
+async def _run(console: Console, state: StackState, home: Path, *, ack_timeout: float, complete: bool) -> None:
+    async with httpx.AsyncClient(timeout=15) as http:
+        await Demo(console, state, home, http, ack_timeout=ack_timeout, complete=complete).run()
+
+
+def run(console: Console, home: Path, *, ack_timeout: float = 5.0, complete: bool = True) -> int:
+    """-> the exit code: 0 if every step did what the pathway needs."""
+    state = StackState.load(home)
+    if state is None:
+        console.print(f"[red]✗[/red] RefNet is not running here (no {home / 'state.json'}); start it with "
+                      "`make run` and run `refnet demo` from another terminal.")
+        return 1
+    try:
+        asyncio.run(_run(console, state, home, ack_timeout=ack_timeout, complete=complete))
+    except DemoFailed as exc:
+        console.print(f"[red]The demo failed[/red] ({exc}). Service logs: {home / 'logs'}/<service>.log")
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    return 0

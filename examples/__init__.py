@@ -1,0 +1,1 @@
+"""Programs an integrator copies: they use RefNet's public interfaces only, never its packages."""

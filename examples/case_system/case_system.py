@@ -1,0 +1,540 @@
+"""A reference case system for RefNet: hear of new referrals to your agency, fetch the minimised case,
+acknowledge.
+
+Copy this one file into your own project and adapt ``CaseSystem.store_case`` to your case system. It uses
+only public RefNet interfaces and four well-kept libraries (httpx, aiokafka, joserfc, standardwebhooks);
+nothing of RefNet's own code.
+
+What it does, for each ``org.refnet.referral.requested.v1`` addressed to your agency:
+
+1. reads the minimised case from intake (``GET /cases/{id}`` with ``X-Purpose: referral``): only the data
+   categories the referral shares, and only while the person's consent permits it;
+2. stores it (here: logs which fields arrived -- never their values);
+3. acknowledges the referral (``POST /referrals/{id}/transitions {"to": "received"}``).
+
+It hears of referrals in one of two ways (pick one per deployment):
+
+``kafka``   a consumer group on ``refnet.delivery.<agency_id>``: CloudEvents in binary mode (``ce_*``
+            headers), offsets committed only after an event is handled.
+``webhook`` a Standard Webhooks receiver: it subscribes with ``POST /subscriptions``, verifies every
+            delivery's ``webhook-signature`` with the subscription's secret, answers 204 at once and
+            handles the event in the background.
+
+Delivery is at least once on both channels: an event can come twice, so events are deduplicated on their
+id (``ce_id`` / ``webhook-id``, the same id on every redelivery). Events of one referral arrive in order.
+
+    python case_system.py --credentials .refnet/credentials/unhcr.json --stack-state .refnet/state.json kafka
+    python case_system.py --credentials .refnet/credentials/unhcr.json --stack-state .refnet/state.json webhook
+
+Logs name referrals, cases and events by their (pseudonymous) ids only: no personal data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from joserfc import jwt
+from joserfc.errors import InvalidKeyTypeError
+from joserfc.jwk import ECKey, RSAKey
+from standardwebhooks import Webhook, WebhookVerificationError
+
+REFERRAL_REQUESTED = "org.refnet.referral.requested.v1"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Only what this program needs: read shared cases, read and move referrals, subscribe to events.
+SCOPES = "cases:read referrals:read referrals:write events:read"
+#: Open referral states in which the recipient can still read the case and acknowledge.
+OPEN_STATES = {"requested", "received", "accepted", "in_progress", "on_hold"}
+MAX_WEBHOOK_BODY = 1024 * 1024
+
+log = logging.getLogger("case_system")
+
+
+def say(event: str, **fields: object) -> None:
+    """One log line, ``event key=value ...``: ids and facts only, never a person's data."""
+    log.info(" ".join([event, *(f"{key}={value}" for key, value in fields.items())]))
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    client_id: str
+    agency_id: str
+    private_key_pem: str
+    token_url: str
+    intake_url: str
+    referral_url: str
+    bootstrap: str
+    group: str
+    start_from: str
+    acting_user: str
+    inbox: str
+    listen: str
+    public_url: str | None
+    case_wait_seconds: float
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Flags first, then environment variables, then the local stack's state file, then local defaults."""
+    credentials = json.loads(Path(args.credentials).read_text())
+    stack: dict[str, Any] = json.loads(Path(args.stack_state).read_text()) if args.stack_state else {}
+
+    def service_url(name: str, explicit: str | None, default: str) -> str:
+        # `.refnet/state.json` maps a service to its URL; `refnet status --json` to {"url": ..., "state": ...}
+        entry = stack.get("services", {}).get(name)
+        from_stack = entry.get("url") if isinstance(entry, dict) else entry
+        return str(explicit or os.environ.get(f"REFNET_{name.upper()}_URL") or from_stack or default).rstrip("/")
+
+    agency_id = credentials["agency_id"]
+    return Config(
+        client_id=credentials["client_id"], agency_id=agency_id, private_key_pem=credentials["private_key_pem"],
+        token_url=credentials["token_url"],
+        intake_url=service_url("intake", args.intake_url, "http://127.0.0.1:8002"),
+        referral_url=service_url("referral", args.referral_url, "http://127.0.0.1:8003"),
+        bootstrap=args.bootstrap or os.environ.get("REFNET_KAFKA_BOOTSTRAP") or stack.get("broker") or "127.0.0.1:9092",
+        group=args.group or f"case-system-{agency_id}", start_from=args.start_from, acting_user=args.acting_user,
+        inbox=args.inbox, listen=args.listen, public_url=args.public_url, case_wait_seconds=args.case_wait,
+    )
+
+
+# --- tokens -----------------------------------------------------------------------------------------
+
+
+class AccessTokens:
+    """OAuth 2.0 client credentials with ``private_key_jwt`` (RFC 7523): the private key never leaves us.
+
+    The token is reused until shortly before it expires, then a new one is asked for.
+    """
+
+    REFRESH_MARGIN_SECONDS = 60
+
+    def __init__(self, http: httpx.AsyncClient, config: Config) -> None:
+        self.http = http
+        self.config = config
+        self.key, self.algorithm = signing_key(config.private_key_pem)
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _assertion(self) -> str:
+        now = int(time.time())
+        claims = {"iss": self.config.client_id, "sub": self.config.client_id, "aud": self.config.token_url,
+                  "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}  # jti: the registry refuses a replay
+        return jwt.encode({"alg": self.algorithm}, claims, self.key, algorithms=[self.algorithm])
+
+    async def get(self) -> str:
+        async with self._lock:  # concurrent callers share one token request
+            if self._token is None or time.monotonic() >= self._renew_at:
+                response = await self.http.post(self.config.token_url, data={
+                    "grant_type": "client_credentials", "scope": SCOPES,
+                    "client_assertion_type": ASSERTION_TYPE, "client_assertion": self._assertion()})
+                if response.status_code != 200:
+                    raise RuntimeError(f"token refused: HTTP {response.status_code} {_oauth_error(response)}")
+                body = response.json()
+                self._token = str(body["access_token"])
+                lifetime = float(body.get("expires_in", 300))
+                self._renew_at = time.monotonic() + max(lifetime - self.REFRESH_MARGIN_SECONDS, lifetime / 2)
+                say("token_obtained", scope=body.get("scope", "").replace(" ", ","), expires_in=int(lifetime))
+            return self._token
+
+    def forget(self) -> None:
+        """After a 401 (the agency's key rotated, the token was revoked): ask for a new one next time."""
+        self._token = None
+
+
+def signing_key(private_key_pem: str) -> tuple[ECKey | RSAKey, str]:
+    """The agency's private key and the JWS algorithm it signs with (EC P-256/384/521 or RSA)."""
+    try:
+        key = ECKey.import_key(private_key_pem)
+    except InvalidKeyTypeError:
+        return RSAKey.import_key(private_key_pem), "RS256"
+    return key, {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[key.curve_name]
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", ""))
+    except ValueError:
+        return ""
+
+
+# --- RefNet's REST API ------------------------------------------------------------------------------
+
+
+class RefNet:
+    """The few calls a case system makes, with retries for what is transient (network, 429, 5xx)."""
+
+    MAX_BACKOFF_SECONDS = 30.0
+
+    def __init__(self, http: httpx.AsyncClient, tokens: AccessTokens, config: Config) -> None:
+        self.http = http
+        self.tokens = tokens
+        self.config = config
+
+    async def call(self, method: str, url: str, *, purpose: str | None = None,
+                   body: dict[str, Any] | None = None) -> httpx.Response:
+        """Retried until the service answers for real: losing a referral to a blip is worse than waiting."""
+        delay = 0.5
+        refreshed = False
+        while True:
+            headers = {"Authorization": f"Bearer {await self.tokens.get()}",
+                       "X-Acting-User": self.config.acting_user}
+            if purpose:
+                headers["X-Purpose"] = purpose
+            try:
+                response = await self.http.request(method, url, headers=headers, json=body)
+            except httpx.TransportError as exc:
+                say("service_unreachable", method=method, path=httpx.URL(url).path, error=type(exc).__name__)
+            else:
+                if response.status_code == 401 and not refreshed:
+                    self.tokens.forget()
+                    refreshed = True
+                    continue
+                if response.status_code != 429 and response.status_code < 500:
+                    return response
+                say("service_busy", method=method, path=httpx.URL(url).path, status=response.status_code)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.MAX_BACKOFF_SECONDS)
+
+    async def read_case(self, case_id: str) -> httpx.Response:
+        return await self.call("GET", f"{self.config.intake_url}/cases/{case_id}", purpose="referral")
+
+    async def referral(self, referral_id: str) -> httpx.Response:
+        return await self.call("GET", f"{self.config.referral_url}/referrals/{referral_id}")
+
+    async def acknowledge(self, referral_id: str) -> httpx.Response:
+        return await self.call("POST", f"{self.config.referral_url}/referrals/{referral_id}/transitions",
+                               body={"to": "received"})
+
+    async def subscribe(self, url: str) -> dict[str, Any]:
+        response = await self.call("POST", f"{self.config.referral_url}/subscriptions",
+                                   body={"url": url, "event_types": [REFERRAL_REQUESTED]})
+        if response.status_code != 201:
+            raise RuntimeError(f"subscription refused: HTTP {response.status_code} {_problem(response)}")
+        return dict(response.json())
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        await self.call("DELETE", f"{self.config.referral_url}/subscriptions/{subscription_id}")
+
+
+def _problem(response: httpx.Response) -> str:
+    """The RFC 9457 problem type of an error answer (RefNet's problems carry no personal data)."""
+    try:
+        return str(response.json().get("type", "")).removeprefix("urn:refnet:problem:")
+    except ValueError:
+        return ""
+
+
+# --- the case system --------------------------------------------------------------------------------
+
+
+class HandledEvents:
+    """Ids of the events already handled, so a redelivery changes nothing (at-least-once delivery).
+
+    In your case system, record the id in the same database transaction as the case you store.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS handled_events (source TEXT, id TEXT, handled_at TEXT, "
+                        "PRIMARY KEY (source, id))")
+
+    def seen(self, source: str, event_id: str) -> bool:
+        found = self.db.execute("SELECT 1 FROM handled_events WHERE source = ? AND id = ?", (source, event_id))
+        return found.fetchone() is not None
+
+    def remember(self, source: str, event_id: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO handled_events VALUES (?, ?, ?)",
+                            (source, event_id, datetime.now(UTC).isoformat()))
+
+
+class CaseSystem:
+    """What happens when a referral arrives: read the minimised case, store it, acknowledge."""
+
+    def __init__(self, refnet: RefNet, config: Config, handled: HandledEvents) -> None:
+        self.refnet = refnet
+        self.config = config
+        self.handled = handled
+
+    async def on_event(self, source: str, event_id: str, event_type: str, data: dict[str, Any]) -> None:
+        if self.handled.seen(source, event_id):
+            say("duplicate_skipped", event_id=event_id)
+            return
+        if event_type == REFERRAL_REQUESTED and data.get("to_agency") == self.config.agency_id:
+            await self.take_in(data)
+        else:
+            # The topic also carries our own referrals' events and later states; nothing to do for them here.
+            say("event_noted", event_id=event_id, type=event_type, referral_id=data.get("referral_id"))
+        self.handled.remember(source, event_id)
+
+    async def take_in(self, referral: dict[str, Any]) -> None:
+        referral_id, case_id = str(referral["referral_id"]), str(referral["case_id"])
+        say("referral_requested", referral_id=referral_id, case_id=case_id, from_agency=referral.get("from_agency"),
+            pathway=referral.get("pathway"), priority=referral.get("priority"))
+        case = await self.read_case(referral_id, case_id)
+        if case is None:
+            return
+        self.store_case(referral_id, case)
+        answer = await self.refnet.acknowledge(referral_id)
+        if answer.is_success:
+            say("acknowledged", referral_id=referral_id, status=answer.json().get("status"))
+        elif answer.status_code == 409:
+            # Someone at the agency (or an earlier run of this program) acknowledged it, or it was cancelled.
+            say("not_acknowledged", referral_id=referral_id, reason=_problem(answer),
+                current_state=answer.json().get("current_state"))
+        else:
+            say("acknowledge_failed", referral_id=referral_id, status=answer.status_code, reason=_problem(answer))
+
+    async def read_case(self, referral_id: str, case_id: str) -> dict[str, Any] | None:
+        """The minimised case, or None if it is no longer ours to read.
+
+        A 404 has two meanings: intake has not yet heard of the referral (events travel in seconds), or the
+        person's consent was withdrawn (the referral is then cancelled). The referral's state tells them apart.
+        """
+        deadline = time.monotonic() + self.config.case_wait_seconds
+        delay = 0.25
+        while True:
+            response = await self.refnet.read_case(case_id)
+            if response.status_code == 200:
+                return dict(response.json())
+            if response.status_code != 404:
+                say("case_read_failed", referral_id=referral_id, status=response.status_code,
+                    reason=_problem(response))
+                return None
+            state = await self.refnet.referral(referral_id)
+            status = state.json().get("status") if state.status_code == 200 else "unknown"
+            if status not in OPEN_STATES:
+                history = state.json().get("history", []) if state.status_code == 200 else []
+                say("referral_closed", referral_id=referral_id, status=status,
+                    reason_code=history[-1].get("reason_code") if history else None)
+                return None
+            if time.monotonic() >= deadline:
+                say("case_not_readable", referral_id=referral_id, case_id=case_id, status=status)
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def store_case(self, referral_id: str, case: dict[str, Any]) -> None:
+        """Adapt this: create or update the person's file in your case system.
+
+        The case holds only the fields of the referral's shared categories; the rest are absent, not null.
+        """
+        fields = sorted(f"{section}.{name}" for section in ("person", "screening")
+                        for name in (case.get(section) or {}))
+        say("case_read", referral_id=referral_id, case_id=case.get("id"), is_minor=case.get("is_minor"),
+            fields=",".join(fields) or "-")
+
+
+# --- channel 1: the Kafka delivery topic ------------------------------------------------------------
+
+
+async def consume_delivery_topic(config: Config, case_system: CaseSystem) -> None:
+    topic = f"refnet.delivery.{config.agency_id}"
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=config.bootstrap, group_id=config.group,
+        enable_auto_commit=False,  # commit only after an event is handled: at least once, never at most once
+        auto_offset_reset=config.start_from,  # only for a group without committed offsets
+        session_timeout_ms=10000, heartbeat_interval_ms=3000,
+        # The topic appears with the agency's first referral: notice it within seconds, not minutes.
+        metadata_max_age_ms=5000,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for partition in consumer.assignment():
+            await consumer.position(partition)  # fixes where a new group starts before we say we listen
+        say("listening", mode="kafka", agency=config.agency_id, topic=topic, group=config.group,
+            partitions=len(consumer.assignment()) or "none-yet")
+        async for record in consumer:
+            headers = {key: value.decode() for key, value in record.headers}
+            event_id, event_type = headers.get("ce_id"), headers.get("ce_type")
+            try:
+                data = json.loads(record.value or b"")
+            except ValueError:
+                data = None
+            if not event_id or not event_type or not isinstance(data, dict):
+                # Not a RefNet CloudEvent; a real system would set it aside for a person to look at.
+                say("undecodable_skipped", partition=record.partition, offset=record.offset)
+            else:
+                await case_system.on_event(headers.get("ce_source", ""), event_id, event_type, data)
+            await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+    finally:
+        await consumer.stop()
+
+
+# --- channel 2: signed webhooks ---------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """An HTTP endpoint for RefNet's webhook deliveries (Standard Webhooks).
+
+    It checks the signature, queues the event and answers 204 within milliseconds: RefNet retries any
+    delivery that is slow or not 2xx. Events are handled one at a time, in arrival order, by ``run``.
+    (Python's ``http.server`` keeps this file dependency-free; in production mount ``accept`` in your
+    web framework behind TLS. Persist queued events before answering 2xx if they must survive a crash.)
+    """
+
+    def __init__(self, listen: str, path: str = "/refnet/webhook") -> None:
+        host, _, port = listen.rpartition(":")
+        self.path = path
+        self.secret: str | None = None
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                status = receiver.accept(self.path, dict(self.headers.items()), self.rfile, loop)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                self.send_response(405)
+                self.send_header("Allow", "POST")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_PUT = do_DELETE = do_PATCH = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None  # request lines would carry client addresses; ``accept`` logs what matters
+
+        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def accept(self, path: str, headers: dict[str, str], body_stream: Any, loop: asyncio.AbstractEventLoop) -> int:
+        """-> the HTTP status to answer. Runs in the server's thread."""
+        headers = {name.lower(): value for name, value in headers.items()}
+        if path != self.path:
+            return 404
+        try:
+            length = int(headers.get("content-length", ""))
+        except ValueError:
+            return 411
+        if length > MAX_WEBHOOK_BODY:
+            return 413
+        body = body_stream.read(length)
+        if self.secret is None:
+            return 503
+        try:
+            event = Webhook(self.secret).verify(body, headers)
+        except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature header
+            say("webhook_refused", reason="signature-not-verified")
+            return 401
+        message_id = headers["webhook-id"]
+        loop.call_soon_threadsafe(self.queue.put_nowait, (message_id, event))
+        return 204
+
+    async def run(self, case_system: CaseSystem) -> None:
+        threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True).start()
+        try:
+            while True:
+                message_id, event = await self.queue.get()
+                # webhook-id is the event id, the same on every retry of the delivery.
+                await case_system.on_event(str(event.get("source", "")), message_id, str(event.get("type", "")),
+                                           event.get("data") or {})
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+async def serve_webhooks(config: Config, case_system: CaseSystem, refnet: RefNet) -> None:
+    receiver = WebhookReceiver(config.listen)  # bound now, so no delivery is refused while we subscribe
+    url = config.public_url or f"http://127.0.0.1:{receiver.port}{receiver.path}"
+    subscription = await refnet.subscribe(url)
+    receiver.secret = subscription["secret"]  # keep it in your secret store; RefNet shows it only once
+    say("listening", mode="webhook", agency=config.agency_id, url=url, subscription_id=subscription["id"])
+    try:
+        await receiver.run(case_system)
+    finally:
+        # This program subscribes on every start, so it unsubscribes on every stop. A deployed case system
+        # subscribes once and keeps its subscription (and its place in the feed) across restarts.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(refnet.unsubscribe(subscription["id"]), 5)
+        say("unsubscribed", subscription_id=subscription["id"])
+
+
+# --- entry point ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="A reference case system for RefNet.")
+    parser.add_argument("mode", choices=["kafka", "webhook"], help="how to hear of referrals")
+    credentials = os.environ.get("CASE_SYSTEM_CREDENTIALS")
+    parser.add_argument("--credentials", default=credentials, required=credentials is None,
+                        help="your agency's credentials JSON (env CASE_SYSTEM_CREDENTIALS)")
+    parser.add_argument("--stack-state", help="a local stack's .refnet/state.json (or `refnet status --json` output)")
+    parser.add_argument("--intake-url", help="env REFNET_INTAKE_URL; default http://127.0.0.1:8002")
+    parser.add_argument("--referral-url", help="env REFNET_REFERRAL_URL; default http://127.0.0.1:8003")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (env REFNET_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--group", help="Kafka consumer group; default case-system-<agency_id>")
+    parser.add_argument("--start-from", choices=["earliest", "latest"], default="earliest",
+                        help="where a new consumer group starts (default earliest: nothing is missed)")
+    parser.add_argument("--listen", default="127.0.0.1:8090", help="webhook receiver address (port 0: any)")
+    parser.add_argument("--public-url", help="the URL RefNet posts to; default http://127.0.0.1:<port>/refnet/webhook")
+    parser.add_argument("--acting-user", default="case-system", help="who acts in RefNet's audit log")
+    parser.add_argument("--inbox", default=":memory:", help="SQLite file of handled event ids (default in memory)")
+    parser.add_argument("--case-wait", type=float, default=30.0,
+                        help="seconds to wait for a new referral's case to become readable")
+    return parser.parse_args(argv)
+
+
+async def main(config: Config, mode: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        tokens = AccessTokens(http, config)
+        refnet = RefNet(http, tokens, config)
+        case_system = CaseSystem(refnet, config, HandledEvents(config.inbox))
+        await tokens.get()  # fail fast on wrong credentials
+        if mode == "kafka":
+            await consume_delivery_topic(config, case_system)
+        else:
+            await serve_webhooks(config, case_system, refnet)
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns out the steps
+    config = load_config(args)
+
+    async def until_signalled() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main(config, args.mode)
+        say("stopped")
+
+    asyncio.run(until_signalled())
+
+
+if __name__ == "__main__":
+    run()
