@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, SecurityWarning
@@ -641,7 +641,15 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-ScopeDependency = Callable[[Request, HTTPAuthorizationCredentials | None], Coroutine[Any, Any, Principal]]
+ScopeDependency = Callable[[Request, HTTPAuthorizationCredentials | None, str | None],
+                           Coroutine[Any, Any, Principal]]
+
+_ACTING_USER_PARAMETER: Any = Header(
+    default=None, alias=ACTING_USER_HEADER,
+    description="The person acting inside the calling agency (recorded with every access).",
+    # Documented, not enforced by FastAPI: a bad value is our 400 invalid-acting-user, not a generic 422.
+    json_schema_extra={"pattern": f"^{_ACTING_USER.pattern}$", "maxLength": 128},
+)
 
 
 def require_scopes(*scopes: str) -> ScopeDependency:
@@ -658,6 +666,8 @@ def require_scopes(*scopes: str) -> ScopeDependency:
         # any scheme list them): integrators and the scope tests read them from the document.
         # (A default, not Annotated: with postponed annotations the closure's scopes would be out of reach.)
         credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme, scopes=sorted(required)),
+        # Unused too (authenticate reads and checks it): declared so the document names the header.
+        acting_user: str | None = _ACTING_USER_PARAMETER,
     ) -> Principal:
         principal = await authenticate(request)
         missing = required - principal.scopes

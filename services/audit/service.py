@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -309,24 +310,26 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
                     check_checkpoint(targets[next_mark], result.root)
                     next_mark += 1
 
+        mark_sizes = [int(cp.tree_size) for cp in targets]
         recorded_at: Any = None
         recorded_text = ""
-        async for record in store.scan_entries_with_leaves(conn):
-            expected = size + len(pending)
-            if record["idx"] != expected:
-                first_bad = expected if first_bad is None else first_bad
-                break
-            if record["recorded_at"] != recorded_at:  # one sequencer batch shares its time: write it once
-                recorded_at = record["recorded_at"]
-                recorded_text = format_time(recorded_at)
-            leaf = hash_leaf(entry_leaf(expected, recorded_text, format_time(record["occurred_at"]), record))
-            stored_leaf = record["stored_leaf"]
-            if first_bad is None and (stored_leaf is None or stored_leaf != leaf):
-                first_bad = expected
-            pending.append(leaf)
-            at_mark = next_mark < len(targets) and int(targets[next_mark].tree_size) == expected + 1
-            if at_mark or len(pending) >= 2000:
-                flush()
+        # aclosing: leaving the loop early (a hole) must end the scan before the connection is used again.
+        async with contextlib.aclosing(store.scan_entries_with_leaves(conn)) as records:
+            async for record in records:
+                expected = size + len(pending)
+                if record["idx"] != expected:
+                    first_bad = expected if first_bad is None else first_bad
+                    break
+                if record["recorded_at"] != recorded_at:  # a sequencer batch shares its time: write it once
+                    recorded_at = record["recorded_at"]
+                    recorded_text = format_time(recorded_at)
+                leaf = hash_leaf(entry_leaf(expected, recorded_text, format_time(record["occurred_at"]), record))
+                stored_leaf = record["stored_leaf"]
+                if first_bad is None and (stored_leaf is None or stored_leaf != leaf):
+                    first_bad = expected
+                pending.append(leaf)
+                if len(pending) >= 2000 or (next_mark < len(mark_sizes) and mark_sizes[next_mark] == expected + 1):
+                    flush()
         flush()
         root = append_plan(size, border, []).root
         stored_root = root_from_nodes(size, await store.fetch_nodes(conn, compact_range(size)))

@@ -7,8 +7,10 @@ Merkle nodes are perfect subtrees ``(level, idx)``; any operation reads the ``O(
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -233,7 +235,7 @@ async def leaf_hash(session: AsyncSession, index: int) -> bytes | None:
     return found.get((0, index))
 
 
-async def scan_entries_with_leaves(conn: AsyncConnection, prefetch: int = 5000) -> AsyncIterator[Any]:
+async def scan_entries_with_leaves(conn: AsyncConnection, prefetch: int = 5000) -> AsyncGenerator[Any, None]:
     """Every entry in index order as a driver record: ``LOG_COLUMNS`` and ``stored_leaf`` (NULL if the leaf's
     node is missing). The verification's full scan: a million rows, no ORM row objects."""
     driver = await driver_connection(conn)
@@ -241,8 +243,20 @@ async def scan_entries_with_leaves(conn: AsyncConnection, prefetch: int = 5000) 
         f"SELECT {', '.join('e.' + c for c in LOG_COLUMNS)}, n.hash AS stored_leaf FROM audit_entries e "  # noqa: S608
         "LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx"
     )
-    async for record in driver.cursor(query, prefetch=prefetch):
-        yield record
+    cursor = await driver.cursor(query)
+    # The next batch is asked for before this one is used, so the server reads and joins it while we hash.
+    following = asyncio.ensure_future(cursor.fetch(prefetch))
+    try:
+        while batch := await following:
+            following = asyncio.ensure_future(cursor.fetch(prefetch))
+            await asyncio.sleep(0)  # let the request go out
+            for record in batch:
+                yield record
+    finally:
+        if not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await following
 
 
 async def stream_entries_with_leaves(conn: AsyncConnection, batch: int = 2000) -> AsyncIterator[Any]:

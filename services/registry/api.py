@@ -115,6 +115,7 @@ OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
           "content": _OAUTH_ERROR},
     401: {"description": "RFC 6749 error: invalid_client (client authentication failed)", "content": _OAUTH_ERROR},
     429: {"description": "Too many requests from this client; slow down"},
+    503: {"description": "The registry's database is unreachable right now; retry after `Retry-After`"},
 }
 TOKEN_FORM = _oauth_form({"grant_type": {"type": "string", "enum": ["client_credentials"]},
                           "scope": {"type": "string", "description": "space-separated scopes"}}, ["grant_type"])

@@ -1,0 +1,1 @@
+"""RefNet's benchmarks (`make bench`): every figure beside a raw baseline measured in the same run."""
