@@ -13,9 +13,11 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
+from asyncpg.exceptions import PostgresError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.db import dependency_unreachable
@@ -123,18 +125,29 @@ def install_problem_handlers(app: FastAPI) -> None:
             Problem(exc.status_code, slug, detail, headers=getattr(exc, "headers", None) or {}), request
         )
 
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        if not dependency_unreachable(exc):
+            raise exc  # a bug after all: the last-resort handler below answers 500 and logs it
+        # An outage (the database restarting, a connection cut), not a bug: tell the client to come back.
+        request_id = getattr(request.state, "request_id", None)
+        log.warning("dependency_unavailable", request_id=request_id, exc_type=type(exc).__name__)
+        return problem_response(
+            Problem(503, "dependency-unavailable",
+                    "A system this service depends on is unreachable right now; try again shortly.",
+                    headers={"Retry-After": str(RETRY_AFTER_OUTAGE_SECONDS)}, request_id=request_id),
+            request,
+        )
+
+    # Answered inside the app: Starlette re-raises whatever reaches the last-resort handler, and the server
+    # then logs it as a crash with a traceback (SQL and all) -- thousands of them while PostgreSQL restarts.
+    for kind in (DBAPIError, PostgresError, ConnectionError):
+        app.add_exception_handler(kind, _outage)
+
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        if dependency_unreachable(exc):  # an outage that surfaced wrapped in something else
+            return await _outage(request, exc)
         request_id = getattr(request.state, "request_id", None)
-        if dependency_unreachable(exc):
-            # An outage (the database restarting, a connection cut), not a bug: tell the client to come back.
-            log.warning("dependency_unavailable", request_id=request_id, exc_type=type(exc).__name__)
-            return problem_response(
-                Problem(503, "dependency-unavailable",
-                        "A system this service depends on is unreachable right now; try again shortly.",
-                        headers={"Retry-After": str(RETRY_AFTER_OUTAGE_SECONDS)}, request_id=request_id),
-                request,
-            )
         # The traceback goes to the log (never values of the request); the client only gets the request id.
         log.exception("unhandled_error", request_id=request_id, path=request.scope.get("route") and
                       getattr(request.scope["route"], "path", None), exc_type=type(exc).__name__)

@@ -24,6 +24,7 @@ valid until they expire, as RFC 9068 resource servers usually treat them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -77,14 +78,15 @@ class RevocationList:
 
     def apply(self, event: envelope.Event) -> None:
         """Take in one event of the issuer's topic; types other than the two above are not about tokens."""
-        if event.type == TOKEN_REVOKED:
+        type_ = envelope.full_type(event.type)
+        if type_ == TOKEN_REVOKED:
             jti, expires_at = event.data.get("jti"), event.data.get("expires_at")
             if isinstance(jti, str) and jti and isinstance(expires_at, str):
                 try:
                     self.revoke_token(jti, datetime.fromisoformat(expires_at).timestamp())
                 except ValueError:
                     log.warning("revocation_event_unreadable", event_id=event.id)
-        elif event.type == AGENCY_SUSPENDED:
+        elif type_ == AGENCY_SUSPENDED:
             agency_id = event.data.get("agency_id")
             if isinstance(agency_id, str) and agency_id:
                 self.suspend_agency(agency_id, event.time.timestamp())
@@ -116,8 +118,8 @@ class RevocationListener:
             *self.topics, bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", metadata_max_age_ms=5000,
         )
-        await consumer.start()
         try:
+            await consumer.start()  # inside the try: cancelled while starting, it must still be closed
             async for record in consumer:
                 try:
                     event = envelope.decode(record.key, record.value, list(record.headers))
@@ -126,4 +128,5 @@ class RevocationListener:
                 self.events_seen += 1
                 self.revocations.apply(event)
         finally:
-            await consumer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5)

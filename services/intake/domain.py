@@ -197,7 +197,10 @@ class Checklist(Strict):
 class Provision(Strict):
     purpose: Purpose
     recipient_agency: AgencyId | None = None  # None: any agency
-    data_categories: Annotated[list[DataCategory], Field(min_length=1), AfterValidator(_unique)]
+    # max_length: no more than there are categories; and pydantic stops at the length, not after validating
+    # each of a million items (a 1 MiB body of them held the event loop for seconds).
+    data_categories: Annotated[list[DataCategory], Field(min_length=1, max_length=len(ALL_CATEGORIES)),
+                               AfterValidator(_unique)]
     decision: Decision
 
 
@@ -282,7 +285,10 @@ class ClearanceBody(Strict):
     case_id: AgencyId
     to_agency: AgencyId
     purpose: Purpose = "referral"
-    data_categories: Annotated[list[DataCategory], Field(min_length=1), AfterValidator(_unique)]
+    # max_length: no more than there are categories; and pydantic stops at the length, not after validating
+    # each of a million items (a 1 MiB body of them held the event loop for seconds).
+    data_categories: Annotated[list[DataCategory], Field(min_length=1, max_length=len(ALL_CATEGORIES)),
+                               AfterValidator(_unique)]
     pathway: Literal["protection", "assistance", "service", "avrr", "resettlement"]
     from_agency: AgencyId | None = None
 

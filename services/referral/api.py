@@ -49,7 +49,9 @@ class CreateReferral(BaseModel):
     service_type: Taxonomy | None = None
     priority: domain.Priority
     reason: str = Field(min_length=1, max_length=4000)
-    shared_categories: Annotated[list[domain.DataCategory], AfterValidator(_unique)] = Field(min_length=1)
+    # max_length: pydantic then refuses a long list at once instead of validating (and reporting) every item.
+    shared_categories: Annotated[list[domain.DataCategory], AfterValidator(_unique)] = Field(
+        min_length=1, max_length=len(domain.DataCategory))
     idempotency_key: IdempotencyKey | None = None
 
     @model_validator(mode="after")

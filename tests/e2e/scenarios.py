@@ -608,9 +608,13 @@ async def reverse_pathway(net: Network, people: People) -> Outcome:
             assert view["screening"]["trafficking_status"] == "actual" and "given_name" not in view["person"]
 
         # A shelter in Italy near Palermo, speaking his languages; IOM (already working with him) left out.
-        found = await api.http.get(api.url("referral", "/referrals/suggestions"), headers=api.headers("unhcr"),
-                                   params={"service_type": "shelter", "case_id": case_id, "languages": "ar,en",
-                                           "country": "IT", "near": "38.1157,13.3615"})
+        # Referral's copy of the directory is fed by the registry's events: right after start-up it may still
+        # be filling, so ask until the shelters are there.
+        found = await eventually(
+            lambda: api.http.get(api.url("referral", "/referrals/suggestions"), headers=api.headers("unhcr"),
+                                 params={"service_type": "shelter", "case_id": case_id, "languages": "ar,en",
+                                         "country": "IT", "near": "38.1157,13.3615"}),
+            lambda r: r.status_code != 200 or bool(r.json()["items"]))
         assert found.status_code == 200, found.text
         suggestions = found.json()["items"]
         assert suggestions and iom_id not in {s["agency_id"] for s in suggestions}

@@ -83,9 +83,10 @@ def _app(exc: BaseException) -> FastAPI:
     return app
 
 
-async def _get(exc: BaseException) -> httpx.Response:
-    # Starlette re-raises after its last-resort handler answered; the client only sees the answer.
-    transport = httpx.ASGITransport(app=_app(exc), raise_app_exceptions=False)
+async def _get(exc: BaseException, *, raise_app_exceptions: bool = False) -> httpx.Response:
+    # Starlette re-raises after its last-resort handler answered (the server logs it as a crash); the client
+    # only sees the answer.
+    transport = httpx.ASGITransport(app=_app(exc), raise_app_exceptions=raise_app_exceptions)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.get("/thing")
 
@@ -98,6 +99,18 @@ async def test_an_outage_answers_503_problem_with_retry_after() -> None:
     body = response.json()
     assert body["type"] == "urn:refnet:problem:dependency-unavailable"
     assert "SELECT" not in response.text  # the failed statement (and its parameters) stay in the server
+
+
+# As the driver and SQLAlchemy raise them (an outage wrapped in a foreign exception still gets its 503, from the
+# last-resort handler, but the server logs that one as a crash too).
+AS_RAISED = sorted(set(OUTAGES) - {"driver error caused by a refused socket"})
+
+
+@pytest.mark.parametrize("name", AS_RAISED)
+async def test_an_outage_is_answered_inside_the_app_not_logged_as_a_crash(name: str) -> None:
+    # raise_app_exceptions: had the exception left the app, the server would log a traceback per request.
+    response = await _get(OUTAGES[name], raise_app_exceptions=True)
+    assert response.status_code == 503
 
 
 async def test_a_bug_still_answers_500() -> None:
