@@ -113,7 +113,7 @@ def expect(response: httpx.Response, *statuses: int) -> Any:
     return response.json() if response.content else None
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float,
+async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 20,
                      every: float = 0.25) -> T:
     """Parts of the network learn of each other by events (seconds): poll until ``ok``, return the last."""
     deadline = time.monotonic() + seconds

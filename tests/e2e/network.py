@@ -6,7 +6,6 @@ can run the same scenarios with their own marker names.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -14,12 +13,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,11 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from deploy.launcher.demo import eventually as eventually  # one poller for the demo and the tests
 from deploy.launcher.infra import free_port
 from tests.integration.test_launcher import launcher_env
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "access_right_explained",
              "retention_explained", "withdrawal_explained")
@@ -157,17 +156,6 @@ class Network:
             return sorted(t for t in await admin.list_topics() if not t.startswith("__"))
         finally:
             await admin.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 20,
-                     every: float = 0.25) -> T:
-    """The network is eventually consistent (read models fed by events): poll until `ok`, return the last value."""
-    deadline = time.monotonic() + seconds
-    value = await probe()
-    while not ok(value) and time.monotonic() < deadline:
-        await asyncio.sleep(every)
-        value = await probe()
-    return value
 
 
 def ce_type(record: Any) -> str:

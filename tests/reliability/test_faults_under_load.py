@@ -510,30 +510,27 @@ def legal_history(record: ReferralRecord, view: dict[str, Any]) -> list[str]:
     return found
 
 
-async def sent_referrals(systems: CaseSystems, sender: str) -> set[str]:
+async def listed_ids(systems: CaseSystems, agency: str, service: str, path: str, what: str) -> set[str]:
+    """Every id a paged list answers (`items`, `next_cursor`), page after page."""
     ids: set[str] = set()
     cursor = ""
     while True:
-        outcome = await systems.call(sender, "GET", "referral", f"/referrals?role=sent&limit=500{cursor}",
-                                     done=lambda r: r.status_code == 200, what="work queue")
+        outcome = await systems.call(agency, "GET", service, f"{path}&limit=500{cursor}" if "?" in path
+                                     else f"{path}?limit=500{cursor}", done=lambda r: r.status_code == 200,
+                                     what=what)
         page = outcome.response.json()
         ids |= {item["id"] for item in page["items"]}
         if page["next_cursor"] is None:
             return ids
         cursor = f"&cursor={page['next_cursor']}"
+
+
+async def sent_referrals(systems: CaseSystems, sender: str) -> set[str]:
+    return await listed_ids(systems, sender, "referral", "/referrals?role=sent", "work queue")
 
 
 async def own_cases(systems: CaseSystems, owner: str) -> set[str]:
-    ids: set[str] = set()
-    cursor = ""
-    while True:
-        outcome = await systems.call(owner, "GET", "intake", f"/cases?limit=500{cursor}",
-                                     done=lambda r: r.status_code == 200, what="own cases")
-        page = outcome.response.json()
-        ids |= {item["id"] for item in page["items"]}
-        if page["next_cursor"] is None:
-            return ids
-        cursor = f"&cursor={page['next_cursor']}"
+    return await listed_ids(systems, owner, "intake", "/cases", "own cases")
 
 
 async def pull_feed(systems: CaseSystems, agency: str) -> dict[str, list[str]]:
