@@ -89,31 +89,34 @@ async def prepare(scenario: str, stack: BenchStack) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    service = args.service or SCENARIOS[args.scenario]
+    services = (args.service or SCENARIOS[args.scenario]).split(",")
     stack = BenchStack(extra_env=STACK_ENV)
     out_dir = REPO / "bench" / "results" / "profiles"
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = out_dir / f"{args.scenario}-{service}.txt"
+    raws = {service: out_dir / f"{args.scenario}-{service}.txt" for service in services}
     try:
         stack.start()
         await prepare(args.scenario, stack)
-        spy = await asyncio.create_subprocess_exec(
+        spies = [await asyncio.create_subprocess_exec(
             py_spy(), "record", "--pid", str(stack.pids()[service]), "--duration", str(int(args.seconds)), "--rate",
             "250", "--format", "raw", "--output", str(raw), "--nonblocking",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for service, raw in raws.items()]
         await load(args.scenario, stack, args.seconds + 2)
-        await asyncio.wait_for(spy.wait(), 60)
+        for spy in spies:
+            await asyncio.wait_for(spy.wait(), 60)
     finally:
         stack.stop()
-    print(summarize(raw, args.top))
-    print(f"\ncollapsed stacks: {raw.relative_to(REPO)}")
+    for service, raw in raws.items():
+        print(f"== {service}: " + summarize(raw, args.top))
+        print(f"\ncollapsed stacks: {raw.relative_to(REPO)}\n")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
-    parser.add_argument("--service", choices=("registry", "intake", "referral", "audit"))
+    parser.add_argument("--service", help="which service(s) to sample, comma-separated: registry, intake, referral, "
+                        "audit (default: the scenario's own)")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=30)
     asyncio.run(main(parser.parse_args()))

@@ -35,9 +35,10 @@ def plain_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
     return create_async_engine(
-        asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_pre_ping=True, pool_recycle=1800,
     )
 
 

@@ -22,6 +22,10 @@ class ServiceSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
 
     database_url: str = "postgresql+asyncpg://refnet@127.0.0.1:55432/refnet"
+    # Connections the service keeps open. Sized for its busiest moments rather than left to overflow:
+    # a connection opened for a burst and closed after it costs more than the query it served.
+    database_pool_size: int = Field(default=20, ge=1)
+    database_pool_overflow: int = Field(default=10, ge=0)
     kafka_bootstrap: str = "127.0.0.1:9092"
     host: str = "127.0.0.1"
     port: int = 8000

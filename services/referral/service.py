@@ -29,7 +29,7 @@ from shared.auth import Principal
 from shared.db import unit_of_work
 from shared.envelope import full_type
 from shared.errors import Problem, not_found
-from shared.outbox import add_event
+from shared.outbox import NewEvent, add_events
 from shared.topics import delivery_topic
 
 log = structlog.get_logger("refnet.referral")
@@ -92,13 +92,11 @@ class Referrals:
                      idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
         """-> (the referral, whether it is the replay of an earlier request with the same key)."""
         fingerprint = request.fingerprint()
-        if idempotency_key:
-            async with self.sessions() as session:
+        async with self.sessions() as session:
+            if idempotency_key:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
                 if existing is not None:
                     return await self._replay(session, existing, fingerprint), True
-
-        async with self.sessions() as session:
             to_agency = await self._recipient_of(session, request, principal.agency_id)
         try:
             clearance = await self.clearance.clear(ClearanceRequest(
@@ -116,13 +114,15 @@ class Referrals:
         try:
             async with unit_of_work(self.sessions) as session:
                 await store.lock_case(session, request.case_id)
-                if idempotency_key:
-                    existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
-                    if existing is not None:
-                        raise _Replay
                 # The case lock and the recipient's row lock serialise us with the consumers that cancel on
                 # withdrawal, erasure and suspension: either they see this referral, or we see their event.
-                if await store.case_erased(session, request.case_id):
+                standing = await store.case_standing(
+                    session, case_id=request.case_id, from_agency=principal.agency_id,
+                    idempotency_key=idempotency_key, consent_id=clearance.consent_id,
+                    open_states=[str(s) for s in OPEN_STATES])
+                if standing.key_used:
+                    raise _Replay
+                if standing.erased:
                     raise not_found("case")
                 agency = await store.agency_for_share(session, to_agency)
                 if agency is None:
@@ -137,10 +137,8 @@ class Referrals:
                                                 svc.capacity_available)
                     service_type = service_type or svc.taxonomy
                 assert service_type is not None
-                open_paths = await store.open_pathways(session, request.case_id, [str(s) for s in OPEN_STATES])
-                consent_ok, recipient_status = clearance.permitted, agency.status
-                if clearance.consent_id is not None and await store.consent_withdrawn(session, clearance.consent_id):
-                    consent_ok = False
+                open_paths = standing.open_pathways
+                consent_ok, recipient_status = clearance.permitted and not standing.consent_withdrawn, agency.status
                 if not clearance.permitted and clearance.reason == "recipient-suspended":
                     # intake knows of the suspension before our read model does; it stopped before consent.
                     consent_ok, recipient_status = True, "suspended"
@@ -376,12 +374,13 @@ class Referrals:
             shared_categories=list(row.shared_categories), consent_id=row.consent_id, reason_code=reason_code,
             due_at=row.due_at, agency=agency, acting_user=acting_user,
         ).model_dump(mode="json")
-        event_id = await add_event(session, source=self.source, topic=events.TOPIC, type=type,
-                                   aggregate_type="Referral", aggregate_id=row.case_id, payload=payload,
-                                   subject=row.id)
-        for party_agency in (row.from_agency, row.to_agency):
-            await add_event(session, source=self.source, topic=delivery_topic(party_agency), type=type,
-                            aggregate_type="Referral", aggregate_id=row.id, payload=payload, subject=row.id)
+        event_id, *_ = await add_events(session, source=self.source, events=[
+            NewEvent(topic=events.TOPIC, type=type, aggregate_type="Referral", aggregate_id=row.case_id,
+                     payload=payload, subject=row.id),
+            *(NewEvent(topic=delivery_topic(party_agency), type=type, aggregate_type="Referral",
+                       aggregate_id=row.id, payload=payload, subject=row.id)
+              for party_agency in (row.from_agency, row.to_agency)),
+        ])
         session.add(FeedRow(event_id=str(event_id), type=full_type(type), referral_id=row.id,
                             from_agency=row.from_agency, to_agency=row.to_agency, payload=payload,
                             created_at=self.clock()))

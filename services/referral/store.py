@@ -6,6 +6,7 @@ Referrals with their transition history; the registry read model (agencies, serv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    exists,
     func,
+    literal,
     select,
     text,
 )
@@ -163,12 +166,6 @@ async def history(session: AsyncSession, referral_id: str) -> list[TransitionRow
     )).scalars())
 
 
-async def open_pathways(session: AsyncSession, case_id: str, open_states: list[str]) -> list[str]:
-    return list((await session.execute(
-        select(ReferralRow.pathway).where(ReferralRow.case_id == case_id, ReferralRow.status.in_(open_states))
-    )).scalars())
-
-
 async def agency(session: AsyncSession, agency_id: str) -> AgencyRow | None:
     return await session.get(AgencyRow, agency_id)
 
@@ -256,12 +253,31 @@ async def record_erased_case(session: AsyncSession, case_id: str) -> None:
     await session.execute(insert(ErasedCaseRow).values(case_id=case_id).on_conflict_do_nothing())
 
 
-async def consent_withdrawn(session: AsyncSession, consent_id: str) -> bool:
-    return await session.get(WithdrawnConsentRow, consent_id) is not None
+@dataclass(frozen=True)
+class CaseStanding:
+    """What a new referral must know about its case, read in one round trip under the case lock."""
+
+    key_used: bool  # the idempotency key already made a referral
+    erased: bool
+    consent_withdrawn: bool
+    open_pathways: list[str]
 
 
-async def case_erased(session: AsyncSession, case_id: str) -> bool:
-    return await session.get(ErasedCaseRow, case_id) is not None
+async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str, idempotency_key: str | None,
+                        consent_id: str | None, open_states: list[str]) -> CaseStanding:
+    """One statement instead of four: a referral is created under load, and each round trip costs more
+    than the lookup it carries. Read after ``lock_case`` (a separate statement, so that this statement's
+    snapshot is taken with the lock held)."""
+    row = (await session.execute(select(
+        exists().where(ReferralRow.from_agency == from_agency, ReferralRow.idempotency_key == idempotency_key)
+        if idempotency_key else literal(False),
+        exists().where(ErasedCaseRow.case_id == case_id),
+        exists().where(WithdrawnConsentRow.consent_id == consent_id) if consent_id else literal(False),
+        select(func.array_agg(ReferralRow.pathway)).where(ReferralRow.case_id == case_id,
+                                                          ReferralRow.status.in_(open_states)).scalar_subquery(),
+    ))).one()
+    return CaseStanding(key_used=bool(row[0]), erased=bool(row[1]), consent_withdrawn=bool(row[2]),
+                        open_pathways=list(row[3] or []))
 
 
 async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:
