@@ -35,6 +35,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "AppendResult",
+    "CompactRange",
     "MerkleTree",
     "MissingNodeError",
     "NodeId",
@@ -474,6 +475,46 @@ def root_of_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
     if not stack:
         return EMPTY_ROOT
     return fold_subtrees(stack)
+
+
+class CompactRange:
+    """A tree grown leaf by leaf that keeps only its right border: :func:`root_of_leaf_hashes`, resumable.
+
+    A whole-log verification feeds it the leaves it recomputes, a batch at a time, and asks for the root
+    wherever a signed checkpoint was taken; unlike :func:`append_plan` it records no nodes, since nothing
+    it computes is stored.
+    """
+
+    __slots__ = ("_stack", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[bytes] = []
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        # Runs once per log entry: bare hashlib calls and local names, as in root_of_leaf_hashes.
+        sha256 = _sha256
+        prefix = _NODE_PREFIX
+        width = HASH_SIZE
+        stack = self._stack
+        push = stack.append
+        pop = stack.pop
+        n = self.size
+        try:
+            for h in leaf_hashes:
+                if len(h) != width:
+                    raise ValueError(f"leaf hash {n} is {len(h)} bytes, not {width}")
+                n += 1
+                m = n
+                while not m & 1:
+                    h = sha256(prefix + pop() + h).digest()
+                    m >>= 1
+                push(h)
+        finally:
+            self.size = n
+
+    def root(self) -> bytes:
+        return fold_subtrees(self._stack) if self._stack else EMPTY_ROOT
 
 
 # --- in-memory tree -----------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,12 +18,12 @@ from services.audit import store
 from services.audit.domain import (
     CONSENT_PREFIX,
     ENTRY_FIELDS,
+    LeafWriter,
     NotAuditable,
     checkpoint_body,
     consents_in_force,
     draft_from_event,
     entry_json,
-    entry_leaf,
     format_time,
     is_access,
     leaf_bytes,
@@ -30,6 +31,7 @@ from services.audit.domain import (
 )
 from services.audit.merkle import (
     EMPTY_ROOT,
+    CompactRange,
     append_plan,
     compact_range,
     consistency_plan,
@@ -76,37 +78,40 @@ async def sequence_pending(sessions: async_sessionmaker[AsyncSession], batch_siz
     """Append the oldest queued entries to the log: dense indexes, leaves, Merkle nodes, one transaction.
 
     Only the holder of the sequencer lock appends, so indexes never collide across replicas. Reads the
-    tree's right border (``O(log n)`` nodes) and nothing else of the tree. Returns how many it appended.
+    tree's size and right border (``O(log n)`` nodes) in one query and nothing else of the tree. The
+    entries go from the queue to the log inside the server (one INSERT ... SELECT from the DELETE), which
+    runs while their leaves are hashed here; only the new Merkle nodes are sent. Returns how many it appended.
     """
     async with sessions() as session, session.begin():
         if not await store.take_sequencer_lock(session):
             return 0
-        queued = await store.oldest_pending(session, batch_size)
+        driver = await store.driver_connection(session)
+        queued = await store.pending_leaves(driver, batch_size)
         if not queued:
             return 0
-        size = await store.tree_size(session)
-        border_ids = compact_range(size)
-        found = await store.fetch_nodes(session, border_ids)
-        border = [found[node_id] for node_id in border_ids]
-        logged = await store.already_logged(session, [(r["source_service"], r["event_id"]) for r in queued])
+        size, border = await store.size_and_border(driver)
+        # An event already in the log (a replayed consumer group) leaves the queue without a second entry;
+        # the queue's own unique key keeps one batch free of twins.
+        placed = [item for item in queued if not item["logged"]]
         recorded_at = datetime.now(UTC)
-        recorded_text = format_time(recorded_at)
-        rows: list[tuple[Any, ...]] = []
-        leaves: list[bytes] = []
-        for item in queued:
-            key = (item["source_service"], item["event_id"])
-            if key in logged:
-                continue  # the same event reached the queue twice (a replayed consumer group): log it once
-            logged.add(key)
-            index = size + len(rows)
-            leaves.append(hash_leaf(entry_leaf(index, recorded_text, format_time(item["occurred_at"]), item)))
-            rows.append((index, recorded_at, *(item[name] for name in store.ENTRY_COLUMNS)))
-        result = append_plan(size, border, leaves)
-        await store.append_entries(session, rows, result.nodes)
-        await store.remove_pending(session, [r["seq"] for r in queued])
-    ENTRIES_APPENDED.inc(len(rows))
+        moving = asyncio.ensure_future(store.move_to_log(
+            driver, [item["seq"] for item in queued], [item["seq"] for item in placed], size, recorded_at))
+        try:
+            await asyncio.sleep(0)  # the statement goes out; the server inserts while we hash
+            recorded_text = format_time(recorded_at)
+            leaf = LeafWriter().leaf
+            sha256 = hashlib.sha256
+            leaves = [sha256(b"\x00" + leaf(index, recorded_text, format_time(item["occurred_at"]), item)).digest()
+                      for index, item in enumerate(placed, size)]
+            result = append_plan(size, border, leaves)
+        finally:
+            moved = await moving
+        if moved != len(placed):
+            raise RuntimeError(f"the sequencer moved {moved} entries to the log, not {len(placed)}")
+        await store.add_nodes(driver, result.nodes)
+    ENTRIES_APPENDED.inc(len(placed))
     TREE_SIZE.set(result.size)
-    return len(rows)
+    return len(placed)
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------
@@ -224,22 +229,25 @@ async def case_consents(sessions: async_sessionmaker[AsyncSession], case_id: str
 # --- proofs ---------------------------------------------------------------------------------------------
 
 
-async def _size_at_most_current(session: AsyncSession, name: str, value: int) -> None:
-    size = await store.tree_size(session)
+def _size_at_most_current(name: str, value: int, size: int) -> None:
     if value > size:
         raise InvalidParameter(name, f"exceeds the log's size ({size})")
 
 
 async def inclusion_proof(sessions: async_sessionmaker[AsyncSession], index: int, tree_size: int | None
                           ) -> dict[str, Any]:
-    async with sessions() as session:
+    """One statement reads the log's size and every node the proof and the root need (one more without
+    ``tree_size``, to learn it first)."""
+    async with store.reader(sessions) as db:
         if tree_size is None:
-            tree_size = await store.tree_size(session)
-        await _size_at_most_current(session, "tree_size", tree_size)
-        if index >= tree_size:
-            raise InvalidParameter("index", f"must be below tree_size ({tree_size})")
-        plan = inclusion_plan(index, tree_size)
-        found = await store.fetch_nodes(session, [*plan.node_ids, (0, index), *compact_range(tree_size)])
+            tree_size = await store.log_size(db)
+        wanted = index < tree_size
+        plan = inclusion_plan(index, tree_size) if wanted else None
+        ids = [*plan.node_ids, (0, index), *compact_range(tree_size)] if plan is not None else []
+        size, found = await store.nodes_and_size(db, ids)
+    _size_at_most_current("tree_size", tree_size, size)
+    if plan is None:
+        raise InvalidParameter("index", f"must be below tree_size ({tree_size})")
     return {
         "index": index, "tree_size": tree_size, "leaf_hash": found[(0, index)].hex(),
         "root_hash": root_from_nodes(tree_size, found).hex(),
@@ -249,16 +257,18 @@ async def inclusion_proof(sessions: async_sessionmaker[AsyncSession], index: int
 
 async def consistency_proof(sessions: async_sessionmaker[AsyncSession], first: int, second: int | None
                             ) -> dict[str, Any]:
-    async with sessions() as session:
+    async with store.reader(sessions) as db:
         if second is None:
-            second = await store.tree_size(session)
-        await _size_at_most_current(session, "second", second)
-        if first > second:
-            raise InvalidParameter("first", f"must not exceed second ({second})")
-        if first == 0 and second > 0:
-            raise InvalidParameter("first", "must be at least 1: RFC 9162 defines no proof from the empty tree")
-        plan = consistency_plan(first, second)
-        found = await store.fetch_nodes(session, [*plan.node_ids, *compact_range(first), *compact_range(second)])
+            second = await store.log_size(db)
+        valid = first <= second and not (first == 0 and second > 0)
+        plan = consistency_plan(first, second) if valid else None
+        ids = [*plan.node_ids, *compact_range(first), *compact_range(second)] if plan is not None else []
+        size, found = await store.nodes_and_size(db, ids)
+    _size_at_most_current("second", second, size)
+    if first > second:
+        raise InvalidParameter("first", f"must not exceed second ({second})")
+    if plan is None:
+        raise InvalidParameter("first", "must be at least 1: RFC 9162 defines no proof from the empty tree")
     return {
         "first": first, "second": second,
         "first_root_hash": root_from_nodes(first, found).hex(),
@@ -280,15 +290,14 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
     first_bad: int | None = None
     first_bad_checkpoint: int | None = None
     checked = 0
-    size = 0
-    border: list[bytes] = []
-    pending: list[bytes] = []
+    tree = CompactRange()
 
     async with sessions() as session:
         conn = await session.connection()
         marks: Sequence[Any] = await store.all_checkpoints(conn)
         targets = [cp for cp in marks if int(cp.tree_size) > 0]
-        empty = [cp for cp in marks if int(cp.tree_size) == 0]
+        mark_sizes = [int(cp.tree_size) for cp in targets]
+        next_mark = 0
 
         def check_checkpoint(cp: Any, root: bytes) -> None:
             nonlocal checked, first_bad_checkpoint
@@ -297,41 +306,48 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
             if not ok and first_bad_checkpoint is None:
                 first_bad_checkpoint = int(cp.tree_size)
 
-        for cp in empty:
-            check_checkpoint(cp, EMPTY_ROOT)
-        next_mark = 0
+        for cp in marks:
+            if int(cp.tree_size) == 0:
+                check_checkpoint(cp, EMPTY_ROOT)
 
-        def flush() -> None:
-            nonlocal size, border, pending, next_mark
-            if pending:
-                result = append_plan(size, border, pending)
-                size, border, pending = result.size, result.border, []
-                while next_mark < len(targets) and int(targets[next_mark].tree_size) == size:
-                    check_checkpoint(targets[next_mark], result.root)
-                    next_mark += 1
+        def grow(leaves: list[bytes]) -> None:
+            """Add recomputed leaves to the tree, taking its root at each checkpoint's size on the way."""
+            nonlocal next_mark
+            start = 0
+            while next_mark < len(mark_sizes) and mark_sizes[next_mark] <= tree.size + len(leaves) - start:
+                cut = start + mark_sizes[next_mark] - tree.size
+                tree.extend(leaves[start:cut])
+                start = cut
+                check_checkpoint(targets[next_mark], tree.root())
+                next_mark += 1
+            tree.extend(leaves[start:] if start else leaves)
 
-        mark_sizes = [int(cp.tree_size) for cp in targets]
-        recorded_at: Any = None
-        recorded_text = ""
-        # aclosing: leaving the loop early (a hole) must end the scan before the connection is used again.
-        async with contextlib.aclosing(store.scan_entries_with_leaves(conn)) as records:
-            async for record in records:
-                expected = size + len(pending)
-                if record["idx"] != expected:
-                    first_bad = expected if first_bad is None else first_bad
-                    break
-                if record["recorded_at"] != recorded_at:  # a sequencer batch shares its time: write it once
-                    recorded_at = record["recorded_at"]
-                    recorded_text = format_time(recorded_at)
-                leaf = hash_leaf(entry_leaf(expected, recorded_text, format_time(record["occurred_at"]), record))
-                stored_leaf = record["stored_leaf"]
-                if first_bad is None and (stored_leaf is None or stored_leaf != leaf):
-                    first_bad = expected
-                pending.append(leaf)
-                if len(pending) >= 2000 or (next_mark < len(mark_sizes) and mark_sizes[next_mark] == expected + 1):
-                    flush()
-        flush()
-        root = append_plan(size, border, []).root
+        writer = LeafWriter()
+        hole = False
+
+        def consume(text: str) -> None:
+            nonlocal first_bad, hole
+            if hole:
+                return  # the rest of the COPY drains unread: the log ends at the hole
+            indexes, hashes, stored = writer.copy_chunk(text)
+            expected = tree.size
+            if indexes != [str(i) for i in range(expected, expected + len(indexes))]:
+                cut = next(k for k, idx in enumerate(indexes) if idx != str(expected + k))
+                indexes, hashes, stored = indexes[:cut], hashes[:cut], stored[:cut]
+                hole = True
+            if first_bad is None and (None in hashes or b"".join(hashes).hex() != "".join(stored)):  # type: ignore[arg-type]
+                for k, value in enumerate(hashes):
+                    if value is None or value.hex() != stored[k]:
+                        first_bad = expected + k
+                        break
+            # A row no entry can be still takes its place in the tree (which can then match no checkpoint).
+            grow([value if value is not None else _UNREADABLE for value in hashes])
+            if hole and first_bad is None:
+                first_bad = tree.size
+
+        await store.copy_log(conn, consume)
+        size = tree.size
+        root = tree.root()
         stored_root = root_from_nodes(size, await store.fetch_nodes(conn, compact_range(size)))
     for cp in targets[next_mark:]:  # signed for entries that are no longer there
         checked += 1
@@ -367,6 +383,9 @@ async def recomputed_root(sessions: async_sessionmaker[AsyncSession], size: int)
                 count, border, batch = result.size, result.border, []
     result = append_plan(count, border, batch)
     return result.root if result.size == size else None
+
+
+_UNREADABLE = hashlib.sha256(b"\x00").digest()
 
 
 def _checkpoint_sound(cp: Any, public_key: bytes) -> bool:

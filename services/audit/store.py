@@ -7,10 +7,9 @@ Merkle nodes are perfect subtrees ``(level, idx)``; any operation reads the ``O(
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,10 +32,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
-from services.audit.domain import EntryDraft
+from services.audit.domain import COPY_COLUMNS, EntryDraft
 from services.audit.merkle import NodeId, StoredNode
 from shared.db import NAMING
 
@@ -106,6 +105,10 @@ ENTRY_COLUMNS = (
 #: An ``audit_entries`` row in column order (``details`` last), as the sequencer writes it and a scan reads it.
 LOG_COLUMNS = ("idx", "recorded_at", *ENTRY_COLUMNS)
 
+#: The entry's text columns: everything but ``occurred_at`` and ``details``, which a leaf needs rewritten.
+TEXT_COLUMNS = tuple(name for name in ENTRY_COLUMNS if name not in ("occurred_at", "details"))
+
+
 # One sequencer at a time across all replicas: a transaction-scoped advisory lock.
 SEQUENCER_LOCK = 0x52464E4155444954  # "RFNAUDIT"
 
@@ -139,6 +142,61 @@ async def oldest_pending(session: AsyncSession, limit: int) -> Sequence[Any]:
     records: Sequence[Any] = await driver.fetch(
         f"SELECT seq, {', '.join(ENTRY_COLUMNS)} FROM audit_pending ORDER BY seq LIMIT $1", limit)  # noqa: S608
     return records
+
+
+async def pending_leaves(driver: Any, limit: int) -> Sequence[Any]:
+    """The oldest queued entries as their leaves need them, as driver records: ``seq``, ``TEXT_COLUMNS``,
+    ``occurred_at``, ``details`` (JSON text) and ``logged`` (the log has the event already: a replay, or a
+    second consumer group). The last probes the unique index once per entry."""
+    records: Sequence[Any] = await driver.fetch(
+        f"SELECT p.seq, {', '.join('p.' + c for c in TEXT_COLUMNS)}, p.occurred_at, "  # noqa: S608
+        "p.details::text AS details, EXISTS (SELECT 1 FROM audit_entries e "
+        "WHERE e.source_service = p.source_service AND e.event_id = p.event_id) AS logged "
+        "FROM audit_pending p ORDER BY p.seq LIMIT $1", limit)
+    return records
+
+
+_BORDER = """
+WITH s AS (SELECT coalesce(max(idx) + 1, 0) AS n FROM audit_entries)
+SELECT s.n, b.level, m.hash
+FROM s
+LEFT JOIN LATERAL (SELECT g AS level FROM generate_series(62, 0, -1) AS g WHERE (s.n >> g) & 1 = 1) AS b ON true
+LEFT JOIN merkle_nodes m ON m.level = b.level AND m.idx = (s.n >> b.level) - 1
+ORDER BY b.level DESC
+"""
+
+
+async def size_and_border(driver: Any) -> tuple[int, list[bytes]]:
+    """The log's size and the hashes of its right border (``merkle.compact_range(size)``), in one query.
+
+    The border node at level ``b`` exists for each set bit ``b`` of the size, and ends where the size's bits
+    above and at ``b`` do: index ``(size >> b) - 1``.
+    """
+    rows = await driver.fetch(_BORDER)
+    size = int(rows[0]["n"])
+    border = [row["hash"] for row in rows if row["level"] is not None]
+    if len(border) != size.bit_count() or any(h is None for h in border):
+        raise LookupError(f"stored Merkle nodes missing on the border of a tree of size {size}")
+    return size, [bytes(h) for h in border]
+
+
+async def move_to_log(driver: Any, taken: Sequence[int], placed: Sequence[int], first_index: int,
+                      recorded_at: datetime) -> int:
+    """Delete the ``taken`` queue rows and insert those ``placed`` into the log at ``first_index`` onwards, in
+    one statement: the entries go from table to table inside the server. Returns how many were inserted."""
+    columns = ", ".join(ENTRY_COLUMNS)
+    status: str = await driver.execute(
+        f"WITH gone AS (DELETE FROM audit_pending WHERE seq = ANY($1::bigint[]) RETURNING *) "  # noqa: S608
+        f"INSERT INTO audit_entries (idx, recorded_at, {columns}) "
+        f"SELECT $3::bigint + k.n - 1, $4, {', '.join('g.' + c for c in ENTRY_COLUMNS)} FROM gone g "
+        "JOIN unnest($2::bigint[]) WITH ORDINALITY AS k(seq, n) ON k.seq = g.seq",
+        list(taken), list(placed), first_index, recorded_at)
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def add_nodes(driver: Any, new_nodes: list[StoredNode]) -> None:
+    if new_nodes:
+        await driver.copy_records_to_table("merkle_nodes", records=new_nodes, columns=("level", "idx", "hash"))
 
 
 async def remove_pending(session: AsyncSession, seqs: list[int]) -> None:
@@ -235,28 +293,68 @@ async def leaf_hash(session: AsyncSession, index: int) -> bytes | None:
     return found.get((0, index))
 
 
-async def scan_entries_with_leaves(conn: AsyncConnection, prefetch: int = 5000) -> AsyncGenerator[Any, None]:
-    """Every entry in index order as a driver record: ``LOG_COLUMNS`` and ``stored_leaf`` (NULL if the leaf's
-    node is missing). The verification's full scan: a million rows, no ORM row objects."""
+async def nodes_and_size(driver: Any, ids: Sequence[NodeId]) -> tuple[int, dict[NodeId, bytes]]:
+    """The log's size and the stored nodes ``ids``, read in one statement (so from one snapshot)."""
+    rows = await driver.fetch(
+        "SELECT NULL::smallint AS level, (SELECT coalesce(max(idx) + 1, 0) FROM audit_entries) AS idx, "
+        "NULL::bytea AS hash "
+        "UNION ALL SELECT n.level, n.idx, n.hash FROM merkle_nodes n "
+        "JOIN unnest($1::smallint[], $2::bigint[]) AS k(level, idx) ON n.level = k.level AND n.idx = k.idx",
+        [level for level, _ in ids], [idx for _, idx in ids])
+    size = 0
+    found: dict[NodeId, bytes] = {}
+    for level, idx, value in rows:
+        if level is None:
+            size = int(idx)
+        else:
+            found[(level, idx)] = value
+    return size, found
+
+
+async def log_size(driver: Any) -> int:
+    return int(await driver.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries"))
+
+
+@contextlib.asynccontextmanager
+async def reader(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
+    """A pooled driver connection for reads of one statement each, outside any transaction.
+
+    A proof reads its nodes and the log's size in one statement: a BEGIN and a ROLLBACK around it would be
+    two more round trips for nothing.
+    """
+    async with sessions() as session:
+        yield await driver_connection(session)
+
+
+_COPY_LOG = (
+    f"SELECT {', '.join('e.' + c for c in COPY_COLUMNS)}, encode(n.hash, 'hex') "  # noqa: S608
+    "FROM audit_entries e LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx"
+)
+
+
+async def copy_log(conn: AsyncConnection, consume: Callable[[str], None]) -> None:
+    """Every entry in index order as COPY text, handed to ``consume`` in chunks of whole lines (see
+    ``domain.LeafWriter.copy_chunk``): the verification's full scan.
+
+    COPY is the cheapest way out of the server: no per-batch round trips, no per-column record building
+    here, and the server keeps writing the next rows while ``consume`` hashes these. The times come in UTC,
+    ISO style (``SET LOCAL``: for this transaction only).
+    """
     driver = await driver_connection(conn)
-    query = (
-        f"SELECT {', '.join('e.' + c for c in LOG_COLUMNS)}, n.hash AS stored_leaf FROM audit_entries e "  # noqa: S608
-        "LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx"
-    )
-    cursor = await driver.cursor(query)
-    # The next batch is asked for before this one is used, so the server reads and joins it while we hash.
-    following = asyncio.ensure_future(cursor.fetch(prefetch))
-    try:
-        while batch := await following:
-            following = asyncio.ensure_future(cursor.fetch(prefetch))
-            await asyncio.sleep(0)  # let the request go out
-            for record in batch:
-                yield record
-    finally:
-        if not following.done():
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await following
+    await driver.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+    carry = b""
+
+    async def output(chunk: bytes) -> None:
+        nonlocal carry
+        data = carry + chunk if carry else bytes(chunk)
+        end = data.rfind(b"\n") + 1  # a row may straddle two chunks
+        carry = data[end:]
+        if end:
+            consume(data[:end].decode("utf-8"))
+
+    await driver.copy_from_query(_COPY_LOG, output=output)
+    if carry:
+        consume(carry.decode("utf-8"))
 
 
 async def stream_entries_with_leaves(conn: AsyncConnection, batch: int = 2000) -> AsyncIterator[Any]:

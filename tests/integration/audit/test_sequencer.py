@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime
 
 from services.audit import service
@@ -46,3 +47,29 @@ async def test_concurrent_sequencers_append_densely_and_once(audit: AuditHarness
     levels = audit.sql("SELECT level, count(*) FROM merkle_nodes GROUP BY level ORDER BY level").split()
     # Every perfect subtree stored once: 300 leaves, 150 pairs, 75, 37, 18, 9, 4, 2, 1.
     assert levels == ["0|300", "1|150", "2|75", "3|37", "4|18", "5|9", "6|4", "7|2", "8|1"]
+
+
+async def test_awkward_values_verify_and_hash_as_the_api_shows_them(audit: AuditHarness) -> None:
+    """Escapes COPY must undo, NULLs, a year below 1000, fractions PostgreSQL trims, non-ASCII details."""
+    import rfc8785
+
+    from services.audit.domain import EntryDraft
+    from services.audit.store import add_pending
+
+    sessions = audit.app.state.runtime.sessions
+    awkward = ["tab\there", "new\nline", "back\\slash \\N", 'quote"d', "\x01\x1f\x7f", "é€𝄞\u2028", "\\N", ""]
+    async with sessions() as session, session.begin():
+        for n, text in enumerate(awkward):
+            await add_pending(session, EntryDraft(
+                action="case.read", outcome="success", source_service="intake", event_id=f"odd-{n}",
+                occurred_at=datetime(999 if n % 2 else 2024, 5, 1, 10, 0, 0, n * 100_000, tzinfo=UTC),
+                agency=text, purpose=None if n % 3 else text,
+                details={"k": text, "ü": [1, True, None], "n": {"x": "\t"}} if n % 2 else {}))
+    while await service.sequence_pending(sessions, 3):
+        pass
+    report = (await audit.get("/audit/verify")).json()
+    assert report["ok"] is True and report["tree_size"] == len(awkward)
+    shown = (await audit.get("/audit/entries", limit=500)).json()["items"]
+    for entry in shown:
+        proof = (await audit.get("/audit/proofs/inclusion", index=entry["index"])).json()
+        assert proof["leaf_hash"] == hashlib.sha256(b"\x00" + rfc8785.dumps(entry)).hexdigest()

@@ -7,6 +7,8 @@ arbitrary values (control characters, astral-plane text, non-ASCII keys, floats,
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,7 +17,16 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit.domain import entry_json, entry_leaf, format_time, leaf_bytes
+from services.audit.domain import (
+    COPY_COLUMNS,
+    LeafWriter,
+    copy_time,
+    details_json,
+    entry_json,
+    entry_leaf,
+    format_time,
+    leaf_bytes,
+)
 
 scalars = (
     st.none() | st.booleans() | st.text() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
@@ -86,3 +97,107 @@ def test_entry_leaf_is_leaf_bytes_of_entry_json(values: dict[str, Any], index: i
     except rfc8785.CanonicalizationError as exc:
         fast = type(exc)
     assert fast == reference
+
+
+# --- the verification's COPY path -------------------------------------------------------------------------
+
+
+def _pg_time(moment: datetime) -> str:
+    """A UTC time as PostgreSQL's COPY writes it with DateStyle ISO: fraction trimmed, year padded to four."""
+    moment = moment.astimezone(UTC)
+    text = f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "+00"
+
+
+def _copy_field(value: str | None) -> str:
+    """COPY text escaping, as PostgreSQL's CopyAttributeOutText writes a field."""
+    if value is None:
+        return "\\N"
+    escapes = {"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+    return "".join(escapes.get(c, c) for c in value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_copy_time_is_format_time(moment: datetime) -> None:
+    moment = moment.replace(tzinfo=UTC)
+    assert copy_time(_pg_time(moment)) == format_time(moment)
+
+
+@pytest.mark.parametrize("text", ["0044-03-15 12:00:00+00 BC", "10000-01-01 00:00:00+00", "0000-01-01 00:00:00+00",
+                                  "2024-01-01 00:00:00+01", "\\N", "infinity"])
+def test_copy_time_refuses_what_no_entry_holds(text: str) -> None:
+    with pytest.raises(ValueError):
+        copy_time(text)
+
+
+_text = st.none() | st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\x00"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.fixed_dictionaries({name: _text for name in COPY_COLUMNS[3:] if name != "details"}),
+    st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), values, max_size=5),
+    st.datetimes(min_value=datetime(1, 1, 1)), st.datetimes(min_value=datetime(1, 1, 1)),
+), min_size=1, max_size=4), st.integers(min_value=0, max_value=2**40))
+def test_copy_chunk_hashes_entry_leaf(rows: list[tuple[dict[str, Any], dict[str, Any], datetime, datetime]],
+                                      first: int) -> None:
+    lines = []
+    expected: list[bytes | None] = []
+    for n, (columns, details, recorded, occurred) in enumerate(rows):
+        recorded, occurred = recorded.replace(tzinfo=UTC), occurred.replace(tzinfo=UTC)
+        values = {**columns, "details": details}
+        try:
+            leaf: bytes | None = entry_leaf(first + n, format_time(recorded), format_time(occurred), values)
+        except rfc8785.CanonicalizationError:
+            leaf = None
+        if leaf is not None:
+            expected.append(hashlib.sha256(b"\x00" + leaf).digest())
+        else:
+            expected.append(None)
+        try:
+            details_text = json.dumps(details, ensure_ascii=False)
+        except ValueError:
+            details_text = "{}"
+        fields = [str(first + n), _pg_time(recorded), _pg_time(occurred),
+                  *(_copy_field(columns[name]) if name != "details" else _copy_field(details_text)
+                    for name in COPY_COLUMNS[3:]), "ab" * 32]
+        lines.append("\t".join(fields))
+    indexes, hashes, stored = LeafWriter().copy_chunk("\n".join(lines) + "\n")
+    assert indexes == [str(first + n) for n in range(len(rows))]
+    assert stored == ["ab" * 32] * len(rows)
+    assert hashes == expected
+
+
+def test_copy_chunk_marks_rows_no_entry_can_be() -> None:
+    good = ["7", "2024-05-01 10:00:00.5+00", "2024-05-01 09:00:00+00", "\\N", "case.read", "\\N", "\\N", "\\N",
+            "{}", "ev-1", "success", "\\N", "\\N", "\\N", "intake", "\\N"]
+    bad_time = [*good[:2], "20000-01-01 00:00:00+00", *good[3:]]
+    bad_details = [*good[:8], "[1, 2]", *good[9:]]
+    _, hashes, stored = LeafWriter().copy_chunk("\n".join("\t".join(r) for r in (good, bad_time, bad_details)))
+    entry = {"action": "case.read", "outcome": "success", "event_id": "ev-1", "source_service": "intake",
+             "details": {}} | {name: None for name in ("agency", "client_id", "acting_user", "purpose",
+                                                        "resource_type", "resource_id", "case_id")}
+    leaf = entry_leaf(7, "2024-05-01T10:00:00.500000Z", "2024-05-01T09:00:00.000000Z", entry)
+    assert hashes == [hashlib.sha256(b"\x00" + leaf).digest(), None, None]
+    assert stored == ["\\N"] * 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), values, max_size=6))
+def test_details_json_is_rfc8785(details: dict[str, Any]) -> None:
+    try:
+        text = json.dumps(details, ensure_ascii=False)
+    except ValueError:
+        return
+    try:
+        want: str | type[Exception] = rfc8785.dumps(details).decode()
+    except rfc8785.CanonicalizationError as exc:
+        want = type(exc)
+    try:
+        got: str | type[Exception] = details_json(text)
+    except rfc8785.CanonicalizationError as exc:
+        got = type(exc)
+    assert got == want

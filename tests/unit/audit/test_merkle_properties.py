@@ -309,3 +309,17 @@ def test_streamed_root_of_a_large_log() -> None:
     stream_root = root_of_leaf_hashes(hashes)
     replay = append_plan(0, [], (hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(count)))
     assert stream_root == replay.root
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70), st.data())
+def test_compact_range_grows_to_the_root_of_every_prefix(leaf_hashes: list[bytes], data: st.DataObject) -> None:
+    from services.audit.merkle import CompactRange, root_of_leaf_hashes
+
+    tree = CompactRange()
+    assert tree.root() == root_of_leaf_hashes([])
+    start = 0
+    while start < len(leaf_hashes):
+        cut = data.draw(st.integers(min_value=start + 1, max_value=len(leaf_hashes)))
+        tree.extend(leaf_hashes[start:cut])
+        start = cut
+        assert tree.size == cut and tree.root() == root_of_leaf_hashes(leaf_hashes[:cut])
