@@ -26,7 +26,7 @@ from services.registry.schemas import (
     decode_cursor,
     encode_cursor,
 )
-from services.registry.service import RegistryService
+from services.registry.service import RegistryService, ServiceRecord
 from services.registry.store import Agency, Service
 from shared.app import runtime_of
 from shared.auth import Principal, require_scopes
@@ -42,7 +42,8 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def registry_of(request: Request) -> RegistryService:
+async def registry_of(request: Request) -> RegistryService:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop on every request.
     registry: RegistryService = runtime_of(request).extras["registry"]
     return registry
 
@@ -257,7 +258,8 @@ async def update_agency(agency_id: AgencyId, body: AgencyPatch, _: Admin, regist
 # --- the directory ------------------------------------------------------------------------------------------
 
 
-def service_out(service: Service, accept_language: str | None, distance: float | None = None) -> ServiceOut:
+def service_out(service: Service | ServiceRecord, accept_language: str | None,
+                distance: float | None = None) -> ServiceOut:
     language = domain.pick_language(accept_language, service.names)
     description_language = language if language in service.descriptions else domain.pick_language(
         accept_language, service.descriptions)
@@ -360,7 +362,8 @@ def hsds_organization(agency: Agency | None) -> dict[str, Any] | None:
             "uri": None}
 
 
-def hsds_service(service: Service, agency: dict[str, Any] | None, accept_language: str | None) -> dict[str, Any]:
+def hsds_service(service: Service | ServiceRecord, agency: dict[str, Any] | None,
+                 accept_language: str | None) -> dict[str, Any]:
     """One service in the HSDS 3.0 ``service`` schema (with its organization, locations and taxonomy)."""
     out = service_out(service, accept_language)
     term_id = f"refnet:{service.taxonomy}"

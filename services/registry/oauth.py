@@ -8,22 +8,23 @@ mapped to an RFC 6749 error (``domain.OAuthError``).
 
 from __future__ import annotations
 
-import base64
+import binascii
+import functools
 import hashlib
 import hmac
 import json
 import secrets
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import BadSignatureError, JoseError, SecurityWarning
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, Key
-from joserfc.jws import JWSRegistry
+from joserfc.jws import JWSAlgModel, JWSRegistry
+from joserfc.util import urlsafe_b64decode
 
 from services.registry.domain import ASSERTION_ALGORITHMS, OAuthError
 
@@ -31,6 +32,9 @@ ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 -- an algorithm name, not a secret
 _MAX_ASSERTION_LENGTH = 8192
 _MAX_JWKS_BYTES = 64 * 1024
 _ASSERTION_REGISTRY = JWSRegistry(algorithms=list(ASSERTION_ALGORITHMS), strict_check_header=False)
+# joserfc's model of each accepted assertion algorithm (JWSRegistry.algorithms, looked up once; the registry's
+# get_alg would warn about "EdDSA" on every call).
+_ASSERTION_MODELS: dict[str, JWSAlgModel] = {alg: JWSRegistry.algorithms[alg] for alg in ASSERTION_ALGORITHMS}
 
 
 # --- the authorization server's signing keys ---------------------------------------------------------------
@@ -96,8 +100,14 @@ def signing_key_file_content(keys: list[tuple[str, str]]) -> str:
     return json.dumps({"keys": entries}, indent=2) + "\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _private_key(private_pem: str) -> ECKey:
+    # Importing a PEM key costs as much as the signature itself; the current key is the same on every request.
+    return ECKey.import_key(private_pem)
+
+
 def sign_access_token(private_pem: str, kid: str, claims: dict[str, Any]) -> str:
-    key = ECKey.import_key(private_pem)
+    key = _private_key(private_pem)
     header = {"alg": ACCESS_TOKEN_ALG, "typ": "at+jwt", "kid": kid}
     return jwt.encode(header, claims, key, algorithms=[ACCESS_TOKEN_ALG])
 
@@ -125,17 +135,22 @@ def verify_access_token(token: str, public_jwks: list[dict[str, Any]]) -> dict[s
 
 def _b64_json(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:
+        # joserfc's strict base64url (no padding, no stray or non-canonical characters), as its decoder uses.
+        value = json.loads(urlsafe_b64decode(segment.encode("ascii")))
+    except (ValueError, UnicodeError) as exc:  # binascii.Error is a ValueError
         raise ValueError("not base64url JSON") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
 
 
+@functools.lru_cache(maxsize=64)
 def read_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, claims) of an assertion before any key is touched; the algorithm is checked here, so "none"
-    and HMAC (e.g. HS256 keyed with the client's public key) never reach a verifier."""
+    and HMAC (e.g. HS256 keyed with the client's public key) never reach a verifier.
+
+    Remembered for the last few assertions: the rate limiter, the authentication and a refusal's record each
+    read the same one. The dicts are shared, so callers must not change them."""
     if len(assertion) > _MAX_ASSERTION_LENGTH:
         raise OAuthError("invalid_client", "The client assertion is too long.")
     parts = assertion.split(".")
@@ -153,27 +168,55 @@ def read_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def verify_assertion(assertion: str, header: dict[str, Any], keys: list[Key]) -> dict[str, Any]:
-    """The verified claims, or invalid_client. The algorithm is passed to joserfc explicitly."""
-    alg = header["alg"]
+def verify_assertion(assertion: str, header: dict[str, Any], claims: dict[str, Any],
+                     keys: list[Key]) -> dict[str, Any]:
+    """The claims (``read_unverified``'s, now verified), or invalid_client.
+
+    The header and payload were decoded once by ``read_unverified``; here joserfc checks the header rules
+    ("crit"), the fit of each key to the algorithm (allow-listed there) and the signature over the assertion's
+    own first two segments, which are the bytes those claims were decoded from.
+    """
+    if "b64" in header:
+        # RFC 7797 unencoded payloads are not for JWTs (RFC 7797 section 7): the payload must be base64url.
+        raise OAuthError("invalid_client", "The client assertion is malformed.")
+    signed, _, signature_segment = assertion.encode("ascii", "replace").rpartition(b".")
+    try:
+        # The size limits and header rules joserfc's decoder applies ("crit" understood, parameters well-typed).
+        _ASSERTION_REGISTRY.validate_header_size(signed.partition(b".")[0])
+        _ASSERTION_REGISTRY.validate_signature_size(signature_segment)
+        _ASSERTION_REGISTRY.check_header(header)
+    except JoseError:
+        raise OAuthError("invalid_client", "The client assertion is malformed.") from None
+    model = _ASSERTION_MODELS[header["alg"]]
     kid = header.get("kid")
-    candidates = [k for k in keys if kid is None or k.kid == kid]
-    model = JWSRegistry.algorithms[alg]
-    for key in candidates:
+    try:
+        signature = urlsafe_b64decode(signature_segment)
+    except (binascii.Error, ValueError):
+        signature = b""  # verifies with no key, as in joserfc
+    for key in keys:
+        if kid is not None and key.kid != kid:
+            continue
         try:
             model.check_key(key)
         except JoseError:
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SecurityWarning)  # joserfc's EdDSA naming notice
-                token = jwt.decode(assertion, key, algorithms=[alg], registry=_ASSERTION_REGISTRY)
-        except BadSignatureError:
-            continue
+            if model.verify(signed, signature, key):
+                return dict(claims)
         except (JoseError, ValueError):
             raise OAuthError("invalid_client", "The client assertion is malformed.") from None
-        return dict(token.claims)
     raise OAuthError("invalid_client", "The client assertion's signature does not verify with the client's keys.")
+
+
+def client_keys(jwks: dict[str, Any]) -> list[Key]:
+    """``import_public_jwks`` of a registered client's JWKS, remembered by its content: the keys are parsed
+    once, not on every token request, and a client whose keys change gets the new ones at once."""
+    return _imported_jwks(json.dumps(jwks, sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imported_jwks(canonical: str) -> list[Key]:
+    return import_public_jwks(json.loads(canonical))
 
 
 def import_public_jwks(jwks: dict[str, Any]) -> list[Key]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Integer,
@@ -121,5 +122,13 @@ class Location(Base):
     country: Mapped[str] = mapped_column(String(2))
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    # Copies of the service's search attributes, written only by the database's triggers (registry_0004)
+    # so that one index finds the locations near a point of a taxonomy that accept referrals; never loaded.
+    service_taxonomy: Mapped[str | None] = mapped_column(
+        String(64), server_default=FetchedValue(), server_onupdate=FetchedValue(), deferred=True)
+    service_accepting: Mapped[bool | None] = mapped_column(
+        Boolean, server_default=FetchedValue(), server_onupdate=FetchedValue(), deferred=True)
+    service_active: Mapped[bool | None] = mapped_column(
+        Boolean, server_default=FetchedValue(), server_onupdate=FetchedValue(), deferred=True)
 
     service: Mapped[Service] = relationship(back_populates="locations")

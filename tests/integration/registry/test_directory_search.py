@@ -176,3 +176,42 @@ async def test_taxonomy_lists_every_code(directory: Directory) -> None:
 
 async def test_search_needs_registry_read(directory: Directory) -> None:
     assert (await directory.registry.http.get("/services")).status_code == 401
+
+
+async def test_near_searches_follow_every_change_of_a_service(directory: Directory) -> None:
+    """A near + taxonomy + accepting search reads each location's copy of its service's taxonomy, capacity
+    and status (migration registry_0004): every way of changing them must show in the next search."""
+    http, writer = directory.registry.http, directory.reader
+    tunis = (36.8065, 10.1815)
+    body = service("F", "shelter", "TN", ["ar", "fr"], True, (2, 4, "accepting"), tunis, {"en": "Tunis Shelter"})
+    created = await http.post("/services", json=body, headers=writer)
+    assert created.status_code == 201, created.text
+    service_id = created.json()["id"]
+    directory.keys[service_id] = "F"
+
+    async def found(**params: Any) -> bool:
+        near = {"near": f"{tunis[0]},{tunis[1]}", "radius_km": 50, **params}
+        return "F" in await directory.search(**near)
+
+    assert await found(taxonomy="shelter", accepting="true")
+    full = await http.put(f"/services/{service_id}/capacity", json={"available": 0, "total": 4, "status": "full"},
+                          headers=writer)
+    assert full.status_code == 200, full.text
+    assert not await found(taxonomy="shelter", accepting="true")
+    assert await found(taxonomy="shelter", accepting="false")
+    reopened = await http.put(f"/services/{service_id}/capacity",
+                              json={"available": 1, "total": 4, "status": "accepting"}, headers=writer)
+    assert reopened.status_code == 200, reopened.text
+    assert await found(taxonomy="shelter", accepting="true")
+    retagged = await http.patch(f"/services/{service_id}", json={"taxonomy": "health.medical"}, headers=writer)
+    assert retagged.status_code == 200, retagged.text
+    assert not await found(taxonomy="shelter")
+    assert await found(taxonomy="health", accepting="true") and await found(taxonomy="health.medical")
+    moved = await http.patch(f"/services/{service_id}", headers=writer, json={"locations": [
+        {"name": "F", "city": "Sfax", "country": "TN", "latitude": 34.7406, "longitude": 10.7603}]})
+    assert moved.status_code == 200, moved.text
+    assert not await found(taxonomy="health")
+    sfax = await directory.search(near="34.7406,10.7603", radius_km=10, taxonomy="health", accepting="true")
+    assert sfax == ["F"]
+    assert (await http.delete(f"/services/{service_id}", headers=writer)).status_code == 204
+    assert await directory.search(near="34.7406,10.7603", radius_km=10, taxonomy="health") == []
