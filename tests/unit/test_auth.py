@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -204,6 +205,18 @@ async def test_wrong_typ(issuer: LocalIssuer, typ: str | None) -> None:
     await assert_refused(issuer, issuer.mint("c", "a", "cases:read", typ=typ), detail_has="typ")
 
 
+async def test_claims_off_the_common_shape_are_still_accepted(issuer: LocalIssuer) -> None:
+    """Fractional times, an audience list, a scope array and no nbf/iat: valid, though not the usual shape."""
+    now = time.time()
+    token = issuer.mint("c", "a", extra_claims={"exp": now + 120.5, "nbf": None, "iat": now - 0.5,
+                                                "aud": ["other", "refnet"], "scope": ["cases:read"]})
+    validator = issuer.validator()
+    principal = await validator.validate(token)
+    assert principal.scopes == frozenset({"cases:read"}) and principal.client_id == "c"
+    assert abs(principal.expires_at.timestamp() - (now + 120.5)) < 1e-3
+    await validator.aclose()
+
+
 @pytest.mark.parametrize("claim", ["sub", "agency", "exp", "jti", "iss", "aud"])
 async def test_missing_required_claim(issuer: LocalIssuer, claim: str) -> None:
     token = issuer.mint("c", "a", "cases:read", extra_claims={claim: None})
@@ -219,6 +232,10 @@ async def test_missing_required_claim(issuer: LocalIssuer, claim: str) -> None:
         ({"sub": ""}, "'sub'"),
         ({"scope": {"cases:read": True}}, "'scope'"),
         ({"aud": 7}, "'aud'"),
+        # Beyond any date (and beyond a float's integers): refused as a claim, not a 500 from an overflow.
+        ({"exp": 10**400}, "'exp'"),
+        ({"iat": 2**60}, "'iat'"),
+        ({"exp": float("inf")}, "'exp'"),
     ],
 )
 async def test_ill_typed_claims(issuer: LocalIssuer, claims: dict[str, Any], detail: str) -> None:

@@ -7,11 +7,15 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ec import ECDSA
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.hashes import SHA256
 from joserfc.jwk import ECKey
 from sqlalchemy import text
 
@@ -190,6 +194,44 @@ async def test_replayed_assertion_is_refused_after_a_restart(
         assert (await post_token(first, data)).status_code == 200
     async for second in serve(settings):
         assert_oauth_error(await post_token(second, data), "invalid_client")
+
+
+def signed_es256(client: Client, header: dict[str, Any]) -> str:
+    """An ES256 assertion with exactly ``header``, signed with the client's key (joserfc would refuse to
+    sign some of the headers tested here)."""
+    assert isinstance(client.key, ECKey)
+    now = int(time.time())
+    claims = {"iss": client.client_id, "sub": client.client_id, "aud": TOKEN_URL, "iat": now, "exp": now + 60,
+              "jti": secrets.token_hex(8)}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    r, s = decode_dss_signature(client.key.get_op_key("sign").sign(signing_input.encode(), ECDSA(SHA256())))
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+async def test_assertion_headers_joserfc_would_refuse_are_invalid_client(registry: Registry) -> None:
+    client = await registry.agency()
+    assert client.key is not None
+    good = {"alg": "ES256", "kid": client.key.kid}
+    assert (await post_token(registry, {**client.form(), "client_assertion": signed_es256(client, good)})
+            ).status_code == 200
+    for header in ({**good, "crit": ["x-unknown"], "x-unknown": 1},  # a critical parameter we do not know
+                   {**good, "b64": False, "crit": ["b64"]},  # RFC 7797 unencoded payload: not for JWTs
+                   {**good, "kid": 42},  # a registered parameter of the wrong type
+                   {**good, "x-pad": "p" * 600}):  # a header beyond joserfc's size limit
+        data = {**client.form(), "client_assertion": signed_es256(client, header)}
+        assert_oauth_error(await post_token(registry, data), "invalid_client")
+
+
+async def test_a_client_whose_registered_keys_change_is_checked_against_the_new_ones(registry: Registry) -> None:
+    client = await registry.agency()
+    assert (await post_token(registry, client.form())).status_code == 200  # the old keys are now remembered
+    new_key = generate_signing_key("ES256")
+    async with unit_of_work(registry.sessions) as session:
+        await session.execute(text("UPDATE agencies SET jwks = CAST(:jwks AS JSONB) WHERE id = :id"),
+                              {"jwks": json.dumps({"keys": [dict(new_key.as_dict(private=False))]}),
+                               "id": client.agency_id})
+    assert_oauth_error(await post_token(registry, client.form()), "invalid_client")
+    assert (await post_token(registry, client.form(key=new_key))).status_code == 200
 
 
 async def test_suspended_agency_is_invalid_client(registry: Registry) -> None:
