@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import Latency, Row, RssSampler, Section, Settings, closed_loop, cpu_seconds, open_loop, ratio
 from bench.stack import BenchStack
+from services.referral import store as referral_store
+from shared.db import make_engine, make_sessionmaker
 from shared.kafka import ensure_topics, make_producer
 from shared.topics import delivery_topic
 
@@ -311,6 +314,56 @@ async def delivery(stack: BenchStack, settings: Settings, sampler: RssSampler, s
     section.data["delivery"] = runs
 
 
+# --- what the steps of a referral cost ------------------------------------------------------------------
+
+
+async def step_costs(stack: BenchStack, settings: Settings, section: Section, http: httpx.AsyncClient,
+                     referral_id: str) -> None:
+    """CPU per call of the building blocks a referral is made of, one at a time, beside a bare asyncpg
+    statement: a SQLAlchemy session with one ORM read (the services' unit of database work, through the
+    referral service's own engine settings and store) and one HTTP request between services (httpx to
+    uvicorn, both sides counted). It says where the creation ratio's floor is, not how fast RefNet is."""
+    calls = 300 if settings.quick else 2000
+    dsn = stack.pg_dsn("refnet_referral")
+
+    async def per_call(work: Callable[[], Awaitable[object]]) -> float:
+        for _ in range(50):
+            await work()
+        began = time.process_time()
+        for _ in range(calls):
+            await work()
+        return 1000 * (time.process_time() - began) / calls
+
+    conn = await asyncpg.connect(dsn)
+    engine = make_engine(dsn, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    try:
+        raw_ms = await per_call(lambda: conn.fetchrow("SELECT * FROM referrals WHERE id = $1", referral_id))
+
+        async def orm_read() -> None:
+            async with sessions() as session:
+                await referral_store.referral(session, referral_id)
+
+        orm_ms = await per_call(orm_read)
+    finally:
+        await conn.close()
+        await engine.dispose()
+    pid = {"referral": stack.pids()["referral"]}
+    url = stack.url("referral") + "/healthz"
+    before = cpu_seconds(pid)["referral"]
+    client_ms = await per_call(lambda: http.get(url))
+    server_ms = 1000 * (cpu_seconds(pid)["referral"] - before) / (calls + 50)
+    section.data["step_costs_ms"] = {"asyncpg_statement": raw_ms, "sqlalchemy_session_orm_read": orm_ms,
+                                     "http_client": client_ms, "http_server": server_ms}
+    section.rows.append(Row(
+        "1 referral creation", "the steps a referral is made of: CPU per call, one at a time",
+        f"SQLAlchemy session + one ORM read {orm_ms:.2f} ms; HTTP request between services (httpx -> uvicorn, "
+        f"GET /healthz) {client_ms:.2f} ms client + {server_ms:.2f} ms server",
+        f"asyncpg statement {raw_ms:.3f} ms", f"ORM read {ratio(orm_ms, raw_ms):.0f}x a bare statement", "", None,
+        "a referral is two HTTP requests, three sessions and about a dozen statements in referral and intake, "
+        "plus three events consumed by three services"))
+
+
 async def run(stack: BenchStack, settings: Settings, sampler: RssSampler, section: Section,
               only: set[str]) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -321,5 +374,8 @@ async def run(stack: BenchStack, settings: Settings, sampler: RssSampler, sectio
         section.data["cases"] = len(cases)
         if "referrals" in only:
             await creation(stack, settings, sampler, section, referrer)
+            _, referral_id = await referrer.create(0)
+            if referral_id is not None:
+                await step_costs(stack, settings, section, http, referral_id)
         if "delivery" in only:
             await delivery(stack, settings, sampler, section, referrer)

@@ -328,76 +328,84 @@ the grown data: case lists and reads, entry queries, proofs and a full `/audit/v
 
 FINDINGS = """
 Where a goal was missed, the service was profiled under the benchmark's own load (`python -m bench.profile
-tokens|referrals|search|verify`: py-spy on the running service process; collapsed stacks under
-`bench/results/profiles/`). What was found, what was fixed, and the figure before and after, measured in
-development runs on this same machine (shared with other work at the time, so compare within a line, not
-across lines):
+tokens|referrals|search|verify [--service referral,intake,audit]`: py-spy on the running service processes;
+collapsed stacks under `bench/results/profiles/`). What was found and fixed, with the figure before and
+after; "before" figures come from development runs on this machine, idle unless said otherwise:
 
-- **Audit leaves were written by a pure-Python RFC 8785 encoder** (`rfc8785.dumps`, 79 us of CPU per entry,
-  plus 18 us to build the entry dict around it). `services/audit/domain.py` now writes the part of JSON
-  entries use (strings, safe integers, booleans, nulls, lists, objects with ASCII keys: where RFC 8785 and
-  Python's C string escaping coincide) itself and hands anything else to `rfc8785`; `entry_leaf` writes an
-  entry's leaf straight from a database record, and `format_time` skips `strftime`. Property tests
-  (`tests/unit/audit/test_canonical_json.py`) hold both paths to rfc8785's bytes. 97 -> 10 us per leaf.
-- **The sequencer inserted through the ORM's executemany** (per-row parameter processing for 15 columns and
-  two Merkle nodes per entry), removed the batch from the queue with a 1,000-parameter `IN`, and checked for
-  duplicates with a join against `unnest()` that PostgreSQL planned as a full scan of the log (32 ms per batch
-  at 10,000 entries, growing with the log). Now: `COPY` for entries and nodes, `= ANY(array)` for the queue,
-  and the duplicate check on the unique index. Append: 1,039 -> about 5,000 entries/s (20,000 entries).
-- **Verification read the log through ORM row objects, one synchronous batch at a time**: now a driver cursor
-  whose next batch is requested before the current one is hashed, so PostgreSQL reads and joins on the other
-  core meanwhile. Verify: 2,166 -> about 12,700 entries/s (50,000-entry log); 1M entries: see the table.
-- **Every request re-verified its token's ES256 signature** (256 us, 45 % of a bare verify), though a client
-  sends the same token for its whole ten-minute lifetime. `shared/auth.py` now keeps a bounded cache (1,024)
-  of verified tokens by their exact text; expiry, not-before and revocations are still checked on every use,
-  the cache is emptied whenever the keys are fetched again and bypassed once they are due for a refresh (a
-  withdrawn key is noticed as before; `tests/unit/test_auth_cache.py`). Per request: 256 -> about 1 us. A token
-  seen for the first time still pays joserfc's parsing and the verify.
-- **Directory search computed the great-circle distance to every location in the directory** (100,000
-  haversines per query: p50 392 ms at 100,000 services). Now the radius's bounding box (exact on a sphere,
-  `services/registry/domain.py: bounding_box`, property-tested) is looked up first in a GiST index on the
-  locations' points (migration `registry_0003`), and distances are computed for those only: p50 392 -> about
-  100 ms under shared load, of which PostgreSQL's part is about 25 ms in the densest region of the test data.
-
-Found and left as they are (each a design choice or a broader change than a benchmark should make):
-
-- Referral creation spends its time in ordinary per-request work spread over two services, not in one hot
-  spot: two HTTP hops (client -> referral -> intake's clearance), about fifteen SQL statements in two
-  databases, three outbox rows and the three consumers (audit, intake, referral's feed) that each event
-  wakes. Beside it a raw insert is one statement. The profile's largest single items: a `pool_pre_ping`
-  round trip on every session checkout, `BEGIN`/`ROLLBACK` around read-only sessions, the connection pool's
-  overflow connections being opened and closed above 20 concurrent sessions, intake's consumer building
-  `insert(...).excluded` anew for every event, and `SELECT ... FOR SHARE` on the recipient's row (all referrals
-  to one agency share that lock). The 50 %-of-raw goal is not reachable by removing these.
-- Delivery at 200 referrals/s needs the creation rate to be 200/s first; this machine creates far fewer, so
-  the 200/s row is mostly shed load. The row at a rate the machine sustains shows the pipeline's own latency.
+- **Audit leaves were written by a pure-Python RFC 8785 encoder** (97 us of CPU per entry). `services/audit/
+  domain.py` writes the part of JSON that entries use itself and hands anything else to `rfc8785`;
+  `LeafWriter` also remembers the escaped form of repeated column values. Property tests
+  (`tests/unit/audit/test_canonical_json.py`) hold every path to rfc8785's bytes. 97 -> under 10 us per leaf.
+- **The sequencer sent every entry through Python twice** (read from the queue, written to the log with
+  ORM executemany, then COPY) and read the tree's size and border in separate round trips. Entries now move
+  from the queue to the log inside PostgreSQL in one statement, which runs while Python hashes their leaves;
+  only the Merkle nodes are sent. Append: 1,039 -> 10,609 entries/s (100,000 entries).
+- **Verification decoded 16 columns per row through a cursor**, then encoded each leaf. It now reads the log
+  as one COPY text stream (the server keeps sending while Python hashes) and checks each chunk for holes and
+  mismatches in one comparison. It still recomputes every leaf from the stored columns: stored hashes are
+  only compared against, never trusted. 2,166 -> 40,732 entries/s; 1,000,000 entries in 24.6 s.
+- **An inclusion proof took 4-5 round trips**, besides its session's connection check (see below). One
+  statement now reads the log's size and every node the proof needs. Direct p99 5.1 ms (50,000 entries)
+  -> 1.7 ms (1,000,000 entries): goal met.
+- **Connection churn**: pools of 10 plus 10 overflow opened and closed a connection (with a TLS attempt)
+  for most requests above 10 concurrent sessions. Pools are now 20 plus 10 (`DATABASE_POOL_SIZE`).
+- **Starlette's BaseHTTPMiddleware** (request ids, metrics, the request log) ran every request of every
+  service through an extra task and memory streams; it is plain ASGI now (`shared/observability.py`).
+- **Referral creation read its case with four statements and wrote three outbox rows with three**: one
+  statement each now (`store.case_standing`, `outbox.add_events`). With the two items above: 36 -> 42
+  referrals/s at concurrency 32, 25 -> 30 at concurrency 1.
+- **Every request re-verified its token's ES256 signature** though a client sends the same token for ten
+  minutes: a bounded cache of verified tokens (expiry, not-before and revocation still checked on every
+  use): 256 -> about 1 us. A token seen for the first time was parsed twice, its header checked anew and
+  joserfc rebuilt the ECDSA key objects per call; now it is split and decoded once, header checks are
+  remembered per header, and the ES256 check uses `cryptography` with the key object built once per key
+  (joserfc still checks header rules and key fit; the 25 token attacks of the reliability suite are all
+  refused). First-seen validation: 39 % -> 67 % of a bare verify.
+- **Token issuance re-imported the signing key from PEM on every request** and swept expired assertion ids
+  on every request; the key is now cached, the sweep runs every 30 s (replays are still refused), the key is
+  read with one query. 71 -> 109 tokens/s.
+- **Directory search joined every location in the radius's bounding box to its service** (about 1,100
+  index probes at 100,000 services) to keep the few dozen of the asked taxonomy that accept referrals, and
+  built ORM objects for the page. Each location now carries its service's taxonomy root, accepting and
+  active flags (kept by triggers, migration `registry_0004`) under one GiST index with the point
+  (`btree_gist`), and a page is one statement returning plain records. 100,000 services: p50 62 -> 13 ms,
+  p99 262 ms (loaded machine) -> 18.6-26.1 ms over four runs on this idle machine.
+- **Left as it is: every session checkout pings PostgreSQL** with three round trips (`pool_pre_ping` with
+  asyncpg: BEGIN, a query, ROLLBACK), in every service. Without it the proofs and searches were a little
+  faster, but the outbox tests' recovery after a paused broker took 17 s longer (36 -> 53 s): the ping also
+  catches connections left unusable, not only those that died with the server.
+- **Full garbage collections scanned everything start-up built** (modules, routes, models); `refnet serve`
+  now freezes those out of the collector (`gc.freeze()`), which shortens its pauses in the latency tail.
 """
 
 MISSED = """
 A goal that this machine cannot meet is reported with the measured figure, not tuned away. In short:
 
-- **Referral creation at 50 % of raw inserts**: a referral is an HTTP call that makes a second HTTP call
-  (intake's consent clearance), about fifteen SQL statements in two databases, two token checks and three
-  events, each of which wakes a consumer in another service; a raw insert is one statement. Per referral the
-  services spend tens of milliseconds of CPU (the run's notes give them per process) where PostgreSQL spends
-  well under one on an insert, so no fix inside the services brings the ratio near 50 %; on this 2-core
-  machine the services, PostgreSQL, the broker and the load generator also share the same two cores.
-- **Delivery at 200 referrals/s**: the creation rate is the limit (see above); at a rate the machine sustains
-  the pipeline adds little to the broker's own round trip.
-- **Directory search, p99 <= 25 ms at 100,000 services**: the index makes the database part small; what
-  remains is the service's per-request cost (ORM objects and JSON for up to 50 services with their
-  locations) on a shared 2-core machine, where even a trivial authenticated request (`GET /taxonomy`) has a
-  p99 near the goal.
-- **Audit append >= 20,000 entries/s and faster than pymerkle**: each entry is canonical JSON, a leaf and
-  about two Merkle nodes, written with six indexes and a durable commit to PostgreSQL; pymerkle's
-  `SqliteTree` stores leaf hashes in SQLite without the entry, its indexes or an fsync per batch.
-- **Verify 1,000,000 entries in 10 s**: the Merkle part (the root of the same leaves) takes a few seconds and
-  beats pymerkle several times over; the full verification also reads every entry from PostgreSQL and writes
-  its canonical JSON again in Python: tens of microseconds per entry on this CPU, against a fraction of a
-  microsecond for SHA-256 alone.
-- **Inclusion proof p99 <= 5 ms**: the proof itself is a single indexed read of about 40 nodes and the median
-  is a few milliseconds; the tail is the session's round trips (connection check, size check, node fetch) on
-  a machine whose two cores are busy.
-- **First-sight token validation at 80 % of a bare verify**: joserfc's parsing and checks cost about as much as
-  the signature check itself; every later request with the same token costs about a microsecond.
+- **Referral creation at 50 % of raw inserts.** A referral is an HTTP request that makes a second one
+  (intake's consent clearance), three SQLAlchemy sessions and about a dozen statements in two databases,
+  two token checks and three events, each of which a consumer in another service handles. A raw insert is
+  one statement. The table's "steps" row measures the parts in the same run: a SQLAlchemy session with one
+  ORM read costs about 15 times a bare asyncpg statement in CPU, and one HTTP request between services
+  costs more again, mostly in the httpx client. So the services spend about 35 ms of CPU per referral (the
+  notes give it per process; referral's own share is about 19 ms) where PostgreSQL spends well under one
+  on a raw insert. 50 % of raw would mean about 1,600 referrals/s on two cores: no fix inside this stack
+  (FastAPI, SQLAlchemy's ORM, httpx, all on CPython) comes near it. Reaching it would take a different
+  design of the hot path (no synchronous clearance call, raw driver statements), which the project's rules
+  and contract do not call for.
+- **Delivery at 200 referrals/s.** The creation rate is the limit (see above). At a rate the machine
+  sustains, delivery's p99 equals the broker's own produce-to-consume p99 (1.0x raw).
+- **Directory search, p99 <= 25 ms at 100,000 services.** Met in three runs out of four on the idle machine
+  (18.6, 20.3, 21.3 ms), missed in the full run (26.1 ms). The database's part is now 1.5-3 ms; the rest is
+  the service's per-request cost, and the tail is whatever else the two cores are doing at the time.
+- **Audit append >= 20,000 entries/s and faster than pymerkle.** Each entry is canonical JSON, a leaf and
+  about two Merkle nodes, written with six indexes and a durable commit to PostgreSQL: 10,609 entries/s.
+  pymerkle's `SqliteTree` stores leaf hashes in SQLite without the entry, its indexes or an fsync per batch.
+- **Verify 1,000,000 entries in 10 s.** The Merkle part (the root of the same leaves, 3.6 s) beats pymerkle
+  nine times over. The full verification also reads every entry from PostgreSQL and writes its canonical
+  JSON again in Python, about 21 us per entry, against 0.3 us for SHA-256 alone: 24.6 s. The next step would
+  be to write the leaves column by column rather than row by row; it would not reach 10 s on its own.
+- **First-sight token validation at 80 % of a bare verify.** What remains beside the signature check is
+  about 60 us: base64 and JSON decoding, building the DER signature, the principal and its expiry. Decoding
+  the claims with `msgspec` was tried and reached about 72 %; it was not adopted. Every later request with
+  the same token costs a couple of microseconds.
 """

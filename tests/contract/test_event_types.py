@@ -114,15 +114,13 @@ def test_the_scan_sees_a_spelled_type(tmp_path: Path) -> None:
 
 
 class RecordingSession:
-    """Stands in for an AsyncSession: add_event's only use of it is one execute (an INSERT of one row)."""
+    """Stands in for an AsyncSession: add_event's only use of it is one execute (an INSERT of its rows)."""
 
     def __init__(self) -> None:
         self.executed: list[dict[str, Any]] = []
 
-    async def execute(self, statement: Any) -> None:
-        # A multi-row VALUES names its parameters per row ("type_m0"); add_event writes one row.
-        params = statement.compile().params
-        self.executed.append({name.removesuffix("_m0"): value for name, value in params.items()})
+    async def execute(self, _statement: object, rows: list[dict[str, Any]]) -> None:
+        self.executed.extend(rows)
 
 
 async def _add(session: RecordingSession, topic: str, type_: str) -> None:
