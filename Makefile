@@ -29,7 +29,7 @@ reliability: $(STAMP)
 	REFNET_RELIABILITY=full REFNET_RELIABILITY_REPORT=docs/reliability.md $(BIN)/pytest -q --durations=10 tests/reliability
 
 ## make bench: how fast RefNet is, beside raw PostgreSQL / broker / SHA-256 / ES256 figures measured in the same
-## run (not part of `make test`; about 15 minutes on 2 cores); writes bench/results/<date>.json, docs/benchmarks.md.
+## run (not part of `make test`; about 9 minutes on 2 cores); writes bench/results/<date>.json, docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -339,37 +339,38 @@ after; "before" figures come from development runs on this machine, idle unless 
 - **The sequencer sent every entry through Python twice** (read from the queue, written to the log with
   ORM executemany, then COPY) and read the tree's size and border in separate round trips. Entries now move
   from the queue to the log inside PostgreSQL in one statement, which runs while Python hashes their leaves;
-  only the Merkle nodes are sent. Append: 1,039 -> 10,609 entries/s (100,000 entries).
+  only the Merkle nodes are sent. Append: 1,039 -> 7,700-10,600 entries/s (100,000 entries; two full runs
+  on the idle machine).
 - **Verification decoded 16 columns per row through a cursor**, then encoded each leaf. It now reads the log
   as one COPY text stream (the server keeps sending while Python hashes) and checks each chunk for holes and
   mismatches in one comparison. It still recomputes every leaf from the stored columns: stored hashes are
-  only compared against, never trusted. 2,166 -> 40,732 entries/s; 1,000,000 entries in 24.6 s.
+  only compared against, never trusted. 2,166 -> about 40,500 entries/s; 1,000,000 entries in 24.6-24.8 s.
 - **An inclusion proof took 4-5 round trips**, besides its session's connection check (see below). One
   statement now reads the log's size and every node the proof needs. Direct p99 5.1 ms (50,000 entries)
-  -> 1.7 ms (1,000,000 entries): goal met.
+  -> 4.1 ms (1,000,000 entries; 1.7 ms in a run without the connection check): goal met.
 - **Connection churn**: pools of 10 plus 10 overflow opened and closed a connection (with a TLS attempt)
   for most requests above 10 concurrent sessions. Pools are now 20 plus 10 (`DATABASE_POOL_SIZE`).
 - **Starlette's BaseHTTPMiddleware** (request ids, metrics, the request log) ran every request of every
   service through an extra task and memory streams; it is plain ASGI now (`shared/observability.py`).
 - **Referral creation read its case with four statements and wrote three outbox rows with three**: one
-  statement each now (`store.case_standing`, `outbox.add_events`). With the two items above: 36 -> 42
-  referrals/s at concurrency 32, 25 -> 30 at concurrency 1.
+  statement each now (`store.case_standing`, `outbox.add_events`). With the two items above: 36 -> 41
+  referrals/s at concurrency 32, 25 -> 28 at concurrency 1.
 - **Every request re-verified its token's ES256 signature** though a client sends the same token for ten
   minutes: a bounded cache of verified tokens (expiry, not-before and revocation still checked on every
   use): 256 -> about 1 us. A token seen for the first time was parsed twice, its header checked anew and
   joserfc rebuilt the ECDSA key objects per call; now it is split and decoded once, header checks are
   remembered per header, and the ES256 check uses `cryptography` with the key object built once per key
   (joserfc still checks header rules and key fit; the 25 token attacks of the reliability suite are all
-  refused). First-seen validation: 39 % -> 67 % of a bare verify.
+  refused). First-seen validation: 39 % -> 66-67 % of a bare verify.
 - **Token issuance re-imported the signing key from PEM on every request** and swept expired assertion ids
   on every request; the key is now cached, the sweep runs every 30 s (replays are still refused), the key is
-  read with one query. 71 -> 109 tokens/s.
+  read with one query. 71 -> 98-109 tokens/s.
 - **Directory search joined every location in the radius's bounding box to its service** (about 1,100
   index probes at 100,000 services) to keep the few dozen of the asked taxonomy that accept referrals, and
   built ORM objects for the page. Each location now carries its service's taxonomy root, accepting and
   active flags (kept by triggers, migration `registry_0004`) under one GiST index with the point
-  (`btree_gist`), and a page is one statement returning plain records. 100,000 services: p50 62 -> 13 ms,
-  p99 262 ms (loaded machine) -> 18.6-26.1 ms over four runs on this idle machine.
+  (`btree_gist`), and a page is one statement returning plain records. 100,000 services: p50 62 -> 13-15 ms,
+  p99 262 ms (loaded machine) -> 18.6-29.0 ms over five runs on this idle machine.
 - **Left as it is: every session checkout pings PostgreSQL** with three round trips (`pool_pre_ping` with
   asyncpg: BEGIN, a query, ROLLBACK), in every service. Without it the proofs and searches were a little
   faster, but the outbox tests' recovery after a paused broker took 17 s longer (36 -> 53 s): the ping also
@@ -386,23 +387,26 @@ A goal that this machine cannot meet is reported with the measured figure, not t
   two token checks and three events, each of which a consumer in another service handles. A raw insert is
   one statement. The table's "steps" row measures the parts in the same run: a SQLAlchemy session with one
   ORM read costs about 15 times a bare asyncpg statement in CPU, and one HTTP request between services
-  costs more again, mostly in the httpx client. So the services spend about 35 ms of CPU per referral (the
-  notes give it per process; referral's own share is about 19 ms) where PostgreSQL spends well under one
-  on a raw insert. 50 % of raw would mean about 1,600 referrals/s on two cores: no fix inside this stack
+  costs more again, mostly in the httpx client. So the processes spend about 40 ms of CPU per referral
+  (the notes give it per process; referral's own share is about 19 ms) where PostgreSQL spends well under
+  one on a raw insert. 50 % of raw would mean about 1,400 referrals/s on two cores: no fix inside this stack
   (FastAPI, SQLAlchemy's ORM, httpx, all on CPython) comes near it. Reaching it would take a different
   design of the hot path (no synchronous clearance call, raw driver statements), which the project's rules
   and contract do not call for.
 - **Delivery at 200 referrals/s.** The creation rate is the limit (see above). At a rate the machine
-  sustains, delivery's p99 equals the broker's own produce-to-consume p99 (1.0x raw).
-- **Directory search, p99 <= 25 ms at 100,000 services.** Met in three runs out of four on the idle machine
-  (18.6, 20.3, 21.3 ms), missed in the full run (26.1 ms). The database's part is now 1.5-3 ms; the rest is
-  the service's per-request cost, and the tail is whatever else the two cores are doing at the time.
+  sustains, delivery's p99 is the broker's own produce-to-consume p99 (1.0-1.1x raw).
+- **Directory search, p99 <= 25 ms at 100,000 services.** Met in three development runs without the
+  per-checkout connection check (18.6, 20.3, 21.3 ms), missed in a full run without it (26.1 ms) and in this
+  run with it (29.0 ms); p50 is 13-15 ms. The database's part is now 1.5-3 ms; the rest is the service's
+  per-request cost (the connection check, the session, the response), and the tail is whatever else the
+  two cores are doing at that moment.
 - **Audit append >= 20,000 entries/s and faster than pymerkle.** Each entry is canonical JSON, a leaf and
-  about two Merkle nodes, written with six indexes and a durable commit to PostgreSQL: 10,609 entries/s.
+  about two Merkle nodes, written with six indexes and a durable commit to PostgreSQL: 7,700-10,600
+  entries/s.
   pymerkle's `SqliteTree` stores leaf hashes in SQLite without the entry, its indexes or an fsync per batch.
 - **Verify 1,000,000 entries in 10 s.** The Merkle part (the root of the same leaves, 3.6 s) beats pymerkle
   nine times over. The full verification also reads every entry from PostgreSQL and writes its canonical
-  JSON again in Python, about 21 us per entry, against 0.3 us for SHA-256 alone: 24.6 s. The next step would
+  JSON again in Python, about 21 us per entry, against 0.3 us for SHA-256 alone: 24.8 s. The next step would
   be to write the leaves column by column rather than row by row; it would not reach 10 s on its own.
 - **First-sight token validation at 80 % of a bare verify.** What remains beside the signature check is
   about 60 us: base64 and JSON decoding, building the DER signature, the principal and its expiry. Decoding

@@ -53,7 +53,7 @@ def ours(value: dict[str, Any]) -> bytes | type[Exception]:
         return type(exc)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=12), values, max_size=16))
 def test_leaf_bytes_equal_the_reference_implementation(entry: dict[str, Any]) -> None:
     assert ours(entry) == reference(entry)
@@ -85,7 +85,7 @@ columns = st.fixed_dictionaries({
 } | {"details": st.dictionaries(st.text(max_size=8), values, max_size=6)})
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(columns, st.integers(min_value=0, max_value=2**60), st.datetimes(min_value=datetime(1900, 1, 1)),
        st.datetimes(min_value=datetime(1900, 1, 1)))
 def test_entry_leaf_is_leaf_bytes_of_entry_json(values: dict[str, Any], index: int, recorded: datetime,
@@ -136,7 +136,7 @@ def test_copy_time_refuses_what_no_entry_holds(text: str) -> None:
 _text = st.none() | st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\x00"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(
     st.fixed_dictionaries({name: _text for name in COPY_COLUMNS[3:] if name != "details"}),
     st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), values, max_size=5),
@@ -185,7 +185,7 @@ def test_copy_chunk_marks_rows_no_entry_can_be() -> None:
     assert stored == ["\\N"] * 3
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), values, max_size=6))
 def test_details_json_is_rfc8785(details: dict[str, Any]) -> None:
     try:
