@@ -379,15 +379,12 @@ class TokenValidator:
             del self._verified[token]  # the full check below refreshes the keys or says what is wrong
 
         signed, payload_segment, signature_segment, kid_alg = self._parse_unverified(token)
-        fetched_at = self._fetched_at
-        candidates = self._candidates.get(kid_alg) if (
-            fetched_at is not None and time.monotonic() - fetched_at <= self.jwks_max_age_seconds) else None
+        candidates = self._candidates.get(kid_alg) if self._keys_fresh() else None
         if candidates is None:  # the keys are missing or due for a refresh, or this kid is new
             candidates = await self._candidate_keys(*kid_alg)
         claims = self._verify(signed, payload_segment, signature_segment, candidates)
         principal, exp, nbf, iat = self._check_claims(claims)
-        if self.revocations is not None:
-            self._check_revocation(principal, iat)
+        self._check_revocation(principal, iat)
         if self.verified_cache_size > 0:
             if len(self._verified) >= self.verified_cache_size:
                 self._verified.popitem(last=False)  # the oldest
