@@ -60,6 +60,42 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
 )
 OUTBOX_DROP = ("DROP TABLE outbox", "DROP FUNCTION refnet_outbox_notify()")
 
+# The outbox as the durable record of what a service said (added by each service's retention migration, see
+# shared.migration_ops): a published row is kept with where the broker put it, so a relay can tell when the
+# broker lost it and publish it again, until the retention prunes it. ``state_key`` names the entity whose
+# current state the event carries (shared.contract.state_key): the newest row of each is never pruned, so a
+# read model can always be rebuilt from the outbox, however old the fact.
+OUTBOX_RETENTION_DDL = (
+    """
+ALTER TABLE outbox
+    ADD COLUMN published_at        TIMESTAMPTZ,
+    ADD COLUMN published_partition INTEGER,
+    ADD COLUMN published_offset    BIGINT,
+    ADD COLUMN state_key           TEXT""",
+    "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL",
+    "CREATE INDEX outbox_topic_seq ON outbox (topic, seq)",
+    "CREATE INDEX outbox_state ON outbox (topic, state_key, seq) WHERE state_key IS NOT NULL",
+    "CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL",
+    # What the relay republished and why: for `refnet status` and for the operator reading the runbook.
+    """
+CREATE TABLE outbox_republished (
+    id      BIGSERIAL PRIMARY KEY,
+    topic   TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    rows    BIGINT NOT NULL,
+    at      TIMESTAMPTZ NOT NULL DEFAULT now()
+)""",
+)
+OUTBOX_RETENTION_DROP = (
+    "DROP TABLE outbox_republished",
+    "DROP INDEX outbox_published_at",
+    "DROP INDEX outbox_state",
+    "DROP INDEX outbox_topic_seq",
+    "DROP INDEX outbox_unpublished",
+    "ALTER TABLE outbox DROP COLUMN published_at, DROP COLUMN published_partition, DROP COLUMN published_offset, "
+    "DROP COLUMN state_key",
+)
+
 
 # The outbox as ``add_events`` writes it (the table itself is created by OUTBOX_DDL in each migration).
 _OUTBOX = table("outbox", column("id", Uuid()), column("topic"), column("aggregatetype"), column("aggregateid"),

@@ -43,6 +43,21 @@ AGENCY_SUSPENDED = envelope.full_type(contract.AGENCY_SUSPENDED)
 _MAX_TOKEN_AGE_SECONDS = 15 * 60 + 120
 
 
+# Each service keeps what it heard in its own database, so a restarted process refuses what it refused before,
+# whatever the broker still holds (added by each service's retention migration, see shared.migration_ops).
+REVOCATIONS_DDL = (
+    """
+CREATE TABLE revocations (
+    kind          TEXT NOT NULL,          -- 'token' (subject = jti) or 'agency' (subject = agency id)
+    subject       TEXT NOT NULL,
+    effective_at  TIMESTAMPTZ,            -- an agency's suspension: tokens issued up to then are refused
+    forget_after  TIMESTAMPTZ NOT NULL,   -- no token it could refuse is valid after this
+    PRIMARY KEY (kind, subject)
+)""",
+)
+REVOCATIONS_DROP = ("DROP TABLE revocations",)
+
+
 class RevocationList:
     """Which tokens (by ``jti``) and which agencies' earlier tokens the issuer has withdrawn."""
 
