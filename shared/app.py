@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, Problem, add_problem_responses, install_problem_handlers
 from shared.observability import configure_logging, install_request_middleware, metrics_response
-from shared.outbox import OutboxRelay
-from shared.revocation import RevocationList, RevocationListener
+from shared.outbox import OutboxRelay, OutboxSummary, outbox_summary
+from shared.revocation import RevocationList, RevocationListener, RevocationStore
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger("refnet.app")
@@ -43,7 +44,31 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    revocation_listener: RevocationListener | None = None
+    # A service's own conditions for serving, beside its consumers' (e.g. referral's registry read model).
+    ready_when: list[Callable[[], bool]] = field(default_factory=list)
     _broker_client: AIOKafkaClient | None = None
+    _outbox: tuple[float, OutboxSummary] | None = None
+
+    async def read_models_ready(self) -> bool:
+        """Has every read model this replica serves from caught up with what the broker holds (once)? Also: its
+        relay knows its part, so what this service said before a restart is back on the broker."""
+        if not self.relay.settled:
+            return False
+        listener = self.revocation_listener
+        if listener is not None and not await listener.check_caught_up():
+            return False
+        for consumer in self.consumers:
+            if not await consumer.check_caught_up():
+                return False
+        return all(condition() for condition in self.ready_when)
+
+    async def outbox(self) -> OutboxSummary:
+        """The outbox's figures, counted at most every 15 s (probes come often; counting a large outbox is not free)."""
+        now = time.monotonic()
+        if self._outbox is None or now - self._outbox[0] > 15:
+            self._outbox = (now, await outbox_summary(self.engine))
+        return self._outbox[1]
 
     async def broker_reachable(self, timeout: float = 2.0) -> bool:
         try:
@@ -126,14 +151,25 @@ def health_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Database and broker reachable", responses={503: {"description": "not ready"}})
+    @router.get("/readyz", summary="Database and broker reachable, read models caught up",
+                responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         database, broker = await asyncio.gather(
             database_reachable(runtime.engine), runtime.broker_reachable()
         )
-        ok = database and broker
-        body = {"status": "ready" if ok else "not_ready", "database": database, "broker": broker}
+        read_models = False
+        body: dict[str, Any] = {}
+        if database and broker:
+            try:
+                read_models = await runtime.read_models_ready()
+                body["outbox"] = (await runtime.outbox()).as_json()
+            except Exception as exc:  # an outage between the checks above and these: not ready, say nothing more
+                log.info("readiness_check_failed", error=type(exc).__name__)
+                read_models = False
+        ok = database and broker and read_models
+        body = {"status": "ready" if ok else "not_ready", "database": database, "broker": broker,
+                "read_models": read_models, **body}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -173,6 +209,8 @@ def build_app(
                 partitions=settings.kafka_partitions,
                 replication_factor=settings.kafka_replication_factor,
                 min_insync_replicas=settings.kafka_min_insync_replicas,
+                retention=settings.outbox_retention,
+                reconcile_seconds=settings.relay_reconcile_seconds,
             ),
         )
         app.state.runtime = runtime
@@ -182,8 +220,9 @@ def build_app(
             await on_startup(runtime)
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
         if settings.revocation_topic:
-            listener = RevocationListener(settings.kafka_bootstrap, [settings.revocation_topic], revocations)
-            runtime.extras["revocation_listener"] = listener
+            listener = RevocationListener(settings.kafka_bootstrap, [settings.revocation_topic], revocations,
+                                          RevocationStore(runtime.sessions))
+            runtime.revocation_listener = listener
             runtime.tasks.append(asyncio.create_task(listener.run(), name="revocation-listener"))
         for item in wiring(runtime) if wiring else ():
             if isinstance(item, EventConsumer):

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import envelope
 from shared.db import dependency_unreachable
-from shared.kafka import dlq_topic, ensure_topics, make_producer
+from shared.kafka import dlq_topic, end_offsets_of, ensure_topics, event_ids_at, header, make_producer
 from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
 
 log = structlog.get_logger("refnet.consumer")
@@ -54,6 +54,11 @@ CREATE TABLE consumer_marks (
 INBOX_DROP = ("DROP TABLE consumer_marks", "DROP TABLE inbox")
 
 
+def caught_up(ends: Mapping[int, int], applied: Mapping[int, int]) -> bool:
+    """Has every partition been applied up to its end (an empty partition trivially)?"""
+    return all(applied.get(partition, 0) >= end for partition, end in ends.items())
+
+
 async def applied_through(sessions: async_sessionmaker[AsyncSession], consumer: str, topic: str) -> dict[int, int]:
     """Per partition of ``topic``: the offset after the last record consumer ``consumer`` applied (from its
     marks, written once a batch's effects are committed); partitions it has applied nothing from are absent."""
@@ -66,10 +71,7 @@ async def applied_through(sessions: async_sessionmaker[AsyncSession], consumer: 
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
-    for key, value in record.headers:
-        if key == name:
-            return bytes(value).decode(errors="replace")
-    return None
+    return header(record.headers, name)
 
 
 class _VerifyPositions(ConsumerRebalanceListener):
@@ -139,6 +141,11 @@ class EventConsumer:
         self.on_batch_applied = on_batch_applied
         self.running = False
         self.unverified: set[TopicPartition] = set()
+        # Readiness (shared.app): ``settled`` once this client has joined its group and checked where to resume;
+        # ``caught_up`` once the group has applied everything the broker held at some moment since. It stays
+        # set: a consumer that has caught up once is serving, whatever the broker does later.
+        self.settled = False
+        self.caught_up = False
 
     async def run(self) -> None:
         while True:
@@ -173,8 +180,10 @@ class EventConsumer:
             await consumer.start()
             await producer.start()
             self.running = True
+            polls = 0
             while True:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+                polls += 1
                 if self.unverified:
                     pending, self.unverified = self.unverified & consumer.assignment(), set()
                     reset = await self.verify_positions(pending)
@@ -183,6 +192,9 @@ class EventConsumer:
                         # than repositioning a live one. Nothing fetched so far has been applied.
                         await asyncio.wait_for(consumer.commit({tp: 0 for tp in reset}), 15)
                         raise _LogReset
+                # Settled once positions are checked: with partitions assigned, or after a few polls without
+                # (another replica of the group holds them all).
+                self.settled = self.settled or bool(consumer.assignment()) or polls >= 3
                 for tp, records in batch.items():
                     for record in records:
                         await self._process(record, producer)
@@ -198,10 +210,25 @@ class EventConsumer:
                     )
         finally:
             self.running = False
+            self.settled = False
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 5)
+
+    async def check_caught_up(self) -> bool:
+        """Latch ``caught_up`` once the group's applied positions reach the ends the broker reports now."""
+        if self.caught_up:
+            return True
+        if not self.settled:
+            return False
+        ends = await end_offsets_of(self.bootstrap, self.topics)
+        for topic in self.topics:
+            if not caught_up(ends.get(topic, {}), await applied_through(self.sessions, self.name, topic)):
+                return False
+        self.caught_up = True
+        log.info("consumer_caught_up", consumer=self.name)
+        return True
 
     async def _mark(self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         async with self.sessions() as session, session.begin():
@@ -243,21 +270,10 @@ class EventConsumer:
         to_check = {tp: marks[tp] for tp in assigned if tp in marks}
         if not to_check:
             return set()
-        reset: set[TopicPartition] = set()
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
-        try:
-            await reader.start()
-            reader.assign(list(to_check))
-            for tp, (offset, event_id) in to_check.items():
-                reader.seek(tp, offset)
-                found = await reader.getmany(tp, timeout_ms=1500, max_records=1)
-                records = found.get(tp, [])
-                if not records or records[0].offset != offset or _header(records[0], "ce_id") != event_id:
-                    log.warning("partition_reset_detected", consumer=self.name, topic=tp.topic,
-                                partition=tp.partition)
-                    reset.add(tp)
-        finally:
-            await reader.stop()
+        found = await event_ids_at(self.bootstrap, {tp: offset for tp, (offset, _) in to_check.items()})
+        reset = {tp for tp, (_, event_id) in to_check.items() if found[tp] != event_id}
+        for tp in sorted(reset):
+            log.warning("partition_reset_detected", consumer=self.name, topic=tp.topic, partition=tp.partition)
         for tp in reset:
             await self._forget_mark(tp)
         return reset

@@ -137,3 +137,27 @@ def check_event_type(topic: str, type_: str) -> None:
             f"event type {type_!r} is not in the event contract for topic {topic!r} (shared/contract.py); "
             "add it there with a payload model, then run `refnet contract export`"
         )
+
+
+# --- what the outbox keeps for ever ------------------------------------------------------------------------
+
+#: Families of types whose events each carry the whole current state of one entity, with the payload field that
+#: names it. The outbox keeps the newest published event of each entity past its retention (shared.outbox), so a
+#: read model built from these events can always be rebuilt, however old the fact.
+STATE_FIELDS: Mapping[str, str] = MappingProxyType({
+    "agency": "agency_id", "service": "service_id", "case": "case_id", "consent": "consent_id",
+    "referral": "referral_id",
+})
+#: History, not state: a revocation matters only while its token lives, an override until it lapses, and an
+#: access record once audit has it. These are pruned with the retention.
+HISTORY_TYPES = frozenset({TOKEN_REVOKED, CONSENT_OVERRIDDEN, ACCESS_RECORDED})
+
+
+def state_key(type_: str, payload: Mapping[str, object]) -> str | None:
+    """``referral.accepted.v1`` with ``referral_id: ref-1`` -> ``referral:ref-1``; None for history."""
+    short = short_type(type_)
+    if short in HISTORY_TYPES:
+        return None
+    field = STATE_FIELDS.get(short.split(".", 1)[0])
+    value = payload.get(field) if field else None
+    return f"{short.split('.', 1)[0]}:{value}" if isinstance(value, str) and value else None

@@ -2,9 +2,18 @@
 
 The relay is the only way an event reaches Kafka. One relay per service holds a PostgreSQL advisory lock
 (the others wait as hot standbys), so rows go out in ``seq`` order and one case's events stay in order.
-It wakes on ``NOTIFY outbox`` (sent by a trigger when rows are inserted) and polls as a fallback. Rows are
-deleted only after the broker acknowledged them with ``acks=all``; while the broker is away they wait.
+It wakes on ``NOTIFY outbox`` (sent by a trigger when rows are inserted) and polls as a fallback. A row
+counts as published once the broker acknowledged it with ``acks=all``; while the broker is away rows wait.
 Publishing is at-least-once: consumers deduplicate (see ``shared.consumer``).
+
+The outbox is also the durable record of what the service said. A published row is kept, with the partition
+and offset the broker gave it, for ``retention`` (then pruned in bounded batches; the newest event of each
+entity is kept for ever, see ``shared.contract.state_key``). At start and every ``reconcile_seconds`` the
+relay checks that the broker still holds the last row it published on each partition; where a topic is
+missing, a log is shorter than recorded, or a recorded offset holds another event, the broker lost what it
+had acknowledged (an embedded broker restarted, a cluster lost or replaced its log): every retained row of
+that topic is published again, in its original order and with its original CloudEvents ``id``, so every
+consumer, and every case system that dedupes on ``id``, ends up with each event once.
 """
 
 from __future__ import annotations
@@ -12,21 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka import TopicPartition
 from sqlalchemy import Uuid, column, insert, table, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import contract, envelope
 from shared.db import plain_url
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
 from shared.observability import EVENTS_PUBLISHED, LEADER, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
@@ -76,6 +87,15 @@ ALTER TABLE outbox
     "CREATE INDEX outbox_topic_seq ON outbox (topic, seq)",
     "CREATE INDEX outbox_state ON outbox (topic, state_key, seq) WHERE state_key IS NOT NULL",
     "CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL",
+    # Per partition, the last row the broker acknowledged: what the relay checks the broker still holds.
+    """
+CREATE TABLE outbox_marks (
+    topic      TEXT NOT NULL,
+    partition  INTEGER NOT NULL,
+    "offset"   BIGINT NOT NULL,
+    event_id   TEXT NOT NULL,
+    PRIMARY KEY (topic, partition)
+)""",
     # What the relay republished and why: for `refnet status` and for the operator reading the runbook.
     """
 CREATE TABLE outbox_republished (
@@ -88,6 +108,7 @@ CREATE TABLE outbox_republished (
 )
 OUTBOX_RETENTION_DROP = (
     "DROP TABLE outbox_republished",
+    "DROP TABLE outbox_marks",
     "DROP INDEX outbox_published_at",
     "DROP INDEX outbox_state",
     "DROP INDEX outbox_topic_seq",
@@ -99,7 +120,7 @@ OUTBOX_RETENTION_DROP = (
 
 # The outbox as ``add_events`` writes it (the table itself is created by OUTBOX_DDL in each migration).
 _OUTBOX = table("outbox", column("id", Uuid()), column("topic"), column("aggregatetype"), column("aggregateid"),
-                column("type"), column("subject"), column("payload", JSONB()))
+                column("type"), column("subject"), column("payload", JSONB()), column("state_key"))
 
 
 @dataclass(frozen=True)
@@ -151,7 +172,9 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[New
         rows.append({"id": event.event_id or uuid.uuid4(), "topic": event.topic,
                      "aggregatetype": event.aggregate_type, "aggregateid": event.aggregate_id,
                      "type": envelope.full_type(event.type), "subject": event.subject,
-                     "payload": {"source": source, "data": event.payload}})
+                     "payload": {"source": source, "data": event.payload},
+                     "state_key": contract.state_key(event.type, event.payload)
+                     if contract.in_contract_namespace(event.topic) else None})
     if rows:
         # An executemany: asyncpg sends the rows in one round trip and in order (so ``seq`` follows the list),
         # and the compiled statement is cached. A multi-row VALUES would be compiled anew each time, which
@@ -168,6 +191,47 @@ def _lock_key(service: str) -> int:
     return lock_key(f"refnet-outbox:{service}")
 
 
+async def mark_for_republish(conn: AsyncConnection, *, reason: str, topic: str | None = None,
+                             since: datetime | None = None) -> dict[str, int]:
+    """Make retained rows (of ``topic``, written at or after ``since``) unpublished again, so the relay publishes
+    them again in ``seq`` order with their ids; -> rows per topic. Runs in the caller's transaction; safe for
+    every consumer, which dedupes on the event id."""
+    rows = (await conn.execute(_MARK_FOR_REPUBLISH, {"topic": topic, "since": since})).all()
+    counts = {row.topic: int(row.n) for row in rows}
+    for name, n in counts.items():
+        await conn.execute(text('DELETE FROM outbox_marks WHERE topic = :t'), {"t": name})
+        await conn.execute(text("INSERT INTO outbox_republished (topic, reason, rows) VALUES (:t, :r, :n)"),
+                           {"t": name, "r": reason, "n": n})
+    if counts:
+        await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    return counts
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """What an operator asks of a service's outbox (``/readyz``, ``refnet status``)."""
+
+    retained: int
+    unpublished: int
+    last_republish: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"retained": self.retained, "unpublished": self.unpublished, "last_republish": self.last_republish}
+
+
+async def outbox_summary(engine: AsyncEngine) -> OutboxSummary:
+    async with engine.connect() as conn:
+        counts = (await conn.execute(text(
+            "SELECT count(*) FILTER (WHERE published_at IS NOT NULL) AS retained, "
+            "count(*) FILTER (WHERE published_at IS NULL) AS unpublished FROM outbox"))).one()
+        last = (await conn.execute(text(
+            "SELECT topic, reason, rows, at FROM outbox_republished ORDER BY id DESC LIMIT 1"))).first()
+    return OutboxSummary(
+        retained=int(counts.retained), unpublished=int(counts.unpublished),
+        last_republish=None if last is None else {"topic": last.topic, "reason": last.reason, "rows": int(last.rows),
+                                                 "at": last.at.astimezone(UTC).isoformat()})
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -182,6 +246,9 @@ class OutboxRelay:
         partitions: int = 1,
         replication_factor: int = 1,
         min_insync_replicas: int = 1,
+        retention: timedelta | None = None,
+        reconcile_seconds: float = 15.0,
+        prune_batch: int = 1000,
     ) -> None:
         self.service = service
         self.engine = engine
@@ -193,11 +260,18 @@ class OutboxRelay:
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.topic_config = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 1 else None
+        self.retention = retention  # None: keep published rows for ever (the embedded stack)
+        self.reconcile_seconds = reconcile_seconds
+        self.prune_batch = prune_batch
         self.is_leader = False
+        # Set once this replica knows its part at start: it leads and has checked the broker against its record
+        # and published what was waiting, or another replica leads. Readiness waits for it.
+        self.settled = False
         self._wake = asyncio.Event()
         self._known_topics: set[str] = set()
         self._last_offsets: dict[tuple[str, int], int] = {}
         self._backoff = 0.1
+        self._next_reconcile = 0.0
 
     async def run(self) -> None:
         """Run until cancelled, surviving database and broker outages."""
@@ -217,18 +291,29 @@ class OutboxRelay:
         try:
             # Only the lock holder publishes: this keeps seq order, hence per-case order, across replicas.
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(self.service)):
+                self.settled = True  # another replica leads and answers for what was published
                 await asyncio.sleep(self.poll_seconds)
             self.is_leader = True
             LEADER.labels(self.service, "outbox-relay").set(1)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)
+            self._next_reconcile = 0.0  # a new leader (or a new producer after a log reset) looks first
             try:
                 await producer.start()
                 while True:
                     if conn.is_closed():
                         raise ConnectionError("relay's database connection closed")
                     self._wake.clear()
+                    if time.monotonic() >= self._next_reconcile:
+                        if await self.reconcile():
+                            # This producer's view of the broker is of the log that was lost (the embedded
+                            # broker acknowledges writes sent with such stale metadata and drops them): publish
+                            # again with a fresh one.
+                            raise BrokerLogReset("the broker no longer holds what it acknowledged")
+                        await self.prune()
+                        self._next_reconcile = time.monotonic() + self.reconcile_seconds
                     await self._drain(producer)
+                    self.settled = True
                     self._backoff = 0.1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
@@ -244,6 +329,56 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
+    async def reconcile(self) -> dict[str, str]:
+        """Check the broker still holds the last event published on each partition; where it does not, mark the
+        topic's retained rows for publishing again. -> {topic: why} for the topics marked."""
+        async with self.engine.connect() as conn:
+            marks = (await conn.execute(text('SELECT topic, partition, "offset", event_id FROM outbox_marks'))).all()
+        if not marks:
+            return {}
+        ends = await end_offsets_of(self.bootstrap, {m.topic for m in marks})
+        lost: dict[str, str] = {}
+        to_read: dict[TopicPartition, tuple[int, str]] = {}
+        for mark in marks:
+            end = ends.get(mark.topic, {}).get(mark.partition)
+            if mark.topic not in ends:
+                lost[mark.topic] = "topic missing"
+            elif end is None:
+                lost[mark.topic] = "partition missing"
+            elif end <= mark.offset:
+                lost[mark.topic] = "log shorter than recorded"
+            else:
+                to_read[TopicPartition(mark.topic, mark.partition)] = (mark.offset, mark.event_id)
+        found = await event_ids_at(self.bootstrap, {tp: offset for tp, (offset, _) in to_read.items()})
+        for tp, (_, event_id) in to_read.items():
+            if found[tp] != event_id:
+                lost.setdefault(tp.topic, "recorded offset holds another event")
+        if lost:
+            async with self.engine.begin() as conn:
+                for topic, reason in sorted(lost.items()):
+                    counts = await mark_for_republish(conn, reason=f"broker lost its log: {reason}", topic=topic)
+                    log.warning("outbox_republishing", service=self.service, topic=topic, reason=reason,
+                                rows=counts.get(topic, 0))
+            self._known_topics -= set(lost)
+            self._last_offsets = {p: o for p, o in self._last_offsets.items() if p[0] not in lost}  # numbered anew
+        return lost
+
+    async def prune(self) -> int:
+        """Delete published rows older than the retention, in bounded batches, keeping each entity's newest."""
+        if self.retention is None:
+            return 0
+        pruned = 0
+        for _ in range(10):  # bounded work per look; the next look goes on
+            async with self.engine.begin() as conn:
+                deleted = (await conn.execute(_PRUNE, {"keep": self.retention.total_seconds(),
+                                                       "n": self.prune_batch})).rowcount
+            pruned += deleted
+            if deleted < self.prune_batch:
+                break
+        if pruned:
+            log.info("outbox_pruned", service=self.service, rows=pruned)
+        return pruned
+
     async def _drain(self, producer: Any) -> None:
         while True:
             published = await self._publish_batch(producer)
@@ -256,7 +391,7 @@ class OutboxRelay:
                 await conn.execute(
                     text(
                         "SELECT seq, id, topic, aggregateid, type, subject, payload, created_at FROM outbox "
-                        "ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
+                        "WHERE published_at IS NULL ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
                     ),
                     {"n": self.batch_size},
                 )
@@ -268,9 +403,17 @@ class OutboxRelay:
             OUTBOX_OLDEST_AGE.labels(self.service).set(
                 max((datetime.now(UTC) - rows[0].created_at).total_seconds(), 0.0))
             await self._ensure_topics(producer, {r.topic for r in rows})
-            await self._send(producer, rows)
-            await conn.execute(text("DELETE FROM outbox WHERE seq = ANY(:seqs)"), {"seqs": [r.seq for r in rows]})
-            backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+            acks = await self._send(producer, rows)
+            await conn.execute(_RECORD_PUBLISHED, {
+                "seqs": [r.seq for r in rows], "partitions": [a.partition for a in acks],
+                "offsets": [a.offset for a in acks]})
+            last: dict[tuple[str, int], tuple[int, str]] = {}
+            for row, ack in zip(rows, acks, strict=True):
+                last[(ack.topic, ack.partition)] = (ack.offset, str(row.id))
+            await conn.execute(_RECORD_MARK, [
+                {"t": topic, "p": partition, "o": offset, "e": event_id}
+                for (topic, partition), (offset, event_id) in last.items()])
+            backlog = (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
             OUTBOX_BACKLOG.labels(self.service).set(max(backlog - len(rows), 0))
         return len(rows)
 
@@ -286,7 +429,7 @@ class OutboxRelay:
                 await producer.partitions_for(topic)
             self._known_topics |= new
 
-    async def _send(self, producer: Any, rows: Sequence[Any]) -> None:
+    async def _send(self, producer: Any, rows: Sequence[Any]) -> list[Any]:
         futures = []
         for row in rows:
             stored = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
@@ -310,7 +453,8 @@ class OutboxRelay:
             raise
         # A partition's offsets only grow. If they went back, the broker lost its log (the embedded broker
         # keeps it in memory) and, with this producer's stale metadata, may have acknowledged writes it did
-        # not keep. Keep the rows, start over with a fresh producer, publish again; consumers dedupe.
+        # not keep. Keep the rows unpublished, start over with a fresh producer (which looks at the broker
+        # first and publishes again what it lost); consumers dedupe.
         regressed = False
         for ack in acks:
             partition = (ack.topic, ack.partition)
@@ -323,3 +467,26 @@ class OutboxRelay:
             raise BrokerLogReset("partition offsets went backwards")
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+        return acks
+
+
+_MARK_FOR_REPUBLISH = text(
+    "WITH again AS (UPDATE outbox SET published_at = NULL, published_partition = NULL, published_offset = NULL"
+    " WHERE published_at IS NOT NULL AND (CAST(:topic AS TEXT) IS NULL OR topic = :topic)"
+    " AND (CAST(:since AS TIMESTAMPTZ) IS NULL OR created_at >= :since) RETURNING topic)"
+    " SELECT topic, count(*) AS n FROM again GROUP BY topic")
+_RECORD_PUBLISHED = text(
+    "UPDATE outbox SET published_at = now(), published_partition = acked.partition, published_offset = acked.off "
+    "FROM unnest(CAST(:seqs AS BIGINT[]), CAST(:partitions AS INTEGER[]), CAST(:offsets AS BIGINT[])) "
+    "AS acked(seq, partition, off) WHERE outbox.seq = acked.seq")
+_RECORD_MARK = text(
+    'INSERT INTO outbox_marks (topic, partition, "offset", event_id) VALUES (:t, :p, :o, :e) '
+    'ON CONFLICT (topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset", event_id = EXCLUDED.event_id')
+# Published and older than the retention, unless it is the newest event of its entity (kept for ever).
+_PRUNE = text(
+    "DELETE FROM outbox WHERE seq IN ("
+    " SELECT old.seq FROM outbox old"
+    " WHERE old.published_at < now() - make_interval(secs => :keep)"
+    "   AND (old.state_key IS NULL OR EXISTS (SELECT 1 FROM outbox newer WHERE newer.topic = old.topic"
+    "        AND newer.state_key = old.state_key AND newer.seq > old.seq))"
+    " ORDER BY old.seq LIMIT :n)")

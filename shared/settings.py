@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -55,6 +56,12 @@ class ServiceSettings(BaseSettings):
     kafka_replication_factor: int = 1
     kafka_min_insync_replicas: int = 1
     relay_poll_seconds: float = 1.0
+    # How long the outbox keeps what it published, to publish it again if the broker loses it (shared.outbox):
+    # long enough to outlive a broker outage. 0 keeps everything (the embedded stack: its broker forgets all
+    # at every stop). The newest event of each entity is kept in any case.
+    outbox_retention_days: float = Field(default=14.0, ge=0)
+    # How often the relay checks that the broker still holds what it published.
+    relay_reconcile_seconds: float = Field(default=15.0, gt=0)
     relay_batch_size: int = 500
     consumer_max_attempts: int = 5
     consumer_retry_backoff_seconds: float = 0.2
@@ -79,6 +86,10 @@ class ServiceSettings(BaseSettings):
         super().__init_subclass__(**kwargs)
         prefix = f"REFNET_{cls.service_name.upper()}_"
         cls.model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+
+    @property
+    def outbox_retention(self) -> timedelta | None:
+        return timedelta(days=self.outbox_retention_days) if self.outbox_retention_days else None
 
     @property
     def source(self) -> str:

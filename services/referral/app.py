@@ -58,6 +58,7 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
                                   empty_grace_seconds=settings.registry_empty_grace_seconds)
         runtime.extras["registry_catchup"] = catchup
         referrals.registry_loaded = lambda: catchup.loaded
+        runtime.ready_when.append(referrals.registry_loaded)  # no traffic to a replica that would say registry-loading
         jobs: list[EventConsumer | Callable[[], Coroutine[Any, Any, None]]] = [
             registry,
             catchup.run,

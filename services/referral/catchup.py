@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.referral.events import REGISTRY_EVENTS
-from shared.consumer import applied_through
+from shared.consumer import applied_through, caught_up
 from shared.kafka import end_offsets
 
 log = structlog.get_logger("refnet.referral.catchup")
-
-
-def caught_up(ends: Mapping[int, int], applied: Mapping[int, int]) -> bool:
-    """Has every partition been applied up to its end (an empty partition trivially)?"""
-    return all(applied.get(partition, 0) >= end for partition, end in ends.items())
 
 
 class RegistryCatchUp:

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.consumer import INBOX_DDL, EventConsumer, PoisonEvent
+from shared.consumer import EventConsumer, PoisonEvent
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.envelope import Event
-from shared.outbox import OUTBOX_DDL, OutboxRelay, add_event
+from shared.migration_ops import MESSAGING_DDL
+from shared.outbox import OutboxRelay, add_event
 
 SOURCE = "/refnet/test"
 EFFECTS_DDL = """
@@ -43,7 +44,7 @@ class Harness:
     async def create(cls, url: str) -> Harness:
         engine = make_engine(url, pool_size=5)
         async with engine.begin() as conn:
-            for ddl in (*OUTBOX_DDL, *INBOX_DDL, EFFECTS_DDL):
+            for ddl in (*MESSAGING_DDL, EFFECTS_DDL):
                 await conn.exec_driver_sql(ddl)
         return cls(url, engine, make_sessionmaker(engine), f"test.{uuid.uuid4().hex[:8]}")
 
@@ -113,8 +114,16 @@ class Harness:
             return list((await conn.execute(text("SELECT event_id, key, n FROM effects ORDER BY applied"))).all())
 
     async def outbox_size(self) -> int:
+        """Rows not yet published."""
         async with self.engine.connect() as conn:
-            return int((await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one())
+            return int((await conn.execute(
+                text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one())
+
+    async def retained(self) -> int:
+        """Rows published and kept."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                text("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"))).scalar_one())
 
     async def wait_for_effects(self, count: int, timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout

@@ -20,11 +20,12 @@ WRITER = "refnet_audit_writer"
 def upgrade() -> None:
     create_retention_tables()
     op.execute(f"GRANT SELECT, INSERT ON outbox_republished TO {WRITER}")
+    op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_marks TO {WRITER}")
     op.execute(f"GRANT USAGE ON SEQUENCE outbox_republished_id_seq TO {WRITER}")
     op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON revocations TO {WRITER}")
 
 
 def downgrade() -> None:
-    op.execute(f"REVOKE ALL ON revocations, outbox_republished FROM {WRITER}")
+    op.execute(f"REVOKE ALL ON revocations, outbox_marks, outbox_republished FROM {WRITER}")
     op.execute(f"REVOKE ALL ON SEQUENCE outbox_republished_id_seq FROM {WRITER}")
     drop_retention_tables()
