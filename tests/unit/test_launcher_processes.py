@@ -128,3 +128,35 @@ def test_status_shows_the_outbox_figures_readyz_gives_and_a_dash_without_them() 
     # Escaped: a reason is shown as written, not read as console markup.
     assert last == r"2026-12-03T10:00:00Z: 7 rows of refnet.intake.events (\[red]broker lost its topics\[/red])"
     assert _outbox_cells({"retained": "many", "unpublished": True}) == ("-", "-", "-")
+
+
+def test_down_after_a_killed_launcher_stops_what_it_left_and_nothing_that_reused_a_pid(tmp_path: Path) -> None:
+    home = tmp_path / ".refnet"
+    home.mkdir()
+    left = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        (home / "state.json").write_text(json.dumps({
+            "launcher_pid": dead.pid, "launcher_started": 1.0, "database_server": "-", "broker": "127.0.0.1:1",
+            "services": {"registry": "http://127.0.0.1:1"},
+            "pids": {"registry": left.pid, "intake": stranger.pid},
+            # The stranger's pid, but another start time: a process that took the pid of one that ended.
+            "started": {"registry": psutil.Process(left.pid).create_time(),
+                        "intake": psutil.Process(stranger.pid).create_time() - 100}}))
+        env = {**os.environ, "REFNET_HOME": str(home)}
+        status = subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "status"], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 1 and "is gone" in status.stdout, status.stdout
+        down = subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "down"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert left.wait(10) == -signal.SIGTERM
+        assert stranger.poll() is None
+        assert not (home / "state.json").exists()
+    finally:
+        for process in (left, stranger):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
