@@ -145,43 +145,52 @@ def up() -> None:
         if not stopping:
             raise _StopRequested(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, `refnet down`, terminal closed
+        signal.signal(signum, on_signal)
     exit_code = 0
     try:
-        stack.check_ports()
-        stack.start_infrastructure()
-        stack.migrate()
-        stack.prepare_services()
-        stack.start_services()
-        stack.wait_ready()
-        state = stack.save_state()
-        _print_table(state.services, state.database_server, state.broker)
-        console.print(f"logs: {stack.logs}/<service>.log   stop: Ctrl-C (or `refnet down`)")
-        while True:
-            time.sleep(0.5)
-            for name, proc in stack.services.items():
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited ({proc.returncode}); see {stack.logs}/{name}.log[/red]")
-                    exit_code = 1
-            if exit_code:
-                break
-    except _StopRequested:
+        try:
+            stack.check_ports()
+            stack.start_infrastructure()
+            stack.migrate()
+            stack.prepare_services()
+            stack.start_services()
+            stack.wait_ready()
+            state = stack.save_state()
+            _print_table(state.services, state.database_server, state.broker)
+            console.print(f"logs: {stack.logs}/<service>.log   stop: Ctrl-C (or `refnet down`)")
+            while True:
+                time.sleep(0.5)
+                for name, proc in stack.services.items():
+                    if proc.poll() is not None:
+                        console.print(f"[red]{name} exited ({proc.returncode}); see {stack.logs}/{name}.log[/red]")
+                        exit_code = 1
+                if exit_code:
+                    break
+        except PortInUse as exc:
+            console.print(f"[red]{exc}[/red]")
+            exit_code = 2
+        except Exception as exc:
+            console.print(f"[red]could not start the stack: {exc}[/red]")
+            exit_code = 1
+    except _StopRequested:  # outside the handlers above, so a signal while one of them prints is caught too
         pass
-    except PortInUse as exc:
-        console.print(f"[red]{exc}[/red]")
-        exit_code = 2
-    except Exception as exc:
-        console.print(f"[red]could not start the stack: {exc}[/red]")
-        exit_code = 1
     finally:
         stopping = True
-        console.print("stopping ...")
-        stack.stop()
-        lock.release()
-        console.print("stopped")
+        _print_if_possible("stopping ...")
+        try:
+            stack.stop()
+        finally:
+            lock.release()
+        _print_if_possible("stopped")
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+def _print_if_possible(text: str) -> None:
+    # After SIGHUP the terminal may be gone: the stop must not fail for want of somewhere to say so.
+    with contextlib.suppress(OSError):
+        console.print(text)
 
 
 def _already_running(state: StackState | None, holder: int | None) -> None:
