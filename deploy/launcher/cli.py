@@ -131,8 +131,12 @@ def up() -> None:
         _already_running(StackState.load(config.home), lock.holder())
         return
     stale = StackState.load(config.home)
+    if stale is not None and stale.launcher_alive():  # a launcher from before the lock: running all the same
+        lock.release()
+        _already_running(stale, None)
+        return
     if stale is not None:
-        # Holding the lock proves its writer is gone (the kernel released its lock when it died).
+        # Its launcher is gone (and holding the lock, we know no other is starting): it describes nothing.
         console.print(f"[dim]·[/dim] removing the state of an earlier launcher (pid {stale.launcher_pid}), "
                       "which is no longer running")
         (config.home / "state.json").unlink(missing_ok=True)

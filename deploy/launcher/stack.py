@@ -105,7 +105,9 @@ class StackState:
         if self.launcher_started is not None:
             return abs(started - self.launcher_started) < 0.01
         with contextlib.suppress(psutil.Error):  # written before start times were recorded: look at the command
-            return "deploy.launcher.cli" in " ".join(psutil.Process(self.launcher_pid).cmdline())
+            command = psutil.Process(self.launcher_pid).cmdline()
+            return "up" in command and any(part == "deploy.launcher.cli" or Path(part).name == "refnet"
+                                           for part in command)
         return False
 
     def alive_pids(self) -> dict[str, int]:
