@@ -298,7 +298,8 @@ def down(
         console.print("nothing to stop")
         return
     if state.launcher_alive():
-        os.kill(state.launcher_pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended since
+            os.kill(state.launcher_pid, signal.SIGTERM)
         console.print(f"asked the launcher (pid {state.launcher_pid}) to stop everything")
         deadline = time.monotonic() + wait
         while state.launcher_alive() and time.monotonic() < deadline:
@@ -312,7 +313,7 @@ def down(
     # running -- the same pid with the same start time, never a process that reused the pid -- in order.
     left = state.alive_pids()
     console.print(f"the launcher (pid {state.launcher_pid}) is gone; "
-                  + (f"stopping what it left: {', '.join(left)}" if left else "nothing of it still runs"))
+                  + (f"stopping what it left: {', '.join(left)}" if left else "none of its processes still runs"))
     order = [n for n in left if n not in ("broker", "postgres")] + [n for n in ("broker", "postgres") if n in left]
     for name in order:
         # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for its clients).
