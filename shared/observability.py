@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import uuid
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -38,20 +40,81 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("ascii")  # ASGI header names are lower-case bytes
 
 
+def _renderer(json_logs: bool) -> Any:
+    return structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        _renderer(json_logs),
     ]
-    processors.append(structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer())
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line (PrintLogger writes the line and its newline apart), so a line from the stdlib
+        # handler below, written from another thread, cannot land inside one of ours.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+_PROCESS_HANDLER = "refnet"
+
+
+def configure_process_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    """Everything a service process writes is a structlog line, not only what RefNet logs itself.
+
+    For a process that runs one service (``refnet serve``), not for the app factory: the root handler and the
+    hooks belong to the process. Libraries (uvicorn, aiokafka, asyncio, SQLAlchemy) log through the stdlib at
+    WARNING and above (as they did through the stdlib's last-resort handler before); warnings, uncaught
+    exceptions in any thread and exceptions Python can only report ("Exception ignored in ...") become
+    error lines with their traceback. What the interpreter itself prints while it tears down is out of reach.
+    """
+    configure_logging(level, json_logs)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _renderer(json_logs),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_PROCESS_HANDLER)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != _PROCESS_HANDLER] + [handler]
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.captureWarnings(True)  # as "py.warnings" WARNING records
+    log = structlog.get_logger("refnet.process")
+
+    def uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        log.error("uncaught_exception", exc_info=(kind, value, tb))
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        log.error("uncaught_exception", thread=getattr(args.thread, "name", None),
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    def unraisable(info: Any) -> None:
+        # The object's type, not its repr: a repr may carry field values.
+        log.error("unraisable_exception", where=info.err_msg or "Exception ignored in",
+                  object_type=type(info.object).__qualname__,
+                  exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
+
+    sys.excepthook = uncaught
+    threading.excepthook = uncaught_in_thread
+    sys.unraisablehook = unraisable
 
 
 def _route_template(scope: Scope) -> str:

@@ -9,14 +9,18 @@ import importlib
 import json
 import os
 import signal
-import threading
-from typing import Annotated
+import time
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.settings import SERVICE_NAMES, ServiceSettings
+
+if TYPE_CHECKING:
+    from deploy.launcher.stack import StackState
 
 app = typer.Typer(help="RefNet: safe referral of trafficked persons between protection agencies.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -45,7 +49,11 @@ def serve(service: ServiceName) -> None:
     """Run one service with uvicorn (no migrations: run `refnet migrate` first)."""
     import uvicorn
 
+    from shared.observability import configure_process_logging
+
     settings = _settings(service)
+    # Before the app is built, so warnings raised while it is imported are JSON lines too.
+    configure_process_logging(settings.log_level, settings.log_json)
     port = int(os.environ.get("PORT", settings.port))
     module = importlib.import_module(f"services.{service}.app")
     application = module.create_app(settings)
@@ -54,7 +62,9 @@ def serve(service: ServiceName) -> None:
     # pauses short. Here, not in the app factory: test sessions build hundreds of apps in one process.
     gc.collect()
     gc.freeze()
-    uvicorn.run(application, host=settings.host, port=port, log_level="warning", proxy_headers=True)
+    # log_config=None: uvicorn's loggers propagate to the root handler (JSON) instead of its own plain-text ones.
+    uvicorn.run(application, host=settings.host, port=port, log_level="warning", log_config=None,
+                proxy_headers=True)
 
 
 @app.command()
@@ -104,50 +114,101 @@ def contract_export(
         console.print("contract documents are up to date")
 
 
+class _StopRequested(BaseException):
+    """Ctrl-C or SIGTERM (``refnet down``) while the launcher starts or runs the stack (a BaseException, as
+    KeyboardInterrupt is: no ``except Exception`` on the way may swallow it)."""
+
+
 @app.command()
 def up() -> None:
     """Start PostgreSQL, the broker and the four services; Ctrl-C stops everything."""
     from deploy.launcher.infra import PortInUse
-    from deploy.launcher.stack import Stack, StackConfig
+    from deploy.launcher.stack import LauncherLock, Stack, StackConfig, StackState
 
-    stack = Stack(StackConfig.from_env(), say=lambda text: console.print(f"[dim]·[/dim] {text}"))
-    stop = threading.Event()
+    config = StackConfig.from_env()
+    lock = LauncherLock(config.home)
+    if not lock.acquire():
+        _already_running(StackState.load(config.home), lock.holder())
+        return
+    stale = StackState.load(config.home)
+    if stale is not None and stale.launcher_alive():  # a launcher from before the lock: running all the same
+        lock.release()
+        _already_running(stale, None)
+        return
+    if stale is not None:
+        # Its launcher is gone (and holding the lock, we know no other is starting): it describes nothing.
+        console.print(f"[dim]·[/dim] removing the state of an earlier launcher (pid {stale.launcher_pid}), "
+                      "which is no longer running")
+        (config.home / "state.json").unlink(missing_ok=True)
+    stack = Stack(config, say=lambda text: console.print(f"[dim]·[/dim] {text}"))
+    stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
+        # The children are in sessions of their own: only the launcher gets the terminal's Ctrl-C, and it
+        # stops them in order. Raised wherever the launcher is (starting or waiting); once stopping, ignored.
+        if not stopping:
+            raise _StopRequested(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, `refnet down`, terminal closed
+        signal.signal(signum, on_signal)
+    exit_code = 0
     try:
-        stack.check_ports()
-        stack.start_infrastructure()
-        stack.migrate()
-        stack.prepare_services()
-        stack.start_services()
-        stack.wait_ready()
-        state = stack.state()
-        state.save(stack.config.home)
-        _print_table(state.services, state.database_server, state.broker)
-        console.print(f"logs: {stack.logs}/<service>.log   stop: Ctrl-C (or `refnet down`)")
-        while not stop.wait(0.5):
-            for name, proc in stack.services.items():
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited ({proc.returncode}); see {stack.logs}/{name}.log[/red]")
-                    stop.set()
-    except PortInUse as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    except Exception as exc:
-        console.print(f"[red]could not start the stack: {exc}[/red]")
-        raise typer.Exit(1) from exc
+        try:
+            stack.check_ports()
+            stack.start_infrastructure()
+            stack.migrate()
+            stack.prepare_services()
+            stack.start_services()
+            stack.wait_ready()
+            state = stack.save_state()
+            _print_table(state.services, state.database_server, state.broker)
+            console.print(f"logs: {stack.logs}/<service>.log   stop: Ctrl-C (or `refnet down`)")
+            while True:
+                time.sleep(0.5)
+                for name, proc in stack.services.items():
+                    if proc.poll() is not None:
+                        console.print(f"[red]{name} exited ({proc.returncode}); see {stack.logs}/{name}.log[/red]")
+                        exit_code = 1
+                if exit_code:
+                    break
+        except PortInUse as exc:
+            console.print(f"[red]{exc}[/red]")
+            exit_code = 2
+        except Exception as exc:
+            console.print(f"[red]could not start the stack: {exc}[/red]")
+            exit_code = 1
+    except _StopRequested:  # outside the handlers above, so a signal while one of them prints is caught too
+        pass
     finally:
-        console.print("stopping ...")
-        stack.stop()
-        console.print("stopped")
+        stopping = True
+        _print_if_possible("stopping ...")
+        try:
+            stack.stop()
+        finally:
+            lock.release()
+        _print_if_possible("stopped")
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
-def _print_table(services: dict[str, str], database: str, broker: str) -> None:
-    table = Table(title="RefNet is running")
+def _print_if_possible(text: str) -> None:
+    # After SIGHUP the terminal may be gone: the stop must not fail for want of somewhere to say so.
+    with contextlib.suppress(OSError):
+        console.print(text)
+
+
+def _already_running(state: StackState | None, holder: int | None) -> None:
+    """What a second ``refnet up`` says: the running stack, left alone."""
+    if state is not None and state.launcher_alive() and (holder is None or holder == state.launcher_pid):
+        _print_table(state.services, state.database_server, state.broker, title="RefNet is already running here")
+        console.print(f"launcher pid {state.launcher_pid}   status: `refnet status`   stop: `refnet down`")
+        return
+    who = f" (pid {holder})" if holder else ""
+    console.print(f"A RefNet launcher{who} is starting or stopping the stack here; see `refnet status`.")
+
+
+def _print_table(services: dict[str, str], database: str, broker: str, title: str = "RefNet is running") -> None:
+    table = Table(title=title)
     table.add_column("what")
     table.add_column("where")
     for name, url in services.items():
@@ -157,30 +218,57 @@ def _print_table(services: dict[str, str], database: str, broker: str) -> None:
     console.print(table)
 
 
+def _outbox_cells(outbox: dict[str, object] | None) -> tuple[str, str, str]:
+    """Retained rows, unpublished rows and the last republish, for the status table ("-" where unknown)."""
+    if not outbox:
+        return "-", "-", "-"
+
+    def count(key: str) -> str:
+        value = outbox.get(key)
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+    last = outbox.get("last_republish")
+    if isinstance(last, dict):
+        republish = (f"{last.get('at', '?')}: {last.get('rows', '?')} rows of {last.get('topic', '?')} "
+                     f"({last.get('reason', '?')})")
+    else:
+        republish = "never" if "last_republish" in outbox else "-"
+    return count("retained"), count("unpublished"), escape(republish)
+
+
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
-    """Where each service runs and whether it is ready."""
-    from deploy.launcher.stack import StackState, probe, refnet_home
+    """Where each service runs, whether it is ready, and its outbox (rows kept, last republish)."""
+    from deploy.launcher.stack import StackState, readiness, refnet_home
 
     state = StackState.load(refnet_home())
-    if state is None:
+    if state is None or not state.launcher_alive():
         if as_json:
             print(json.dumps({"running": False}))
-        else:
+        elif state is None:
             console.print("RefNet is not running here (no .refnet/state.json); start it with `make run`.")
+        else:
+            console.print(f"RefNet is not running here (the launcher, pid {state.launcher_pid}, is gone); "
+                          "start it with `make run`.")
         raise typer.Exit(1)
-    services = {name: {"url": url, "state": probe(url)} for name, url in state.services.items()}
+    services: dict[str, dict[str, object]] = {}
+    for name, url in state.services.items():
+        ready, outbox = readiness(url)
+        services[name] = {"url": url, "state": ready, "outbox": outbox}
     if as_json:
-        print(json.dumps({"running": True, "services": services, "database_server": state.database_server,
-                          "broker": state.broker}, indent=2))
+        print(json.dumps({"running": True, "launcher_pid": state.launcher_pid, "services": services,
+                          "database_server": state.database_server, "broker": state.broker}, indent=2))
         return
     table = Table(title="RefNet")
-    for column in ("service", "url", "state"):
+    for column in ("service", "url", "state", "outbox rows kept", "unpublished", "last republish"):
         table.add_column(column)
     for name, info in services.items():
-        table.add_row(name, info["url"], info["state"])
+        figures = info["outbox"]
+        table.add_row(name, str(info["url"]), str(info["state"]),
+                      *_outbox_cells(figures if isinstance(figures, dict) else None))
     console.print(table)
-    console.print(f"PostgreSQL: {state.database_server}   broker: {state.broker}")
+    console.print(f"PostgreSQL: {state.database_server}   broker: {state.broker}   "
+                  f"launcher pid: {state.launcher_pid}")
 
 
 @app.command()
@@ -198,23 +286,43 @@ def demo(
 
 
 @app.command()
-def down() -> None:
-    """Stop a stack started by `refnet up` (in another terminal)."""
-    from deploy.launcher.stack import StackState, refnet_home
+def down(
+    wait: Annotated[float, typer.Option(min=0, help="seconds to wait for everything to stop")] = 60.0,
+) -> None:
+    """Stop a stack started by `refnet up` (in another terminal): services, then the broker, then PostgreSQL."""
+    from deploy.launcher.stack import StackState, refnet_home, started_at
 
-    state = StackState.load(refnet_home())
+    home = refnet_home()
+    state = StackState.load(home)
     if state is None:
         console.print("nothing to stop")
         return
-    try:
-        os.kill(state.launcher_pid, signal.SIGTERM)
+    if state.launcher_alive():
+        with contextlib.suppress(ProcessLookupError):  # it may have ended since
+            os.kill(state.launcher_pid, signal.SIGTERM)
         console.print(f"asked the launcher (pid {state.launcher_pid}) to stop everything")
-    except ProcessLookupError:
-        console.print("the launcher is gone; stopping what it left")
-        for pid in state.pids.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        (refnet_home() / "state.json").unlink(missing_ok=True)
+        deadline = time.monotonic() + wait
+        while state.launcher_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if state.launcher_alive():
+            console.print(f"[red]the launcher is still stopping after {wait:.0f} s[/red]")
+            raise typer.Exit(1)
+        console.print("stopped")
+        return
+    # The launcher was killed without stopping its children (they normally die with it): stop those still
+    # running -- the same pid with the same start time, never a process that reused the pid -- in order.
+    left = state.alive_pids()
+    console.print(f"the launcher (pid {state.launcher_pid}) is gone; "
+                  + (f"stopping what it left: {', '.join(left)}" if left else "none of its processes still runs"))
+    order = [n for n in left if n not in ("broker", "postgres")] + [n for n in ("broker", "postgres") if n in left]
+    for name in order:
+        # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for its clients).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(left[name], signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while started_at(left[name]) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    (home / "state.json").unlink(missing_ok=True)
 
 
 def _register_service_commands() -> None:

@@ -72,7 +72,12 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
 
 
 def _die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Ask Linux to signal this child when the launcher dies, even by SIGKILL: no orphaned servers."""
+    """Ask Linux to signal this child when the launcher dies, even by SIGKILL: no orphaned servers.
+
+    Children also run in a session of their own (``start_new_session``): a Ctrl-C in the launcher's terminal
+    reaches the launcher alone, which stops them in order (services, broker, PostgreSQL); this is what still
+    ends them when the launcher cannot.
+    """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
@@ -80,10 +85,11 @@ def _die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 
 def _demote(uid: int, gid: int) -> None:
-    # SIGINT is PostgreSQL's fast shutdown; its SIGTERM (smart) would wait for sessions that may never end.
-    _die_with_parent(signal.SIGINT)
     os.setgid(gid)
     os.setuid(uid)
+    # After the switch: Linux clears the parent-death signal when a process changes its user or group.
+    # SIGINT is PostgreSQL's fast shutdown; its SIGTERM (smart) would wait for sessions that may never end.
+    _die_with_parent(signal.SIGINT)
 
 
 def _ensure_system_user() -> pwd.struct_passwd:
@@ -145,7 +151,7 @@ class Postgres:
         subprocess.run(
             [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER, "--auth=trust",
              "--encoding=UTF8", "--no-instructions", "--locale=C"],
-            check=True, capture_output=True, preexec_fn=self._preexec,
+            check=True, capture_output=True, preexec_fn=self._preexec, start_new_session=True,
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -161,7 +167,7 @@ class Postgres:
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", "", "-c", "max_connections=300", "-c", "fsync=on",
              "-c", "shared_buffers=128MB", "-c", "max_locks_per_transaction=128"],
-            stdout=log, stderr=log, preexec_fn=self._preexec,
+            stdout=log, stderr=log, preexec_fn=self._preexec, start_new_session=True,
         )
         log.close()
         self._wait_ready(timeout)
@@ -242,7 +248,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, preexec_fn=_die_with_parent,
+            stdout=log, stderr=log, preexec_fn=_die_with_parent, start_new_session=True,
         )
         log.close()
         wait_for_port(self.port, timeout, self.proc)

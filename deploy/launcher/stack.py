@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -16,10 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.infra import Broker, PortInUse, Postgres, _die_with_parent, port_is_free
@@ -55,26 +58,104 @@ class StackConfig:
         )
 
 
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` started (None if it has ended): with the pid, it names one process, not a reused pid."""
+    try:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+    except psutil.Error:
+        return None
+
+
 @dataclass
 class StackState:
-    """What ``refnet status`` and ``refnet down`` read: written by ``refnet up``."""
+    """What ``refnet status`` and ``refnet down`` read: written by ``refnet up`` once every service is ready."""
 
     launcher_pid: int
     database_server: str
     broker: str
     services: dict[str, str]
     pids: dict[str, int]
+    # Start times of the launcher and of each process in ``pids``: a pid alone may since belong to another process.
+    launcher_started: float | None = None
+    started: dict[str, float] = field(default_factory=dict)
 
     def save(self, home: Path) -> None:
+        # Whole or not at all: readers poll for the file and read it as soon as it appears.
         path = home / "state.json"
-        path.write_text(json.dumps(asdict(self), indent=2))
+        partial = home / f".state.json.{os.getpid()}"
+        partial.write_text(json.dumps(asdict(self), indent=2))
+        partial.replace(path)
 
     @classmethod
     def load(cls, home: Path) -> StackState | None:
-        path = home / "state.json"
-        if not path.exists():
+        """The state file, or None if there is none or it is not one (a file we cannot read describes no stack)."""
+        try:
+            data = json.loads((home / "state.json").read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError):
             return None
-        return cls(**json.loads(path.read_text()))
+
+    def launcher_alive(self) -> bool:
+        """Whether the launcher that wrote this is still running (a state file outlives a launcher killed hard)."""
+        started = started_at(self.launcher_pid) if self.launcher_pid > 0 else None
+        if started is None:
+            return False
+        if self.launcher_started is not None:
+            return abs(started - self.launcher_started) < 0.01
+        with contextlib.suppress(psutil.Error):  # written before start times were recorded: look at the command
+            command = psutil.Process(self.launcher_pid).cmdline()
+            return "up" in command and any(part == "deploy.launcher.cli" or Path(part).name == "refnet"
+                                           for part in command)
+        return False
+
+    def alive_pids(self) -> dict[str, int]:
+        """The processes of ``pids`` that still run: the same pid with the same start time."""
+        alive = {}
+        for name, pid in self.pids.items():
+            started = started_at(pid)
+            if started is not None and name in self.started and abs(started - self.started[name]) < 0.01:
+                alive[name] = pid
+        return alive
+
+
+class LauncherLock:
+    """Held by the one ``refnet up`` that owns a REFNET_HOME, for its whole life.
+
+    An flock on ``launcher.lock``: the kernel releases it when the launcher dies, however it dies, so a lock
+    that cannot be taken means a live launcher (starting, running or stopping), and a state file found while
+    holding it was left by a dead one. The file holds the holder's pid, for messages.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "launcher.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> int | None:
+        """The pid the holder wrote (None if it has not written it yet)."""
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
 
 
 def service_database_url(server_url: str, service: str) -> str:
@@ -94,6 +175,7 @@ class Stack:
         self.server_url = ""
         self.bootstrap = ""
         self.extra_env: dict[str, dict[str, str]] = {name: {} for name in SERVICE_NAMES}
+        self._state_saved = False
 
     @property
     def logs(self) -> Path:
@@ -154,7 +236,8 @@ class Stack:
     def migrate(self) -> None:
         for service in SERVICE_NAMES:
             subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "migrate", service],
-                           env=self.service_env(service), check=True, capture_output=True)
+                           env=self.service_env(service), check=True, capture_output=True,
+                           preexec_fn=_die_with_parent, start_new_session=True)
         self.say("migrations applied")
 
     def prepare_services(self) -> None:
@@ -176,8 +259,14 @@ class Stack:
             self.extra_env[service].update(ctx.env)
 
     def start_services(self) -> None:
+        """The registry first, and once it is ready the others: intake and referral start from its events
+        (agencies, services) and every service checks tokens against its keys."""
+        self.start_service("registry")
+        self.wait_ready(services=["registry"])
+        self.say("registry ready")
         for service in SERVICE_NAMES:
-            self.start_service(service)
+            if service != "registry":
+                self.start_service(service)
 
     def start_service(self, service: str) -> subprocess.Popen[bytes]:
         """Start one service's process, or start it again after it died (its log is appended to).
@@ -192,14 +281,15 @@ class Stack:
         self.services[service] = subprocess.Popen(
             [sys.executable, "-m", "deploy.launcher.cli", "serve", service],
             env=self.service_env(service), stdout=log, stderr=log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent, start_new_session=True,
         )
         log.close()
         return self.services[service]
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float = 90.0, services: list[str] | None = None) -> None:
+        """Until each started service (or each of ``services``) answers /readyz with 200."""
         deadline = time.monotonic() + timeout
-        pending = set(self.services)
+        pending = set(self.services if services is None else services)
         while pending and time.monotonic() < deadline:
             for service in sorted(pending):
                 proc = self.services[service]
@@ -221,21 +311,34 @@ class Stack:
             pids["postgres"] = self.postgres.proc.pid
         if self.broker and self.broker.proc:
             pids["broker"] = self.broker.proc.pid
+        started = {name: when for name, pid in pids.items() if (when := started_at(pid)) is not None}
         return StackState(
             launcher_pid=os.getpid(),
             database_server=_redact(self.server_url),
             broker=self.bootstrap,
             services={name: self.url(name) for name in SERVICE_NAMES},
             pids=pids,
+            launcher_started=started_at(os.getpid()),
+            started=started,
         )
 
-    def stop(self) -> None:
+    def save_state(self) -> StackState:
+        """Write ``state.json`` (which ``stop`` then removes: it removes no state file it did not write)."""
+        state = self.state()
+        state.save(self.config.home)
+        self._state_saved = True
+        return state
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Services first (SIGTERM, ``grace`` seconds, then SIGKILL), while the broker and PostgreSQL they
+        are closing their connections to still run; then the broker; then PostgreSQL."""
         for proc in self.services.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for proc in self.services.values():
             try:
-                proc.wait(15)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -244,8 +347,10 @@ class Stack:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (self.config.home / "state.json").unlink()
+        if self._state_saved:
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.home / "state.json").unlink()
+            self._state_saved = False
 
 
 def _redact(url: str) -> str:
@@ -259,8 +364,19 @@ def _redact(url: str) -> str:
 
 
 def probe(url: str) -> str:
+    return readiness(url)[0]
+
+
+def readiness(url: str) -> tuple[str, dict[str, Any] | None]:
+    """A service's state ("ready", "not ready", "down") and the ``outbox`` figures its /readyz body carries
+    (None when it carries none)."""
     try:
         response = httpx.get(f"{url}/readyz", timeout=2)
     except httpx.HTTPError:
-        return "down"
-    return "ready" if response.status_code == 200 else "not ready"
+        return "down", None
+    state = "ready" if response.status_code == 200 else "not ready"
+    try:
+        outbox = response.json().get("outbox")
+    except (ValueError, AttributeError):
+        return state, None
+    return state, outbox if isinstance(outbox, dict) else None
