@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from deploy.launcher.stack import Stack, StackConfig
+from services.referral.settings import ReferralSettings
+from services.registry.settings import RegistrySettings
 from shared.outbound import (
     DeadlineExceeded,
     GuardedTransport,
@@ -163,3 +167,16 @@ async def test_a_trickling_answer_is_cut_at_the_total_deadline() -> None:
                 await asyncio.wait_for(call(client, policy, "GET", f"http://127.0.0.1:{server.port}/"), 10)
         assert 0.9 < time.monotonic() - started < 3.0
         assert server.sent_bytes > 5  # it was sending all along: no single read timed out
+
+
+def test_production_refuses_by_default_and_only_the_local_stack_allows(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REFNET_OUTBOUND_ALLOW_HTTP", "REFNET_OUTBOUND_ALLOW_PRIVATE"):
+        monkeypatch.delenv(name, raising=False)
+    for settings in (ReferralSettings(), RegistrySettings()):
+        policy = settings.outbound_policy()
+        assert not policy.allow_http and not policy.allow_private
+    env = Stack(StackConfig(home=tmp_path)).service_env("referral")
+    assert env["REFNET_OUTBOUND_ALLOW_HTTP"] == env["REFNET_OUTBOUND_ALLOW_PRIVATE"] == "true"
+    monkeypatch.setenv("REFNET_OUTBOUND_ALLOW_PRIVATE", "true")
+    assert ReferralSettings().outbound_policy().allow_private and RegistrySettings().outbound_policy().allow_private
