@@ -117,21 +117,18 @@ class DeadlineExceeded(httpx.TimeoutException):
     """The whole call took longer than the policy's deadline."""
 
 
-class ResponseTooLarge(httpx.TransportError):
-    """The answer is longer than the policy allows (only raised where the whole answer is needed)."""
-
-
 def refused_url(url: str, policy: OutboundPolicy) -> str | None:
     """What is wrong with ``url`` before any lookup (None: nothing yet)."""
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "not a URL"
+    except (httpx.InvalidURL, UnicodeError):  # idna's errors are UnicodeErrors
+        return "not a valid URL"
     if parsed.scheme != "https" and not (parsed.scheme == "http" and policy.allow_http):
         return "only https URLs are allowed"
     if policy.allow_private:
         return None
-    return refused_name(parsed.host)
+    # The host as it goes to DNS and to the connection (IDNA-encoded), not as displayed.
+    return refused_name(parsed.raw_host.decode("ascii"))
 
 
 async def check_url(url: str, policy: OutboundPolicy) -> None:
@@ -147,9 +144,11 @@ async def check_url(url: str, policy: OutboundPolicy) -> None:
     parsed = httpx.URL(url)
     try:
         async with asyncio.timeout(min(policy.deadline_seconds, 5.0)):
-            addresses = await policy.resolver(parsed.host, parsed.port or 443)
+            addresses = await policy.resolver(parsed.raw_host.decode("ascii"), parsed.port or 443)
     except (OSError, TimeoutError):
         return
+    except UnicodeError:  # not encodable as a DNS name (a label over 63 characters...): it never resolves
+        raise OutboundRefused("the host is not a valid DNS name") from None
     for text in addresses:
         why = refused_address(ipaddress.ip_address(text.split("%")[0]))
         if why:
@@ -174,7 +173,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         except ValueError:
             try:
                 addresses = [ipaddress.ip_address(a.split("%")[0]) for a in await self.policy.resolver(host, port)]
-            except OSError:
+            except (OSError, UnicodeError):
                 raise httpcore.ConnectError("the host name does not resolve") from None
         if not addresses:
             raise httpcore.ConnectError("the host name does not resolve")
