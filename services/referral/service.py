@@ -80,6 +80,9 @@ class WaitingPolls:
         self.per_agency = per_agency
         self._held: dict[str, int] = {}
 
+    def held(self, agency_id: str) -> int:
+        return self._held.get(agency_id, 0)
+
     @contextlib.contextmanager
     def hold(self, agency_id: str) -> Iterator[None]:
         held = self._held.get(agency_id, 0)

@@ -110,7 +110,7 @@ async def test_a_trickling_receiver_is_cut_at_the_total_deadline(bounded: Servic
         await new_referral(bounded, sender, recipient)
         attempt = await first_delivery(bounded, recipient, sub["id"])
         assert attempt["outcome"] == "failed" and attempt["error"] == "DeadlineExceeded"
-        assert 1900 <= attempt["duration_ms"] < 4000
+        assert 1900 <= attempt["duration_ms"] < 6000
         assert server.sent_bytes > 10  # bytes kept coming: a timeout per read would never have fired
         await bounded.client.delete(f"/subscriptions/{sub['id']}", headers=bounded.headers(recipient, HOOK_SCOPE))
 
@@ -149,12 +149,12 @@ async def test_an_agencys_slow_receivers_leave_another_agency_a_slot(
 async def test_an_agency_holds_a_bounded_number_of_waiting_polls(bounded: Service) -> None:
     agency, other = await bounded.agency(), await bounded.agency()
 
-    async def poll(who: str, wait: float = 1.5) -> Any:
+    async def poll(who: str, wait: float = 3.0) -> Any:
         return await bounded.client.get("/events", params={"wait": wait, "after": "999999999"},
                                         headers=bounded.headers(who, HOOK_SCOPE))
 
     waiting = [asyncio.create_task(poll(agency)) for _ in range(2)]
-    await asyncio.sleep(0.4)
+    await wait_for(lambda: bounded.app.state.feed_waiting.held(agency) == 2, timeout=5)
     refused = await poll(agency)
     assert refused.status_code == 429, refused.text
     assert refused.json()["type"].endswith("too-many-waiting-polls") and refused.headers["retry-after"] == "1"
