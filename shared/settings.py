@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.outbound import OutboundPolicy
+
 SERVICE_NAMES = ("registry", "intake", "referral", "audit")
 DEFAULT_PORTS = {"registry": 8001, "intake": 8002, "referral": 8003, "audit": 8004}
 
@@ -66,6 +68,14 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff_seconds: float = 0.2
 
+    # Calls to URLs partners give (webhook URLs, an agency's jwks_uri; shared.outbound): a total deadline per
+    # call (resolution, connect, send and the whole answer) and the bytes read of an answer. Plain http and
+    # loopback/private addresses are refused unless allowed: for a development stack on one machine only.
+    outbound_deadline_seconds: float = Field(default=10.0, gt=0)
+    outbound_max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    outbound_allow_http: bool = False
+    outbound_allow_private: bool = False
+
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = Field(default=1024 * 1024)
@@ -99,6 +109,11 @@ class ServiceSettings(BaseSettings):
     @property
     def effective_jwks_url(self) -> str:
         return self.jwks_url or self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy(allow_http=self.outbound_allow_http, allow_private=self.outbound_allow_private,
+                              deadline_seconds=self.outbound_deadline_seconds,
+                              max_response_bytes=self.outbound_max_response_bytes)
 
     @property
     def base_url(self) -> str:

@@ -222,6 +222,10 @@ class Stack:
         prefix = f"REFNET_{service.upper()}_"
         registry = f"http://127.0.0.1:{self.config.service_ports['registry']}"
         return {
+            # The stack runs on one machine: its demo case systems and agencies' key sets are on 127.0.0.1,
+            # over plain http (production refuses both; the environment may say so here too).
+            "REFNET_OUTBOUND_ALLOW_HTTP": "true",
+            "REFNET_OUTBOUND_ALLOW_PRIVATE": "true",
             **os.environ,
             f"{prefix}DATABASE_URL": service_database_url(self.server_url, service),
             f"{prefix}PORT": str(self.config.service_ports[service]),

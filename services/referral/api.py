@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Stri
 
 from services.referral import domain
 from services.referral.events import OVERDUE, state_event_type
-from services.referral.service import NewReferralRequest, Referrals
+from services.referral.service import NewReferralRequest, Referrals, WaitingPolls
 from services.referral.webhooks import Subscriptions
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
@@ -169,15 +169,22 @@ async def move_referral(referral_id: Id, body: Transition, principal: Writer, re
     return await referrals.transition(principal, referral_id, body.to, body.reason_code, body.note)
 
 
-@router.get("/events", tags=["delivery"], summary="Pull feed of the caller's referral events (long-poll)")
+@router.get("/events", tags=["delivery"], summary="Pull feed of the caller's referral events (long-poll)",
+            responses={429: {"description": "The agency already has as many waiting requests as allowed "
+                                            "(`too-many-waiting-polls`); retry after `Retry-After`"}})
 async def pull_events(
     request: Request, principal: EventReader, referrals: Broker,
     after: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
     wait: Annotated[float, Query(ge=0)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    max_wait = float(request.app.state.feed_max_wait_seconds)
-    items, cursor = await referrals.feed(principal, after=int(after), wait=min(wait, max_wait), limit=limit)
+    wait = min(wait, float(request.app.state.feed_max_wait_seconds))
+    if wait <= 0:
+        items, cursor = await referrals.feed(principal, after=int(after), wait=0, limit=limit)
+    else:
+        waiting: WaitingPolls = request.app.state.feed_waiting
+        with waiting.hold(principal.agency_id):
+            items, cursor = await referrals.feed(principal, after=int(after), wait=wait, limit=limit)
     return {"items": items, "next_cursor": cursor}
 
 

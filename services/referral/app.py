@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -13,19 +14,25 @@ from services.referral import api, consumers, events
 from services.referral.catchup import RegistryCatchUp
 from services.referral.clearance import ClearanceClient, HttpClearanceClient
 from services.referral.deadlines import DeadlineScheduler
-from services.referral.service import Clock, Referrals, system_clock
+from services.referral.service import Clock, Referrals, WaitingPolls, system_clock
 from services.referral.settings import ReferralSettings
 from services.referral.tokens import ClientCredentials, StaticToken, TokenSource
 from services.referral.webhooks import Subscriptions, WebhookDispatcher
 from shared.app import Runtime, build_app
 from shared.consumer import EventConsumer
+from shared.outbound import Resolver
 
 
 def create_app(settings: ReferralSettings | None = None, *, clearance: ClearanceClient | None = None,
-               clock: Clock = system_clock, webhook_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """``clearance`` replaces the HTTP client of intake's clearance and ``webhook_transport`` the network
-    under webhook deliveries (tests); ``clock`` drives the referral deadlines."""
+               clock: Clock = system_clock, webhook_transport: httpx.AsyncBaseTransport | None = None,
+               resolver: Resolver | None = None) -> FastAPI:
+    """``clearance`` replaces the HTTP client of intake's clearance, ``webhook_transport`` the network
+    under webhook deliveries and ``resolver`` the DNS lookups of webhook hosts (tests); ``clock`` drives the
+    referral deadlines."""
     settings = settings or ReferralSettings()
+    policy = settings.outbound_policy()
+    if resolver is not None:
+        policy = dataclasses.replace(policy, resolver=resolver)
 
     async def on_startup(runtime: Runtime) -> None:
         client = clearance
@@ -40,9 +47,9 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
         runtime.extras["referrals"] = referrals
         app.state.referrals = referrals
         app.state.subscriptions = Subscriptions(
-            runtime.sessions, allow_private_networks=settings.webhook_allow_private_networks,
-            max_per_agency=settings.webhook_max_subscriptions_per_agency)
+            runtime.sessions, policy=policy, max_per_agency=settings.webhook_max_subscriptions_per_agency)
         app.state.feed_max_wait_seconds = settings.feed_max_wait_seconds
+        app.state.feed_waiting = WaitingPolls(settings.feed_max_waiting_per_agency)
 
     def wiring(runtime: Runtime) -> Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]:
         referrals: Referrals = runtime.extras["referrals"]
@@ -67,10 +74,11 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
             scheduler.run,
         ]
         dispatcher = WebhookDispatcher(
-            runtime.sessions, runtime.engine, source=settings.source, transport=webhook_transport,
-            poll_seconds=settings.webhook_poll_seconds, timeout_seconds=settings.webhook_timeout_seconds,
-            backoff_base_seconds=settings.webhook_backoff_base_seconds,
-            backoff_max_seconds=settings.webhook_backoff_max_seconds, max_failures=settings.webhook_max_failures)
+            runtime.sessions, runtime.engine, source=settings.source, policy=policy, transport=webhook_transport,
+            poll_seconds=settings.webhook_poll_seconds, backoff_base_seconds=settings.webhook_backoff_base_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds, max_failures=settings.webhook_max_failures,
+            max_parallel=settings.webhook_max_parallel,
+            max_parallel_per_agency=settings.webhook_max_parallel_per_agency)
         runtime.extras["webhooks"] = dispatcher
         jobs.append(dispatcher.run)
         http = runtime.extras.get("clearance_http")

@@ -7,11 +7,12 @@ referrals it sent or received, nothing else (404 otherwise, so existence does no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +70,35 @@ def field_problem(field: str, detail: str, slug: str = "validation-error", statu
 
 class _Replay(Exception):
     """The key's first request already made the referral: answer with it (rolls our transaction back)."""
+
+
+class WaitingPolls:
+    """Pull-feed requests waiting for events (``wait`` > 0), per agency, on this replica: a bounded number
+    each, so one agency's clients cannot hold every connection and database session of the replica."""
+
+    def __init__(self, per_agency: int) -> None:
+        self.per_agency = per_agency
+        self._held: dict[str, int] = {}
+
+    def held(self, agency_id: str) -> int:
+        return self._held.get(agency_id, 0)
+
+    @contextlib.contextmanager
+    def hold(self, agency_id: str) -> Iterator[None]:
+        held = self._held.get(agency_id, 0)
+        if held >= self.per_agency:
+            raise Problem(429, "too-many-waiting-polls",
+                          f"An agency may have at most {self.per_agency} waiting /events requests at once; "
+                          "retry when one of them has returned.", headers={"Retry-After": "1"})
+        self._held[agency_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._held[agency_id] - 1
+            if left:
+                self._held[agency_id] = left
+            else:
+                del self._held[agency_id]
 
 
 class Referrals:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from services.referral.domain import Priority
 from shared.settings import DEFAULT_PORTS, ServiceSettings
@@ -36,17 +36,20 @@ class ReferralSettings(ServiceSettings):
     registry_empty_grace_seconds: float = 15.0
     # Longest wait a pull-feed client may ask for.
     feed_max_wait_seconds: float = 30.0
+    # Waiting pull-feed requests (wait > 0) an agency may hold at once on one replica; beyond it 429.
+    feed_max_waiting_per_agency: int = Field(default=4, ge=1)
 
-    # Webhooks (Standard Webhooks signatures): poll interval of the dispatcher, per-request timeout,
-    # exponential backoff with jitter between failed attempts, disabled after so many failures in a row.
+    # Webhooks (Standard Webhooks signatures): poll interval of the dispatcher, exponential backoff with
+    # jitter between failed attempts, disabled after so many failures in a row. Each attempt is bounded by
+    # outbound_deadline_seconds and outbound_max_response_bytes; URLs are checked by outbound_allow_http and
+    # outbound_allow_private (shared settings).
     webhook_poll_seconds: float = 1.0
-    webhook_timeout_seconds: float = 10.0
     webhook_backoff_base_seconds: float = 2.0
     webhook_backoff_max_seconds: float = 3600.0
     webhook_max_failures: int = 12
-    # Webhook URLs naming a loopback, private, link-local or reserved address (or localhost) are refused
-    # unless this is set (local development): a partner must not make RefNet call into its own network.
-    webhook_allow_private_networks: bool = False
+    # Deliveries in flight at once, in all and per agency: one agency's slow receivers cannot take every slot.
+    webhook_max_parallel: int = Field(default=50, ge=1)
+    webhook_max_parallel_per_agency: int = Field(default=4, ge=1)
     webhook_max_subscriptions_per_agency: int = 20
 
     @field_validator("acknowledge_emergency_within", "acknowledge_urgent_within", "acknowledge_normal_within")

@@ -3,9 +3,12 @@
 A subscription belongs to one agency and receives the referral events that agency is party to (the
 ``referral_feed`` rows naming it as sender or recipient), in feed order, from the moment it was created.
 Each subscription has its own cursor and its own delivery task, so a slow or failing receiver only delays
-itself. A failed attempt is retried with exponential backoff and jitter; after ``max_failures`` consecutive
-failures the subscription is disabled (the agency can reactivate it, and it resumes where it stopped). Every
-attempt is logged in ``webhook_deliveries`` (status code, error class, duration: never a body).
+itself; an agency has at most a few deliveries in flight, so its receivers cannot take every slot from the
+others'. URLs are checked when subscribed and every address when connecting (shared.outbound), and every
+attempt is bounded in time and in bytes read. A failed attempt is retried with exponential backoff and
+jitter; after ``max_failures`` consecutive failures the subscription is disabled (the agency can reactivate
+it, and it resumes where it stopped). Every attempt is logged in ``webhook_deliveries`` (status code, error
+class, duration: never a body).
 
 Delivery is at-least-once: a receiver deduplicates on ``webhook-id``, which is the event id and the same on
 every retry. One dispatcher leads across replicas (PostgreSQL advisory lock), so replicas do not race.
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
+import contextlib
 import json
 import random
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +40,7 @@ from shared.auth import Principal
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
 from shared.leader import Leadership, keep_alive
+from shared.outbound import OutboundPolicy, call, guarded_client, require_callable_url
 
 log = structlog.get_logger("refnet.referral.webhooks")
 
@@ -70,33 +75,17 @@ def subscription_view(row: SubscriptionRow, *, with_secret: bool = False) -> dic
     return view
 
 
-def private_target(url: str) -> bool:
-    """Whether the URL names this host or a private network by address (names are not resolved here)."""
-    host = (httpx.URL(url).host or "").strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
-            or address.is_multicast or address.is_unspecified)
-
-
 class Subscriptions:
     """The subscription use cases: an agency manages only its own subscriptions (others' are 404)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, allow_private_networks: bool = False,
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, policy: OutboundPolicy,
                  max_per_agency: int = 20) -> None:
         self.sessions = sessions
-        self.allow_private_networks = allow_private_networks
+        self.policy = policy
         self.max_per_agency = max_per_agency
 
     async def create(self, principal: Principal, url: str, event_types: list[str] | None) -> dict[str, Any]:
-        if not self.allow_private_networks and private_target(url):
-            raise Problem(422, "webhook-url-not-allowed",
-                          "Webhook URLs may not name a loopback, private or link-local address.",
-                          title="Unprocessable Content", errors=[{"loc": ["body", "url"], "msg": "not allowed"}])
+        await require_callable_url(url, self.policy, loc=["body", "url"], slug="webhook-url-not-allowed")
         now = datetime.now(UTC)
         async with unit_of_work(self.sessions) as session:
             await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
@@ -162,16 +151,17 @@ class Subscriptions:
 
 class WebhookDispatcher:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, *, source: str,
-                 transport: httpx.AsyncBaseTransport | None = None, poll_seconds: float = 1.0,
-                 timeout_seconds: float = 10.0, backoff_base_seconds: float = 2.0,
+                 policy: OutboundPolicy, transport: httpx.AsyncBaseTransport | None = None,
+                 poll_seconds: float = 1.0, backoff_base_seconds: float = 2.0,
                  backoff_max_seconds: float = 3600.0, max_failures: int = 12, max_parallel: int = 50,
-                 lock_key: int = LOCK_KEY) -> None:
+                 max_parallel_per_agency: int = 4, lock_key: int = LOCK_KEY) -> None:
+        """``transport`` replaces the guarded network under deliveries (tests only)."""
         self.sessions = sessions
         self.engine = engine
         self.source = source
+        self.policy = policy
         self.transport = transport
         self.poll_seconds = poll_seconds
-        self.timeout_seconds = timeout_seconds
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.max_failures = max_failures
@@ -179,6 +169,8 @@ class WebhookDispatcher:
                                      retry_seconds=max(poll_seconds, 1.0))
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._parallel = asyncio.Semaphore(max_parallel)
+        self.max_parallel_per_agency = max_parallel_per_agency
+        self._agency_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # semaphore, tasks holding or waiting
         self._http: httpx.AsyncClient | None = None
 
     def backoff(self, failures: int) -> float:
@@ -195,7 +187,7 @@ class WebhookDispatcher:
         await self.leadership.run(self._work)
 
     async def _work(self, conn: AsyncConnection) -> None:
-        self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout_seconds, follow_redirects=False)
+        self._http = guarded_client(self.policy, self.transport)
         try:
             while True:
                 await self.dispatch_once()
@@ -217,12 +209,13 @@ class WebhookDispatcher:
                                      FeedRow.to_agency == SubscriptionRow.agency_id),
                                  FeedRow.seq > SubscriptionRow.cursor)
         async with self.sessions() as session:
-            due = list((await session.execute(
-                select(SubscriptionRow.id).where(SubscriptionRow.status == "active",
-                                                 SubscriptionRow.next_attempt_at <= now, waiting))).scalars())
-        for subscription_id in due:
+            due = [(row.id, row.agency_id) for row in await session.execute(
+                select(SubscriptionRow.id, SubscriptionRow.agency_id).where(
+                    SubscriptionRow.status == "active", SubscriptionRow.next_attempt_at <= now, waiting))]
+        for subscription_id, agency_id in due:
             if subscription_id not in self._in_flight:
-                task = asyncio.create_task(self._serve(subscription_id), name=f"webhook-{subscription_id}")
+                task = asyncio.create_task(self._serve(subscription_id, agency_id),
+                                           name=f"webhook-{subscription_id}")
                 self._in_flight[subscription_id] = task
                 task.add_done_callback(self._forget)
 
@@ -231,8 +224,24 @@ class WebhookDispatcher:
             if running is task:
                 del self._in_flight[subscription_id]
 
-    async def _serve(self, subscription_id: str) -> None:
-        async with self._parallel:
+    @contextlib.asynccontextmanager
+    async def _agency_slot(self, agency_id: str) -> AsyncIterator[None]:
+        """One of the agency's few delivery slots (the semaphore lives while a task holds or awaits it)."""
+        semaphore, users = self._agency_slots.get(agency_id) or (asyncio.Semaphore(self.max_parallel_per_agency), 0)
+        self._agency_slots[agency_id] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._agency_slots[agency_id]
+            if users == 1:
+                del self._agency_slots[agency_id]
+            else:
+                self._agency_slots[agency_id] = (semaphore, users - 1)
+
+    async def _serve(self, subscription_id: str, agency_id: str) -> None:
+        # The agency's slot first, so its waiting subscriptions do not hold any of the shared ones.
+        async with self._agency_slot(agency_id), self._parallel:
             while True:
                 async with self.sessions() as session:
                     sub = await session.get(SubscriptionRow, subscription_id)
@@ -269,10 +278,13 @@ class WebhookDispatcher:
         status: int | None = None
         error: str | None = None
         try:
-            response = await self._http.post(sub.url, content=body.encode(), headers=headers)
+            # The answer's body is not used: read up to the cap (so the connection can be reused) and judge
+            # by the status code.
+            response = await call(self._http, self.policy, "POST", sub.url, content=body.encode(), headers=headers)
             status = response.status_code
             ok = 200 <= status < 300
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+            # The class name only (OutboundRefused, DeadlineExceeded, ConnectError...): never a body or address.
             error, ok = type(exc).__name__, False
         duration_ms = int((time.monotonic() - started) * 1000)
         now = datetime.now(UTC)

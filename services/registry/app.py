@@ -16,9 +16,11 @@ from services.registry.service import RegistryService, sync_signing_keys
 from services.registry.settings import RegistrySettings
 from shared.app import Runtime, build_app
 from shared.db import unit_of_work
+from shared.outbound import Resolver
 
 
-def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
+    """``resolver`` replaces the DNS lookups of agencies' jwks_uri hosts (tests)."""
     settings = settings or RegistrySettings()
 
     async def on_startup(runtime: Runtime) -> None:
@@ -29,7 +31,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         async with unit_of_work(runtime.sessions) as session:
             # Without a key file the database keeps the keys (one is generated on first start).
             await sync_signing_keys(session, file_keys)
-        runtime.extras["registry"] = RegistryService(runtime.sessions, settings)
+        runtime.extras["registry"] = RegistryService(runtime.sessions, settings, resolver=resolver)
 
     def wiring(runtime: Runtime) -> list[Any]:
         async def close_registry_on_shutdown() -> None:

@@ -9,6 +9,7 @@ mapped to an RFC 6749 error (``domain.OAuthError``).
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -27,6 +28,7 @@ from joserfc.jws import JWSAlgModel, JWSRegistry
 from joserfc.util import urlsafe_b64decode
 
 from services.registry.domain import ASSERTION_ALGORITHMS, OAuthError
+from shared.outbound import OutboundPolicy, call, guarded_client
 
 ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 -- an algorithm name, not a secret
 _MAX_ASSERTION_LENGTH = 8192
@@ -240,12 +242,15 @@ def import_public_jwks(jwks: dict[str, Any]) -> list[Key]:
 
 
 class RemoteJWKS:
-    """Clients registered with a ``jwks_uri``: fetched, cached for ``max_age`` seconds, size-limited."""
+    """Clients registered with a ``jwks_uri``: fetched through the guarded client (shared.outbound: public
+    addresses only, a total deadline, at most ``_MAX_JWKS_BYTES`` read), cached for ``max_age`` seconds."""
 
-    def __init__(self, max_age: float = 300.0, timeout: float = 5.0, min_refetch: float = 30.0) -> None:
+    def __init__(self, policy: OutboundPolicy, max_age: float = 300.0, min_refetch: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.policy = dataclasses.replace(policy, max_response_bytes=min(policy.max_response_bytes, _MAX_JWKS_BYTES))
         self.max_age = max_age
         self.min_refetch = min_refetch
-        self.timeout = timeout
+        self.transport = transport
         self._cache: dict[str, tuple[float, list[Key]]] = {}
         self._http: httpx.AsyncClient | None = None
 
@@ -258,13 +263,17 @@ class RemoteJWKS:
             if age < (self.min_refetch if refresh else self.max_age):
                 return cached[1]
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False)
+            self._http = guarded_client(self.policy, self.transport)
         try:
-            response = await self._http.get(uri, timeout=self.timeout)
-            if response.status_code != 200 or len(response.content) > _MAX_JWKS_BYTES:
+            response = await call(self._http, self.policy, "GET", uri, headers={"accept": "application/json"})
+            if (response.status_code != 200 or not response.complete
+                    or response.headers.get("content-encoding", "identity") != "identity"):
                 raise ValueError("unusable JWKS response")
-            keys = import_public_jwks(response.json())
-        except (httpx.HTTPError, ValueError):
+            document = json.loads(response.content)
+            if not isinstance(document, dict):
+                raise ValueError("a JWKS is a JSON object")
+            keys = import_public_jwks(document)
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
             if cached:
                 return cached[1]
             raise OAuthError("invalid_client", "The client's JWKS cannot be fetched.") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import secrets
 import time
@@ -63,6 +64,7 @@ from services.registry.store import Agency, Location, RevokedToken, Service, Sig
 from shared.access import AccessRecord, record_access
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
+from shared.outbound import Resolver, require_callable_url
 from shared.outbox import add_event
 
 log = structlog.get_logger("refnet.registry")
@@ -242,11 +244,16 @@ _JTI_PURGE_SECONDS = 30.0
 class RegistryService:
     """The use cases, bound to the database and the settings of one running registry."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: RegistrySettings) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: RegistrySettings, *,
+                 resolver: Resolver | None = None) -> None:
+        """``resolver`` replaces the DNS lookups of agencies' jwks_uri hosts (tests)."""
         self.sessions = sessions
         self.settings = settings
         self.source = settings.source
-        self.remote_jwks = RemoteJWKS()
+        self.outbound = settings.outbound_policy()
+        if resolver is not None:
+            self.outbound = dataclasses.replace(self.outbound, resolver=resolver)
+        self.remote_jwks = RemoteJWKS(self.outbound)
         self._next_jti_purge = 0.0  # monotonic time of the next purge of expired assertion jtis
         self.limiter = RateLimiter(settings.token_requests_per_minute, settings.token_burst)
         issuer = settings.issuer.rstrip("/")
@@ -263,7 +270,13 @@ class RegistryService:
 
     # -- agencies --------------------------------------------------------------------------------------
 
+    async def _check_jwks_uri(self, jwks_uri: object) -> None:
+        if jwks_uri is not None:
+            await require_callable_url(str(jwks_uri), self.outbound, loc=["body", "jwks_uri"],
+                                       slug="jwks-uri-not-allowed")
+
     async def register_agency(self, body: AgencyCreate) -> tuple[Agency, str | None]:
+        await self._check_jwks_uri(body.jwks_uri)
         credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
         async with unit_of_work(self.sessions) as session:
             agency = await add_agency(session, self.source, name=body.name, kind=body.kind,
@@ -292,6 +305,7 @@ class RegistryService:
 
     async def update_agency(self, agency_id: str, body: AgencyPatch) -> tuple[Agency, str | None]:
         secret: str | None = None
+        await self._check_jwks_uri(body.jwks_uri)
         async with unit_of_work(self.sessions) as session:
             agency = await session.get(Agency, agency_id, with_for_update=True)
             if agency is None:

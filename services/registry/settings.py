@@ -23,6 +23,8 @@ class RegistrySettings(ServiceSettings):
     # Token endpoint throttling per (claimed client id, address).
     token_requests_per_minute: float = 120.0
     token_burst: int = 30
+    # Fetching an agency's jwks_uri holds up its token request: a shorter deadline than the shared default.
+    outbound_deadline_seconds: float = Field(default=5.0, gt=0)
 
     @property
     def token_url(self) -> str:

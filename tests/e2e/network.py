@@ -39,8 +39,7 @@ CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "ac
 @contextmanager
 def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Network]:
     """`refnet up` in a subprocess with its own ports and home; SIGINT (Ctrl-C) on exit, as a user would."""
-    env = launcher_env(home) | {"REFNET_REFERRAL_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-                                "REFNET_REFERRAL_WEBHOOK_POLL_SECONDS": "0.2"} | (extra_env or {})
+    env = launcher_env(home) | {"REFNET_REFERRAL_WEBHOOK_POLL_SECONDS": "0.2"} | (extra_env or {})
     launcher = subprocess.Popen([sys.executable, "-m", "deploy.launcher.cli", "up"], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

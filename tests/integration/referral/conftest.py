@@ -24,6 +24,7 @@ from services.referral.settings import ReferralSettings
 from shared.db import unit_of_work
 from shared.envelope import Event
 from shared.migrations import upgrade
+from shared.outbound import Resolver
 from tests.conftest import Infra
 from tests.support.issuer import LocalIssuer, local_issuer_fixture
 
@@ -167,7 +168,7 @@ class Service:
 async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer, *,
                            intake: FakeIntake | None = None, clock: Clock | None = None,
                            webhook_transport: httpx.AsyncBaseTransport | None = None,
-                           **settings: Any) -> AsyncIterator[Service]:
+                           resolver: Resolver | None = None, **settings: Any) -> AsyncIterator[Service]:
     await asyncio.to_thread(upgrade, "referral", database_url)
     intake = intake or FakeIntake()
     clock = clock or Clock()
@@ -176,11 +177,13 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
         "issuer": local.issuer, "jwks_url": local.jwks_url, "service_token": SERVICE_TOKEN,
         "consumer_group_prefix": "referral-" + uuid.uuid4().hex[:8], "deadline_interval_seconds": 3600.0,
         "feed_max_wait_seconds": 5.0, "relay_poll_seconds": 0.2, "registry_empty_grace_seconds": 0.0,
+        # The tests' receivers are on this machine over plain http, as on the development stack.
+        "outbound_allow_http": True, "outbound_allow_private": True,
     }
     values.update(settings)
     clearance = HttpClearanceClient("http://intake.test", SERVICE_TOKEN, transport=httpx.MockTransport(intake.handle))
     app = create_app(ReferralSettings(**values), clearance=clearance, clock=clock,
-                     webhook_transport=webhook_transport)
+                     webhook_transport=webhook_transport, resolver=resolver)
     try:
         async with app.router.lifespan_context(app):
             # As a replica in production, answer once the read model of the registry holds what the registry had

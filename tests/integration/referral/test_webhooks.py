@@ -71,6 +71,7 @@ async def hooked(infra: Infra, new_database: Callable[[str], str], issuer: Local
         new_database("referral_hooks"), infra.bootstrap, issuer,
         webhook_transport=httpx.MockTransport(receivers.handle), webhook_poll_seconds=0.05,
         webhook_backoff_base_seconds=0.05, webhook_backoff_max_seconds=0.2, webhook_max_failures=6,
+        outbound_allow_private=False,  # the mock receivers are *.test (http); private addresses are refused
     ) as service:
         yield service
 
@@ -215,7 +216,9 @@ async def test_only_the_agencys_events_and_types_and_own_subscriptions(hooked: S
     for bad in ({"url": "ftp://x.test/"}, {"url": "not a url"}, {"url": "http://x.test", "event_types": ["nope"]},
                 {"url": "http://x.test", "extra": 1}, {"url": "http://127.0.0.1:8080/hook"},
                 {"url": "http://169.254.169.254/latest/meta-data"}, {"url": "http://[::1]/x"},
-                {"url": "https://10.1.2.3/x"}, {"url": "http://localhost/x"}):
+                {"url": "https://10.1.2.3/x"}, {"url": "http://localhost/x"}, {"url": "http://intake:8002/x"},
+                {"url": "https://kubernetes.default.svc/"}, {"url": "http://localhost./x"},
+                {"url": "https://100.64.0.1/x"}, {"url": "https://[fd00::1]/x"}, {"url": "https://[::ffff:a00:1]/x"}):
         response = await hooked.client.post("/subscriptions", json=bad, headers=mine)
         assert response.status_code == 422, bad
         assert response.json()["errors"][0]["loc"][-1] in ("url", "event_types", "extra"), bad

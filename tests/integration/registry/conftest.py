@@ -29,6 +29,7 @@ from services.registry.settings import RegistrySettings
 from shared.auth import TokenValidator
 from shared.db import unit_of_work
 from shared.migrations import upgrade
+from shared.outbound import Resolver
 from tests.support.issuer import generate_signing_key
 
 ISSUER = "http://registry.test"
@@ -109,14 +110,16 @@ class Registry:
 def make_settings(database_url: str, **overrides: Any) -> RegistrySettings:
     values: dict[str, Any] = {"database_url": database_url, "kafka_bootstrap": "127.0.0.1:9", "issuer": ISSUER,
                               "log_json": False, "relay_poll_seconds": 5.0, "token_burst": 1000,
-                              "token_requests_per_minute": 60000}
+                              "token_requests_per_minute": 60000,
+                              # Agencies' key sets in tests are on this machine over plain http (LocalIssuer).
+                              "outbound_allow_http": True, "outbound_allow_private": True}
     values.update(overrides)
     return RegistrySettings(**values)
 
 
-async def serve(settings: RegistrySettings) -> AsyncIterator[Registry]:
+async def serve(settings: RegistrySettings, resolver: Resolver | None = None) -> AsyncIterator[Registry]:
     await asyncio.to_thread(upgrade, "registry", settings.database_url)
-    app = create_app(settings)
+    app = create_app(settings, resolver=resolver)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         own = httpx.AsyncClient(transport=transport, base_url=ISSUER)

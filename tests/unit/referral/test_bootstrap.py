@@ -21,4 +21,3 @@ def test_credentials_file_is_passed_when_present(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     prepare(ctx)
     assert ctx.env[ENV_VAR] == str(tmp_path / "credentials" / "referral-service.json")
-    assert ctx.env["REFNET_REFERRAL_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] == "true"
