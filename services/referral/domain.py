@@ -334,7 +334,7 @@ class PeriodInvalid(ValueError):
     """Not a period label, or a period not published (yet)."""
 
 
-_PERIOD = re.compile(r"^([1-9][0-9]{3})-(?:(0[1-9]|1[0-2])|Q([1-4]))$")
+_PERIOD = re.compile(r"([1-9][0-9]{3})-(?:(0[1-9]|1[0-2])|Q([1-4]))")
 
 
 def _month_start(year: int, month: int) -> datetime:
@@ -343,7 +343,7 @@ def _month_start(year: int, month: int) -> datetime:
 
 def parse_period(value: str) -> Period:
     """``YYYY-MM`` or ``YYYY-Qn``; anything else is ``PeriodInvalid``."""
-    match = _PERIOD.match(value)
+    match = _PERIOD.fullmatch(value)  # not match(): "$" would let a trailing newline through
     if match is None:
         raise PeriodInvalid("period must be a calendar month (YYYY-MM) or quarter (YYYY-Qn), e.g. 2026-11 or 2026-Q3.")
     year = int(match[1])

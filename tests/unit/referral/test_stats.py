@@ -42,7 +42,7 @@ def test_a_month_and_a_quarter_are_fixed_utc_calendar_periods() -> None:
 
 
 @pytest.mark.parametrize("label", ["2026-13", "2026-00", "2026-Q0", "2026-Q5", "2026-q3", "2026-1", "26-11",
-                                   "2026-11-01", "0000-01", "2026", "", "2026-11 ", "2026-11T00:00:00Z",
+                                   "2026-11-01", "0000-01", "2026", "", "2026-11 ", "2026-11\n", "2026-11T00:00:00Z",
                                    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
                                    "\u0662\u0660\u0662\u0666-\u0661\u0661"])  # Arabic-Indic digits
 def test_anything_but_a_month_or_a_quarter_is_refused(label: str) -> None:
