@@ -471,11 +471,13 @@ def statistics_view(period: Period, values: Mapping[Cell, int], hidden: set[Cell
     def shown(cell: Cell) -> Figure:
         return SUPPRESSED if cell in hidden else values[cell]
 
-    referrals: dict[str, object] = {"total": shown(("referrals",))}
+    total, consented = shown(("referrals",)), shown(("referrals", "with_consent"))
+    referrals: dict[str, object] = {"total": total}
     for group in ("by_pathway", "by_sending_agency", "by_receiving_agency"):
         referrals[group] = {c[2]: shown(c) for c in sorted(values) if c[:2] == ("referrals", group)}
-    referrals["with_consent"] = shown(("referrals", "with_consent"))
-    referrals["without_consent"] = shown(("referrals", "without_consent"))
+    referrals["with_consent"] = consented
+    referrals["without_consent"] = shown(("referrals", "without_consent"))  # risk-to-life overrides
+    referrals["share_with_consent"] = rate(consented, total)
     pathways: dict[str, object] = {}
     for p in Pathway:
         pathway = str(p)

@@ -49,7 +49,8 @@ async def test_stats_of_every_month_and_quarter_give_no_suppressed_cell_away(svc
     ours = await seed_quarter(svc)
     svc.clock.now = datetime(2026, 3, 1, 9, tzinfo=UTC)
     documents = []
-    for period in ("2025-09", "2025-10", "2025-11", "2025-12", "2026-01", "2025-Q3", "2025-Q4", "2026-Q1"):
+    for period in ("2025-07", "2025-08", "2025-09", "2025-10", "2025-11", "2025-12", "2026-01", "2025-Q3",
+                   "2025-Q4", "2026-Q1"):
         response = await svc.client.get("/stats", params={"period": period}, headers=svc.headers(OVERSIGHT, STATS))
         if period == "2026-Q1":  # not ended
             assert response.status_code == 422 and "has not ended" in response.json()["detail"]
@@ -58,10 +59,11 @@ async def test_stats_of_every_month_and_quarter_give_no_suppressed_cell_away(svc
         documents.append(response.json())
     published = {cell: v for d in documents for cell, v in figures(d).items() if v != SUPPRESSED}
     assert all(isinstance(v, int) and v >= 11 for v in published.values()), published
-    october, quarter = documents[1], documents[6]
+    october, quarter = documents[3], documents[8]
     # Published where safe: October's 14 service and 12 protection referrals (the 11 avrr go to cover the
     # zeros of the other two pathways), the 23 the second sender sent, 14 acknowledged in 20 hours.
     assert october["referrals"]["total"] == 37
+    assert october["referrals"]["share_with_consent"] == SUPPRESSED  # 37 of 37: the 0 overrides would show
     assert october["referrals"]["by_pathway"] == {"service": 14, "protection": 12, "avrr": SUPPRESSED,
                                                   "assistance": SUPPRESSED, "resettlement": SUPPRESSED}
     assert october["referrals"]["by_sending_agency"][ours[1]] == 23
@@ -71,7 +73,7 @@ async def test_stats_of_every_month_and_quarter_give_no_suppressed_cell_away(svc
     assert service["acknowledged"] == 14 and service["median_hours_to_acknowledge"] == 20.0
     # A quarter publishes a figure only where each of its months does, as their sum.
     assert quarter["referrals"]["total"] == 37 + 14 + 18
-    months = [figures(d) for d in documents[1:4]]
+    months = [figures(d) for d in documents[3:6]]
     for (_, *cell), value in figures(quarter).items():
         shown = [m[("2025-" + str(n), *cell)] for m, n in zip(months, (10, 11, 12), strict=True)]
         if value != SUPPRESSED:
