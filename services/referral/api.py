@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -79,6 +78,8 @@ def referrals_of(request: Request) -> Referrals:
 Writer = Annotated[Principal, Depends(require_scopes("referrals:write"))]
 Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
 EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
+# Platform statistics are for oversight agencies only (the registry grants stats:read to no other kind).
+StatsReader = Annotated[Principal, Depends(require_scopes("stats:read"))]
 Broker = Annotated[Referrals, Depends(referrals_of)]
 
 
@@ -188,15 +189,23 @@ async def pull_events(
     return {"items": items, "next_cursor": cursor}
 
 
-@router.get("/stats", tags=["statistics"], summary="De-identified indicators (every count of 1-10 is \"<11\")")
+@router.get("/stats", tags=["statistics"],
+            summary="De-identified indicators of a closed month or quarter (oversight agencies)",
+            description="Referrals by pathway and by sending and receiving agency, with and without consent; per "
+                        "pathway decisions, acceptance rate, acknowledgements within the deadline, overdue flags and "
+                        "median hours to acknowledge and to accept. Every count under 11 -- and as many others as "
+                        "it takes so that none can be worked out from totals or from other periods -- shows as "
+                        "`\"suppressed\"`; a quarter publishes only what all three of its months publish.")
 async def stats(
-    principal: Reader, referrals: Broker, since: datetime | None = None, until: datetime | None = None,
+    request: Request, principal: StatsReader, referrals: Broker,
+    period: Annotated[str, Query(max_length=16, description="a calendar month (2026-11) or quarter (2026-Q3) "
+                                                            "that has ended, UTC")],
 ) -> dict[str, Any]:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise Problem(422, "validation-error", f"{name} must carry a time zone (RFC 3339).",
-                          errors=[{"loc": ["query", name], "msg": "time zone required"}])
-    return await referrals.stats(since=since, until=until)
+    unknown = sorted(set(request.query_params) - {"period"})
+    if unknown:
+        # Refused rather than ignored: a caller still sending since/until would otherwise read another period.
+        raise _query_problem(unknown[0][:64], "unknown query parameter; /stats takes only period.")
+    return await referrals.stats(period)
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------

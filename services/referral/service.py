@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -437,55 +437,28 @@ class Referrals:
 
     # -- statistics --------------------------------------------------------------------------------------
 
-    async def stats(self, *, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-        """DOMAIN.md's indicators over referrals created in [since, until), every small count suppressed."""
-        conditions = []
-        if since is not None:
-            conditions.append(ReferralRow.created_at >= since)
-        if until is not None:
-            conditions.append(ReferralRow.created_at < until)
-        accepted_states = [str(s) for s in (Status.accepted, Status.in_progress, Status.on_hold,
-                                            Status.completed, Status.failed)]
-        acknowledged = select(TransitionRow.referral_id, func.min(TransitionRow.at).label("at")).where(
-            TransitionRow.from_status == str(Status.requested), TransitionRow.party == str(Party.recipient)
-        ).group_by(TransitionRow.referral_id).subquery()
+    async def stats(self, label: str) -> dict[str, Any]:
+        """DOMAIN.md's indicators for one closed month or quarter, de-identified (rule 9; domain.py says how).
+
+        Only oversight agencies call this (scope ``stats:read``). A quarter is built from its months, each
+        protected alone, so a month and its quarter never difference into a suppressed cell."""
+        try:
+            period = domain.parse_period(label)
+            domain.check_closed(period, self.clock())
+        except domain.PeriodInvalid as refused:
+            raise Problem(422, "validation-error", str(refused), title="Unprocessable Content",
+                          errors=[{"loc": ["query", "period"], "msg": str(refused)}]) from None
+        months = []
         async with self.sessions() as session:
-            by_pathway = (await session.execute(
-                select(ReferralRow.pathway, func.count(),
-                       func.count().filter(ReferralRow.status.in_(accepted_states)),
-                       func.count().filter(ReferralRow.status.in_([*accepted_states, str(Status.rejected)])),
-                       func.count(acknowledged.c.at),
-                       func.count().filter(acknowledged.c.at <= ReferralRow.due_at),
-                       func.count().filter(ReferralRow.consent_id.is_not(None)),
-                       func.count().filter(ReferralRow.overdue_at.is_not(None)))
-                .outerjoin(acknowledged, acknowledged.c.referral_id == ReferralRow.id)
-                .where(*conditions).group_by(ReferralRow.pathway)
-            )).all()
-            sent = (await session.execute(
-                select(ReferralRow.from_agency, ReferralRow.pathway, func.count())
-                .where(*conditions).group_by(ReferralRow.from_agency, ReferralRow.pathway))).all()
-            received = (await session.execute(
-                select(ReferralRow.to_agency, ReferralRow.pathway, func.count())
-                .where(*conditions).group_by(ReferralRow.to_agency, ReferralRow.pathway))).all()
-        d = domain.deidentify
-        pathways = {}
-        for pathway, total, accepted, decided, acked, acked_in_time, with_consent, overdue in by_pathway:
-            pathways[pathway] = {
-                "referrals": d(total), "accepted": d(accepted), "acceptance_rate": domain.share(accepted, decided),
-                "acknowledged": d(acked), "acknowledged_within_deadline": domain.share(acked_in_time, total),
-                "with_consent": domain.share(with_consent, total), "overdue": d(overdue),
-            }
-        agencies: dict[str, dict[str, dict[str, int | str]]] = {}
-        for agency, pathway, n in sent:
-            agencies.setdefault(agency, {"sent": {}, "received": {}})["sent"][pathway] = d(n)
-        for agency, pathway, n in received:
-            agencies.setdefault(agency, {"sent": {}, "received": {}})["received"][pathway] = d(n)
-        return {
-            "period": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
-            "k_anonymity": domain.K_ANONYMITY,
-            "by_pathway": pathways,
-            "by_agency": agencies,
-        }
+            agencies = await store.stats_agencies(session)
+            for label_of_month in period.months:
+                month = domain.parse_period(label_of_month)
+                counts = await store.month_counts(session, month.start, month.end)
+                cells, sums = domain.cells_of(counts, agencies)
+                months.append((cells, domain.suppress(cells, sums)))
+            medians = await store.median_hours(session, period.start, period.end)
+        values, hidden = months[0] if len(months) == 1 else domain.protect_quarter(months)
+        return domain.statistics_view(period, values, hidden, medians)
 
 
 def party_of(row: ReferralRow, agency_id: str) -> Party | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 #: for its service-to-service calls to intake).
 SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
-    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance",
+    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance", "stats:read",
 })
 
 #: Kinds an agency can be registered with through the API.
@@ -25,6 +25,21 @@ AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight
 PLATFORM_KIND = "platform"
 
 AgencyStatus = Literal["active", "suspended"]
+
+#: Scopes only an agency of a given kind may hold: platform statistics are for oversight (DOMAIN.md rule 9).
+SCOPES_OF_KIND: Mapping[str, str] = {"stats:read": "oversight"}
+
+
+def scopes_not_for_kind(kind: str, scopes: Iterable[str]) -> list[str]:
+    """The scopes among ``scopes`` that an agency of ``kind`` may not hold."""
+    return sorted(s for s in set(scopes) if SCOPES_OF_KIND.get(s, kind) != kind)
+
+
+def holdable_scopes(kind: str, scopes: Iterable[str]) -> list[str]:
+    """What a token may carry of the agency's scopes: a scope its kind may not hold never reaches a token,
+    even if a row came to hold it some other way than the API (which refuses it)."""
+    refused = set(scopes_not_for_kind(kind, scopes))
+    return sorted(set(scopes) - refused)
 
 # --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
 

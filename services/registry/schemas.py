@@ -80,6 +80,9 @@ class AgencyCreate(_Body):
 
     @model_validator(mode="after")
     def _one_credential(self) -> AgencyCreate:
+        refused = domain.scopes_not_for_kind(self.kind, self.scopes)
+        if refused:
+            raise ValueError(f"scope(s) {' '.join(refused)} only for oversight agencies")
         chosen = [self.jwks is not None, self.jwks_uri is not None, self.generate_secret]
         if sum(chosen) != 1:
             raise ValueError("give exactly one of jwks, jwks_uri or generate_secret: true")

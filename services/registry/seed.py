@@ -54,7 +54,7 @@ DEMO_CLIENTS = (
     DemoClient("legalaid", "Lex Humanitas legal aid", "ngo", "GR", tuple(CLIENT_SCOPES)),
     DemoClient("clinic", "Clinica Solidale", "service_provider", "IT", tuple(CLIENT_SCOPES)),
     DemoClient("oversight", "National anti-trafficking oversight office", "oversight", "IT",
-               ("registry:read", "audit:read", "referrals:read")),
+               ("registry:read", "audit:read", "referrals:read", "stats:read")),
     DemoClient("referral-service", "RefNet referral service", domain.PLATFORM_KIND, "CH",
                ("cases:clearance", "registry:read")),
 )

@@ -314,6 +314,11 @@ class RegistryService:
             if body.status is not None:
                 agency.status = body.status
             if body.scopes is not None:
+                refused = domain.scopes_not_for_kind(agency.kind, body.scopes)
+                if refused:
+                    detail = f"The scope(s) {' '.join(refused)} are only for oversight agencies."
+                    raise Problem(422, "validation-error", detail, title="Unprocessable Content",
+                                  errors=[{"loc": ["body", "scopes"], "msg": detail}])
                 agency.scopes = body.scopes
             if body.jwks is not None or body.jwks_uri is not None or body.generate_secret:
                 credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
@@ -427,7 +432,7 @@ class RegistryService:
                 raise OAuthError("unsupported_grant_type", "Only the client_credentials grant is supported.")
             async with unit_of_work(self.sessions) as session:
                 agency = await self.authenticate_client(session, form, basic)
-                scopes = domain.grant_scopes(form.get("scope"), agency.scopes)
+                scopes = domain.grant_scopes(form.get("scope"), domain.holdable_scopes(agency.kind, agency.scopes))
                 key = await signing_key(session)
                 now = int(time.time())
                 jti = uuid.uuid4().hex

@@ -156,3 +156,30 @@ async def test_an_agency_registered_with_a_jwks_uri_authenticates_with_its_publi
         stranger = Client(created["id"], created["client_id"], generate_signing_key("RS256"), "RS256")
         refused = await registry.http.post("/oauth/token", data=stranger.form())
         assert refused.json()["error"] == "invalid_client"
+
+
+async def test_statistics_are_for_oversight_agencies_only(registry: Registry) -> None:
+    """DOMAIN.md rule 9: stats:read is granted to oversight agencies, refused for any other kind."""
+    admin = await admin_headers(registry)
+    ngo = await registry.http.post("/agencies", headers=admin, json={
+        "name": "An NGO", "kind": "ngo", "country": "IT", "scopes": ["stats:read"], "generate_secret": True})
+    assert ngo.status_code == 422 and ngo.json()["errors"][0]["loc"] == ["body"], ngo.text
+    assert "oversight" in ngo.json()["errors"][0]["msg"]
+    oversight = await registry.http.post("/agencies", headers=admin, json={
+        "name": "Oversight office", "kind": "oversight", "country": "IT", "scopes": ["stats:read"],
+        "generate_secret": True})
+    assert oversight.status_code == 201, oversight.text
+    created = oversight.json()
+    token = await registry.http.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                     auth=(created["client_id"], created["client_secret"]))
+    assert token.json()["scope"] == "stats:read"
+
+    other = await registry.agency(["cases:read"])
+    patched = await registry.http.patch(f"/agencies/{other.agency_id}", json={"scopes": ["stats:read"]},
+                                        headers=admin)
+    assert patched.status_code == 422 and patched.json()["errors"][0]["loc"] == ["body", "scopes"]
+    # A row that came to hold it another way (seeded before the rule, edited by hand) still never gets it.
+    smuggled = await registry.agency(["cases:read", "stats:read"])
+    assert (await registry.http.post("/oauth/token", data=smuggled.form())).json()["scope"] == "cases:read"
+    refused = await registry.http.post("/oauth/token", data=smuggled.form("stats:read"))
+    assert refused.json()["error"] == "invalid_scope"

@@ -30,10 +30,8 @@ from services.referral.domain import (
     allowed_moves,
     check_guards,
     decide_transition,
-    deidentify,
     due_at,
     is_overdue,
-    share,
 )
 
 ADULT = CaseFacts(is_minor=False, bia_completed=False, bid_completed=False, fear_of_return=False)
@@ -259,27 +257,6 @@ def test_overdue_only_while_requested_and_past_due() -> None:
     assert is_overdue(Status.requested, due, due)
     for status in set(Status) - {Status.requested}:
         assert not is_overdue(status, due, due + timedelta(days=30))
-
-
-# --- statistics ---------------------------------------------------------------------------------------------
-
-
-@given(st.integers(min_value=0, max_value=10_000))
-def test_no_count_from_1_to_10_is_ever_published(n: int) -> None:
-    published = deidentify(n)
-    if 1 <= n <= 10:
-        assert published == "<11"
-    else:
-        assert published == n
-
-
-def test_share_suppresses_small_cells_and_their_complements() -> None:
-    assert share(0, 0) is None
-    assert share(5, 100) == "<11"
-    assert share(95, 100) == "<11"  # 5 refused would show
-    assert share(20, 40) == 0.5
-    assert share(0, 20) == 0.0
-    assert share(3, 8) == "<11"
 
 
 @given(st.lists(st.tuples(st.sampled_from(list(Party)), st.sampled_from(list(Status))), max_size=30))

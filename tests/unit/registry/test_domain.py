@@ -113,3 +113,12 @@ def test_only_an_active_client_authenticates_and_only_a_real_change_is_a_suspens
     assert refused.value.error == "invalid_client"
     assert domain.is_suspension("active", "suspended")
     assert not domain.is_suspension("suspended", "suspended") and not domain.is_suspension("suspended", "active")
+
+
+def test_only_oversight_agencies_may_hold_stats_read() -> None:
+    assert domain.scopes_not_for_kind("ngo", ["cases:read", "stats:read"]) == ["stats:read"]
+    assert domain.scopes_not_for_kind("oversight", ["audit:read", "stats:read"]) == []
+    for kind in (*domain.AGENCY_KINDS, domain.PLATFORM_KIND):
+        held = domain.holdable_scopes(kind, domain.SCOPES)
+        assert ("stats:read" in held) == (kind == "oversight")
+        assert set(domain.SCOPES) - set(held) <= {"stats:read"}
