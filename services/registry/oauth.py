@@ -100,14 +100,8 @@ def signing_key_file_content(keys: list[tuple[str, str]]) -> str:
     return json.dumps({"keys": entries}, indent=2) + "\n"
 
 
-@functools.lru_cache(maxsize=8)
-def _private_key(private_pem: str) -> ECKey:
-    # Importing a PEM key costs as much as the signature itself; the current key is the same on every request.
-    return ECKey.import_key(private_pem)
-
-
-def sign_access_token(private_pem: str, kid: str, claims: dict[str, Any]) -> str:
-    key = _private_key(private_pem)
+def sign_access_token(key: ECKey, kid: str, claims: dict[str, Any]) -> str:
+    """``key``: opened once per key (keyvault.SigningKeyVault), not imported again per token."""
     header = {"alg": ACCESS_TOKEN_ALG, "typ": "at+jwt", "kid": kid}
     return jwt.encode(header, claims, key, algorithms=[ACCESS_TOKEN_ALG])
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from services.registry.service import Credentials, add_agency
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenValidator
 from shared.db import unit_of_work
+from shared.kek import KeyEncryptionKey, write_key_file
 from shared.migrations import upgrade
 from tests.support.issuer import generate_signing_key
 
@@ -106,10 +109,19 @@ class Registry:
         return [dict(r) for r in rows]
 
 
+def new_kek_file() -> Path:
+    """A fresh key-encryption key in a private file (under the session's TMPDIR)."""
+    path = Path(tempfile.mkdtemp(prefix="registry-kek-")) / "kek.b64"
+    write_key_file(path, KeyEncryptionKey.generate())
+    return path
+
+
 def make_settings(database_url: str, **overrides: Any) -> RegistrySettings:
     values: dict[str, Any] = {"database_url": database_url, "kafka_bootstrap": "127.0.0.1:9", "issuer": ISSUER,
                               "log_json": False, "relay_poll_seconds": 5.0, "token_burst": 1000,
                               "token_requests_per_minute": 60000}
+    if "kek_file" not in overrides:
+        values["kek_file"] = str(new_kek_file())
     values.update(overrides)
     return RegistrySettings(**values)
 

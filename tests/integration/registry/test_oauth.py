@@ -345,7 +345,7 @@ async def test_after_key_rotation_old_and_new_tokens_both_validate(registry: Reg
     client = await registry.agency(["cases:read"])
     old = await registry.token(client)
     async with unit_of_work(registry.sessions) as session:
-        new_kid = await rotate_signing_key(session)
+        new_kid = await rotate_signing_key(session, registry.settings.kek_ring().current)
     new = await registry.token(client)
     assert json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "=="))["kid"] == new_kid
     jwks = (await registry.http.get("/.well-known/jwks.json")).json()
@@ -373,7 +373,8 @@ async def test_a_key_published_ahead_starts_signing_when_its_time_comes(registry
 
     old_kid = kid(await registry.token(client))
     async with unit_of_work(registry.sessions) as session:
-        new_kid = await rotate_signing_key(session, activate_in_seconds=1)
+        new_kid = await rotate_signing_key(session, registry.settings.kek_ring().current,
+                                             activate_in_seconds=1)
     published = [k["kid"] for k in (await registry.http.get("/.well-known/jwks.json")).json()["keys"]]
     assert old_kid in published and new_kid in published
     assert kid(await registry.token(client)) == old_kid
