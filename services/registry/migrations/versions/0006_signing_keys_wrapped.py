@@ -55,8 +55,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_constraint("ck_signing_keys_signing_key_has_private_part", "signing_keys", type_="check")
-    op.drop_constraint("ck_signing_keys_private_key_kek", "signing_keys", type_="check")
+    op.drop_constraint(op.f("ck_signing_keys_signing_key_has_private_part"), "signing_keys", type_="check")
+    op.drop_constraint(op.f("ck_signing_keys_private_key_kek"), "signing_keys", type_="check")
     op.add_column("signing_keys", sa.Column("private_pem", sa.Text))
     bind = op.get_bind()
     # Keys whose private part was destroyed cannot come back; the old schema has no place for them.
