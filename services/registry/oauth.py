@@ -124,6 +124,17 @@ def verify_access_token(token: str, public_jwks: list[dict[str, Any]]) -> dict[s
     return None
 
 
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims before any check ({} when it is not one): only to decide what to check next."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > _MAX_ASSERTION_LENGTH:
+        return {}
+    try:
+        return _b64_json(parts[1])
+    except ValueError:
+        return {}
+
+
 # --- client assertions (RFC 7523) --------------------------------------------------------------------------
 
 

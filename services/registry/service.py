@@ -54,6 +54,7 @@ from services.registry.oauth import (
     hash_secret,
     read_unverified,
     sign_access_token,
+    unverified_claims,
     verify_access_token,
     verify_assertion,
     verify_secret,
@@ -298,6 +299,13 @@ def _credentials(jwks: dict[str, Any] | None, jwks_uri: object, generate: bool) 
     return Credentials(jwks=jwks, jwks_uri=str(jwks_uri) if jwks_uri is not None else None), None
 
 
+def _refuse_platform_scopes(refused: list[str]) -> None:
+    if refused:
+        raise Problem(403, "platform-scope",
+                      f"The scope(s) {', '.join(refused)} are granted only by the platform's bootstrap (refnet "
+                      "seed), never through the API.")
+
+
 _JTI_PURGE_SECONDS = 30.0
 _KEY_PURGE_SECONDS = 60.0
 
@@ -330,6 +338,7 @@ class RegistryService:
     # -- agencies --------------------------------------------------------------------------------------
 
     async def register_agency(self, body: AgencyCreate) -> tuple[Agency, str | None]:
+        _refuse_platform_scopes(domain.scopes_the_api_may_not_grant(body.scopes))
         credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
         async with unit_of_work(self.sessions) as session:
             agency = await add_agency(session, self.source, name=body.name, kind=body.kind,
@@ -363,11 +372,19 @@ class RegistryService:
             if agency is None:
                 raise not_found("agency")
             was = agency.status
+            new_credentials = body.jwks is not None or body.jwks_uri is not None or body.generate_secret
+            if new_credentials and not domain.credentials_settable_by_api(agency.scopes):
+                raise Problem(403, "platform-client",
+                              "The credentials of a client holding a platform scope ("
+                              f"{', '.join(sorted(domain.PLATFORM_SCOPES))}) are set only by the platform's "
+                              "bootstrap (refnet seed), never through the API.")
+            if body.scopes is not None:
+                _refuse_platform_scopes(domain.scopes_the_api_may_not_grant(body.scopes, agency.scopes))
             if body.status is not None:
                 agency.status = body.status
             if body.scopes is not None:
                 agency.scopes = body.scopes
-            if body.jwks is not None or body.jwks_uri is not None or body.generate_secret:
+            if new_credentials:
                 credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
                 agency.jwks, agency.jwks_uri = credentials.jwks, credentials.jwks_uri
                 agency.secret_hash = credentials.secret_hash
@@ -547,13 +564,18 @@ class RegistryService:
         return claims
 
     async def introspect(self, form: dict[str, str], basic: str | None) -> dict[str, Any]:
+        """RFC 7662. A caller that may not know about the token (domain.may_introspect) gets the answer for
+        an inactive token (section 2.2), not an error: whatever it sends, it learns nothing, not even whether
+        the token is valid, and it is decided before the token is checked, so timing tells nothing either."""
         token = form.get("token")
         async with unit_of_work(self.sessions) as session:
-            await self.authenticate_client(session, form, basic)
+            caller = await self.authenticate_client(session, form, basic)
             if not token:
                 raise OAuthError("invalid_request", "token is required.")
+            if not domain.may_introspect(caller.kind, caller.client_id, unverified_claims(token).get("client_id")):
+                return {"active": False}
             claims = await self._active_claims(session, token)
-        if claims is None:
+        if claims is None or not domain.may_introspect(caller.kind, caller.client_id, claims.get("client_id")):
             return {"active": False}
         keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "agency")
         return {"active": True, "token_type": "Bearer", **{k: claims[k] for k in keep if k in claims}}

@@ -81,12 +81,13 @@ class Registry:
     validator: TokenValidator
 
     async def agency(self, scopes: list[str] | None = None, *, alg: str = "ES256", name: str = "Test agency",
-                     secret_hash: str | None = None) -> Client:
+                     secret_hash: str | None = None, kind: str = "ngo") -> Client:
+        """An agency added as the bootstrap adds it (``kind="platform"``: one of the platform's own clients)."""
         key = None if secret_hash else generate_signing_key(alg)
         credentials = Credentials(secret_hash=secret_hash) if secret_hash else Credentials(
             jwks={"keys": [dict(key.as_dict(private=False))]} if key else None)
         async with unit_of_work(self.sessions) as session:
-            agency = await add_agency(session, self.settings.source, name=name, kind="ngo", country="IT",
+            agency = await add_agency(session, self.settings.source, name=name, kind=kind, country="IT",
                                       scopes=scopes if scopes is not None else ALL_SCOPES,
                                       credentials=credentials)
         return Client(agency.id, agency.client_id, key, alg, sorted(agency.scopes))
