@@ -227,3 +227,19 @@ async def test_the_migration_wraps_existing_keys_and_refuses_without_the_kek(
     await asyncio.to_thread(command.downgrade, alembic_config("registry", url), "registry_0005")
     restored = await asyncio.to_thread(_pg_dump, infra, url)
     assert keys["current"].private_pem.split("\n")[1].encode() in restored
+
+
+async def test_a_kek_that_does_not_open_the_signing_key_is_a_503_problem_not_a_500(
+    new_database: Callable[[str], str],
+) -> None:
+    settings = make_settings(new_database("registry_wrong_kek"))
+    async for registry in serve(settings):
+        client = await registry.agency(["cases:read"])
+        await registry.token(client)
+        async with unit_of_work(registry.sessions) as session:
+            # The new current key is wrapped under a KEK this registry is not configured with.
+            await rotate_signing_key(session, KeyEncryptionKey.generate())
+        refused = await registry.http.post("/oauth/token", data=client.form())
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("signing-key-unavailable")
