@@ -22,8 +22,10 @@ depends_on = None
 
 TS = sa.DateTime(timezone=True)
 HOW = (f"set {KEK_SETTING} to a file holding base64 of 32 random bytes (`openssl rand -base64 32 > "
-       "registry_kek.b64`, deploy/secrets/README.md) and keep that file as a secret, apart from the "
-       "database's backups; the local stack keeps it at .refnet/keys/registry_kek.b64")
+       "registry_kek.b64`, deploy/secrets/README.md: Compose mounts deploy/secrets/registry_kek.b64, "
+       "Kubernetes the Secret refnet-registry-kek) and keep that file apart from the database's backups; "
+       "for a local stack made before this migration: `openssl rand -base64 32 > .refnet/keys/registry_kek.b64`"
+       f" and `export {KEK_SETTING}=$PWD/.refnet/keys/registry_kek.b64`, then `make run` again")
 
 
 def _ring(purpose: str) -> KeyRing:
