@@ -118,13 +118,16 @@ OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {"description": "Too many requests from this client; slow down"},
     503: {"description": "The registry's database is unreachable right now; retry after `Retry-After`"},
 }
+TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {**OAUTH_RESPONSES, 503: {
+    "description": "The registry's database is unreachable right now (retry after `Retry-After`), or its "
+                   "signing key does not open with the configured key-encryption key (`signing-key-unavailable`)"}}
 TOKEN_FORM = _oauth_form({"grant_type": {"type": "string", "enum": ["client_credentials"]},
                           "scope": {"type": "string", "description": "space-separated scopes"}}, ["grant_type"])
 TOKEN_ACTION_FORM = _oauth_form({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
 @router.post("/oauth/token", tags=["oauth"], summary="Token endpoint (client credentials grant)",
-             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_FORM)
+             responses=TOKEN_RESPONSES, openapi_extra=TOKEN_FORM)
 async def token(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:

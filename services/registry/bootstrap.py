@@ -1,4 +1,5 @@
-"""`make run`: the registry's development signing key, the demo agencies and the demo directory."""
+"""`make run`: the registry's development signing key and key-encryption key, the demo agencies and the demo
+directory (production mounts secrets instead: deploy/secrets/README.md)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import os
 from deploy.launcher.bootstrap import BootstrapContext
 from services.registry.oauth import generate_signing_key, signing_key_file_content
 from services.registry.seed import seed
+from shared.kek import KeyEncryptionKey, write_key_file
 
 #: A private JWK set, the format of the production secret (deploy/secrets/README.md).
 SIGNING_KEY_FILE = "registry-signing-key.jwks.json"
+#: The key-encryption key the signing keys are stored under in the database (base64 of 32 bytes).
+KEK_FILE = "registry_kek.b64"
 
 
 def prepare(ctx: BootstrapContext) -> None:
+    kek_file = ctx.keys_dir / KEK_FILE
+    if not kek_file.exists():
+        write_key_file(kek_file, KeyEncryptionKey.generate())
+    ctx.env["REFNET_REGISTRY_KEK_FILE"] = str(kek_file)
     key_file = ctx.keys_dir / SIGNING_KEY_FILE
     if not key_file.exists():
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

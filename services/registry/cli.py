@@ -1,9 +1,10 @@
 """Commands for integrators and operators: ``refnet agency add|list|suspend``, ``refnet token``,
-``refnet keys rotate``.
+``refnet keys rotate``, ``refnet keys rotate-kek``.
 
 ``agency`` and ``token`` talk to the running registry over HTTP with the credentials files the demo seed
-wrote (``.refnet/credentials/<name>.json``); ``keys rotate`` works on the registry's database directly,
-because signing keys have no HTTP API.
+wrote (``.refnet/credentials/<name>.json``); ``keys rotate`` and ``keys rotate-kek`` work on the registry's
+database directly, with its key-encryption key (REFNET_REGISTRY_KEK_FILE, else the local stack's), because
+signing keys have no HTTP API.
 """
 
 from __future__ import annotations
@@ -207,21 +208,15 @@ def keys_rotate(
     """
     from services.registry.oauth import signing_key_file_content
     from services.registry.service import (
+        destroy_expired_private_keys,
         published_signing_keys,
         retire_previous_signing_key,
         rotate_signing_key,
     )
-    from services.registry.settings import RegistrySettings
     from shared.db import make_engine, make_sessionmaker, unit_of_work
 
-    settings = RegistrySettings()
-    database_url = settings.database_url
-    if "REFNET_REGISTRY_DATABASE_URL" not in os.environ:
-        from deploy.launcher.stack import StackState, service_database_url
-
-        state = StackState.load(refnet_home())
-        if state is not None:
-            database_url = service_database_url(state.database_server, "registry")
+    settings, database_url = _settings_and_database()
+    ring = _kek_ring(settings)
     key_file = out or (Path(settings.signing_key_file) if settings.signing_key_file else None)
     if key_file is None:
         local = refnet_home() / "keys" / "registry-signing-key.jwks.json"
@@ -234,9 +229,10 @@ def keys_rotate(
                 if retire_previous:
                     await retire_previous_signing_key(session)
                 else:
-                    await rotate_signing_key(session, keep_previous=not drop_previous,
+                    await rotate_signing_key(session, ring.current, keep_previous=not drop_previous,
                                              activate_in_seconds=0 if drop_previous else activate_in)
-                keys = await published_signing_keys(session)
+                await destroy_expired_private_keys(session, settings.signing_key_grace_seconds)
+                keys = await published_signing_keys(session, ring)
             return keys[0][0], keys
         finally:
             await engine.dispose()
@@ -246,6 +242,83 @@ def keys_rotate(
         _write_text_private(key_file, signing_key_file_content(keys))
     print(json.dumps({"newest_kid": kid, "published_kids": [k for k, _ in keys],
                       "key_file": str(key_file) if key_file else None}))
+
+
+def _settings_and_database() -> tuple[Any, str]:
+    """The registry's settings and its database: REFNET_REGISTRY_DATABASE_URL, else the local stack's."""
+    from services.registry.settings import RegistrySettings
+
+    settings = RegistrySettings()
+    database_url = settings.database_url
+    if "REFNET_REGISTRY_DATABASE_URL" not in os.environ:
+        from deploy.launcher.stack import StackState, service_database_url
+
+        state = StackState.load(refnet_home())
+        if state is not None:
+            database_url = service_database_url(state.database_server, "registry")
+    if not settings.kek_file:
+        from services.registry.bootstrap import KEK_FILE
+
+        local = refnet_home() / "keys" / KEK_FILE
+        if local.exists():  # the local stack's, as `make run` made it
+            settings = settings.model_copy(update={"kek_file": str(local)})
+    return settings, database_url
+
+
+def _kek_ring(settings: Any) -> Any:
+    from shared.kek import KeyUnavailable
+
+    try:
+        return settings.kek_ring()
+    except KeyUnavailable as exc:
+        raise typer.BadParameter(f"{exc}; the registry's signing keys are stored wrapped under it") from None
+
+
+def keys_rotate_kek(
+    new_kek_file: Annotated[Path | None, typer.Option(
+        help="a file holding the new KEK (base64 of 32 bytes); generated when omitted")] = None,
+) -> None:
+    """Re-wrap the registry's signing keys under a new key-encryption key; the KEK file is replaced.
+
+    The new KEK is staged beside the current one first (<kek file>.new), where a running registry also
+    looks for it, so tokens keep being issued during the rotation; an interrupted rotation resumes with it.
+    """
+    from services.registry.service import count_signing_keys_not_under, rewrap_signing_keys
+    from shared.db import make_engine, make_sessionmaker, unit_of_work
+    from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
+
+    settings, database_url = _settings_and_database()
+    old = _kek_ring(settings)
+    key_file = Path(settings.kek_file)
+    staged = Path(str(key_file) + STAGED_SUFFIX)
+    if new_kek_file is not None:
+        new = KeyEncryptionKey.from_file(new_kek_file)
+    else:
+        new = KeyEncryptionKey.from_file(staged) if staged.exists() else KeyEncryptionKey.generate()
+    write_key_file(staged, new)
+    ring = KeyRing(new, (old.current, *old.previous))
+
+    async def rewrap() -> tuple[int, int]:
+        engine = make_engine(database_url, pool_size=1)
+        sessions = make_sessionmaker(engine)
+        try:
+            async with unit_of_work(sessions) as session:
+                count = await rewrap_signing_keys(session, ring)
+            await asyncio.to_thread(staged.replace, key_file)
+            # Keys a running registry wrapped under the old KEK while we worked: one more sweep.
+            async with unit_of_work(sessions) as session:
+                count += await rewrap_signing_keys(session, ring)
+                left = await count_signing_keys_not_under(session, new)
+        finally:
+            await engine.dispose()
+        return count, left
+
+    count, left = asyncio.run(rewrap())
+    print(json.dumps({"rewrapped": count, "kek_id": new.key_id, "left_under_other_keks": left,
+                      "kek_file": str(key_file)}))
+    console.print("keep the old KEK escrowed while backups taken before this rotation exist")
+    if left:
+        raise typer.Exit(1)
 
 
 def _write_text_private(path: Path, content: str) -> None:
@@ -264,3 +337,4 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
     app.add_typer(agency_app, name="agency")
     app.command("token")(token)
     keys.command("rotate")(keys_rotate)
+    keys.command("rotate-kek")(keys_rotate_kek)

@@ -24,6 +24,12 @@ AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight
 #: registered through the API.
 PLATFORM_KIND = "platform"
 
+#: Scopes only the platform's bootstrap grants (services/registry/seed.py), never the API: ``admin`` manages
+#: every agency and its scopes; ``cases:clearance`` (the referral service's) reads cases in full at intake.
+#: An admin who could grant them could make any client -- one it holds the key of -- as strong as itself, or
+#: stronger.
+PLATFORM_SCOPES: frozenset[str] = frozenset({"admin", "cases:clearance"})
+
 AgencyStatus = Literal["active", "suspended"]
 
 #: Scopes only an agency of a given kind may hold: platform statistics are for oversight (DOMAIN.md rule 9).
@@ -40,6 +46,26 @@ def holdable_scopes(kind: str, scopes: Iterable[str]) -> list[str]:
     even if a row came to hold it some other way than the API (which refuses it)."""
     refused = set(scopes_not_for_kind(kind, scopes))
     return sorted(set(scopes) - refused)
+
+
+
+def scopes_the_api_may_not_grant(requested: Iterable[str], held: Iterable[str] = ()) -> list[str]:
+    """The platform scopes ``requested`` would add to those the agency ``held`` (keeping one it already
+    holds is not granting it): the API refuses them."""
+    return sorted((set(requested) & PLATFORM_SCOPES) - set(held))
+
+
+def credentials_settable_by_api(held: Iterable[str]) -> bool:
+    """Whoever holds a client's credentials holds its scopes: new credentials for a client with a platform
+    scope would hand that scope to whoever chose them, so only the bootstrap sets those."""
+    return not set(held) & PLATFORM_SCOPES
+
+
+def may_introspect(caller_kind: str, caller_client_id: str, token_client_id: object) -> bool:
+    """RFC 7662 section 4 (token scanning): the platform's own clients (its resource servers and operator,
+    kind ``platform``, registered only by the bootstrap) may introspect any token; any other client only
+    tokens issued to itself."""
+    return caller_kind == PLATFORM_KIND or token_client_id == caller_client_id
 
 # --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
 

@@ -102,14 +102,8 @@ def signing_key_file_content(keys: list[tuple[str, str]]) -> str:
     return json.dumps({"keys": entries}, indent=2) + "\n"
 
 
-@functools.lru_cache(maxsize=8)
-def _private_key(private_pem: str) -> ECKey:
-    # Importing a PEM key costs as much as the signature itself; the current key is the same on every request.
-    return ECKey.import_key(private_pem)
-
-
-def sign_access_token(private_pem: str, kid: str, claims: dict[str, Any]) -> str:
-    key = _private_key(private_pem)
+def sign_access_token(key: ECKey, kid: str, claims: dict[str, Any]) -> str:
+    """``key``: opened once per key (keyvault.SigningKeyVault), not imported again per token."""
     header = {"alg": ACCESS_TOKEN_ALG, "typ": "at+jwt", "kid": kid}
     return jwt.encode(header, claims, key, algorithms=[ACCESS_TOKEN_ALG])
 
@@ -130,6 +124,17 @@ def verify_access_token(token: str, public_jwks: list[dict[str, Any]]) -> dict[s
         except JoseError:
             return None
     return None
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims before any check ({} when it is not one): only to decide what to check next."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > _MAX_ASSERTION_LENGTH:
+        return {}
+    try:
+        return _b64_json(parts[1])
+    except ValueError:
+        return {}
 
 
 # --- client assertions (RFC 7523) --------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from services.registry import domain, events
 from services.registry.domain import OAuthError
+from services.registry.keyvault import SigningKeyVault, unwrap_private_pem, wrap_private_pem
 from services.registry.oauth import (
     NewSigningKey,
     RateLimiter,
@@ -54,6 +55,7 @@ from services.registry.oauth import (
     hash_secret,
     read_unverified,
     sign_access_token,
+    unverified_claims,
     verify_access_token,
     verify_assertion,
     verify_secret,
@@ -64,6 +66,7 @@ from services.registry.store import Agency, Location, RevokedToken, Service, Sig
 from shared.access import AccessRecord, record_access
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
+from shared.kek import KeyEncryptionKey, KeyRing
 from shared.outbound import Resolver, require_callable_url
 from shared.outbox import add_event
 
@@ -80,67 +83,91 @@ def new_id(prefix: str) -> str:
 
 
 # --- signing keys ------------------------------------------------------------------------------------------
+#
+# Private parts are stored only wrapped under the KEK (services/registry/keyvault.py). A key that stops
+# signing gets ``retired_at``; once ``retired_at`` is older than the grace period its private part is
+# destroyed (domain.private_part_expired), while its public part stays published as long as it is the
+# previous key.
+
+_SIGNS = ("next", "current")
 
 
-async def ensure_signing_key(session: AsyncSession, initial: NewSigningKey | None = None) -> str:
+def _wrapped(key: NewSigningKey, kek: KeyEncryptionKey) -> dict[str, Any]:
+    return {"private_key_wrapped": wrap_private_pem(key.private_pem, key.kid, kek), "kek_id": kek.key_id}
+
+
+def _status(status: str) -> dict[str, Any]:
+    """The values that give a key ``status``: a key that stops signing remembers when it stopped."""
+    if status in _SIGNS:
+        return {"status": status, "retired_at": None}
+    return {"status": status, "retired_at": func.coalesce(SigningKey.retired_at, func.now())}
+
+
+async def ensure_signing_key(session: AsyncSession, kek: KeyEncryptionKey,
+                             initial: NewSigningKey | None = None) -> str:
     """The current key's kid; creates one (from ``initial``, else freshly generated) when there is none."""
     current = (await session.execute(select(SigningKey).where(SigningKey.status == "current"))).scalar_one_or_none()
     if current is not None:
         return current.kid
     key = initial or generate_signing_key()
     await session.execute(
-        insert(SigningKey).values(kid=key.kid, private_pem=key.private_pem, public_jwk=key.public_jwk,
-                                  status="current").on_conflict_do_nothing()
+        insert(SigningKey).values(kid=key.kid, public_jwk=key.public_jwk, status="current", **_wrapped(key, kek))
+        .on_conflict_do_nothing()
     )
     return key.kid
 
 
-async def sync_signing_keys(session: AsyncSession, file_keys: list[NewSigningKey]) -> str:
+async def sync_signing_keys(session: AsyncSession, file_keys: list[NewSigningKey], kek: KeyEncryptionKey) -> str:
     """Make the key file authoritative: its first key signs, its second stays published as the previous one,
     every other key is retired. Returns the current kid."""
     if not file_keys:
-        return await ensure_signing_key(session)
+        return await ensure_signing_key(session, kek)
     await session.execute(text("LOCK TABLE signing_keys IN EXCLUSIVE MODE"))
     for key in file_keys:
-        await session.execute(
-            insert(SigningKey).values(kid=key.kid, private_pem=key.private_pem, public_jwk=key.public_jwk,
-                                      status="retired").on_conflict_do_nothing()
-        )
-    await session.execute(update(SigningKey).values(status="retired"))
+        statement = insert(SigningKey).values(kid=key.kid, public_jwk=key.public_jwk, status="retired",
+                                              retired_at=func.now(), **_wrapped(key, kek))
+        # A key whose private part was destroyed gets it back from the file: the operator named it there.
+        await session.execute(statement.on_conflict_do_update(
+            index_elements=[SigningKey.kid],
+            set_={"private_key_wrapped": statement.excluded.private_key_wrapped,
+                  "kek_id": statement.excluded.kek_id},
+            where=SigningKey.private_key_wrapped.is_(None)))
+    await session.execute(update(SigningKey).values(**_status("retired")))
     if len(file_keys) > 1:
-        await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[1].kid).values(status="previous"))
-    await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[0].kid).values(status="current"))
+        await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[1].kid)
+                              .values(**_status("previous")))
+    await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[0].kid).values(**_status("current")))
     return file_keys[0].kid
 
 
-async def rotate_signing_key(session: AsyncSession, *, activate_in_seconds: float = 0,
+async def rotate_signing_key(session: AsyncSession, kek: KeyEncryptionKey, *, activate_in_seconds: float = 0,
                              keep_previous: bool = True) -> str:
     """A new signing key. It is published at once and signs from ``activate_in_seconds`` on: resource servers
     refetch the JWKS at most every 30 s (shared.auth), so a key published a minute before it signs is known
     everywhere by then. The key it replaces stays published as ``previous`` (tokens it signed stay valid until
     they expire) unless ``keep_previous`` is false (a compromised key: retired at once)."""
     await session.execute(text("LOCK TABLE signing_keys IN EXCLUSIVE MODE"))
-    await session.execute(update(SigningKey).where(SigningKey.status == "next").values(status="retired"))
+    await session.execute(update(SigningKey).where(SigningKey.status == "next").values(**_status("retired")))
     key = generate_signing_key()
-    session.add(SigningKey(kid=key.kid, private_pem=key.private_pem, public_jwk=key.public_jwk, status="next",
-                           activates_at=func.now() + timedelta(seconds=activate_in_seconds)))
-    await session.flush()
+    await session.execute(insert(SigningKey).values(
+        kid=key.kid, public_jwk=key.public_jwk, status="next",
+        activates_at=func.now() + timedelta(seconds=activate_in_seconds), **_wrapped(key, kek)))
     if not keep_previous:
-        await session.execute(update(SigningKey).where(SigningKey.status == "current").values(status="retired"))
+        await session.execute(update(SigningKey).where(SigningKey.status == "current").values(**_status("retired")))
     if activate_in_seconds <= 0:
         await _promote(session, key.kid)
     return key.kid
 
 
 async def _promote(session: AsyncSession, kid: str) -> None:
-    await session.execute(update(SigningKey).where(SigningKey.status == "previous").values(status="retired"))
-    await session.execute(update(SigningKey).where(SigningKey.status == "current").values(status="previous"))
-    await session.execute(update(SigningKey).where(SigningKey.kid == kid).values(status="current"))
+    await session.execute(update(SigningKey).where(SigningKey.status == "previous").values(**_status("retired")))
+    await session.execute(update(SigningKey).where(SigningKey.status == "current").values(**_status("previous")))
+    await session.execute(update(SigningKey).where(SigningKey.kid == kid).values(**_status("current")))
 
 
 # The current key and a due ``next`` one, in one round trip (this runs for every token issued).
 _SIGNING_KEYS = select(SigningKey, (SigningKey.activates_at <= func.now()).label("due")).where(
-    SigningKey.status.in_(("current", "next")))
+    SigningKey.status.in_(_SIGNS))
 
 
 async def signing_key(session: AsyncSession) -> SigningKey:
@@ -160,12 +187,46 @@ async def signing_key(session: AsyncSession) -> SigningKey:
             select(SigningKey.kid).where(SigningKey.kid == due, SigningKey.status == "next"))).scalar_one_or_none()
         if still_due is not None:
             await _promote(session, due)
-    return (await session.execute(select(SigningKey).where(SigningKey.status == "current"))).scalar_one()
+    return (await session.execute(select(SigningKey).where(SigningKey.status == "current")
+                                  .execution_options(populate_existing=True))).scalar_one()
 
 
 async def retire_previous_signing_key(session: AsyncSession) -> None:
     """After a rotation, once every token the previous key signed has expired: stop publishing it."""
-    await session.execute(update(SigningKey).where(SigningKey.status == "previous").values(status="retired"))
+    await session.execute(update(SigningKey).where(SigningKey.status == "previous").values(**_status("retired")))
+
+
+async def destroy_expired_private_keys(session: AsyncSession, grace_seconds: float) -> list[str]:
+    """Destroy the private part of every key that stopped signing more than ``grace_seconds`` ago; their
+    public parts stay (published while a key is the previous one). Returns their kids."""
+    destroyed = await session.execute(
+        update(SigningKey)
+        .where(SigningKey.status.not_in(_SIGNS), SigningKey.private_key_wrapped.is_not(None),
+               SigningKey.retired_at <= func.now() - timedelta(seconds=grace_seconds))
+        .values(private_key_wrapped=None, kek_id=None)
+        .returning(SigningKey.kid))
+    kids = list(destroyed.scalars())
+    if kids:
+        log.info("signing_keys_private_parts_destroyed", kids=kids)
+    return kids
+
+
+async def rewrap_signing_keys(session: AsyncSession, ring: KeyRing) -> int:
+    """Wrap every private part under ``ring.current`` (a KEK rotation); returns how many were re-wrapped."""
+    await session.execute(text("LOCK TABLE signing_keys IN EXCLUSIVE MODE"))
+    rows = (await session.execute(select(SigningKey).where(
+        SigningKey.private_key_wrapped.is_not(None), SigningKey.kek_id != ring.current.key_id))).scalars().all()
+    for row in rows:
+        pem = unwrap_private_pem(row.private_key_wrapped, row.kek_id, row.kid, ring)
+        row.private_key_wrapped = wrap_private_pem(pem, row.kid, ring.current)
+        row.kek_id = ring.current.key_id
+    await session.flush()
+    return len(rows)
+
+
+async def count_signing_keys_not_under(session: AsyncSession, kek: KeyEncryptionKey) -> int:
+    return int((await session.execute(select(func.count()).select_from(SigningKey).where(
+        SigningKey.private_key_wrapped.is_not(None), SigningKey.kek_id != kek.key_id))).scalar_one())
 
 
 _PUBLISHED = ("next", "current", "previous")
@@ -175,13 +236,15 @@ def _publication_order(status: str) -> int:
     return {"next": 0, "current": 1, "previous": 2}[status]
 
 
-async def published_signing_keys(session: AsyncSession) -> list[tuple[str, str]]:
-    """(kid, private PEM) of the newest key first (next, else current), then the one before: the content of
-    the key file secret."""
+async def published_signing_keys(session: AsyncSession, ring: KeyRing) -> list[tuple[str, str]]:
+    """(kid, private PEM) of the newest key first (next, else current), then the one before if it still has
+    its private part: the content of the key file secret."""
     rows = (await session.execute(
-        select(SigningKey.kid, SigningKey.private_pem, SigningKey.status).where(SigningKey.status.in_(_PUBLISHED))
+        select(SigningKey.kid, SigningKey.private_key_wrapped, SigningKey.kek_id, SigningKey.status)
+        .where(SigningKey.status.in_(_PUBLISHED), SigningKey.private_key_wrapped.is_not(None))
     )).all()
-    return [(r.kid, r.private_pem) for r in sorted(rows, key=lambda r: _publication_order(r.status))][:2]
+    ordered = sorted(rows, key=lambda r: _publication_order(r.status))[:2]
+    return [(r.kid, unwrap_private_pem(r.private_key_wrapped, r.kek_id, r.kid, ring)) for r in ordered]
 
 
 async def published_jwks(session: AsyncSession) -> list[dict[str, Any]]:
@@ -238,23 +301,33 @@ def _credentials(jwks: dict[str, Any] | None, jwks_uri: object, generate: bool) 
     return Credentials(jwks=jwks, jwks_uri=str(jwks_uri) if jwks_uri is not None else None), None
 
 
+def _refuse_platform_scopes(refused: list[str]) -> None:
+    if refused:
+        raise Problem(403, "platform-scope",
+                      f"The scope(s) {', '.join(refused)} are granted only by the platform's bootstrap (refnet "
+                      "seed), never through the API.")
+
+
 _JTI_PURGE_SECONDS = 30.0
+_KEY_PURGE_SECONDS = 60.0
 
 
 class RegistryService:
     """The use cases, bound to the database and the settings of one running registry."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: RegistrySettings, *,
-                 resolver: Resolver | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: RegistrySettings,
+                 vault: SigningKeyVault | None = None, *, resolver: Resolver | None = None) -> None:
         """``resolver`` replaces the DNS lookups of agencies' jwks_uri hosts (tests)."""
         self.sessions = sessions
         self.settings = settings
         self.source = settings.source
+        self.vault = vault or SigningKeyVault(settings.kek_ring)
         self.outbound = settings.outbound_policy()
         if resolver is not None:
             self.outbound = dataclasses.replace(self.outbound, resolver=resolver)
         self.remote_jwks = RemoteJWKS(self.outbound)
         self._next_jti_purge = 0.0  # monotonic time of the next purge of expired assertion jtis
+        self._next_key_purge = 0.0  # ... and of the next destruction of retired keys' private parts
         self.limiter = RateLimiter(settings.token_requests_per_minute, settings.token_burst)
         issuer = settings.issuer.rstrip("/")
         self.policy = domain.AssertionPolicy(
@@ -276,6 +349,7 @@ class RegistryService:
                                        slug="jwks-uri-not-allowed")
 
     async def register_agency(self, body: AgencyCreate) -> tuple[Agency, str | None]:
+        _refuse_platform_scopes(domain.scopes_the_api_may_not_grant(body.scopes))
         await self._check_jwks_uri(body.jwks_uri)
         credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
         async with unit_of_work(self.sessions) as session:
@@ -311,6 +385,14 @@ class RegistryService:
             if agency is None:
                 raise not_found("agency")
             was = agency.status
+            new_credentials = body.jwks is not None or body.jwks_uri is not None or body.generate_secret
+            if new_credentials and not domain.credentials_settable_by_api(agency.scopes):
+                raise Problem(403, "platform-client",
+                              "The credentials of a client holding a platform scope ("
+                              f"{', '.join(sorted(domain.PLATFORM_SCOPES))}) are set only by the platform's "
+                              "bootstrap (refnet seed), never through the API.")
+            if body.scopes is not None:
+                _refuse_platform_scopes(domain.scopes_the_api_may_not_grant(body.scopes, agency.scopes))
             if body.status is not None:
                 agency.status = body.status
             if body.scopes is not None:
@@ -320,7 +402,7 @@ class RegistryService:
                     raise Problem(422, "validation-error", detail, title="Unprocessable Content",
                                   errors=[{"loc": ["body", "scopes"], "msg": detail}])
                 agency.scopes = body.scopes
-            if body.jwks is not None or body.jwks_uri is not None or body.generate_secret:
+            if new_credentials:
                 credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)
                 agency.jwks, agency.jwks_uri = credentials.jwks, credentials.jwks_uri
                 agency.secret_hash = credentials.secret_hash
@@ -433,7 +515,11 @@ class RegistryService:
             async with unit_of_work(self.sessions) as session:
                 agency = await self.authenticate_client(session, form, basic)
                 scopes = domain.grant_scopes(form.get("scope"), domain.holdable_scopes(agency.kind, agency.scopes))
+                if time.monotonic() >= self._next_key_purge:
+                    self._next_key_purge = time.monotonic() + _KEY_PURGE_SECONDS
+                    await destroy_expired_private_keys(session, self.settings.signing_key_grace_seconds)
                 key = await signing_key(session)
+                private_key = self.vault.private_key(key.kid, key.private_key_wrapped, key.kek_id)
                 now = int(time.time())
                 jti = uuid.uuid4().hex
                 claims = {
@@ -442,7 +528,7 @@ class RegistryService:
                     "iat": now, "nbf": now, "exp": now + self.settings.access_token_lifetime_seconds,
                     "jti": jti,
                 }
-                token = sign_access_token(key.private_pem, key.kid, claims)
+                token = sign_access_token(private_key, key.kid, claims)
                 await record_access(session, source=self.source, record=AccessRecord(
                     action="token.issue", outcome="success", agency=agency.id, client_id=agency.client_id,
                     resource_type="Token", resource_id=jti,
@@ -496,13 +582,18 @@ class RegistryService:
         return claims
 
     async def introspect(self, form: dict[str, str], basic: str | None) -> dict[str, Any]:
+        """RFC 7662. A caller that may not know about the token (domain.may_introspect) gets the answer for
+        an inactive token (section 2.2), not an error: whatever it sends, it learns nothing, not even whether
+        the token is valid, and it is decided before the token is checked, so timing tells nothing either."""
         token = form.get("token")
         async with unit_of_work(self.sessions) as session:
-            await self.authenticate_client(session, form, basic)
+            caller = await self.authenticate_client(session, form, basic)
             if not token:
                 raise OAuthError("invalid_request", "token is required.")
+            if not domain.may_introspect(caller.kind, caller.client_id, unverified_claims(token).get("client_id")):
+                return {"active": False}
             claims = await self._active_claims(session, token)
-        if claims is None:
+        if claims is None or not domain.may_introspect(caller.kind, caller.client_id, claims.get("client_id")):
             return {"active": False}
         keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "agency")
         return {"active": True, "token_type": "Bearer", **{k: claims[k] for k in keep if k in claims}}

@@ -6,7 +6,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from shared.kek import KeyRing
 from shared.settings import DEFAULT_PORTS, ServiceSettings
+
+KEK_SETTING = "REFNET_REGISTRY_KEK_FILE"
 
 
 class RegistrySettings(ServiceSettings):
@@ -17,6 +20,15 @@ class RegistrySettings(ServiceSettings):
     # The authorization server. The first signing key is imported from this PEM file (a P-256 private key)
     # when the database holds none; `refnet keys rotate` adds the next ones.
     signing_key_file: str = ""
+    # The key-encryption key (KEK): a file holding base64 of 32 random bytes. The signing keys' private parts
+    # are stored in the database only wrapped under it; without it the registry does not start.
+    kek_file: str = ""
+    # During a KEK rotation: an older KEK still accepted for unwrapping.
+    previous_kek_file: str = ""
+    # How long a key that stopped signing keeps its private part (for the key file `refnet keys rotate`
+    # writes, with the previous key second) before it is destroyed; its public part stays in the JWKS while
+    # it is the previous key. Default: one maximal token lifetime plus the JWKS cache and leeway, rounded up.
+    signing_key_grace_seconds: int = Field(default=1200, ge=0, le=7 * 24 * 3600)
     access_token_lifetime_seconds: int = Field(default=600, ge=60, le=900)
     assertion_max_lifetime_seconds: int = Field(default=300, ge=30, le=300)
     assertion_leeway_seconds: int = 30
@@ -25,6 +37,10 @@ class RegistrySettings(ServiceSettings):
     token_burst: int = 30
     # Fetching an agency's jwks_uri holds up its token request: a shorter deadline than the shared default.
     outbound_deadline_seconds: float = Field(default=5.0, gt=0)
+
+    def kek_ring(self) -> KeyRing:
+        """The configured KEKs; ``shared.kek.KeyUnavailable`` naming the setting when there is none."""
+        return KeyRing.load(self.kek_file, self.previous_kek_file, setting=KEK_SETTING)
 
     @property
     def token_url(self) -> str:

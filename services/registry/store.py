@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     DateTime,
     FetchedValue,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -50,15 +52,29 @@ class Agency(Base):
 class SigningKey(Base):
     """The authorization server's token-signing keys, all published in the JWKS but ``retired`` ones:
     ``next`` (published ahead, signs from ``activates_at``), ``current`` (signs), ``previous`` (signed tokens
-    that may still be alive)."""
+    that may still be alive).
+
+    The private part is stored only wrapped under the registry's key-encryption key (``kek_id`` names which;
+    services/registry/keyvault.py), and is destroyed (NULL) once the key has not signed for the grace period
+    (``retired_at``: when it stopped signing); the public part stays, for the JWKS while it is published.
+    """
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
+    private_key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(32))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16))
     activates_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # A wrapped private part always names its KEK; a key that signs (or is about to) always has one.
+        CheckConstraint("(private_key_wrapped IS NULL) = (kek_id IS NULL)", name="private_key_kek"),
+        CheckConstraint("status NOT IN ('next', 'current') OR private_key_wrapped IS NOT NULL",
+                        name="signing_key_has_private_part"),
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from deploy.launcher.infra import Broker
 from shared.migrations import upgrade
 from tests.conftest import Infra
+from tests.integration.registry.conftest import new_kek_file
 
 SERVICES = ["registry", "intake", "referral", "audit"]
 
@@ -25,8 +26,10 @@ async def serving(service: str, database_url: str, bootstrap: str) -> AsyncItera
     module = importlib.import_module(f"services.{service}.app")
     settings_module = importlib.import_module(f"services.{service}.settings")
     settings_cls = getattr(settings_module, f"{service.capitalize()}Settings")
+    # The registry does not start without its key-encryption key (its signing keys are stored wrapped).
+    keys = {"kek_file": str(new_kek_file())} if service == "registry" else {}
     app: FastAPI = module.create_app(settings_cls(database_url=database_url, kafka_bootstrap=bootstrap,
-                                                  log_json=False))
+                                                  log_json=False, **keys))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -324,6 +324,14 @@ def test_key_files_are_compose_secrets(compose: dict[str, Any]) -> None:
         assert others == [], f"{secret} is also given to {others}"
 
 
+def test_the_registry_kek_is_a_secret_of_the_registry_and_its_migration_only(compose: dict[str, Any]) -> None:
+    holders = sorted(n for n, s in services(compose).items() if "registry_kek" in (s.get("secrets") or []))
+    assert holders == ["registry", "registry-migrate"]
+    for name in holders:
+        assert environment_of(services(compose)[name])["REFNET_REGISTRY_KEK_FILE"] == "/run/secrets/registry_kek"
+    assert compose["secrets"]["registry_kek"] == {"file": "./deploy/secrets/registry_kek.b64"}
+
+
 def test_no_secret_value_inline(compose: dict[str, Any]) -> None:
     assert inline_secret_problems(compose) == []
     text = COMPOSE_FILE.read_text()

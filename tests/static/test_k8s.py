@@ -266,6 +266,20 @@ def test_key_files_come_from_secret_volumes() -> None:
         assert vol["defaultMode"] & 0o007 == 0, "secret files readable by others"
 
 
+def test_the_registry_kek_comes_from_a_secret_volume_in_the_registry_and_its_migration() -> None:
+    for kind, name in (("Deployment", "refnet-registry"), ("Job", "refnet-registry-migrate")):
+        doc = k8s_by_kind(kind)[name]
+        c = _container(doc)
+        path = next(e["value"] for e in c["env"] if e["name"] == "REFNET_REGISTRY_KEK_FILE")
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert mount.get("readOnly") is True
+        vol = volumes[mount["name"]]["secret"]
+        assert vol["secretName"] == "refnet-registry-kek", name
+        assert path.endswith("/" + vol["items"][0]["path"])
+        assert vol["defaultMode"] & 0o007 == 0, "secret files readable by others"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # secrets are referenced, never committed
 # ---------------------------------------------------------------------------------------------------------

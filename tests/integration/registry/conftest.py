@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from services.registry.service import Credentials, add_agency
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenValidator
 from shared.db import unit_of_work
+from shared.kek import KeyEncryptionKey, write_key_file
 from shared.migrations import upgrade
 from shared.outbound import Resolver
 from tests.support.issuer import generate_signing_key
@@ -79,12 +82,13 @@ class Registry:
     validator: TokenValidator
 
     async def agency(self, scopes: list[str] | None = None, *, alg: str = "ES256", name: str = "Test agency",
-                     secret_hash: str | None = None) -> Client:
+                     secret_hash: str | None = None, kind: str = "ngo") -> Client:
+        """An agency added as the bootstrap adds it (``kind="platform"``: one of the platform's own clients)."""
         key = None if secret_hash else generate_signing_key(alg)
         credentials = Credentials(secret_hash=secret_hash) if secret_hash else Credentials(
             jwks={"keys": [dict(key.as_dict(private=False))]} if key else None)
         async with unit_of_work(self.sessions) as session:
-            agency = await add_agency(session, self.settings.source, name=name, kind="ngo", country="IT",
+            agency = await add_agency(session, self.settings.source, name=name, kind=kind, country="IT",
                                       scopes=scopes if scopes is not None else ALL_SCOPES,
                                       credentials=credentials)
         return Client(agency.id, agency.client_id, key, alg, sorted(agency.scopes))
@@ -107,12 +111,21 @@ class Registry:
         return [dict(r) for r in rows]
 
 
+def new_kek_file() -> Path:
+    """A fresh key-encryption key in a private file (under the session's TMPDIR)."""
+    path = Path(tempfile.mkdtemp(prefix="registry-kek-")) / "kek.b64"
+    write_key_file(path, KeyEncryptionKey.generate())
+    return path
+
+
 def make_settings(database_url: str, **overrides: Any) -> RegistrySettings:
     values: dict[str, Any] = {"database_url": database_url, "kafka_bootstrap": "127.0.0.1:9", "issuer": ISSUER,
                               "log_json": False, "relay_poll_seconds": 5.0, "token_burst": 1000,
                               "token_requests_per_minute": 60000,
                               # Agencies' key sets in tests are on this machine over plain http (LocalIssuer).
                               "outbound_allow_http": True, "outbound_allow_private": True}
+    if "kek_file" not in overrides:
+        values["kek_file"] = str(new_kek_file())
     values.update(overrides)
     return RegistrySettings(**values)
 

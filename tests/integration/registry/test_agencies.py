@@ -103,8 +103,8 @@ async def test_suspension_stops_tokens_at_once_emits_suspended_and_reactivation_
     assert event["payload"]["data"]["status"] == "suspended" and event["aggregateid"] == client.agency_id
     refused = await registry.http.post("/oauth/token", data=client.form())
     assert refused.json()["error"] == "invalid_client"
-    other = await registry.agency(["cases:read"])
-    introspected = await registry.http.post("/oauth/introspect", data={**other.form(), "token": token})
+    resource_server = await registry.agency(["registry:read"], kind="platform")  # may introspect any token
+    introspected = await registry.http.post("/oauth/introspect", data={**resource_server.form(), "token": token})
     assert introspected.json() == {"active": False}
 
     await registry.http.patch(f"/agencies/{client.agency_id}", json={"status": "active"}, headers=admin)
@@ -183,3 +183,48 @@ async def test_statistics_are_for_oversight_agencies_only(registry: Registry) ->
     assert (await registry.http.post("/oauth/token", data=smuggled.form())).json()["scope"] == "cases:read"
     refused = await registry.http.post("/oauth/token", data=smuggled.form("stats:read"))
     assert refused.json()["error"] == "invalid_scope"
+
+
+# --- who may hold what: platform scopes and platform clients ---------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["admin", "cases:clearance"])
+async def test_no_admin_grants_a_platform_scope_through_the_api(registry: Registry, scope: str) -> None:
+    admin = await admin_headers(registry)
+    key = generate_signing_key("ES256")
+    created = await registry.http.post("/agencies", headers=admin, json={
+        "name": "Ambitious NGO", "kind": "ngo", "country": "IT", "scopes": ["registry:read", scope],
+        "jwks": {"keys": [dict(key.as_dict(private=False))]}})
+    assert created.status_code == 403, created.text
+    problem = created.json()
+    assert created.headers["content-type"] == "application/problem+json"
+    assert problem["type"].endswith("platform-scope") and scope in problem["detail"]
+    assert "bootstrap" in problem["detail"]
+    agencies = (await registry.http.get("/agencies", params={"limit": 500}, headers=admin)).json()["items"]
+    assert "Ambitious NGO" not in {a["name"] for a in agencies}
+
+    agency = await registry.agency(["cases:read"])
+    patched = await registry.http.patch(f"/agencies/{agency.agency_id}", headers=admin,
+                                        json={"scopes": ["cases:read", scope]})
+    assert patched.status_code == 403, patched.text
+    assert patched.json()["type"].endswith("platform-scope") and scope in patched.json()["detail"]
+    assert (await registry.http.post("/oauth/token", data=agency.form(scope))).json()["error"] == "invalid_scope"
+
+
+async def test_no_admin_replaces_the_credentials_of_a_client_holding_a_platform_scope(registry: Registry) -> None:
+    admin = await admin_headers(registry)
+    service = await registry.agency(["cases:clearance", "registry:read"], kind="platform")
+    key = generate_signing_key("ES256")
+    for change in ({"jwks": {"keys": [dict(key.as_dict(private=False))]}}, {"generate_secret": True},
+                   {"jwks_uri": "https://attacker.example/jwks.json"}):
+        refused = await registry.http.patch(f"/agencies/{service.agency_id}", headers=admin, json=change)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["type"].endswith("platform-client")
+        assert "cases:clearance" in refused.json()["detail"] and "client_secret" not in refused.text
+    # Its own key still gets its tokens; nothing was changed.
+    assert "cases:clearance" in (await registry.validator.validate(await registry.token(service))).scopes
+    # Keeping a platform scope it holds is not granting it.
+    kept = await registry.http.patch(f"/agencies/{service.agency_id}", headers=admin,
+                                     json={"scopes": ["cases:clearance"]})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["scopes"] == ["cases:clearance"]

@@ -32,7 +32,8 @@ async def test_cli_issues_tokens_and_manages_agencies_over_http(
     ctx = BootstrapContext(service="registry", home=tmp_path, database_url=url, service_urls={"registry": base})
     await asyncio.to_thread(bootstrap.prepare, ctx)
     settings = RegistrySettings(database_url=url, kafka_bootstrap="127.0.0.1:9", issuer=base, port=port,
-                                signing_key_file=ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"], log_json=False)
+                                signing_key_file=ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"],
+                                kek_file=ctx.env["REFNET_REGISTRY_KEK_FILE"], log_json=False)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     env = {"REFNET_HOME": str(tmp_path)}

@@ -326,6 +326,22 @@ async def test_introspection_reports_an_active_token_and_a_revoked_one_as_inacti
     assert after.json() == {"active": False}
 
 
+async def test_introspection_answers_a_client_only_about_its_own_tokens(registry: Registry) -> None:
+    owner = await registry.agency(["cases:read"])
+    other = await registry.agency(["cases:read"])
+    token = await registry.token(owner)
+    own = await registry.http.post("/oauth/introspect", data={**owner.form(), "token": token})
+    assert own.json()["active"] is True and own.json()["client_id"] == owner.client_id
+    # RFC 7662 2.2: "not allowed to know about this token" is answered as an inactive token, so another
+    # client cannot use the endpoint to learn whether tokens it found are live, or whose they are.
+    theirs = await registry.http.post("/oauth/introspect", data={**other.form(), "token": token})
+    assert theirs.status_code == 200 and theirs.json() == {"active": False}
+    # A resource server (one of the platform's own clients, added only by the bootstrap) may know.
+    resource_server = await registry.agency(["registry:read"], kind="platform")
+    seen = await registry.http.post("/oauth/introspect", data={**resource_server.form(), "token": token})
+    assert seen.json()["active"] is True and seen.json()["agency"] == owner.agency_id
+
+
 async def test_introspection_needs_client_authentication(registry: Registry) -> None:
     response = await registry.http.post("/oauth/introspect", data={"token": "x"})
     assert_oauth_error(response, "invalid_client")
@@ -345,7 +361,7 @@ async def test_after_key_rotation_old_and_new_tokens_both_validate(registry: Reg
     client = await registry.agency(["cases:read"])
     old = await registry.token(client)
     async with unit_of_work(registry.sessions) as session:
-        new_kid = await rotate_signing_key(session)
+        new_kid = await rotate_signing_key(session, registry.settings.kek_ring().current)
     new = await registry.token(client)
     assert json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "=="))["kid"] == new_kid
     jwks = (await registry.http.get("/.well-known/jwks.json")).json()
@@ -373,7 +389,8 @@ async def test_a_key_published_ahead_starts_signing_when_its_time_comes(registry
 
     old_kid = kid(await registry.token(client))
     async with unit_of_work(registry.sessions) as session:
-        new_kid = await rotate_signing_key(session, activate_in_seconds=1)
+        new_kid = await rotate_signing_key(session, registry.settings.kek_ring().current,
+                                             activate_in_seconds=1)
     published = [k["kid"] for k in (await registry.http.get("/.well-known/jwks.json")).json()["keys"]]
     assert old_kid in published and new_kid in published
     assert kid(await registry.token(client)) == old_kid

@@ -43,7 +43,11 @@ async def test_demo_seed_is_idempotent_and_its_credentials_get_tokens(
                            service_urls={"registry": ISSUER})
     await asyncio.to_thread(bootstrap.prepare, ctx)
     first = {p.name: p.read_text() for p in (tmp_path / "credentials").iterdir()}
+    kek_file = Path(ctx.env["REFNET_REGISTRY_KEK_FILE"])
+    kek = kek_file.read_bytes()
     await asyncio.to_thread(bootstrap.prepare, ctx)  # a second `make run`
+    assert kek_file.parent == tmp_path / "keys" and kek_file.read_bytes() == kek  # the KEK is kept
+    assert stat.S_IMODE(kek_file.stat().st_mode) == 0o600 and len(base64.b64decode(kek)) == 32
     files = {p.stem: p for p in (tmp_path / "credentials").iterdir()}
     assert set(files) == DEMO_NAMES
     assert {p.name: p.read_text() for p in files.values()} == first  # keys are kept, not regenerated
@@ -55,7 +59,7 @@ async def test_demo_seed_is_idempotent_and_its_credentials_get_tokens(
     key_file = Path(ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"])
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
-    settings = make_settings(url, signing_key_file=str(key_file))
+    settings = make_settings(url, signing_key_file=str(key_file), kek_file=ctx.env["REFNET_REGISTRY_KEK_FILE"])
     async for registry in serve(settings):
         creds = {name: json.loads(path.read_text()) for name, path in files.items()}
         oversight = await registry.validator.validate(await token_with(registry.http, creds["oversight"]))
@@ -84,7 +88,8 @@ async def test_keys_rotate_command_keeps_the_previous_key_and_writes_the_key_fil
     await asyncio.to_thread(upgrade, "registry", url)
     await asyncio.to_thread(bootstrap.prepare, ctx)
     key_file.write_text(Path(ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"]).read_text())
-    env = {"REFNET_REGISTRY_DATABASE_URL": url, "REFNET_REGISTRY_SIGNING_KEY_FILE": str(key_file)}
+    env = {"REFNET_REGISTRY_DATABASE_URL": url, "REFNET_REGISTRY_SIGNING_KEY_FILE": str(key_file),
+           "REFNET_REGISTRY_KEK_FILE": ctx.env["REFNET_REGISTRY_KEK_FILE"]}
 
     async def rotate(*options: str) -> dict[str, object]:
         result = await asyncio.to_thread(CliRunner().invoke, app, ["keys", "rotate", *options], env=env)
@@ -92,7 +97,7 @@ async def test_keys_rotate_command_keeps_the_previous_key_and_writes_the_key_fil
         output: dict[str, object] = json.loads(result.stdout)
         return output
 
-    settings = make_settings(url, signing_key_file=str(key_file))
+    settings = make_settings(url, signing_key_file=str(key_file), kek_file=ctx.env["REFNET_REGISTRY_KEK_FILE"])
     async for registry in serve(settings):
         before = [k["kid"] for k in (await registry.http.get("/.well-known/jwks.json")).json()["keys"]]
         pending = await rotate()  # published ahead: the current key still signs for a minute

@@ -122,3 +122,27 @@ def test_only_oversight_agencies_may_hold_stats_read() -> None:
         held = domain.holdable_scopes(kind, domain.SCOPES)
         assert ("stats:read" in held) == (kind == "oversight")
         assert set(domain.SCOPES) - set(held) <= {"stats:read"}
+
+
+# --- who may hold what ----------------------------------------------------------------------------------
+
+
+def test_the_api_may_not_add_a_platform_scope_but_may_keep_one_held() -> None:
+    assert domain.scopes_the_api_may_not_grant(["admin", "cases:read", "cases:clearance"]) == [
+        "admin", "cases:clearance"]
+    assert domain.scopes_the_api_may_not_grant(["cases:clearance"], held=["cases:clearance"]) == []
+    assert domain.scopes_the_api_may_not_grant(["admin", "cases:clearance"], held=["admin"]) == ["cases:clearance"]
+    assert domain.scopes_the_api_may_not_grant(sorted(domain.SCOPES - domain.PLATFORM_SCOPES)) == []
+
+
+def test_credentials_of_a_platform_scope_holder_are_not_set_by_the_api() -> None:
+    assert not domain.credentials_settable_by_api(["registry:read", "admin"])
+    assert not domain.credentials_settable_by_api(["cases:clearance"])
+    assert domain.credentials_settable_by_api(["cases:read", "audit:read"])
+
+
+def test_introspection_is_for_platform_clients_and_a_tokens_own_client() -> None:
+    assert domain.may_introspect(domain.PLATFORM_KIND, "cli_referral", "cli_iom")
+    assert domain.may_introspect("ngo", "cli_iom", "cli_iom")
+    assert not domain.may_introspect("ngo", "cli_iom", "cli_unhcr")
+    assert not domain.may_introspect("un_agency", "cli_iom", None)

@@ -49,7 +49,7 @@ def test_unusable_key_files_are_refused(content: str) -> None:
 
 def test_access_tokens_verify_only_with_a_published_key() -> None:
     key, other = generate_signing_key(), generate_signing_key()
-    token = sign_access_token(key.private_pem, key.kid, {"sub": "c", "exp": int(time.time()) + 60})
+    token = sign_access_token(ECKey.import_key(key.private_pem), key.kid, {"sub": "c", "exp": int(time.time()) + 60})
     assert verify_access_token(token, [key.public_jwk]) == {"sub": "c", "exp": pytest.approx(time.time() + 60, 2)}
     assert verify_access_token(token, [other.public_jwk]) is None
     assert verify_access_token("a.b.c", [key.public_jwk]) is None
