@@ -5,7 +5,6 @@ Everything a route or a use case decides about a case is decided here, so there 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +21,7 @@ from pydantic import (
 )
 
 from services.intake.countries import is_country
+from shared.text import FreeText, Line
 
 # --- enumerations (DOMAIN.md, "The case record"; HTCDS 2.0) -------------------------------------------
 
@@ -74,12 +74,7 @@ MAX_AGE = 120
 
 # --- small value types -------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
@@ -103,8 +98,8 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+Text = Annotated[Line, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+LongText = Annotated[FreeText, StringConstraints(min_length=1, max_length=4000)]
 Country = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(_country)]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
@@ -277,7 +272,7 @@ class WithdrawBody(Strict):
 
 class OverrideBody(Strict):
     recipient_agency: AgencyId
-    justification: Annotated[str, StringConstraints(min_length=20, max_length=4000)]
+    justification: Annotated[FreeText, StringConstraints(min_length=20, max_length=4000)]
     approver: UserId
 
 
