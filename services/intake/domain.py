@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from services.intake.countries import is_country
+from shared.consent import provisions_permit
 from shared.text import FreeText, Line
 
 # --- enumerations (DOMAIN.md, "The case record"; HTCDS 2.0) -------------------------------------------
@@ -393,28 +394,11 @@ def current_consent(versions: Sequence[ConsentState], at: datetime) -> ConsentSt
     return latest
 
 
-def _matches(provision: dict[str, Any], purpose: str, recipient: str, category: str) -> bool:
-    return (
-        provision["purpose"] == purpose
-        and provision.get("recipient_agency") in (None, recipient)
-        and category in provision["data_categories"]
-    )
-
-
 def permits(consent: ConsentState | None, *, purpose: str, recipient: str, categories: Iterable[str]) -> bool:
     """Does ``consent`` permit ``purpose`` to ``recipient`` for every one of ``categories``? Deny wins."""
     if consent is None:
         return False
-    wanted = set(categories)
-    if not wanted:
-        return False
-    for category in wanted:
-        relevant = [p for p in consent.provisions if _matches(p, purpose, recipient, category)]
-        if not any(p["decision"] == "permit" for p in relevant):
-            return False
-        if any(p["decision"] == "deny" for p in relevant):
-            return False
-    return True
+    return provisions_permit(consent.provisions, purpose=purpose, recipient=recipient, categories=categories)
 
 
 class ConsentRefused(ValueError):

@@ -138,7 +138,9 @@ class Referrals:
                     service_type = service_type or svc.taxonomy
                 assert service_type is not None
                 open_paths = standing.open_pathways
-                consent_ok, recipient_status = clearance.permitted and not standing.consent_withdrawn, agency.status
+                consent_ok = (clearance.permitted and not standing.consent_withdrawn
+                              and domain.consent_still_current(clearance.consent_version, standing.consent_version))
+                recipient_status = agency.status
                 if not clearance.permitted and clearance.reason == "recipient-suspended":
                     # intake knows of the suspension before our read model does; it stopped before consent.
                     consent_ok, recipient_status = True, "suspended"

@@ -237,6 +237,22 @@ class WithdrawnConsentRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class CaseConsentRow(Base):
+    """The latest consent version of a case, from intake's consent events: what decides whether an open
+    referral is still consented to (ids and enumerations only, as the events carry them)."""
+
+    __tablename__ = "case_consents"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # grant | withdrawal
+    provisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ErasedCaseRow(Base):
     __tablename__ = "erased_cases"
 
@@ -247,6 +263,24 @@ class ErasedCaseRow(Base):
 async def record_withdrawn_consent(session: AsyncSession, consent_id: str, case_id: str) -> None:
     await session.execute(insert(WithdrawnConsentRow).values(consent_id=consent_id, case_id=case_id)
                           .on_conflict_do_nothing())
+
+
+async def record_case_consent(session: AsyncSession, *, case_id: str, consent_id: str, version: int, kind: str,
+                              provisions: list[dict[str, Any]], valid_from: datetime | None,
+                              valid_until: datetime | None) -> None:
+    """Keep the case's latest consent version: an older or repeated event changes nothing."""
+    values = {"case_id": case_id, "consent_id": consent_id, "version": version, "kind": kind,
+              "provisions": provisions, "valid_from": valid_from, "valid_until": valid_until}
+    statement = insert(CaseConsentRow).values(**values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[CaseConsentRow.case_id],
+        set_={k: statement.excluded[k] for k in values if k != "case_id"} | {"at": func.now()},
+        where=CaseConsentRow.version < statement.excluded.version,
+    ))
+
+
+async def case_consent(session: AsyncSession, case_id: str) -> CaseConsentRow | None:
+    return await session.get(CaseConsentRow, case_id, populate_existing=True)
 
 
 async def record_erased_case(session: AsyncSession, case_id: str) -> None:
@@ -261,6 +295,7 @@ class CaseStanding:
     erased: bool
     consent_withdrawn: bool
     open_pathways: list[str]
+    consent_version: int | None  # the case's latest consent version we heard of
 
 
 async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str, idempotency_key: str | None,
@@ -275,9 +310,10 @@ async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str
         exists().where(WithdrawnConsentRow.consent_id == consent_id) if consent_id else literal(False),
         select(func.array_agg(ReferralRow.pathway)).where(ReferralRow.case_id == case_id,
                                                           ReferralRow.status.in_(open_states)).scalar_subquery(),
+        select(CaseConsentRow.version).where(CaseConsentRow.case_id == case_id).scalar_subquery(),
     ))).one()
     return CaseStanding(key_used=bool(row[0]), erased=bool(row[1]), consent_withdrawn=bool(row[2]),
-                        open_pathways=list(row[3] or []))
+                        open_pathways=list(row[3] or []), consent_version=row[4])
 
 
 async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:

@@ -53,6 +53,8 @@ class FakeCase:
     fear_of_return: bool = False
     # consent id -> (recipient agency or None for any, permitted categories)
     consents: dict[str, tuple[str | None, set[str]]] = field(default_factory=dict)
+    # consent id -> its version (1 unless set)
+    versions: dict[str, int] = field(default_factory=dict)
 
 
 class FakeIntake:
@@ -99,7 +101,7 @@ class FakeIntake:
                       if (to is None or to == body["to_agency"]) and wanted <= cats), None)
         return httpx.Response(200, json={
             "permitted": match is not None, "reason": None if match else "consent-missing",
-            "consent_id": match, "consent_version": 1 if match else None,
+            "consent_id": match, "consent_version": case.versions.get(match, 1) if match else None,
             "facts": {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
                       "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
                       "status": "active"},
