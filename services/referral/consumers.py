@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referral import domain, events
 from services.referral.domain import OPEN_STATES
-from services.referral.service import Referrals
+from services.referral.service import Referrals, known_consent
 from services.referral.store import (
-    CaseConsentRow,
     ReferralRow,
     case_consent,
     lock_case,
     record_case_consent,
     record_erased_case,
     record_withdrawn_consent,
+    shred_case,
     upsert_agency,
     upsert_service,
 )
@@ -97,7 +97,7 @@ def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
             kind="grant", provisions=[p.model_dump() for p in granted.provisions], valid_from=granted.valid_from,
             valid_until=granted.valid_until)
         # The latest version we know decides (this one, unless a later one came first).
-        known = _known(await case_consent(session, granted.case_id))
+        known = known_consent(await case_consent(session, granted.case_id))
         await cancel_unconsented(session, granted.case_id, known, referrals.clock())
 
     async def consent_withdrawn(session: AsyncSession, event: Event) -> None:
@@ -110,23 +110,16 @@ def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
                 session, case_id=withdrawn.case_id, consent_id=withdrawn.consent_id,
                 version=withdrawn.consent_version, kind="withdrawal", provisions=[], valid_from=None,
                 valid_until=None)
-            known = _known(await case_consent(session, withdrawn.case_id))
+            known = known_consent(await case_consent(session, withdrawn.case_id))
         await cancel_unconsented(session, withdrawn.case_id, known, referrals.clock())
 
     async def case_erased(session: AsyncSession, event: Event) -> None:
         erased = _parse(events.CaseErased, event)
         await lock_case(session, erased.case_id)
         await record_erased_case(session, erased.case_id)
+        await shred_case(session, erased.case_id)  # crypto-shredding: the free text goes with the key
         rows = await _open_referrals(session, ReferralRow.case_id == erased.case_id)
         await referrals.cancel_by_system(session, rows, "case-erased")
 
     return {events.CONSENT_GRANTED: consent_granted, events.CONSENT_WITHDRAWN: consent_withdrawn,
             events.CASE_ERASED: case_erased}
-
-
-def _known(row: CaseConsentRow | None) -> domain.KnownConsent | None:
-    if row is None:
-        return None
-    return domain.KnownConsent(version=row.version, kind="grant" if row.kind == "grant" else "withdrawal",
-                               provisions=tuple(row.provisions), valid_from=row.valid_from,
-                               valid_until=row.valid_until)

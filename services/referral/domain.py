@@ -311,6 +311,23 @@ def no_longer_consented(consent: KnownConsent | None, referrals: Sequence[OpenRe
             and not consent_covers(consent, recipient=r.to_agency, categories=r.shared_categories, at=at)]
 
 
+#: The data category a referral's free text (its reason, its transitions' notes) is shared under. Free text
+#: can say anything about the person -- where she hides, what was done to her, her health -- so no narrower
+#: category covers it: the recipient reads it only if the sender shared ``notes`` and the consent permits
+#: that recipient ``notes`` (clearance checks every shared category), as intake shows a case's notes.
+FREE_TEXT_CATEGORY = DataCategory.notes
+
+
+def free_text_shown(*, viewer: Party, author: Party | None, status: Status, shared_categories: Iterable[str],
+                    consented: bool) -> bool:
+    """May ``viewer`` read a free text of a referral written by ``author``? The sender registered the case
+    (its own data, until erasure); a party reads back what it wrote itself; the recipient reads the rest
+    only while the referral is open, the free-text category shared and a consent in force covering it."""
+    if viewer is Party.sender or (author is not None and author is viewer):
+        return True
+    return status in OPEN_STATES and FREE_TEXT_CATEGORY in set(shared_categories) and consented
+
+
 def consent_still_current(cleared_version: int | None, known_version: int | None) -> bool:
     """intake cleared a referral under consent ``cleared_version`` (None: under an override); a later version
     we already heard of -- a withdrawal, or a grant that may not cover it -- means the clearance is stale."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,7 +55,10 @@ class ReferralRow(Base):
     pathway: Mapped[str] = mapped_column(String(32))
     service_type: Mapped[str] = mapped_column(String(64))
     priority: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text)  # free text for the recipient: never in events or logs
+    # Free text for the recipient, personal data: sealed under the case's data key (``case_keys``), never in
+    # events or logs. ``reason`` holds it in clear only in rows made before sealing, until they are sealed.
+    reason: Mapped[str | None] = mapped_column(Text)
+    sealed_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
     shared_categories: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     consent_id: Mapped[str | None] = mapped_column(String(128), index=True)
     consent_version: Mapped[int | None] = mapped_column(Integer)
@@ -85,7 +90,9 @@ class TransitionRow(Base):
     agency: Mapped[str | None] = mapped_column(String(128))
     acting_user: Mapped[str | None] = mapped_column(String(128))
     reason_code: Mapped[str | None] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)  # free text for the parties: never in events
+    # Free text for the parties, sealed like the referral's reason (``note``: only rows made before sealing).
+    note: Mapped[str | None] = mapped_column(Text)
+    sealed_note: Mapped[bytes | None] = mapped_column(LargeBinary)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -253,6 +260,17 @@ class CaseConsentRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class CaseKeyRow(Base):
+    """A case's data key for referral's free text, wrapped by referral's master key. Deleted on erasure."""
+
+    __tablename__ = "case_keys"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ErasedCaseRow(Base):
     __tablename__ = "erased_cases"
 
@@ -316,8 +334,49 @@ async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str
                         open_pathways=list(row[3] or []), consent_version=row[4])
 
 
+async def case_standing_erased(session: AsyncSession, case_id: str) -> bool:
+    return bool((await session.execute(select(exists().where(ErasedCaseRow.case_id == case_id)))).scalar())
+
+
 async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:
     """The recipient, locked against a concurrent suspension until the referral is committed."""
     return (await session.execute(
         select(AgencyRow).where(AgencyRow.agency_id == agency_id).with_for_update(read=True)
     )).scalar_one_or_none()
+
+
+# --- per-case keys and sealed free text -------------------------------------------------------------------
+
+
+async def case_keys(session: AsyncSession, case_ids: list[str]) -> dict[str, CaseKeyRow]:
+    rows = (await session.execute(select(CaseKeyRow).where(CaseKeyRow.case_id.in_(case_ids)))).scalars()
+    return {row.case_id: row for row in rows}
+
+
+async def add_case_key(session: AsyncSession, case_id: str, wrapped_key: bytes, master_key_id: str) -> None:
+    """Keep the first key of a case: a concurrent writer's key wins and ours is dropped (read it back)."""
+    await session.execute(insert(CaseKeyRow).values(case_id=case_id, wrapped_key=wrapped_key,
+                                                    master_key_id=master_key_id).on_conflict_do_nothing())
+
+
+async def case_consents(session: AsyncSession, case_ids: list[str]) -> dict[str, CaseConsentRow]:
+    rows = (await session.execute(select(CaseConsentRow).where(CaseConsentRow.case_id.in_(case_ids)))).scalars()
+    return {row.case_id: row for row in rows}
+
+
+async def shred_case(session: AsyncSession, case_id: str) -> None:
+    """Erasure: destroy the case's data key, and with it every sealed text (clear legacy text too)."""
+    await session.execute(CaseKeyRow.__table__.delete().where(CaseKeyRow.case_id == case_id))
+    await session.execute(update(ReferralRow).where(ReferralRow.case_id == case_id)
+                          .values(reason=None, sealed_reason=None, request_hash=None))
+    await session.execute(update(TransitionRow).where(
+        TransitionRow.referral_id.in_(select(ReferralRow.id).where(ReferralRow.case_id == case_id)))
+        .values(note=None, sealed_note=None))
+
+
+async def referrals_with_clear_text(session: AsyncSession, batch: int) -> list[ReferralRow]:
+    """Referrals made before free text was sealed whose reason or notes are still in clear."""
+    with_clear_note = select(TransitionRow.referral_id).where(TransitionRow.note.is_not(None))
+    return list((await session.execute(
+        select(ReferralRow).where((ReferralRow.reason.is_not(None)) | ReferralRow.id.in_(with_clear_note))
+        .order_by(ReferralRow.seq).limit(batch).with_for_update(skip_locked=True))).scalars())

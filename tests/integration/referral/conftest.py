@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from services.referral.app import create_app
 from services.referral.clearance import HttpClearanceClient
 from services.referral.service import Referrals
 from services.referral.settings import ReferralSettings
+from shared.crypto import MasterKey, write_key_file
 from shared.db import unit_of_work
 from shared.envelope import Event
 from shared.migrations import upgrade
@@ -179,6 +182,10 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
         "consumer_group_prefix": "referral-" + uuid.uuid4().hex[:8], "deadline_interval_seconds": 3600.0,
         "feed_max_wait_seconds": 5.0, "relay_poll_seconds": 0.2, "registry_empty_grace_seconds": 0.0,
     }
+    if "master_key_file" not in settings:
+        key_file = Path(tempfile.mkdtemp(prefix="referral-key-")) / "referral_master_key.b64"
+        write_key_file(key_file, MasterKey.generate())
+        values["master_key_file"] = str(key_file)
     values.update(settings)
     clearance = HttpClearanceClient("http://intake.test", SERVICE_TOKEN, transport=httpx.MockTransport(intake.handle))
     app = create_app(ReferralSettings(**values), clearance=clearance, clock=clock,
