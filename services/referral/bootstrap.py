@@ -1,13 +1,17 @@
 """Launcher hook (the local stack only): point referral at the ``referral-service`` platform client's
 credentials, which the registry's bootstrap writes (it runs first), so referral can get ``cases:clearance``
-tokens for intake; and let demo case systems on this machine receive webhooks."""
+tokens for intake; give it a development master key under ``.refnet/keys`` for the free text it seals
+(production mounts a secret instead); and let demo case systems on this machine receive webhooks."""
 
 from __future__ import annotations
 
 from deploy.launcher.bootstrap import BootstrapContext
+from shared.crypto import MasterKey, write_key_file
 
 CREDENTIALS_NAME = "referral-service.json"
 ENV_VAR = "REFNET_REFERRAL_CREDENTIALS_FILE"
+KEY_FILE_NAME = "referral_master_key.b64"
+KEY_ENV_VAR = "REFNET_REFERRAL_MASTER_KEY_FILE"
 
 
 def prepare(ctx: BootstrapContext) -> None:
@@ -15,3 +19,7 @@ def prepare(ctx: BootstrapContext) -> None:
     if path.exists():
         ctx.env[ENV_VAR] = str(path)
     ctx.env["REFNET_REFERRAL_WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = "true"
+    key_file = ctx.keys_dir / KEY_FILE_NAME
+    if not key_file.exists():
+        write_key_file(key_file, MasterKey.generate())
+    ctx.env[KEY_ENV_VAR] = str(key_file)
