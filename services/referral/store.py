@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
     exists,
     func,
     literal,
@@ -366,7 +367,7 @@ async def case_consents(session: AsyncSession, case_ids: list[str]) -> dict[str,
 
 async def shred_case(session: AsyncSession, case_id: str) -> None:
     """Erasure: destroy the case's data key, and with it every sealed text (clear legacy text too)."""
-    await session.execute(CaseKeyRow.__table__.delete().where(CaseKeyRow.case_id == case_id))
+    await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == case_id))
     await session.execute(update(ReferralRow).where(ReferralRow.case_id == case_id)
                           .values(reason=None, sealed_reason=None, request_hash=None))
     await session.execute(update(TransitionRow).where(
