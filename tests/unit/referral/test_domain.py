@@ -339,3 +339,18 @@ def test_a_clearance_is_stale_once_a_later_version_is_known() -> None:
     assert domain.consent_still_current(2, 2)
     assert not domain.consent_still_current(1, 3)
     assert domain.consent_still_current(None, 3)  # an override, not a consent
+
+
+def test_free_text_reaches_the_recipient_only_open_shared_and_consented() -> None:
+    def shown(viewer: Party, author: Party | None, status: Status = Status.accepted,
+              shared: tuple[str, ...] = ("identity", "notes"), consented: bool = True) -> bool:
+        return domain.free_text_shown(viewer=viewer, author=author, status=status, shared_categories=shared,
+                                      consented=consented)
+
+    assert shown(Party.recipient, Party.sender)
+    assert not shown(Party.recipient, Party.sender, shared=("identity", "health"))  # free text needs notes
+    assert not shown(Party.recipient, Party.sender, consented=False)
+    assert not shown(Party.recipient, Party.sender, status=Status.completed)
+    assert shown(Party.recipient, Party.recipient, status=Status.rejected, shared=("identity",))  # its own note
+    assert not shown(Party.recipient, Party.system, consented=False)
+    assert shown(Party.sender, Party.recipient, status=Status.cancelled, consented=False)  # the case's owner
