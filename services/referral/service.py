@@ -461,6 +461,10 @@ class Referrals:
                         row.sealed_reason = None if data_key is None else _ENVELOPE.seal(
                             data_key, {"reason": row.reason}, case_id=row.case_id, label=_reason_label(row.id))
                         row.reason = None
+                        # The old fingerprint was a plain SHA-256 of the request, reason included: a guessed
+                        # reason could be confirmed against it. Dropped: a replay of that request is refused
+                        # (422) rather than matched.
+                        row.request_hash = None
                     for t in await store.history(session, row.id):
                         if t.note is not None:
                             t.sealed_note = None if data_key is None else _ENVELOPE.seal(

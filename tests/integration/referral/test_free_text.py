@@ -4,6 +4,7 @@ only as need-to-know and consent allow, and gone with the key when the case is e
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -148,8 +149,9 @@ async def test_text_stored_in_clear_before_sealing_is_sealed_at_start_up(svc: Se
     rid = (await svc.refer(sender, body(case_id, recipient))).json()["id"]
     await svc.move(recipient, rid, "received", note="placeholder")
     async with database(svc) as engine, engine.begin() as conn:  # as a row made by the previous version
-        await conn.execute(text("UPDATE referrals SET reason = :m, sealed_reason = NULL WHERE id = :r"),
-                           {"m": f"{marker} legacy reason", "r": rid})
+        await conn.execute(text("UPDATE referrals SET reason = :m, sealed_reason = NULL, request_hash = :h "
+                                "WHERE id = :r"), {"m": f"{marker} legacy reason", "r": rid,
+                                                    "h": hashlib.sha256(marker.encode()).hexdigest()})
         await conn.execute(text("UPDATE referral_transitions SET note = :m, sealed_note = NULL "
                                 "WHERE referral_id = :r AND note IS NULL AND sealed_note IS NOT NULL"),
                            {"m": f"{marker} legacy note", "r": rid})
@@ -158,6 +160,9 @@ async def test_text_stored_in_clear_before_sealing_is_sealed_at_start_up(svc: Se
 
     assert await svc.referrals.seal_clear_text() >= 1
     assert marker not in await stored_text(svc)
+    async with database(svc) as engine, engine.connect() as conn:
+        assert (await conn.execute(text("SELECT request_hash FROM referrals WHERE id = :r"),
+                                   {"r": rid})).scalar() is None
     shown = await get(svc, sender, rid)
     assert shown["reason"] == f"{marker} legacy reason"
     assert shown["history"][-1]["note"] == f"{marker} legacy note"
