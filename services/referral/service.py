@@ -103,7 +103,7 @@ class Referrals:
             if idempotency_key:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
                 if existing is not None:
-                    return await self._replay(session, existing, request, principal), True
+                    return await self._replay(session, existing, request), True
             to_agency = await self._recipient_of(session, request, principal.agency_id)
         try:
             clearance = await self.clearance.clear(ClearanceRequest(
@@ -198,7 +198,7 @@ class Referrals:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
                 if existing is None:
                     raise
-                return await self._replay(session, existing, request, principal), True
+                return await self._replay(session, existing, request), True
         log.info("referral_requested", referral_id=view["id"], case_id=request.case_id, pathway=str(request.pathway))
         return view, False
 
@@ -210,8 +210,7 @@ class Referrals:
                            "and services after starting; try again shortly.", headers={"Retry-After": "2"})
         return field_problem(field, detail)
 
-    async def _replay(self, session: AsyncSession, row: ReferralRow, request: NewReferralRequest,
-                      principal: Principal) -> dict[str, Any]:
+    async def _replay(self, session: AsyncSession, row: ReferralRow, request: NewReferralRequest) -> dict[str, Any]:
         data_key = await self._data_key(session, row.case_id)
         if data_key is None:  # the case was erased since: nothing to answer with
             raise not_found("case")
