@@ -94,8 +94,11 @@ SUMMARIES: Mapping[str, str] = MappingProxyType({
     CASE_UPDATED: "A case changed; `changed` names the fields, never their values.",
     CASE_CLOSED: "A case was closed.",
     CASE_ERASED: "A case's personal data was crypto-shredded; its open referrals are cancelled.",
-    CONSENT_GRANTED: "A new consent version was recorded (its provisions: purpose, recipient, categories).",
-    CONSENT_WITHDRAWN: "A consent was withdrawn: open referrals made under it are cancelled, reads under it stop.",
+    CONSENT_GRANTED: "A new consent version was recorded (its provisions: purpose, recipient, categories); it "
+                     "replaces the one before: open referrals it does not cover, whichever version they were made "
+                     "under, are cancelled.",
+    CONSENT_WITHDRAWN: "The consent in force was withdrawn: no consent is in force, so every open referral made "
+                       "under consent (any version) is cancelled and reads stop.",
     CONSENT_OVERRIDDEN: "A risk-to-life disclosure override was approved for one recipient agency.",
     **{
         referral_state_type(state): f"A referral reached the state `{state}`."

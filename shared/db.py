@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from sqlalchemy import text
@@ -19,6 +20,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: Every engine's: a failed statement's error names its SQL but never its parameters -- they carry personal
+#: data, and errors end in logs and dead-letter records.
+ENGINE_OPTIONS: dict[str, Any] = {"hide_parameters": True}
 
 
 def asyncpg_url(url: str) -> str:
@@ -41,7 +47,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = Non
     # left unusable, not only those that died with the server. It stays.
     return create_async_engine(
         asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_pre_ping=True, pool_recycle=1800,
+        pool_pre_ping=True, pool_recycle=1800, **ENGINE_OPTIONS,
     )
 
 

@@ -8,6 +8,7 @@ clients match on the slug (CONTRACT.md: "a problem whose type ends with the fail
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -96,6 +97,27 @@ def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 RETRY_AFTER_OUTAGE_SECONDS = 2
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _database_error(exc: BaseException) -> bool:
+    return any(isinstance(e, DBAPIError | PostgresError) for e in _chain(exc))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for e in _chain(exc):
+        code = getattr(e, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -148,9 +170,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         if dependency_unreachable(exc):  # an outage that surfaced wrapped in something else
             return await _outage(request, exc)
         request_id = getattr(request.state, "request_id", None)
+        route = request.scope.get("route") and getattr(request.scope["route"], "path", None)
         # The traceback goes to the log (never values of the request); the client only gets the request id.
-        log.exception("unhandled_error", request_id=request_id, path=request.scope.get("route") and
-                      getattr(request.scope["route"], "path", None), exc_type=type(exc).__name__)
+        if _database_error(exc):
+            # A database error's message quotes values ("invalid input syntax ...: <value>", "DETAIL: Key
+            # (...)=(<value>)") and its statement's parameters: log where it failed and its SQLSTATE only.
+            log.error("unhandled_error", request_id=request_id, path=route, exc_type=type(exc).__name__,
+                      sqlstate=_sqlstate(exc), stack="".join(traceback.format_tb(exc.__traceback__)))
+        else:
+            log.exception("unhandled_error", request_id=request_id, path=route, exc_type=type(exc).__name__)
         return problem_response(
             Problem(500, "internal-error", "An internal error occurred; it has been logged.",
                     request_id=request_id),

@@ -14,6 +14,7 @@ from services.audit.signing import ALGORITHM, CheckpointSigner
 from shared.access import DETAIL_VALUE
 from shared.app import runtime_of
 from shared.auth import Principal, require_scopes
+from shared.text import Line
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -39,7 +40,7 @@ async def list_entries(
     since: Annotated[datetime | None, Query(description="recorded at or after (RFC 3339)")] = None,
     until: Annotated[datetime | None, Query(description="recorded before (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[Line | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     page = await service.list_entries(
         runtime_of(request).sessions, limit=limit, cursor=cursor, case_id=case_id, agency=agency,

@@ -12,6 +12,7 @@ from services.intake.settings import IntakeSettings
 from shared.app import runtime_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
+from shared.text import Line
 
 router = APIRouter(tags=["cases"])
 
@@ -76,7 +77,7 @@ async def list_cases(
     trafficking_status: domain.TraffickingStatus | None = None,
     needs: domain.ServiceCode | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     return await service.list_cases(ctx, principal, status=status_, trafficking_status=trafficking_status,
                                     needs=needs, limit=limit, cursor=cursor)

@@ -5,7 +5,6 @@ Everything a route or a use case decides about a case is decided here, so there 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +21,8 @@ from pydantic import (
 )
 
 from services.intake.countries import is_country
+from shared.consent import provisions_permit
+from shared.text import FreeText, Line
 
 # --- enumerations (DOMAIN.md, "The case record"; HTCDS 2.0) -------------------------------------------
 
@@ -74,12 +75,7 @@ MAX_AGE = 120
 
 # --- small value types -------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
@@ -103,8 +99,8 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+Text = Annotated[Line, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+LongText = Annotated[FreeText, StringConstraints(min_length=1, max_length=4000)]
 Country = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(_country)]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
@@ -277,7 +273,7 @@ class WithdrawBody(Strict):
 
 class OverrideBody(Strict):
     recipient_agency: AgencyId
-    justification: Annotated[str, StringConstraints(min_length=20, max_length=4000)]
+    justification: Annotated[FreeText, StringConstraints(min_length=20, max_length=4000)]
     approver: UserId
 
 
@@ -398,28 +394,11 @@ def current_consent(versions: Sequence[ConsentState], at: datetime) -> ConsentSt
     return latest
 
 
-def _matches(provision: dict[str, Any], purpose: str, recipient: str, category: str) -> bool:
-    return (
-        provision["purpose"] == purpose
-        and provision.get("recipient_agency") in (None, recipient)
-        and category in provision["data_categories"]
-    )
-
-
 def permits(consent: ConsentState | None, *, purpose: str, recipient: str, categories: Iterable[str]) -> bool:
     """Does ``consent`` permit ``purpose`` to ``recipient`` for every one of ``categories``? Deny wins."""
     if consent is None:
         return False
-    wanted = set(categories)
-    if not wanted:
-        return False
-    for category in wanted:
-        relevant = [p for p in consent.provisions if _matches(p, purpose, recipient, category)]
-        if not any(p["decision"] == "permit" for p in relevant):
-            return False
-        if any(p["decision"] == "deny" for p in relevant):
-            return False
-    return True
+    return provisions_permit(consent.provisions, purpose=purpose, recipient=recipient, categories=categories)
 
 
 class ConsentRefused(ValueError):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
-from services.intake.crypto import STAGED_SUFFIX, Keyring, KeyUnavailable, MasterKey
+from services.intake.crypto import Keyring
+from shared.crypto import keyring_from_files
 from shared.settings import DEFAULT_PORTS, ServiceSettings
 
 
@@ -26,11 +26,6 @@ class IntakeSettings(ServiceSettings):
     def keyring(self) -> Keyring:
         """The configured master keys; ``KeyUnavailable`` when there is none (no personal data is then
         accepted or shown, rather than kept under a throwaway key)."""
-        if not self.master_key_file:
-            raise KeyUnavailable("REFNET_INTAKE_MASTER_KEY_FILE is not set")
-        previous = [MasterKey.from_file(self.previous_master_key_file)] if self.previous_master_key_file else []
         # A rotation in progress stages its new key beside the current one (see services/intake/cli.py).
-        staged = Path(self.master_key_file + STAGED_SUFFIX)
-        if staged.exists():
-            previous.append(MasterKey.from_file(staged))
-        return Keyring(MasterKey.from_file(self.master_key_file), tuple(previous))
+        return keyring_from_files(self.master_key_file, self.previous_master_key_file,
+                                  setting="REFNET_INTAKE_MASTER_KEY_FILE")

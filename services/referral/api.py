@@ -15,6 +15,7 @@ from services.referral.service import NewReferralRequest, Referrals, WaitingPoll
 from services.referral.webhooks import Subscriptions
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
+from shared.text import FreeText, Line
 
 router = APIRouter(tags=["referrals"])
 
@@ -47,7 +48,7 @@ class CreateReferral(BaseModel):
     pathway: domain.Pathway
     service_type: Taxonomy | None = None
     priority: domain.Priority
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: FreeText = Field(min_length=1, max_length=4000)  # personal: sealed under the case's key
     # max_length: pydantic then refuses a long list at once instead of validating (and reporting) every item.
     shared_categories: Annotated[list[domain.DataCategory], AfterValidator(_unique)] = Field(
         min_length=1, max_length=len(domain.DataCategory))
@@ -65,9 +66,9 @@ class CreateReferral(BaseModel):
 class Transition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to: str = Field(min_length=1, max_length=32)
-    reason_code: str | None = Field(default=None, min_length=1, max_length=64)
-    note: str | None = Field(default=None, max_length=4000)
+    to: Line = Field(min_length=1, max_length=32)
+    reason_code: Line | None = Field(default=None, min_length=1, max_length=64)
+    note: FreeText | None = Field(default=None, max_length=4000)  # personal: sealed under the case's key
 
 
 def referrals_of(request: Request) -> Referrals:
@@ -135,10 +136,10 @@ async def suggestions(
     principal: Reader, referrals: Broker,
     service_type: Taxonomy,
     case_id: Id | None = None,
-    languages: Annotated[str | None, Query(max_length=200, description="comma-separated ISO 639 codes")] = None,
+    languages: Annotated[Line | None, Query(max_length=200, description="comma-separated ISO 639 codes")] = None,
     child: bool | None = None,
-    country: str | None = None,
-    near: Annotated[str | None, Query(max_length=64, description="lat,lon")] = None,
+    country: Line | None = None,
+    near: Annotated[Line | None, Query(max_length=64, description="lat,lon")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     spoken = frozenset(code.strip().lower() for code in (languages or "").split(",") if code.strip())

@@ -8,7 +8,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from services.referral import api, consumers, events
 from services.referral.catchup import RegistryCatchUp
@@ -20,7 +22,11 @@ from services.referral.tokens import ClientCredentials, StaticToken, TokenSource
 from services.referral.webhooks import Subscriptions, WebhookDispatcher
 from shared.app import Runtime, build_app
 from shared.consumer import EventConsumer
+from shared.crypto import Keyring, KeyUnavailable, Undecryptable
+from shared.errors import Problem, problem_response
 from shared.outbound import Resolver
+
+log = structlog.get_logger("refnet.referral")
 
 
 def create_app(settings: ReferralSettings | None = None, *, clearance: ClearanceClient | None = None,
@@ -42,8 +48,15 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
             http = HttpClearanceClient(settings.intake_url, tokens, timeout=settings.clearance_timeout_seconds)
             runtime.extras["clearance_http"] = http
             client = http
+        try:
+            keyring: Keyring | None = settings.keyring()
+            log.info("master_key_loaded", key_id=keyring.current.key_id if keyring else None)
+        except KeyUnavailable as exc:
+            # Without a key no free text is accepted or shown (503) rather than kept in clear; the rest works.
+            keyring = None
+            log.warning("master_key_unavailable", reason=str(exc))
         referrals = Referrals(runtime.sessions, source=settings.source, clearance=client, clock=clock,
-                              acknowledge_within=settings.acknowledge_within())
+                              acknowledge_within=settings.acknowledge_within(), keyring=keyring)
         runtime.extras["referrals"] = referrals
         app.state.referrals = referrals
         app.state.subscriptions = Subscriptions(
@@ -81,6 +94,20 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
             max_parallel_per_agency=settings.webhook_max_parallel_per_agency)
         runtime.extras["webhooks"] = dispatcher
         jobs.append(dispatcher.run)
+        if referrals.keyring is not None:
+
+            async def seal_clear_text() -> None:
+                # Referrals made before free text was sealed: sealed once, then this job waits like the others.
+                while True:
+                    try:
+                        await referrals.seal_clear_text()
+                        break
+                    except Exception as exc:  # the database restarting: try again later
+                        log.warning("free_text_sealing_failed", error=type(exc).__name__)
+                        await asyncio.sleep(30)
+                await asyncio.Event().wait()
+
+            jobs.append(seal_clear_text)
         http = runtime.extras.get("clearance_http")
         if http is not None:
 
@@ -101,4 +128,13 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
         wiring=wiring,
         on_startup=on_startup,
     )
+
+    @app.exception_handler(KeyUnavailable)
+    @app.exception_handler(Undecryptable)
+    async def _key_problem(request: Request, exc: Exception) -> JSONResponse:
+        log.error("data_key_unavailable", error=type(exc).__name__)
+        return problem_response(Problem(503, "master-key-unavailable",
+                                        "The case's data key cannot be opened with the configured master key."),
+                                request)
+
     return app

@@ -1,23 +1,27 @@
-"""Handlers of other services' events: the registry read model, and the cancellations that consent
-withdrawal, agency suspension and case erasure require (DOMAIN.md rule 2)."""
+"""Handlers of other services' events: the registry read model, and the cancellations that a consent
+withdrawn or narrowed by a new version, agency suspension and case erasure require (DOMAIN.md rule 2)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referral import events
+from services.referral import domain, events
 from services.referral.domain import OPEN_STATES
-from services.referral.service import Referrals
+from services.referral.service import Referrals, known_consent
 from services.referral.store import (
     ReferralRow,
+    case_consent,
     lock_case,
+    record_case_consent,
     record_erased_case,
     record_withdrawn_consent,
+    shred_case,
     upsert_agency,
     upsert_service,
 )
@@ -75,20 +79,47 @@ def registry_handlers(referrals: Referrals) -> Mapping[str, Handler]:
 
 
 def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
+    async def cancel_unconsented(session: AsyncSession, case_id: str, consent: domain.KnownConsent | None,
+                                 at: datetime) -> None:
+        """Cancel the case's open referrals that the consent now in force (whatever version they were made
+        under) no longer covers (DOMAIN.md rule 2)."""
+        rows = await _open_referrals(session, ReferralRow.case_id == case_id)
+        gone = set(domain.no_longer_consented(
+            consent, [domain.OpenReferral(r.id, r.to_agency, tuple(r.shared_categories), r.consent_id)
+                      for r in rows], at))
+        await referrals.cancel_by_system(session, [r for r in rows if r.id in gone], "consent-withdrawn")
+
+    async def consent_granted(session: AsyncSession, event: Event) -> None:
+        granted = _parse(events.ConsentGranted, event)
+        await lock_case(session, granted.case_id)
+        await record_case_consent(
+            session, case_id=granted.case_id, consent_id=granted.consent_id, version=granted.consent_version,
+            kind="grant", provisions=[p.model_dump() for p in granted.provisions], valid_from=granted.valid_from,
+            valid_until=granted.valid_until)
+        # The latest version we know decides (this one, unless a later one came first).
+        known = known_consent(await case_consent(session, granted.case_id))
+        await cancel_unconsented(session, granted.case_id, known, referrals.clock())
+
     async def consent_withdrawn(session: AsyncSession, event: Event) -> None:
         withdrawn = _parse(events.ConsentWithdrawn, event)
         await lock_case(session, withdrawn.case_id)
         await record_withdrawn_consent(session, withdrawn.consent_id, withdrawn.case_id)
-        rows = await _open_referrals(session, ReferralRow.case_id == withdrawn.case_id,
-                                     ReferralRow.consent_id == withdrawn.consent_id)
-        await referrals.cancel_by_system(session, rows, "consent-withdrawn")
+        known = None  # a withdrawal leaves no consent in force
+        if withdrawn.consent_version is not None:
+            await record_case_consent(
+                session, case_id=withdrawn.case_id, consent_id=withdrawn.consent_id,
+                version=withdrawn.consent_version, kind="withdrawal", provisions=[], valid_from=None,
+                valid_until=None)
+            known = known_consent(await case_consent(session, withdrawn.case_id))
+        await cancel_unconsented(session, withdrawn.case_id, known, referrals.clock())
 
     async def case_erased(session: AsyncSession, event: Event) -> None:
         erased = _parse(events.CaseErased, event)
         await lock_case(session, erased.case_id)
         await record_erased_case(session, erased.case_id)
+        await shred_case(session, erased.case_id)  # crypto-shredding: the free text goes with the key
         rows = await _open_referrals(session, ReferralRow.case_id == erased.case_id)
         await referrals.cancel_by_system(session, rows, "case-erased")
 
-    return {events.CONSENT_WITHDRAWN: consent_withdrawn, events.CASE_ERASED: case_erased}
-
+    return {events.CONSENT_GRANTED: consent_granted, events.CONSENT_WITHDRAWN: consent_withdrawn,
+            events.CASE_ERASED: case_erased}

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
+
+from shared.consent import provisions_permit
 
 # --- vocabularies -------------------------------------------------------------------------------------------
 
@@ -266,6 +268,71 @@ def check_guards(new: NewReferral) -> GuardFailure | None:
     if new.service is not None and (new.service.capacity_status != "accepting" or new.service.available <= 0):
         return GuardFailure("service-full", "The service is not accepting referrals now.")
     return None
+
+
+# --- consent in force (DOMAIN.md rules 1 and 2) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownConsent:
+    """The latest consent version of a case that intake's events told us of. Versions are append-only: a
+    new grant replaces the one before, a withdrawal ends it and leaves none in force."""
+
+    version: int
+    kind: Literal["grant", "withdrawal"]
+    provisions: tuple[Mapping[str, Any], ...] = ()
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+def consent_covers(consent: KnownConsent | None, *, recipient: str, categories: Iterable[str],
+                   at: datetime) -> bool:
+    """Whether the case's consent in force at ``at`` permits a referral to ``recipient`` of ``categories``
+    (intake's rule: only the latest version counts, and only while it is valid)."""
+    if consent is None or consent.kind != "grant":
+        return False
+    if (consent.valid_from is not None and consent.valid_from > at) or (
+            consent.valid_until is not None and consent.valid_until <= at):
+        return False
+    return provisions_permit(consent.provisions, purpose="referral", recipient=recipient, categories=categories)
+
+
+@dataclass(frozen=True)
+class OpenReferral:
+    referral_id: str
+    to_agency: str
+    shared_categories: tuple[str, ...]
+    consent_id: str | None  # None: made under a risk-to-life override, not under consent
+
+
+def no_longer_consented(consent: KnownConsent | None, referrals: Sequence[OpenReferral], at: datetime) -> list[str]:
+    """The open referrals made under consent that the consent now in force no longer covers -- whichever
+    version they were made under. Those made under an override stand or fall with the override."""
+    return [r.referral_id for r in referrals if r.consent_id is not None
+            and not consent_covers(consent, recipient=r.to_agency, categories=r.shared_categories, at=at)]
+
+
+#: The data category a referral's free text (its reason, its transitions' notes) is shared under. Free text
+#: can say anything about the person -- where she hides, what was done to her, her health -- so no narrower
+#: category covers it: the recipient reads it only if the sender shared ``notes`` and the consent permits
+#: that recipient ``notes`` (clearance checks every shared category), as intake shows a case's notes.
+FREE_TEXT_CATEGORY = DataCategory.notes
+
+
+def free_text_shown(*, viewer: Party, author: Party | None, status: Status, shared_categories: Iterable[str],
+                    consented: bool) -> bool:
+    """May ``viewer`` read a free text of a referral written by ``author``? The sender registered the case
+    (its own data, until erasure); a party reads back what it wrote itself; the recipient reads the rest
+    only while the referral is open, the free-text category shared and a consent in force covering it."""
+    if viewer is Party.sender or (author is not None and author is viewer):
+        return True
+    return status in OPEN_STATES and FREE_TEXT_CATEGORY in set(shared_categories) and consented
+
+
+def consent_still_current(cleared_version: int | None, known_version: int | None) -> bool:
+    """intake cleared a referral under consent ``cleared_version`` (None: under an override); a later version
+    we already heard of -- a withdrawal, or a grant that may not cover it -- means the clearance is stale."""
+    return cleared_version is None or known_version is None or known_version <= cleared_version
 
 
 # --- deadlines ----------------------------------------------------------------------------------------------

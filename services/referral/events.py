@@ -5,8 +5,9 @@ Emitted: ``referral.<state>.v1`` for every state a referral reaches and ``referr
 sender and of the recipient keyed by referral id. Payloads are ids and enumerations only: never the free-text
 ``reason`` or ``note``.
 
-Consumed: the registry's agency and service events (read model, suspension) and intake's consent withdrawal
-and case erasure. Their payloads are read leniently (unknown fields ignored) but what we need must be there.
+Consumed: the registry's agency and service events (read model, suspension) and intake's consent versions
+(granted, withdrawn) and case erasure. Their payloads are read leniently (unknown fields ignored) but what we
+need must be there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.contract import (
     AGENCY_SUSPENDED,
     AGENCY_UPDATED,
     CASE_ERASED,
+    CONSENT_GRANTED,
     CONSENT_WITHDRAWN,
     REFERRAL_TYPES,
     SERVICE_CAPACITY_CHANGED,
@@ -39,6 +41,7 @@ __all__ = [
     "AGENCY_SUSPENDED",
     "AGENCY_UPDATED",
     "CASE_ERASED",
+    "CONSENT_GRANTED",
     "CONSENT_WITHDRAWN",
     "EMITTED",
     "INTAKE_EVENTS",
@@ -51,6 +54,7 @@ __all__ = [
     "TOPIC",
     "AgencyChanged",
     "CaseErased",
+    "ConsentGranted",
     "ConsentWithdrawn",
     "ReferralEvent",
     "ServiceChanged",
@@ -119,9 +123,30 @@ class ServiceChanged(_Lenient):
     location: Point | None = None
 
 
-class ConsentWithdrawn(_Lenient):
+class Provision(_Lenient):
+    purpose: str
+    recipient_agency: str | None = None  # None: any agency
+    data_categories: list[str]
+    decision: Literal["permit", "deny"]
+
+
+class ConsentGranted(_Lenient):
+    """A new consent version: it replaces the one before (what it no longer permits ends)."""
+
     case_id: str
     consent_id: str
+    consent_version: int = Field(ge=1)
+    provisions: list[Provision]
+    valid_from: datetime
+    valid_until: datetime | None = None
+
+
+class ConsentWithdrawn(_Lenient):
+    """A withdrawal ends the case's consent in force: no consent covers any referral until a new grant."""
+
+    case_id: str
+    consent_id: str  # the version withdrawn
+    consent_version: int | None = Field(default=None, ge=1)  # the version recording the withdrawal
 
 
 class CaseErased(_Lenient):

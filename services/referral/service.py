@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -27,6 +28,7 @@ from services.referral.clearance import CaseNotFound, ClearanceClient, Clearance
 from services.referral.domain import OPEN_STATES, Party, Pathway, Status
 from services.referral.store import AgencyRow, FeedRow, ReferralRow, ServiceRow, TransitionRow
 from shared.auth import Principal
+from shared.crypto import Envelope, Keyring, new_data_key
 from shared.db import unit_of_work
 from shared.envelope import full_type
 from shared.errors import Problem, not_found
@@ -55,11 +57,14 @@ class NewReferralRequest:
     reason: str
     shared_categories: list[domain.DataCategory]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, data_key: bytes) -> str:
+        """What a retry must repeat to be the same request: an HMAC under the case's data key, so the stored
+        fingerprint says nothing of the reason and is shredded with the key."""
         body = {"case_id": self.case_id, "to_agency": self.to_agency, "service_id": self.service_id,
                 "pathway": str(self.pathway), "service_type": self.service_type, "priority": str(self.priority),
                 "reason": self.reason, "shared_categories": sorted(map(str, self.shared_categories))}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        canonical = json.dumps(body, sort_keys=True).encode()
+        return hmac.new(data_key, b"refnet-referral-request\x00" + canonical, hashlib.sha256).hexdigest()
 
 
 def field_problem(field: str, detail: str, slug: str = "validation-error", status: int = 422,
@@ -107,8 +112,10 @@ class Referrals:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, source: str, clearance: ClearanceClient,
                  clock: Clock = system_clock,
                  acknowledge_within: Mapping[domain.Priority, timedelta] = domain.ACKNOWLEDGE_WITHIN,
-                 registry_loaded: Callable[[], bool] = lambda: True) -> None:
+                 registry_loaded: Callable[[], bool] = lambda: True, keyring: Keyring | None = None) -> None:
         self.sessions = sessions
+        # Wraps the per-case data keys the free text is sealed under; None: not configured (503 for free text).
+        self.keyring = keyring
         self.source = source
         self.clearance = clearance
         self.clock = clock
@@ -121,12 +128,12 @@ class Referrals:
     async def create(self, principal: Principal, request: NewReferralRequest,
                      idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
         """-> (the referral, whether it is the replay of an earlier request with the same key)."""
-        fingerprint = request.fingerprint()
+        keys = self._keys()
         async with self.sessions() as session:
             if idempotency_key:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
                 if existing is not None:
-                    return await self._replay(session, existing, fingerprint), True
+                    return await self._replay(session, existing, request), True
             to_agency = await self._recipient_of(session, request, principal.agency_id)
         try:
             clearance = await self.clearance.clear(ClearanceRequest(
@@ -168,7 +175,9 @@ class Referrals:
                     service_type = service_type or svc.taxonomy
                 assert service_type is not None
                 open_paths = standing.open_pathways
-                consent_ok, recipient_status = clearance.permitted and not standing.consent_withdrawn, agency.status
+                consent_ok = (clearance.permitted and not standing.consent_withdrawn
+                              and domain.consent_still_current(clearance.consent_version, standing.consent_version))
+                recipient_status = agency.status
                 if not clearance.permitted and clearance.reason == "recipient-suspended":
                     # intake knows of the suspension before our read model does; it stopped before consent.
                     consent_ok, recipient_status = True, "suspended"
@@ -183,17 +192,22 @@ class Referrals:
                                   guard=failure.guard)
 
                 now = self.clock()
+                data_key = await self._data_key(session, request.case_id, create=keys)
+                assert data_key is not None  # created if the case had none; an erased case was refused above
+                referral_id = uuid.uuid4().hex
                 row = ReferralRow(
-                    id=uuid.uuid4().hex, case_id=request.case_id, from_agency=principal.agency_id,
+                    id=referral_id, case_id=request.case_id, from_agency=principal.agency_id,
                     to_agency=to_agency, service_id=request.service_id, pathway=str(request.pathway),
-                    service_type=service_type, priority=str(request.priority), reason=request.reason,
+                    service_type=service_type, priority=str(request.priority), reason=None,
+                    sealed_reason=_ENVELOPE.seal(data_key, {"reason": request.reason}, case_id=request.case_id,
+                                                 label=_reason_label(referral_id)),
                     shared_categories=[str(c) for c in request.shared_categories],
                     consent_id=clearance.consent_id, consent_version=clearance.consent_version,
                     status=str(Status.requested), overdue_at=None,
                     due_at=domain.due_at(request.priority, now, self.acknowledge_within),
                     created_at=now, updated_at=now, created_by_client=principal.client_id,
                     acting_user=principal.acting_user, idempotency_key=idempotency_key,
-                    request_hash=fingerprint,
+                    request_hash=request.fingerprint(data_key),
                 )
                 session.add(row)
                 transition = TransitionRow(referral_id=row.id, from_status=None, to_status=row.status,
@@ -203,7 +217,8 @@ class Referrals:
                 await session.flush()
                 await self._emit(session, row, events.state_event_type(row.status), None,
                                  principal.agency_id, principal.acting_user)
-                view = referral_view(row, [transition])
+                view = referral_view(row, [transition], texts=FreeTextView(
+                    reason=request.reason, state="shown", notes={}))
         except (_Replay, IntegrityError):
             # Either we found the key's referral under the case lock, or the first request committed between
             # our check and our insert (the unique constraint said so).
@@ -213,7 +228,7 @@ class Referrals:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
                 if existing is None:
                     raise
-                return await self._replay(session, existing, fingerprint), True
+                return await self._replay(session, existing, request), True
         log.info("referral_requested", referral_id=view["id"], case_id=request.case_id, pathway=str(request.pathway))
         return view, False
 
@@ -225,12 +240,16 @@ class Referrals:
                            "and services after starting; try again shortly.", headers={"Retry-After": "2"})
         return field_problem(field, detail)
 
-    async def _replay(self, session: AsyncSession, row: ReferralRow, fingerprint: str) -> dict[str, Any]:
-        if row.request_hash != fingerprint:
+    async def _replay(self, session: AsyncSession, row: ReferralRow, request: NewReferralRequest) -> dict[str, Any]:
+        data_key = await self._data_key(session, row.case_id)
+        if data_key is None:  # the case was erased since: nothing to answer with
+            raise not_found("case")
+        if row.request_hash is None or not hmac.compare_digest(row.request_hash, request.fingerprint(data_key)):
             raise Problem(422, "idempotency-key-reused",
                           "This Idempotency-Key was used for a different request.", title="Unprocessable Content",
                           errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
-        return referral_view(row, await store.history(session, row.id))
+        history = await store.history(session, row.id)
+        return referral_view(row, history, texts=await self._texts(session, row, history, Party.sender))
 
     async def _recipient_of(self, session: AsyncSession, request: NewReferralRequest, sender: str) -> str:
         if request.service_id is None:
@@ -254,9 +273,12 @@ class Referrals:
     async def get(self, principal: Principal, referral_id: str) -> dict[str, Any]:
         async with self.sessions() as session:
             row = await store.referral(session, referral_id)
-            if row is None or party_of(row, principal.agency_id) is None:
+            party = party_of(row, principal.agency_id) if row is not None else None
+            if row is None or party is None:
                 raise not_found("referral")
-            return referral_view(row, await store.history(session, row.id), now=self.clock())
+            history = await store.history(session, row.id)
+            return referral_view(row, history, now=self.clock(),
+                                 texts=await self._texts(session, row, history, party))
 
     async def queue(self, principal: Principal, *, role: str | None, status: Status | None,
                     pathway: Pathway | None, overdue: bool | None, limit: int,
@@ -283,10 +305,12 @@ class Referrals:
         query = query.order_by(ReferralRow.seq).limit(limit + 1)
         async with self.sessions() as session:
             rows = list((await session.execute(query)).scalars())
-        more = len(rows) > limit
-        rows = rows[:limit]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            texts = await self._reasons(session, rows, me)
         now = self.clock()
-        return [referral_view(r, None, now=now) for r in rows], (str(rows[-1].seq) if more and rows else None)
+        return ([referral_view(r, None, now=now, texts=texts[r.id]) for r in rows],
+                (str(rows[-1].seq) if more and rows else None))
 
     async def suggest(self, principal: Principal, need: domain.Need, *, case_id: str | None,
                       limit: int) -> list[dict[str, Any]]:
@@ -340,19 +364,31 @@ class Referrals:
                 raise field_problem("reason_code", str(refused), slug="invalid-reason-code",
                                     allowed_reason_codes=refused.allowed) from None
             await self._apply(session, row, move, principal.agency_id, principal.acting_user, note)
-            view = referral_view(row, await store.history(session, row.id), now=self.clock())
+            history = await store.history(session, row.id)
+            view = referral_view(row, history, now=self.clock(), texts=await self._texts(session, row, history, party))
         log.info("referral_moved", referral_id=referral_id, to=str(move.to), party=str(party))
         return view
 
     async def _apply(self, session: AsyncSession, row: ReferralRow, move: domain.Move, agency: str | None,
                      acting_user: str | None, note: str | None) -> None:
         now = self.clock()
+        data_key = None
+        if note is not None:
+            if await store.case_standing_erased(session, row.case_id):
+                raise Problem(409, "case-erased", "The case was erased: no note about it can be kept.")
+            data_key = await self._data_key(session, row.case_id, create=self._keys())
         row.status = str(move.to)
         row.updated_at = now
-        session.add(TransitionRow(referral_id=row.id, from_status=str(move.frm), to_status=str(move.to),
-                                  party=str(move.party), agency=agency, acting_user=acting_user,
-                                  reason_code=move.reason_code, note=note, at=now))
+        transition = TransitionRow(referral_id=row.id, from_status=str(move.frm), to_status=str(move.to),
+                                   party=str(move.party), agency=agency, acting_user=acting_user,
+                                   reason_code=move.reason_code, note=None, at=now)
+        session.add(transition)
         await session.flush()
+        if data_key is not None and note is not None:
+            # Sealed once the row has its id: the label binds the text to this transition.
+            transition.sealed_note = _ENVELOPE.seal(data_key, {"note": note}, case_id=row.case_id,
+                                                    label=_note_label(transition.id))
+            await session.flush()
         await self._emit(session, row, events.state_event_type(row.status), move.reason_code, agency, acting_user)
 
     async def cancel_by_system(self, session: AsyncSession, rows: Sequence[ReferralRow], reason_code: str) -> int:
@@ -368,6 +404,107 @@ class Referrals:
         if count:
             log.info("referrals_cancelled_by_system", reason_code=reason_code, count=count)
         return count
+
+    # -- free text: sealed under the case's data key, shown as DOMAIN.md rules 3 and 7 allow ------------
+
+    def _keys(self) -> Keyring:
+        if self.keyring is None:
+            raise Problem(503, "master-key-unavailable",
+                          "The referral master key is not configured; free text cannot be handled.")
+        return self.keyring
+
+    async def _data_key(self, session: AsyncSession, case_id: str, *, create: Keyring | None = None) -> bytes | None:
+        """The case's data key; with ``create``, a new one if the case has none yet (call under the case lock,
+        or where a concurrent creation is harmless: the first key stored wins). None: none (erased)."""
+        row = (await store.case_keys(session, [case_id])).get(case_id)
+        if row is None and create is not None:
+            await store.add_case_key(session, case_id, _ENVELOPE.wrap(new_data_key(), create.current, case_id),
+                                     create.current.key_id)
+            row = (await store.case_keys(session, [case_id])).get(case_id)
+        if row is None:
+            return None
+        return _ENVELOPE.unwrap(row.wrapped_key, self._keys().by_id(row.master_key_id), case_id)
+
+    async def _texts(self, session: AsyncSession, row: ReferralRow, history: Sequence[TransitionRow],
+                     viewer: Party) -> FreeTextView:
+        """The reason and notes of one referral as ``viewer`` may see them."""
+        keys = await store.case_keys(session, [row.case_id])
+        consents = await store.case_consents(session, [row.case_id])
+        return self._open(row, history, viewer, keys.get(row.case_id), consents.get(row.case_id))
+
+    async def _reasons(self, session: AsyncSession, rows: Sequence[ReferralRow], me: str) -> dict[str, FreeTextView]:
+        """The reasons of a page of the work queue, as the caller may see them (one query for the keys)."""
+        case_ids = sorted({r.case_id for r in rows})
+        keys = await store.case_keys(session, case_ids)
+        consents = await store.case_consents(session, case_ids)
+        return {r.id: self._open(r, None, party_of(r, me) or Party.recipient, keys.get(r.case_id),
+                                 consents.get(r.case_id)) for r in rows}
+
+    def _open(self, row: ReferralRow, history: Sequence[TransitionRow] | None, viewer: Party,
+              key_row: store.CaseKeyRow | None, consent_row: store.CaseConsentRow | None) -> FreeTextView:
+        consented = row.consent_id is None or consent_row is None or domain.consent_covers(
+            known_consent(consent_row), recipient=row.to_agency, categories=row.shared_categories, at=self.clock())
+        data_key: bytes | None = None
+        if key_row is not None and (row.sealed_reason is not None
+                                    or any(t.sealed_note is not None for t in history or ())):
+            data_key = _ENVELOPE.unwrap(key_row.wrapped_key, self._keys().by_id(key_row.master_key_id), row.case_id)
+
+        def shown(author: Party | None) -> bool:
+            return domain.free_text_shown(viewer=viewer, author=author, status=Status(row.status),
+                                          shared_categories=row.shared_categories, consented=consented)
+
+        reason: str | None = None
+        state = "erased"
+        if row.sealed_reason is not None and data_key is not None:
+            state = "shown" if shown(Party.sender) else "withheld"
+            if state == "shown":
+                reason = _ENVELOPE.open_sealed(data_key, row.sealed_reason, case_id=row.case_id,
+                                               label=_reason_label(row.id))["reason"]
+        elif row.reason is not None:  # made before sealing, not yet sealed
+            state = "shown" if shown(Party.sender) else "withheld"
+            reason = row.reason if state == "shown" else None
+        notes: dict[int, str | None] = {}
+        for t in history or ():
+            if not shown(Party(t.party)):
+                notes[t.id] = None
+            elif t.sealed_note is not None and data_key is not None:
+                notes[t.id] = _ENVELOPE.open_sealed(data_key, t.sealed_note, case_id=row.case_id,
+                                                    label=_note_label(t.id))["note"]
+            else:
+                notes[t.id] = t.note
+        return FreeTextView(reason=reason, state=state, notes=notes)
+
+    async def seal_clear_text(self, batch: int = 200) -> int:
+        """Seal the reasons and notes of referrals made before free text was sealed (once, at start-up);
+        those of erased cases are dropped. Returns how many referrals were done."""
+        keys = self._keys()
+        done = 0
+        while True:
+            async with unit_of_work(self.sessions) as session:
+                rows = await store.referrals_with_clear_text(session, batch)
+                for row in rows:
+                    data_key = None
+                    if not await store.case_standing_erased(session, row.case_id):
+                        data_key = await self._data_key(session, row.case_id, create=keys)
+                    if row.reason is not None:
+                        row.sealed_reason = None if data_key is None else _ENVELOPE.seal(
+                            data_key, {"reason": row.reason}, case_id=row.case_id, label=_reason_label(row.id))
+                        row.reason = None
+                        # The old fingerprint was a plain SHA-256 of the request, reason included: a guessed
+                        # reason could be confirmed against it. Dropped: a replay of that request is refused
+                        # (422) rather than matched.
+                        row.request_hash = None
+                    for t in await store.history(session, row.id):
+                        if t.note is not None:
+                            t.sealed_note = None if data_key is None else _ENVELOPE.seal(
+                                data_key, {"note": t.note}, case_id=row.case_id, label=_note_label(t.id))
+                            t.note = None
+            done += len(rows)
+            if len(rows) < batch:
+                break
+        if done:
+            log.info("free_text_sealed", referrals=done)
+        return done
 
     # -- deadlines ---------------------------------------------------------------------------------------
 
@@ -461,6 +598,35 @@ class Referrals:
         return domain.statistics_view(period, values, hidden, medians)
 
 
+_ENVELOPE = Envelope("referral")
+
+
+def _reason_label(referral_id: str) -> str:
+    return f"referral:{referral_id}:reason"
+
+
+def _note_label(transition_id: int) -> str:
+    return f"transition:{transition_id}:note"
+
+
+def known_consent(row: store.CaseConsentRow | None) -> domain.KnownConsent | None:
+    if row is None:
+        return None
+    return domain.KnownConsent(version=row.version, kind="grant" if row.kind == "grant" else "withdrawal",
+                               provisions=tuple(row.provisions), valid_from=row.valid_from,
+                               valid_until=row.valid_until)
+
+
+@dataclass(frozen=True)
+class FreeTextView:
+    """A referral's free text as one party may see it: ``state`` says why the reason is absent, if it is
+    (``withheld``: not this party's to read now; ``erased``: the case was erased)."""
+
+    reason: str | None
+    state: str
+    notes: Mapping[int, str | None]
+
+
 def party_of(row: ReferralRow, agency_id: str) -> Party | None:
     if agency_id == row.from_agency:
         return Party.sender
@@ -473,14 +639,15 @@ def _ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *,
+def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *, texts: FreeTextView,
                   now: datetime | None = None) -> dict[str, Any]:
     overdue = row.overdue_at is not None or (
         now is not None and domain.is_overdue(Status(row.status), row.due_at, now))
     view: dict[str, Any] = {
         "id": row.id, "status": row.status, "case_id": row.case_id, "from_agency": row.from_agency,
         "to_agency": row.to_agency, "service_id": row.service_id, "pathway": row.pathway,
-        "service_type": row.service_type, "priority": row.priority, "reason": row.reason,
+        "service_type": row.service_type, "priority": row.priority, "reason": texts.reason,
+        "free_text": texts.state,
         "shared_categories": list(row.shared_categories), "consent_id": row.consent_id,
         "consent_version": row.consent_version, "due_at": _ts(row.due_at), "overdue": overdue,
         "overdue_at": _ts(row.overdue_at), "created_at": _ts(row.created_at), "updated_at": _ts(row.updated_at),
@@ -488,7 +655,8 @@ def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *,
     if history is not None:
         view["history"] = [
             {"from": t.from_status, "to": t.to_status, "by": t.party, "agency": t.agency,
-             "acting_user": t.acting_user, "reason_code": t.reason_code, "note": t.note, "at": _ts(t.at)}
+             "acting_user": t.acting_user, "reason_code": t.reason_code, "note": texts.notes.get(t.id),
+             "at": _ts(t.at)}
             for t in history
         ]
     return view

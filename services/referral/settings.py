@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from services.referral.domain import Priority
+from shared.crypto import Keyring, keyring_from_files
 from shared.settings import DEFAULT_PORTS, ServiceSettings
 
 
@@ -38,6 +39,12 @@ class ReferralSettings(ServiceSettings):
     feed_max_wait_seconds: float = 30.0
     # Waiting pull-feed requests (wait > 0) an agency may hold at once on one replica; beyond it 429.
     feed_max_waiting_per_agency: int = Field(default=4, ge=1)
+    # The master key wrapping referral's per-case data keys (the free text of referrals and transitions is
+    # sealed under them): a file holding base64 of 32 random bytes, referral's own (not intake's). Without it
+    # no free text is accepted or shown (503).
+    master_key_file: str = ""
+    # During a master-key rotation: the key being retired, still accepted for unwrapping.
+    previous_master_key_file: str = ""
 
     # Webhooks (Standard Webhooks signatures): poll interval of the dispatcher, exponential backoff with
     # jitter between failed attempts, disabled after so many failures in a row. Each attempt is bounded by
@@ -58,6 +65,11 @@ class ReferralSettings(ServiceSettings):
         if value <= timedelta(0):
             raise ValueError("must be positive")
         return value
+
+    def keyring(self) -> Keyring:
+        """The configured master keys; ``KeyUnavailable`` when there is none."""
+        return keyring_from_files(self.master_key_file, self.previous_master_key_file,
+                                  setting="REFNET_REFERRAL_MASTER_KEY_FILE")
 
     def acknowledge_within(self) -> dict[Priority, timedelta]:
         return {Priority.emergency: self.acknowledge_emergency_within,

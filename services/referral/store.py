@@ -19,15 +19,18 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    delete,
     exists,
     func,
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,7 +57,10 @@ class ReferralRow(Base):
     pathway: Mapped[str] = mapped_column(String(32))
     service_type: Mapped[str] = mapped_column(String(64))
     priority: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text)  # free text for the recipient: never in events or logs
+    # Free text for the recipient, personal data: sealed under the case's data key (``case_keys``), never in
+    # events or logs. ``reason`` holds it in clear only in rows made before sealing, until they are sealed.
+    reason: Mapped[str | None] = mapped_column(Text)
+    sealed_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
     shared_categories: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     consent_id: Mapped[str | None] = mapped_column(String(128), index=True)
     consent_version: Mapped[int | None] = mapped_column(Integer)
@@ -86,7 +92,9 @@ class TransitionRow(Base):
     agency: Mapped[str | None] = mapped_column(String(128))
     acting_user: Mapped[str | None] = mapped_column(String(128))
     reason_code: Mapped[str | None] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)  # free text for the parties: never in events
+    # Free text for the parties, sealed like the referral's reason (``note``: only rows made before sealing).
+    note: Mapped[str | None] = mapped_column(Text)
+    sealed_note: Mapped[bytes | None] = mapped_column(LargeBinary)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -238,6 +246,33 @@ class WithdrawnConsentRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class CaseConsentRow(Base):
+    """The latest consent version of a case, from intake's consent events: what decides whether an open
+    referral is still consented to (ids and enumerations only, as the events carry them)."""
+
+    __tablename__ = "case_consents"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # grant | withdrawal
+    provisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CaseKeyRow(Base):
+    """A case's data key for referral's free text, wrapped by referral's master key. Deleted on erasure."""
+
+    __tablename__ = "case_keys"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ErasedCaseRow(Base):
     __tablename__ = "erased_cases"
 
@@ -248,6 +283,24 @@ class ErasedCaseRow(Base):
 async def record_withdrawn_consent(session: AsyncSession, consent_id: str, case_id: str) -> None:
     await session.execute(insert(WithdrawnConsentRow).values(consent_id=consent_id, case_id=case_id)
                           .on_conflict_do_nothing())
+
+
+async def record_case_consent(session: AsyncSession, *, case_id: str, consent_id: str, version: int, kind: str,
+                              provisions: list[dict[str, Any]], valid_from: datetime | None,
+                              valid_until: datetime | None) -> None:
+    """Keep the case's latest consent version: an older or repeated event changes nothing."""
+    values = {"case_id": case_id, "consent_id": consent_id, "version": version, "kind": kind,
+              "provisions": provisions, "valid_from": valid_from, "valid_until": valid_until}
+    statement = insert(CaseConsentRow).values(**values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[CaseConsentRow.case_id],
+        set_={k: statement.excluded[k] for k in values if k != "case_id"} | {"at": func.now()},
+        where=CaseConsentRow.version < statement.excluded.version,
+    ))
+
+
+async def case_consent(session: AsyncSession, case_id: str) -> CaseConsentRow | None:
+    return await session.get(CaseConsentRow, case_id, populate_existing=True)
 
 
 async def record_erased_case(session: AsyncSession, case_id: str) -> None:
@@ -262,6 +315,7 @@ class CaseStanding:
     erased: bool
     consent_withdrawn: bool
     open_pathways: list[str]
+    consent_version: int | None  # the case's latest consent version we heard of
 
 
 async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str, idempotency_key: str | None,
@@ -276,9 +330,14 @@ async def case_standing(session: AsyncSession, *, case_id: str, from_agency: str
         exists().where(WithdrawnConsentRow.consent_id == consent_id) if consent_id else literal(False),
         select(func.array_agg(ReferralRow.pathway)).where(ReferralRow.case_id == case_id,
                                                           ReferralRow.status.in_(open_states)).scalar_subquery(),
+        select(CaseConsentRow.version).where(CaseConsentRow.case_id == case_id).scalar_subquery(),
     ))).one()
     return CaseStanding(key_used=bool(row[0]), erased=bool(row[1]), consent_withdrawn=bool(row[2]),
-                        open_pathways=list(row[3] or []))
+                        open_pathways=list(row[3] or []), consent_version=row[4])
+
+
+async def case_standing_erased(session: AsyncSession, case_id: str) -> bool:
+    return bool((await session.execute(select(exists().where(ErasedCaseRow.case_id == case_id)))).scalar())
 
 
 async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:
@@ -348,3 +407,40 @@ async def median_hours(session: AsyncSession, start: datetime, end: datetime) ->
             .group_by(ReferralRow.pathway))).all()
         medians.update({(pathway, name): float(value) for pathway, value in rows})
     return medians
+
+
+# --- per-case keys and sealed free text -------------------------------------------------------------------
+
+
+async def case_keys(session: AsyncSession, case_ids: list[str]) -> dict[str, CaseKeyRow]:
+    rows = (await session.execute(select(CaseKeyRow).where(CaseKeyRow.case_id.in_(case_ids)))).scalars()
+    return {row.case_id: row for row in rows}
+
+
+async def add_case_key(session: AsyncSession, case_id: str, wrapped_key: bytes, master_key_id: str) -> None:
+    """Keep the first key of a case: a concurrent writer's key wins and ours is dropped (read it back)."""
+    await session.execute(insert(CaseKeyRow).values(case_id=case_id, wrapped_key=wrapped_key,
+                                                    master_key_id=master_key_id).on_conflict_do_nothing())
+
+
+async def case_consents(session: AsyncSession, case_ids: list[str]) -> dict[str, CaseConsentRow]:
+    rows = (await session.execute(select(CaseConsentRow).where(CaseConsentRow.case_id.in_(case_ids)))).scalars()
+    return {row.case_id: row for row in rows}
+
+
+async def shred_case(session: AsyncSession, case_id: str) -> None:
+    """Erasure: destroy the case's data key, and with it every sealed text (clear legacy text too)."""
+    await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == case_id))
+    await session.execute(update(ReferralRow).where(ReferralRow.case_id == case_id)
+                          .values(reason=None, sealed_reason=None, request_hash=None))
+    await session.execute(update(TransitionRow).where(
+        TransitionRow.referral_id.in_(select(ReferralRow.id).where(ReferralRow.case_id == case_id)))
+        .values(note=None, sealed_note=None))
+
+
+async def referrals_with_clear_text(session: AsyncSession, batch: int) -> list[ReferralRow]:
+    """Referrals made before free text was sealed whose reason or notes are still in clear."""
+    with_clear_note = select(TransitionRow.referral_id).where(TransitionRow.note.is_not(None))
+    return list((await session.execute(
+        select(ReferralRow).where((ReferralRow.reason.is_not(None)) | ReferralRow.id.in_(with_clear_note))
+        .order_by(ReferralRow.seq).limit(batch).with_for_update(skip_locked=True))).scalars())

@@ -31,6 +31,7 @@ from services.registry.store import Agency, Service
 from shared.app import runtime_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
+from shared.text import Line
 
 router = APIRouter()
 
@@ -236,7 +237,7 @@ def _offset(cursor: str | None) -> int:
 async def list_agencies(
     _: Reader, registry: Registry,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[Line | None, Query(max_length=64)] = None,
 ) -> AgencyList:
     offset = _offset(cursor)
     agencies, more = await registry.list_agencies(limit, offset)
@@ -419,7 +420,7 @@ async def hsds_services(
     _: Reader, registry: Registry,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
-    taxonomy_term_id: Annotated[str | None, Query(max_length=80)] = None,
+    taxonomy_term_id: Annotated[Line | None, Query(max_length=80)] = None,
     accept_language: AcceptLanguage = None,
 ) -> dict[str, Any]:
     taxonomy = taxonomy_term_id.removeprefix("refnet:") if taxonomy_term_id else None

@@ -19,6 +19,7 @@ from pydantic import (
 
 from services.registry import domain
 from services.registry.oauth import import_public_jwks
+from shared.text import FreeText, Line
 
 
 def _country(value: str) -> str:
@@ -34,14 +35,6 @@ def _language(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text or JSONB: refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-SafeText = Annotated[str, AfterValidator(_no_nul)]
 CountryCode = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(_country)]
 LanguageTag = Annotated[str, Field(max_length=35), AfterValidator(_language)]
 
@@ -67,13 +60,13 @@ class _Body(BaseModel):
 
 
 class AgencyCreate(_Body):
-    name: SafeText = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     kind: Literal["un_agency", "ngo", "government", "service_provider", "oversight"]
     country: CountryCode
     jwks: dict[str, Any] | None = None
     jwks_uri: AnyHttpUrl | None = None
     generate_secret: bool = False
-    scopes: list[str] = Field(default_factory=list, max_length=32)
+    scopes: list[Line] = Field(default_factory=list, max_length=32)
 
     _check_scopes = field_validator("scopes")(classmethod(lambda cls, v: _scopes(v)))
     _check_jwks = field_validator("jwks")(classmethod(lambda cls, v: _jwks(v)))
@@ -91,7 +84,7 @@ class AgencyCreate(_Body):
 
 class AgencyPatch(_Body):
     status: Literal["active", "suspended"] | None = None
-    scopes: list[str] | None = Field(default=None, max_length=32)
+    scopes: list[Line] | None = Field(default=None, max_length=32)
     jwks: dict[str, Any] | None = None
     jwks_uri: AnyHttpUrl | None = None
     generate_secret: bool = False
@@ -148,9 +141,9 @@ class CapacityIn(_Body):
 
 
 class LocationIn(_Body):
-    name: SafeText | None = Field(default=None, max_length=200)
-    address: SafeText | None = Field(default=None, max_length=500)
-    city: SafeText | None = Field(default=None, max_length=120)
+    name: Line | None = Field(default=None, max_length=200)
+    address: FreeText | None = Field(default=None, max_length=500)
+    city: Line | None = Field(default=None, max_length=120)
     country: CountryCode
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
@@ -165,22 +158,23 @@ class LocationIn(_Body):
 class Eligibility(_Body):
     min_age: int | None = Field(default=None, ge=0, le=120)
     max_age: int | None = Field(default=None, ge=0, le=120)
-    genders: list[Annotated[SafeText, Field(max_length=40)]] = Field(default_factory=list, max_length=8)
+    genders: list[Annotated[Line, Field(max_length=40)]] = Field(default_factory=list, max_length=8)
     nationalities: list[CountryCode] = Field(default_factory=list, max_length=250)
 
 
 class Contact(_Body):
     """The service's public contact point (an organisation's, never a person's)."""
 
-    phone: SafeText | None = Field(default=None, max_length=40)
-    email: SafeText | None = Field(default=None, max_length=200)
+    phone: Line | None = Field(default=None, max_length=40)
+    email: Line | None = Field(default=None, max_length=200)
     url: AnyHttpUrl | None = None
 
 
-Texts = dict[str, SafeText]
+Texts = dict[str, FreeText]  # descriptions may run over lines
+Names = dict[str, Line]
 
 
-def _texts(value: Texts | None, *, required: bool) -> Texts | None:
+def _texts(value: Texts | Names | None, *, required: bool) -> Texts | Names | None:
     if value is None:
         return None
     if required and not value:
@@ -195,16 +189,16 @@ def _texts(value: Texts | None, *, required: bool) -> Texts | None:
 
 
 class ServiceFields(_Body):
-    taxonomy: str | None = None
-    names: Texts | None = None
+    taxonomy: Line | None = None
+    names: Names | None = None
     descriptions: Texts | None = None
     countries: list[CountryCode] | None = Field(default=None, min_length=1, max_length=50)
-    admin_areas: list[Annotated[SafeText, Field(min_length=1, max_length=120)]] | None = Field(default=None,
+    admin_areas: list[Annotated[Line, Field(min_length=1, max_length=120)]] | None = Field(default=None,
                                                                                          max_length=100)
     languages: list[LanguageTag] | None = Field(default=None, max_length=50)
     accepts_children: bool | None = None
     eligibility: Eligibility | None = None
-    hours: SafeText | None = Field(default=None, max_length=500)
+    hours: FreeText | None = Field(default=None, max_length=500)
     contact: Contact | None = None
     locations: list[LocationIn] | None = Field(default=None, max_length=50)
 
@@ -220,8 +214,8 @@ class ServiceFields(_Body):
 
 
 class ServiceCreate(ServiceFields):
-    taxonomy: str
-    names: Texts
+    taxonomy: Line
+    names: Names
     countries: list[CountryCode] = Field(min_length=1, max_length=50)
     accepts_children: bool = False
     capacity: CapacityIn = Field(default_factory=lambda: CapacityIn(total=0, available=0, status="accepting"))
@@ -255,8 +249,8 @@ class ServiceOut(BaseModel):
     language: str | None = Field(description="The language of name and description (from Accept-Language).")
     name: str | None
     description: str | None
-    names: Texts
-    descriptions: Texts
+    names: dict[str, str]
+    descriptions: dict[str, str]
     countries: list[str]
     admin_areas: list[str]
     languages: list[str]
@@ -287,7 +281,7 @@ class ServiceSearch(BaseModel):
     accepting: bool | None = None
     near: str | None = Field(default=None, description="lat,lon")
     radius_km: float | None = Field(default=None, gt=0, le=20_000)
-    q: SafeText | None = Field(default=None, min_length=1, max_length=200)
+    q: Line | None = Field(default=None, min_length=1, max_length=200)
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=64)
 

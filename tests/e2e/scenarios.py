@@ -77,6 +77,8 @@ class Person:
     capacity_note: str  # consent
     withdrawal_reason: str
     justification: str  # risk-to-life override
+    referral_reason: str  # referral: sealed under referral's case key
+    transition_note: str  # referral: a note on a move, sealed likewise
 
     def person_body(self, *, gender: str, citizenship: str, languages: list[str],
                     documents: list[str]) -> dict[str, Any]:
@@ -89,7 +91,7 @@ class Person:
         """Every personal value, as it would appear if it leaked."""
         return [self.given_name, self.family_name, *self.other_names, self.birth_date.isoformat(), self.phone,
                 self.email, self.address, self.notes, self.follow_up_notes, self.witness, self.capacity_note,
-                self.withdrawal_reason, self.justification]
+                self.withdrawal_reason, self.justification, self.referral_reason, self.transition_note]
 
 
 def _years_ago(years: int, days: int = 0) -> date:
@@ -110,7 +112,9 @@ def _fictional(given: str, family: str, other: str, birth: date, phone: str, cit
         notes=f"{given} says {story}", follow_up_notes=f"{given} moved to {city}; a cousin knows the address",
         witness=f"Sister {given[0]}. Okoro, interpreter", capacity_note=f"{given} understood each item, in {given}'s "
         "own language", withdrawal_reason=f"{given} fears the family will learn where {given} lives",
-        justification=f"{given} was found unconscious, needs urgent care, and the recruiter is searching {city}")
+        justification=f"{given} was found unconscious, needs urgent care, and the recruiter is searching {city}",
+        referral_reason=f"{given} {story}; needs protection in {city}",
+        transition_note=f"Spoke with {given} by phone; staying with a friend in {city}")
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ class People:
                 phone=f"+39{digits}", email=f"{marker}.{role}@example.org", address=f"{text} address, Palermo",
                 notes=f"{text} notes", follow_up_notes=f"{text} follow-up notes", witness=f"{text} witness",
                 capacity_note=f"{text} capacity note", withdrawal_reason=f"{text} withdrawal reason",
-                justification=f"{text} risk-to-life justification, written by the caseworker")
+                justification=f"{text} risk-to-life justification, written by the caseworker",
+                referral_reason=f"{text} referral reason", transition_note=f"{text} transition note")
 
         return cls(adult=person("adult", 27), refugee=person("refugee", 33), child=person("child", 14),
                    withdrawing=person("withdrawing", 29), endangered=person("endangered", 24),
@@ -171,8 +176,8 @@ class People:
         return [getattr(self, f.name) for f in fields(self) if f.name != "marker"]
 
     def needles(self) -> list[str]:
-        """Strings that must never appear outside intake's encrypted store: the marker (if any), and every
-        personal value of every person."""
+        """Strings that must never appear outside intake's and referral's encrypted stores: the marker (if
+        any), and every personal value of every person."""
         found = [self.marker] if self.marker else []
         for person in self.persons():
             found += person.texts()
@@ -315,8 +320,9 @@ class Api:
         assert got.status_code == 200, got.text
         return dict(got.json())
 
-    async def move(self, name: str, referral_id: str, to: str, reason_code: str | None = None) -> dict[str, Any]:
-        body = {"to": to} | ({"reason_code": reason_code} if reason_code else {})
+    async def move(self, name: str, referral_id: str, to: str, reason_code: str | None = None,
+                   note: str | None = None) -> dict[str, Any]:
+        body = {"to": to} | ({"reason_code": reason_code} if reason_code else {}) | ({"note": note} if note else {})
         moved = await self.http.post(self.url("referral", f"/referrals/{referral_id}/transitions"),
                                      headers=self.headers(name), json=body)
         assert moved.status_code == 200, moved.text
@@ -529,8 +535,7 @@ async def main_pathway(net: Network, people: People) -> Outcome:
 
             created = await api.refer("iom", case_id=case_id, to_agency=unhcr_id, pathway="protection",
                                       service_type="protection.rsd", priority="urgent",
-                                      reason="Fears return; may need international protection",
-                                      shared_categories=shared)
+                                      reason=amina.referral_reason, shared_categories=shared)
             assert created.status_code == 201, created.text
             referral = created.json()
             referral_id = referral["id"]
@@ -551,7 +556,7 @@ async def main_pathway(net: Network, people: People) -> Outcome:
 
             steps = [RECEIVED, ACCEPTED, IN_PROGRESS, COMPLETED]
             for step in ("received", "accepted", "in_progress", "completed"):
-                await api.move("unhcr", referral_id, step)
+                await api.move("unhcr", referral_id, step, note=amina.transition_note if step == "received" else None)
                 sent = await api.queue("iom", role="sent", pathway="protection")
                 assert sent[referral_id]["status"] == step, "IOM's queue shows each step"
             shown = await api.referral("iom", referral_id)
@@ -596,8 +601,7 @@ async def reverse_pathway(net: Network, people: People) -> Outcome:
         async with CaseSystem(api, "iom") as iom_system:
             created = await api.refer("unhcr", case_id=case_id, to_agency=iom_id, pathway="assistance",
                                       service_type="case_management", priority="urgent",
-                                      reason="Refugee identified as a victim of trafficking; VoT assistance",
-                                      shared_categories=to_iom)
+                                      reason=yonas.referral_reason, shared_categories=to_iom)
             assert created.status_code == 201, created.text
             to_iom_id = created.json()["id"]
             await iom_system.heard(to_iom_id, REQUESTED)
@@ -728,11 +732,11 @@ async def consent_withdrawal(net: Network, people: People) -> Outcome:
             case_id = case["id"]
             consent_id = (await api.consents("iom", case_id))[0]["id"]
             created = await api.refer("iom", case_id=case_id, to_agency=unhcr_id, pathway="protection",
-                                      service_type="protection.rsd", priority="urgent", reason="Fears return",
-                                      shared_categories=shared)
+                                      service_type="protection.rsd", priority="urgent",
+                                      reason=grace.referral_reason, shared_categories=shared)
             assert created.status_code == 201, created.text
             referral_id = created.json()["id"]
-            await api.move("unhcr", referral_id, "received")
+            await api.move("unhcr", referral_id, "received", note=grace.transition_note)
             await api.read_until("unhcr", case_id, "referral", 200)
 
             withdrawn = await api.http.post(
@@ -846,7 +850,7 @@ async def overdue_referral(net: Network, people: People) -> Outcome:
         case_id = case["id"]
         created = await api.refer("iom", case_id=case_id, to_agency=legal_id, pathway="service",
                                   service_type="legal.counselling", priority="emergency",
-                                  reason="Employer threatens to report her", shared_categories=shared)
+                                  reason=mariam.referral_reason, shared_categories=shared)
         assert created.status_code == 201, created.text
         referral = created.json()
         referral_id = referral["id"]
@@ -900,7 +904,7 @@ async def erasure(net: Network, people: People) -> Outcome:
         assert (patched.json()["person"]["address"], patched.json()["screening"]["notes"]) == (
             elena.address, elena.follow_up_notes)
         created = await api.refer("iom", case_id=case_id, to_agency=unhcr_id, pathway="protection",
-                                  service_type="protection.rsd", priority="urgent", reason="Fears return",
+                                  service_type="protection.rsd", priority="urgent", reason=elena.referral_reason,
                                   shared_categories=shared)
         assert created.status_code == 201, created.text
         referral_id = created.json()["id"]
@@ -919,6 +923,11 @@ async def erasure(net: Network, people: People) -> Outcome:
         assert (await api.read("unhcr", case_id, "referral")).status_code == 404
         history = await api.consents("iom", case_id)
         assert history and not any({"witness", "capacity_note", "reason"} & set(c) for c in history), history
+        # referral destroys the case's key when it hears of the erasure: the reason goes with it
+        shredded = await eventually(lambda: api.http.get(api.url("referral", f"/referrals/{referral_id}"),
+                                                         headers=api.headers("iom")),
+                                    lambda r: r.status_code == 200 and r.json()["free_text"] == "erased")
+        assert (shredded.json()["reason"], shredded.json()["status"]) == (None, "cancelled"), shredded.text
         listed = await api.http.get(api.url("intake", "/cases"), headers=api.headers("iom"),
                                     params={"status": "erased", "limit": 500})
         assert case_id in {c["id"] for c in listed.json()["items"]}

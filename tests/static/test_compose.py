@@ -312,6 +312,7 @@ def test_refnet_containers_are_hardened(compose: dict[str, Any]) -> None:
 KEY_SECRETS = {
     "registry": ("registry_signing_key", "REFNET_REGISTRY_SIGNING_KEY_FILE"),
     "intake": ("intake_master_key", "REFNET_INTAKE_MASTER_KEY_FILE"),
+    "referral": ("referral_master_key", "REFNET_REFERRAL_MASTER_KEY_FILE"),
     "audit": ("audit_checkpoint_key", "REFNET_AUDIT_CHECKPOINT_KEY_FILE"),
 }
 

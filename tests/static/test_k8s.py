@@ -251,6 +251,7 @@ def test_key_files_come_from_secret_volumes() -> None:
     expected = {
         "registry": ("REFNET_REGISTRY_SIGNING_KEY_FILE", "refnet-registry-signing-key"),
         "intake": ("REFNET_INTAKE_MASTER_KEY_FILE", "refnet-intake-master-key"),
+        "referral": ("REFNET_REFERRAL_MASTER_KEY_FILE", "refnet-referral-master-key"),
         "audit": ("REFNET_AUDIT_CHECKPOINT_KEY_FILE", "refnet-audit-checkpoint-key"),
     }
     for service, (var, secret) in expected.items():

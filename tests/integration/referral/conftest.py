@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from services.referral.app import create_app
 from services.referral.clearance import HttpClearanceClient
 from services.referral.service import Referrals
 from services.referral.settings import ReferralSettings
+from shared.crypto import MasterKey, write_key_file
 from shared.db import unit_of_work
 from shared.envelope import Event
 from shared.migrations import upgrade
@@ -54,6 +57,8 @@ class FakeCase:
     fear_of_return: bool = False
     # consent id -> (recipient agency or None for any, permitted categories)
     consents: dict[str, tuple[str | None, set[str]]] = field(default_factory=dict)
+    # consent id -> its version (1 unless set)
+    versions: dict[str, int] = field(default_factory=dict)
 
 
 class FakeIntake:
@@ -100,7 +105,7 @@ class FakeIntake:
                       if (to is None or to == body["to_agency"]) and wanted <= cats), None)
         return httpx.Response(200, json={
             "permitted": match is not None, "reason": None if match else "consent-missing",
-            "consent_id": match, "consent_version": 1 if match else None,
+            "consent_id": match, "consent_version": case.versions.get(match, 1) if match else None,
             "facts": {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
                       "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
                       "status": "active"},
@@ -180,6 +185,10 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
         # The tests' receivers are on this machine over plain http, as on the development stack.
         "outbound_allow_http": True, "outbound_allow_private": True,
     }
+    if "master_key_file" not in settings:
+        key_file = Path(tempfile.mkdtemp(prefix="referral-key-")) / "referral_master_key.b64"
+        write_key_file(key_file, MasterKey.generate())
+        values["master_key_file"] = str(key_file)
     values.update(settings)
     clearance = HttpClearanceClient("http://intake.test", SERVICE_TOKEN, transport=httpx.MockTransport(intake.handle))
     app = create_app(ReferralSettings(**values), clearance=clearance, clock=clock,

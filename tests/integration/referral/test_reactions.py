@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -24,7 +25,7 @@ async def status_of(svc: Service, agency: str, rid: str) -> dict:  # type: ignor
     return response.json()  # type: ignore[no-any-return]
 
 
-async def test_consent_withdrawal_cancels_only_open_referrals_that_relied_on_it(svc: Service) -> None:
+async def test_consent_withdrawal_cancels_every_open_referral_made_under_consent(svc: Service) -> None:
     sender, a, b = await svc.agency(), await svc.agency(), await svc.agency()
     case_id, consent_id = svc.intake.add_case(sender)
     # a second consent, to b only, covering the same categories
@@ -50,7 +51,9 @@ async def test_consent_withdrawal_cancels_only_open_referrals_that_relied_on_it(
         last = shown["history"][-1]
         assert (last["by"], last["reason_code"], last["agency"]) == ("system", "consent-withdrawn", None)
     assert (await status_of(svc, sender, rejected_a))["status"] == "rejected"  # the past stays
-    assert (await status_of(svc, sender, to_b["id"]))["status"] == "requested"  # another consent
+    # A withdrawal leaves no consent in force (versions are append-only: only the latest counts), so the
+    # referral made under the other consent ends too.
+    assert (await status_of(svc, sender, to_b["id"]))["status"] == "cancelled"
     # the recipient is told
     feed = await svc.client.get("/events", headers=svc.headers(a, "events:read"))
     cancelled = [e for e in feed.json()["items"] if e["type"].endswith("referral.cancelled.v1")]
@@ -173,3 +176,66 @@ async def test_concurrent_creates_and_suspension_leave_no_open_referral_to_a_sus
         assert shown["status"] == "cancelled", shown
     refused = [r for r in results[:-1] if r.status_code != 201]  # type: ignore[union-attr]
     assert all(r.json()["type"].endswith("recipient-suspended") for r in refused)  # type: ignore[union-attr]
+
+
+def granted(case_id: str, consent_id: str, version: int, *provisions: tuple[str | None, list[str], str],
+            **extra: Any) -> dict[str, Any]:
+    """A consent.granted payload as intake emits it: provisions as (recipient or None, categories, decision)."""
+    return {"case_id": case_id, "agency": "a", "client_id": "c", "consent_id": consent_id,
+            "consent_version": version, "grantor": "self", "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2027-01-01T00:00:00Z",
+            "provisions": [{"purpose": "referral", "recipient_agency": to, "data_categories": cats, "decision": d}
+                           for to, cats, d in provisions], **extra}
+
+
+async def test_withdrawing_a_later_version_cancels_a_referral_made_under_an_earlier_one(svc: Service) -> None:
+    """Issue 16, finding 8: made under v1; v2 replaced v1 (still covering it); v2 withdrawn -> cancelled."""
+    sender, recipient = await svc.agency(), await svc.agency()
+    case_id, v1 = svc.intake.add_case(sender, consent_to=recipient)
+    rid = (await svc.refer(sender, body(case_id, recipient))).json()["id"]
+    await svc.apply("consent.granted.v1", granted(case_id, v1, 1, (recipient, ["identity", "demographics"], "permit")))
+    v2 = "consent-" + uuid.uuid4().hex[:12]
+    await svc.apply("consent.granted.v1", granted(case_id, v2, 2, (None, ["identity", "demographics"], "permit")))
+    assert (await status_of(svc, sender, rid))["status"] == "requested"  # v2 still covers it
+
+    await svc.apply("consent.withdrawn.v1", {"case_id": case_id, "consent_id": v2, "agency": sender,
+                                             "client_id": "c", "consent_version": 3, "withdrawn_version": 2})
+    shown = await status_of(svc, sender, rid)
+    assert shown["status"] == "cancelled"
+    assert shown["history"][-1]["reason_code"] == "consent-withdrawn"
+
+
+async def test_a_new_version_that_no_longer_permits_a_referral_cancels_it(svc: Service) -> None:
+    sender, a, b = await svc.agency(), await svc.agency(), await svc.agency()
+    case_id, v1 = svc.intake.add_case(sender, consent_to=None)
+    to_a = (await svc.refer(sender, body(case_id, a))).json()["id"]
+    to_b = (await svc.refer(sender, body(case_id, b))).json()["id"]
+    to_b_minimal = (await svc.refer(sender, body(case_id, b, service_type="mhpss",
+                                                 shared_categories=["identity"]))).json()["id"]
+
+    # v2: b only -- the referral to a is no longer consented to
+    await svc.apply("consent.granted.v1", granted(case_id, "consent-v2-" + uuid.uuid4().hex[:6], 2,
+                                                  (b, ["identity", "demographics"], "permit")))
+    assert (await status_of(svc, sender, to_a))["status"] == "cancelled"
+    assert (await status_of(svc, sender, to_b))["status"] == "requested"
+    # v3: demographics denied to any agency (deny wins) -- only the referral sharing identity alone stays
+    await svc.apply("consent.granted.v1", granted(case_id, "consent-v3-" + uuid.uuid4().hex[:6], 3,
+                                                  (b, ["identity", "demographics"], "permit"),
+                                                  (None, ["demographics"], "deny")))
+    assert (await status_of(svc, sender, to_b))["status"] == "cancelled"
+    assert (await status_of(svc, sender, to_b_minimal))["status"] == "requested"
+    # an older version arriving late (a replay) changes nothing: v3 stays in force
+    await svc.apply("consent.granted.v1", granted(case_id, v1, 1, (None, ["identity"], "deny")))
+    assert (await status_of(svc, sender, to_b_minimal))["status"] == "requested"
+
+
+async def test_a_clearance_older_than_the_version_we_know_cannot_make_a_referral(svc: Service) -> None:
+    """intake answered under v1 while we already heard of v2 replacing and v3 withdrawing it."""
+    sender, recipient = await svc.agency(), await svc.agency()
+    case_id, _ = svc.intake.add_case(sender, consent_to=recipient)
+    v2 = "consent-" + uuid.uuid4().hex[:12]
+    await svc.apply("consent.granted.v1", granted(case_id, v2, 2, (recipient, ["identity"], "permit")))
+    await svc.apply("consent.withdrawn.v1", {"case_id": case_id, "consent_id": v2, "agency": sender,
+                                             "client_id": "c", "consent_version": 3, "withdrawn_version": 2})
+    refused = await svc.refer(sender, body(case_id, recipient))  # the fake intake still answers with v1
+    assert refused.status_code == 409 and refused.json()["type"].endswith("consent-missing")

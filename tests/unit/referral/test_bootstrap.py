@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.launcher.bootstrap import BootstrapContext
-from services.referral.bootstrap import ENV_VAR, prepare
+from services.referral.bootstrap import ENV_VAR, KEY_ENV_VAR, prepare
+from shared.crypto import MasterKey
 
 
 def context(home: Path) -> BootstrapContext:
@@ -21,3 +22,14 @@ def test_credentials_file_is_passed_when_present(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     prepare(ctx)
     assert ctx.env[ENV_VAR] == str(tmp_path / "credentials" / "referral-service.json")
+
+
+def test_a_development_master_key_is_made_once_and_kept(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    prepare(ctx)
+    key_file = Path(ctx.env[KEY_ENV_VAR])
+    assert key_file.parent == ctx.keys_dir and key_file.stat().st_mode & 0o077 == 0
+    first = MasterKey.from_file(key_file)
+    again = context(tmp_path)
+    prepare(again)
+    assert MasterKey.from_file(again.env[KEY_ENV_VAR]).key_id == first.key_id

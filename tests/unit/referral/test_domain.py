@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.referral import domain
 from services.referral.domain import (
     FAIL_REASONS,
     OPEN_STATES,
@@ -271,3 +272,62 @@ def test_random_walks_only_follow_the_diagram_and_never_leave_a_terminal_state(
         assert (state, to) in TRANSITIONS or to is Status.cancelled
         assert state in OPEN_STATES
         state = move.to
+
+
+# --- consent in force (issue 16, finding 8) -----------------------------------------------------------------
+
+_AT = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _consent(*provisions: tuple[str | None, list[str], str], version: int = 2,
+             valid_until: datetime | None = None) -> domain.KnownConsent:
+    return domain.KnownConsent(version=version, kind="grant", valid_from=_AT - timedelta(days=1),
+                               valid_until=valid_until, provisions=tuple(
+                                   {"purpose": "referral", "recipient_agency": to, "data_categories": cats,
+                                    "decision": d} for to, cats, d in provisions))
+
+
+def test_only_a_grant_in_force_covers_a_referral() -> None:
+    consent = _consent((None, ["identity", "demographics"], "permit"))
+    assert domain.consent_covers(consent, recipient="b", categories=["identity"], at=_AT)
+    assert not domain.consent_covers(consent, recipient="b", categories=["identity", "health"], at=_AT)
+    assert not domain.consent_covers(None, recipient="b", categories=["identity"], at=_AT)
+    assert not domain.consent_covers(domain.KnownConsent(version=3, kind="withdrawal"), recipient="b",
+                                     categories=["identity"], at=_AT)
+    expired = _consent((None, ["identity"], "permit"), valid_until=_AT)
+    assert not domain.consent_covers(expired, recipient="b", categories=["identity"], at=_AT)
+    denied = _consent((None, ["identity"], "permit"), ("b", ["identity"], "deny"))
+    assert not domain.consent_covers(denied, recipient="b", categories=["identity"], at=_AT)
+    assert domain.consent_covers(denied, recipient="c", categories=["identity"], at=_AT)
+
+
+def test_referrals_under_any_earlier_version_end_when_the_version_in_force_does_not_cover_them() -> None:
+    consent = _consent(("b", ["identity"], "permit"))
+    open_ = [domain.OpenReferral("r-a", "a", ("identity",), "consent-v1"),
+             domain.OpenReferral("r-b", "b", ("identity",), "consent-v1"),
+             domain.OpenReferral("r-b2", "b", ("identity", "health"), "consent-v2"),
+             domain.OpenReferral("r-override", "a", ("identity",), None)]
+    assert domain.no_longer_consented(consent, open_, _AT) == ["r-a", "r-b2"]
+    assert domain.no_longer_consented(None, open_, _AT) == ["r-a", "r-b", "r-b2"]
+
+
+def test_a_clearance_is_stale_once_a_later_version_is_known() -> None:
+    assert domain.consent_still_current(1, None)
+    assert domain.consent_still_current(2, 2)
+    assert not domain.consent_still_current(1, 3)
+    assert domain.consent_still_current(None, 3)  # an override, not a consent
+
+
+def test_free_text_reaches_the_recipient_only_open_shared_and_consented() -> None:
+    def shown(viewer: Party, author: Party | None, status: Status = Status.accepted,
+              shared: tuple[str, ...] = ("identity", "notes"), consented: bool = True) -> bool:
+        return domain.free_text_shown(viewer=viewer, author=author, status=status, shared_categories=shared,
+                                      consented=consented)
+
+    assert shown(Party.recipient, Party.sender)
+    assert not shown(Party.recipient, Party.sender, shared=("identity", "health"))  # free text needs notes
+    assert not shown(Party.recipient, Party.sender, consented=False)
+    assert not shown(Party.recipient, Party.sender, status=Status.completed)
+    assert shown(Party.recipient, Party.recipient, status=Status.rejected, shared=("identity",))  # its own note
+    assert not shown(Party.recipient, Party.system, consented=False)
+    assert shown(Party.sender, Party.recipient, status=Status.cancelled, consented=False)  # the case's owner
