@@ -20,11 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import audit, directory, memory, referrals, report, tokens
+from bench import audit, directory, memory, referrals, report, retention, tokens
 from bench.common import RssSampler, Section, Settings
 from bench.stack import REPO, BenchStack
 
-BENCHMARKS = ("tokens", "referrals", "delivery", "directory", "audit", "memory")
+BENCHMARKS = ("tokens", "referrals", "delivery", "directory", "audit", "retention", "memory")
 console = Console()
 
 # The token endpoint throttles each client to 120 requests a minute (a safeguard against a misbehaving
@@ -100,6 +100,8 @@ async def main(args: argparse.Namespace) -> None:
             await step("directory", lambda s: directory.run(stack, settings, sampler, s))
         if "audit" in only:
             await step("audit", lambda s: audit.run(stack, settings, sampler, s))
+        if "retention" in only:
+            await step("retention", lambda s: retention.run(stack, settings, s))
         audit_growth = next((s.data.get("growth") for s in sections if s.name == "audit"), None)
         await step("memory", lambda s: memory.run(stack, settings, sampler, s, idle, growth="memory" in only,
                                                    audit_growth=audit_growth))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploy.launcher.events_cli import events_app
 from shared.settings import SERVICE_NAMES, ServiceSettings
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ contract_app = typer.Typer(help="The public contract as documents (AsyncAPI, JSO
                            no_args_is_help=True)
 app.add_typer(contract_app, name="contract")
 console = Console()
+app.add_typer(events_app, name="events")
 
 ServiceName = Annotated[str, typer.Argument(help="registry, intake, referral or audit")]
 

@@ -30,6 +30,10 @@ from shared.kafka import dlq_topic, ensure_topics
 from shared.settings import DEFAULT_PORTS, SERVICE_NAMES
 from shared.topics import ALL_TOPICS
 
+#: The order ``start_services`` starts the services in (see there).
+STARTUP_ORDER = ("registry", "referral", "intake", "audit")
+assert sorted(STARTUP_ORDER) == sorted(SERVICE_NAMES)
+
 
 def refnet_home() -> Path:
     return Path(os.environ.get("REFNET_HOME", Path.cwd() / ".refnet")).resolve()
@@ -226,6 +230,9 @@ class Stack:
             # over plain http (production refuses both; the environment may say so here too).
             "REFNET_OUTBOUND_ALLOW_HTTP": "true",
             "REFNET_OUTBOUND_ALLOW_PRIVATE": "true",
+            # The embedded broker forgets everything when it stops: the outboxes keep what they published for
+            # ever, to publish it again at the next start (shared/outbox.py).
+            "REFNET_OUTBOX_RETENTION_DAYS": "0",
             **os.environ,
             f"{prefix}DATABASE_URL": service_database_url(self.server_url, service),
             f"{prefix}PORT": str(self.config.service_ports[service]),
@@ -263,14 +270,16 @@ class Stack:
             self.extra_env[service].update(ctx.env)
 
     def start_services(self) -> None:
-        """The registry first, and once it is ready the others: intake and referral start from its events
-        (agencies, services) and every service checks tokens against its keys."""
-        self.start_service("registry")
-        self.wait_ready(services=["registry"])
-        self.say("registry ready")
-        for service in SERVICE_NAMES:
-            if service != "registry":
-                self.start_service(service)
+        """One at a time, each once the one before is ready, in the order their read models depend on each
+        other: the registry (agencies, services, keys), referral (which reads the registry), intake (which reads
+        referrals: a recipient's read is decided from them), audit (which reads everything). A service is ready
+        once its read models have caught up with what the broker holds; after a restart the broker holds only
+        what each relay has published again, so a service judged before its sources had done so would serve
+        from a read model that is not whole -- a recipient refused a case it may read, say."""
+        for service in STARTUP_ORDER:
+            self.start_service(service)
+            self.wait_ready(services=[service])
+            self.say(f"{service} ready")
 
     def start_service(self, service: str) -> subprocess.Popen[bytes]:
         """Start one service's process, or start it again after it died (its log is appended to).

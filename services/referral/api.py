@@ -199,7 +199,7 @@ async def pull_events(
                         "`\"suppressed\"`; a quarter publishes only what all three of its months publish.")
 async def stats(
     request: Request, principal: StatsReader, referrals: Broker,
-    period: Annotated[str, Query(max_length=16, description="a calendar month (2026-11) or quarter (2026-Q3) "
+    period: Annotated[Line, Query(max_length=16, description="a calendar month (2026-11) or quarter (2026-Q3) "
                                                             "that has ended, UTC")],
 ) -> dict[str, Any]:
     unknown = sorted(set(request.query_params) - {"period"})

@@ -7,6 +7,7 @@ stops it with a Ctrl-C.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from deploy.launcher.infra import free_port
+from deploy.launcher.stack import STARTUP_ORDER
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("registry", "intake", "referral", "audit")
@@ -127,17 +129,18 @@ def test_up_serves_every_service_after_a_launcher_that_died_and_status_reports_i
     assert "outbox rows kept" in table and "last republish" in table and f"launcher pid: {stack.launcher.pid}" in table
 
 
-def test_the_registry_is_ready_before_the_other_services_start(stack: RunningStack) -> None:
-    ready = _log_events(stack.home / "logs" / "registry.log", "service_started")[0]
+def test_each_service_starts_once_the_one_it_reads_from_is_ready(stack: RunningStack) -> None:
+    """registry, referral, intake, audit: after a restart each reads what the one before published again."""
     # Process start times count from the boot time, which is whole seconds: measured against the wall clock the
     # logs use, with a process started now.
     now = subprocess.Popen(["sleep", "1"])
     offset = time.time() - psutil.Process(now.pid).create_time()
     now.wait()
-    for service in SERVICES[1:]:
-        # Started once the registry's /readyz answered 200, which is after its startup finished (0.1 s for
-        # clock ticks; started together, they would start seconds before).
-        assert stack.processes[service].create_time() + offset > ready - 0.1, service
+    for before, after in itertools.pairwise(STARTUP_ORDER):
+        ready = _log_events(stack.home / "logs" / f"{before}.log", "service_started")[0]
+        # Started once the one before answered /readyz with 200, which is after its startup finished (0.1 s
+        # for clock ticks; started together, they would start seconds before).
+        assert stack.processes[after].create_time() + offset > ready - 0.1, (before, after)
 
 
 def _log_events(path: Path, event: str) -> list[float]:
