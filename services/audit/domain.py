@@ -75,10 +75,14 @@ RESOURCE_BY_PREFIX = {
 }
 # Actions that are a party seeing (or trying to see) a case's data: these, and any ``<thing>.read``.
 ACCESS_ACTIONS = frozenset({"case.read", "access.denied"})
+# Writes whose answer carries the case back to the writer: intake's event of the write is the act's one entry,
+# and names the purpose the answer was given for -- then it is an access too.
+DISCLOSING_WRITES = frozenset({"case.create", "case.update", "case.close"})
 
 
-def is_access(action: str) -> bool:
-    return action in ACCESS_ACTIONS or action.endswith(".read")
+def is_access(action: str, purpose: str | None = None) -> bool:
+    return (action in ACCESS_ACTIONS or action.endswith(".read")
+            or (action in DISCLOSING_WRITES and purpose is not None))
 CONSENT_PREFIX = "consent."
 
 

@@ -26,7 +26,7 @@ async def test_a_third_agency_gets_404_on_every_case_endpoint(intake: Intake) ->
     case_id = created["id"]
     history = await intake.client.get(f"/cases/{case_id}/consents", headers=intake.headers(owner))
     consent_id = history.json()["items"][0]["id"]
-    h = intake.headers(stranger, acting_user="u1", purpose="case_management")
+    h = intake.writer(stranger, acting_user="u1")
     calls = [
         intake.client.get(f"/cases/{case_id}", headers=h),
         intake.client.patch(f"/cases/{case_id}", headers=h, json={"fear_of_return": False}),
@@ -179,7 +179,7 @@ async def test_a_childs_consent_needs_a_guardian_and_assent(intake: Intake) -> N
     owner = agency()
     child = unique_person() | {"birth_date": None, "estimated_age": 12}
     by_self = await intake.client.post("/cases", json=case_body(child, consent=consent_body()),
-                                       headers=intake.headers(owner))
+                                       headers=intake.writer(owner))
     assert by_self.status_code == 422
     assert by_self.json()["errors"][0]["loc"] == ["body", "initial_consent", "grantor"]
 
@@ -231,8 +231,10 @@ async def test_override_needs_a_second_different_approver(intake: Intake) -> Non
     assert justification not in str(events[0].data)
     denied = await topic_events(
         intake.bootstrap, AUDIT_ACCESS,
-        lambda e: e.data.get("case_id") == created["id"] and e.data["action"] == "consent.override", expect=3)
-    assert sorted(r.data["outcome"] for r in denied) == ["denied", "denied", "success"]
+        lambda e: e.data.get("case_id") == created["id"] and e.data["action"] == "consent.override", expect=3,
+        timeout=5)
+    # The refusals are access records; the override itself is its event above (one audit entry per act).
+    assert sorted(r.data["outcome"] for r in denied) == ["denied", "denied"]
     [read_record] = await topic_events(
         intake.bootstrap, AUDIT_ACCESS,
         lambda e: e.data.get("case_id") == created["id"] and e.data["agency"] == recipient)
@@ -250,8 +252,8 @@ async def test_clearance(intake: Intake) -> None:
     assert ok.status_code == 200, ok.text
     answer = ok.json()
     assert answer["permitted"] is True and answer["consent_version"] == 1 and answer["consent_id"]
-    assert answer["facts"] == {"is_minor": False, "bia_completed": False, "bid_completed": False,
-                               "fear_of_return": True, "status": "active"}
+    assert answer["facts"] == {"is_minor": False, "age_known": True, "bia_completed": False,
+                               "bid_completed": False, "fear_of_return": True, "status": "active"}
 
     too_much = await intake.client.post("/internal/clearance", headers=service,
                                         json=body | {"data_categories": ["identity", "contact"]})
@@ -294,7 +296,7 @@ async def test_erasure_removes_personal_data_for_everyone(intake: Intake) -> Non
     assert consents.status_code == 200
     listed = await intake.client.get("/cases?status=erased", headers=intake.headers(owner))
     assert [c["id"] for c in listed.json()["items"]] == [case_id]
-    patch = await intake.client.patch(f"/cases/{case_id}", headers=intake.headers(owner), json={"status": "active"})
+    patch = await intake.client.patch(f"/cases/{case_id}", headers=intake.writer(owner), json={"status": "active"})
     assert patch.status_code == 409
     events = await topic_events(intake.bootstrap, INTAKE_EVENTS,
                                 lambda e: e.partition_key == case_id and "erased" in e.type)
@@ -329,6 +331,21 @@ async def test_a_suspended_recipient_reads_nothing(intake: Intake) -> None:
 async def test_a_person_of_unknown_age_is_presumed_a_child_for_consent(intake: Intake) -> None:
     unknown_age = unique_person() | {"birth_date": None}
     response = await intake.client.post("/cases", json=case_body(unknown_age, consent=consent_body()),
-                                        headers=intake.headers(agency()))
+                                        headers=intake.writer(agency()))
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "initial_consent", "grantor"]
+
+
+async def test_clearance_presumes_a_person_of_unknown_age_a_child(intake: Intake) -> None:
+    """Rule 4: no birth date and no estimate is a child to every guard -- clearance never answers "unknown"
+    (referral waited for ever on ``is_minor: null``)."""
+    owner, recipient = agency(), agency()
+    guardian = consent_body(recipient, grantor="guardian", child_assent=True)
+    created = await intake.register(owner, case_body(unique_person() | {"birth_date": None}, consent=guardian))
+    assert created["is_minor"] is None  # what intake recorded: the age is not known
+    answer = await intake.client.post(
+        "/internal/clearance", headers=intake.headers("referral-service", "cases:clearance"),
+        json={"case_id": created["id"], "to_agency": recipient, "data_categories": ["identity"],
+              "pathway": "avrr"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["facts"]["is_minor"] is True and answer.json()["facts"]["age_known"] is False

@@ -265,3 +265,12 @@ def test_checkpoint_text_round_trips_and_signs() -> None:
     assert note.startswith(body + "\n\u2014 refnet.local/audit ")
     assert stamp[:4] == key_hash("refnet.local/audit", signer.public_key) and stamp[4:] == signature
     assert signer.key_id == stamp[:4].hex()
+
+
+def test_a_write_whose_answer_carried_the_case_is_an_access() -> None:
+    from services.audit.domain import is_access
+
+    assert is_access("case.create", "case_management") and is_access("case.update", "case_management")
+    assert not is_access("case.create")  # an event that names no purpose disclosed nothing
+    assert not is_access("case.erase", "case_management") and not is_access("consent.grant", "case_management")
+    assert is_access("case.read") and is_access("consent.read")
