@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +27,7 @@ from services.intake.crypto import (
     Keyring,
     KeyUnavailable,
     MasterKey,
+    Undecryptable,
     new_data_key,
     open_sealed,
     seal,
@@ -155,6 +157,50 @@ async def _personal(ctx: Context, session: AsyncSession, row: CaseRow) -> dict[s
     if key is None:
         return None
     return open_sealed(key, row.sealed, case_id=row.id, label=CASE_LABEL)
+
+
+def _clear_trafficking_facts(row: CaseRow) -> dict[str, Any]:
+    """Trafficking facts a case still holds in clear: stored before intake_0005, or by an older replica during
+    a rolling upgrade."""
+    return {k: row.facts[k] for k in domain.SEALED_FACTS if k in row.facts}
+
+
+def _seal_clear_facts(row: CaseRow, personal: dict[str, Any] | None) -> dict[str, Any]:
+    """Move ``row``'s clear trafficking facts into ``personal`` (to be sealed by the caller; a value already
+    sealed is newer and wins) -- or, with no personal data (erased), drop them."""
+    clear = _clear_trafficking_facts(row)
+    if clear:
+        row.facts = {k: v for k, v in row.facts.items() if k not in domain.SEALED_FACTS}
+    if personal is None:
+        return {}
+    personal["screening"] = {**clear, **personal.get("screening", {})}
+    return personal
+
+
+async def seal_clear_facts(ctx: Context, batch: int = 200) -> int:
+    """Seal every case's trafficking facts still in clear, batch by batch (resumable; replicas skip each other's
+    rows). Returns how many cases it changed. A case whose key does not open is left for the next run."""
+    done, after = 0, ""
+    while True:
+        async with unit_of_work(ctx.sessions) as session:
+            rows = list((await session.execute(
+                select(CaseRow).where(CaseRow.facts.has_any(array(domain.SEALED_FACTS)), CaseRow.id > after)
+                .order_by(CaseRow.id).limit(batch).with_for_update(skip_locked=True))).scalars())
+            for row in rows:
+                try:
+                    data_key = await _data_key(ctx, session, row.id) if row.sealed is not None else None
+                    if data_key is None or row.sealed is None:
+                        _seal_clear_facts(row, None)  # erased: the facts should have gone with the key
+                    else:
+                        personal = open_sealed(data_key, row.sealed, case_id=row.id, label=CASE_LABEL)
+                        row.sealed = seal(data_key, _seal_clear_facts(row, personal), case_id=row.id,
+                                          label=CASE_LABEL)
+                except (KeyUnavailable, Undecryptable):
+                    continue  # left in clear until its master key is configured; the others go on
+                done += 1
+        if len(rows) < batch:
+            return done
+        after = rows[-1].id
 
 
 async def _own_case(session: AsyncSession, principal: Principal, case_id: str, *, lock: bool = False) -> CaseRow:
@@ -418,10 +464,10 @@ async def update_case(ctx: Context, principal: Principal, case_id: str, patch: d
                 if name == "trafficking_status":
                     row.trafficking_status = value
         row.facts = facts
-        if person_changes or sealed_changes or "notes" in changes:
+        if person_changes or sealed_changes or "notes" in changes or _clear_trafficking_facts(row):
             data_key = await _data_key(ctx, session, row.id)
             assert data_key is not None and row.sealed is not None  # only erased cases have no key
-            personal = open_sealed(data_key, row.sealed, case_id=row.id, label=CASE_LABEL)
+            personal = _seal_clear_facts(row, open_sealed(data_key, row.sealed, case_id=row.id, label=CASE_LABEL))
             personal["person"].update(person_changes)
             personal.setdefault("screening", {}).update(sealed_changes)
             if "notes" in changes:
@@ -442,6 +488,7 @@ async def erase_case(ctx: Context, principal: Principal, case_id: str) -> dict[s
         row = await _own_case(session, principal, case_id, lock=True)
         if row.status != "erased":
             await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == row.id))
+            _seal_clear_facts(row, None)  # a case stored before intake_0005: its facts go with its key
             row.sealed = None
             row.status = "erased"
             row.erased_at = row.updated_at = _now()

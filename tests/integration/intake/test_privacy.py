@@ -8,14 +8,15 @@ import asyncio
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from services.audit.domain import draft_from_event, is_access
-from services.intake import domain
-from services.intake.crypto import MasterKey, new_data_key, open_sealed, seal, unwrap, wrap, write_key_file
+from services.intake import domain, service
+from services.intake.crypto import Keyring, MasterKey, new_data_key, open_sealed, seal, wrap
 from services.intake.store import CaseKeyRow, CaseRow
 from shared.migrations import upgrade
 from shared.topics import AUDIT_ACCESS, INTAKE_EVENTS
@@ -160,14 +161,14 @@ async def test_trafficking_facts_are_sealed_and_erased_with_the_case(intake: Int
     assert set(after) == {*domain.CLEAR_FACTS, "bia_completed_at", "bid_completed_at"}
 
 
-async def test_the_migration_seals_existing_facts_and_drops_those_of_erased_cases(
-    new_database: Callable[[str], str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+async def test_facts_stored_in_clear_before_are_dropped_if_erased_and_sealed_by_intake(
+    new_database: Callable[[str], str], tmp_path: Path,
 ) -> None:
+    """intake_0005 drops the clear facts of erased cases (no key needed); intake's sweep seals the others with
+    their case key (the migration job holds no master key; older replicas keep working meanwhile)."""
     url = new_database("intake_mig")
     await asyncio.to_thread(upgrade, "intake", url, "intake_0004")
     key = MasterKey.generate()
-    key_file = tmp_path / "master.b64"
-    write_key_file(key_file, key)
     data_key = new_data_key()
     live, erased = "case-" + secrets.token_hex(16), "case-" + secrets.token_hex(16)
     facts = {"trafficking_status": "actual", "fear_of_return": True, "needs": ["shelter"], **TRAFFICKING_FACTS}
@@ -176,25 +177,47 @@ async def test_the_migration_seals_existing_facts_and_drops_those_of_erased_case
     try:
         async with engine.begin() as conn:
             for case_id, sealed in ((live, seal(data_key, personal, case_id=live, label="case")), (erased, None)):
-                conn_row = CaseRow(id=case_id, owner_agency="agy_a", status="active" if sealed else "erased",
-                                   is_minor=False, age_band="30-38", gender="feminine", citizenship="ER",
-                                   trafficking_status="actual", facts=facts, sealed=sealed, created_by_client="c")
                 await conn.execute(CaseRow.__table__.insert().values(
-                    {c.name: getattr(conn_row, c.key) for c in CaseRow.__table__.columns
-                     if getattr(conn_row, c.key) is not None}))
+                    id=case_id, owner_agency="agy_a", status="active" if sealed else "erased", is_minor=False,
+                    age_band="30-38", gender="feminine", citizenship="ER", trafficking_status="actual",
+                    facts=facts, sealed=sealed, created_by_client="c"))
             await conn.execute(CaseKeyRow.__table__.insert().values(
                 case_id=live, wrapped_key=wrap(data_key, key, live), master_key_id=key.key_id))
-        # Cases to re-seal and no master key: the migration stops, naming the setting.
-        monkeypatch.delenv("REFNET_INTAKE_MASTER_KEY_FILE", raising=False)
-        with pytest.raises(RuntimeError, match="REFNET_INTAKE_MASTER_KEY_FILE"):
-            await asyncio.to_thread(upgrade, "intake", url, "intake_0005")
-        monkeypatch.setenv("REFNET_INTAKE_MASTER_KEY_FILE", str(key_file))
+
+        async def stored() -> dict[str, Any]:
+            async with engine.connect() as conn:
+                return {r.id: r for r in (await conn.execute(text("SELECT id, facts, sealed FROM cases"))).all()}
+
         await asyncio.to_thread(upgrade, "intake", url, "intake_0005")
-        async with engine.connect() as conn:
-            rows = {r.id: r for r in (await conn.execute(text("SELECT id, facts, sealed FROM cases"))).all()}
-            [wrapped] = (await conn.execute(text("SELECT wrapped_key FROM case_keys"))).scalars().all()
-        assert set(rows[live].facts) == set(rows[erased].facts) == {"trafficking_status", "fear_of_return", "needs"}
-        opened = open_sealed(unwrap(wrapped, key, live), rows[live].sealed, case_id=live, label="case")
+        rows = await stored()
+        assert set(rows[erased].facts) == set(domain.CLEAR_FACTS)
+        assert rows[live].facts == facts  # sealed by intake, which holds the key
+
+        ctx = service.Context(sessions=async_sessionmaker(engine, expire_on_commit=False), keyring=Keyring(key),
+                              source="/refnet/intake")
+        assert await service.seal_clear_facts(ctx, batch=1) == 1
+        rows = await stored()
+        assert set(rows[live].facts) == set(domain.CLEAR_FACTS)
+        opened = open_sealed(data_key, rows[live].sealed, case_id=live, label="case")
         assert opened == {**personal, "screening": TRAFFICKING_FACTS}
+        assert await service.seal_clear_facts(ctx) == 0  # nothing left
     finally:
         await engine.dispose()
+
+
+async def test_an_update_or_an_erasure_takes_clear_facts_an_older_replica_left(intake: Intake) -> None:
+    owner = agency()
+    updated, erased = (await intake.register(owner))["id"], (await intake.register(owner))["id"]
+    async with intake.app.state.runtime.sessions() as session, session.begin():
+        # What a replica of the previous release writes during a rolling upgrade: the facts in clear.
+        await session.execute(text("UPDATE cases SET facts = facts || CAST(:clear AS jsonb) WHERE id IN (:a, :b)"),
+                              {"clear": '{"risk_level": "low", "recruiter_relation": "family"}',
+                               "a": updated, "b": erased})
+    view = (await intake.read(updated, owner)).json()["screening"]
+    assert view["risk_level"] == "high"  # what this release sealed is newer than what was left in clear
+    assert (await intake.client.patch(f"/cases/{updated}", headers=intake.writer(owner),
+                                      json={"notes": "moved"})).status_code == 200
+    assert set((await _row(intake, updated)).facts) == set(domain.CLEAR_FACTS)
+    assert (await intake.read(updated, owner)).json()["screening"]["recruiter_relation"] == "other"
+    assert (await intake.client.post(f"/cases/{erased}/erase", headers=intake.headers(owner))).status_code == 202
+    assert set((await _row(intake, erased)).facts) == set(domain.CLEAR_FACTS)

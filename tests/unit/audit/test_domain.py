@@ -274,3 +274,15 @@ def test_a_write_whose_answer_carried_the_case_is_an_access() -> None:
     assert not is_access("case.create")  # an event that names no purpose disclosed nothing
     assert not is_access("case.erase", "case_management") and not is_access("consent.grant", "case_management")
     assert is_access("case.read") and is_access("consent.read")
+
+
+def test_a_write_that_answered_with_the_case_gets_its_consent_in_force() -> None:
+    from services.audit.domain import consents_in_force
+
+    entries = [
+        {"index": 0, "occurred_at": "2026-01-01T00:00:00Z", "action": "consent.grant", "resource_type": "Consent",
+         "resource_id": "c1", "details": {"consent_version": 1}, "purpose": None, "agency": "a"},
+        {"index": 1, "occurred_at": "2026-01-01T00:00:01Z", "action": "case.update", "resource_type": "Case",
+         "resource_id": "k", "details": {}, "purpose": "case_management", "agency": "a"},
+    ]
+    assert consents_in_force(entries)[1].consent_id == "c1"
