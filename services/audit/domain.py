@@ -213,8 +213,9 @@ def draft_from_event(event: Event) -> EntryDraft:
     outcome = data.pop("outcome", "success")
     if outcome not in OUTCOMES:
         raise NotAuditable("field outcome is not success, denied or error")
-    resource_type, id_field = RESOURCE_BY_ACTION.get(action) or RESOURCE_BY_PREFIX.get(action.split(".", 1)[0],
-                                                                                       (None, None))
+    resource: tuple[str | None, str | None] = (
+        RESOURCE_BY_ACTION.get(action) or RESOURCE_BY_PREFIX.get(action.split(".", 1)[0]) or (None, None))
+    resource_type, id_field = resource
     resource_id = None
     if id_field is not None:
         resource_id = _token_or_none(data, id_field)

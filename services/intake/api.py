@@ -111,8 +111,10 @@ async def grant_consent(case_id: str, body: domain.ConsentBody, principal: Conse
 
 
 @router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)")
-async def list_consents(case_id: str, principal: CaseReader, ctx: Ctx) -> dict[str, Any]:
-    return await service.list_consents(ctx, principal, case_id)
+async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)],
+                        ctx: Ctx) -> dict[str, Any]:
+    # Witnesses' names, capacity notes, withdrawal reasons: a read of personal data, for a named purpose.
+    return await service.list_consents(ctx, principal, case_id, purpose)
 
 
 @router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,

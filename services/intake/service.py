@@ -605,7 +605,7 @@ def _consent_view(row: ConsentRow, free_text: dict[str, Any] | None,
     return view
 
 
-async def list_consents(ctx: Context, principal: Principal, case_id: str) -> dict[str, Any]:
+async def list_consents(ctx: Context, principal: Principal, case_id: str, purpose: str) -> dict[str, Any]:
     async with unit_of_work(ctx.sessions) as session:
         case = await _own_case(session, principal, case_id)
         rows = list((await session.execute(
@@ -619,7 +619,7 @@ async def list_consents(ctx: Context, principal: Principal, case_id: str) -> dic
                 text = open_sealed(data_key, r.sealed, case_id=case.id, label=f"consent:{r.id}")
             items.append(_consent_view(r, text, states))
         await _access(ctx, session, principal, action="consent.read", outcome="success", case_id=case.id,
-                      resource_type="Consent")
+                      purpose=purpose, resource_type="Consent")
     return {"items": items, "next_cursor": None}
 
 

@@ -294,7 +294,8 @@ class Api:
     async def consents(self, owner: str, case_id: str) -> list[dict[str, Any]]:
         got = await self.http.get(self.url("intake", f"/cases/{case_id}/consents"), headers=self.headers(owner))
         assert got.status_code == 200, got.text
-        self.accesses.setdefault(case_id, []).append(Access("consent.read", self.id(owner), "success", None))
+        self.accesses.setdefault(case_id, []).append(Access("consent.read", self.id(owner), "success",
+                                                            "case_management"))
         return list(got.json()["items"])
 
     async def patch(self, owner: str, case_id: str, body: Mapping[str, Any]) -> httpx.Response:

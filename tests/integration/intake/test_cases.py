@@ -106,7 +106,7 @@ async def test_update_list_and_filters(intake: Intake) -> None:
 async def test_initial_consent_is_recorded_with_the_case(intake: Intake) -> None:
     owner = agency()
     created = await intake.register(owner, case_body(consent=consent_body()))
-    history = await intake.client.get(f"/cases/{created['id']}/consents", headers=intake.headers(owner))
+    history = await intake.client.get(f"/cases/{created['id']}/consents", headers=intake.writer(owner))
     assert history.status_code == 200
     [version] = history.json()["items"]
     assert version["version"] == 1 and version["status"] == "active"

@@ -46,6 +46,9 @@ async def test_writes_that_answer_with_the_case_name_a_purpose(intake: Intake) -
                                         json={"status": "follow_up"})
     assert patched.status_code == 400 and patched.json()["type"].endswith("purpose-required")
     assert "person" not in patched.text
+    # The consent history holds witnesses' names and capacity notes: a read like any other.
+    history = await intake.client.get(f"/cases/{created['id']}/consents", headers=intake.headers(owner))
+    assert history.status_code == 400 and history.json()["type"].endswith("purpose-required")
 
 
 async def test_a_write_is_one_audit_entry_and_an_access_with_its_purpose(intake: Intake) -> None:

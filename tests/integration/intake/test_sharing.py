@@ -24,7 +24,7 @@ async def test_a_third_agency_gets_404_on_every_case_endpoint(intake: Intake) ->
     owner, stranger = agency(), agency()
     created = await intake.register(owner, case_body(consent=consent_body()))
     case_id = created["id"]
-    history = await intake.client.get(f"/cases/{case_id}/consents", headers=intake.headers(owner))
+    history = await intake.client.get(f"/cases/{case_id}/consents", headers=intake.writer(owner))
     consent_id = history.json()["items"][0]["id"]
     h = intake.writer(stranger, acting_user="u1")
     calls = [
@@ -115,7 +115,7 @@ async def test_withdrawal_stops_the_very_next_read_and_is_recorded(intake: Intak
     assert (await intake.read(case_id, recipient, "referral")).status_code == 200
 
     consent_id = (await intake.client.get(f"/cases/{case_id}/consents",
-                                          headers=intake.headers(owner))).json()["items"][0]["id"]
+                                          headers=intake.writer(owner))).json()["items"][0]["id"]
     withdrawn = await intake.client.post(f"/cases/{case_id}/consents/{consent_id}/withdraw",
                                          headers=intake.headers(owner), json={"reason": "asked to stop"})
     assert withdrawn.status_code == 201, withdrawn.text
@@ -124,7 +124,7 @@ async def test_withdrawal_stops_the_very_next_read_and_is_recorded(intake: Intak
     refused = await intake.read(case_id, recipient, "referral")
     assert refused.status_code == 404
 
-    history = (await intake.client.get(f"/cases/{case_id}/consents", headers=intake.headers(owner))).json()
+    history = (await intake.client.get(f"/cases/{case_id}/consents", headers=intake.writer(owner))).json()
     assert [v["status"] for v in history["items"]] == ["withdrawn", "withdrawal"]
     again = await intake.client.post(f"/cases/{case_id}/consents/{consent_id}/withdraw",
                                      headers=intake.headers(owner), json={})
@@ -151,7 +151,7 @@ async def test_an_expired_consent_behaves_like_a_withdrawn_one(intake: Intake) -
     assert (await intake.read(created["id"], recipient, "referral")).status_code == 200
     await asyncio.sleep(2.2)
     assert (await intake.read(created["id"], recipient, "referral")).status_code == 404
-    history = (await intake.client.get(f"/cases/{created['id']}/consents", headers=intake.headers(owner))).json()
+    history = (await intake.client.get(f"/cases/{created['id']}/consents", headers=intake.writer(owner))).json()
     assert history["items"][0]["status"] == "expired"
 
 
@@ -292,7 +292,7 @@ async def test_erasure_removes_personal_data_for_everyone(intake: Intake) -> Non
     for value in (person["given_name"], person["birth_date"], person["phone"]):
         assert value not in owner_view.text
     assert (await intake.read(case_id, recipient, "referral")).status_code == 404
-    consents = await intake.client.get(f"/cases/{case_id}/consents", headers=intake.headers(owner))
+    consents = await intake.client.get(f"/cases/{case_id}/consents", headers=intake.writer(owner))
     assert consents.status_code == 200
     listed = await intake.client.get("/cases?status=erased", headers=intake.headers(owner))
     assert [c["id"] for c in listed.json()["items"]] == [case_id]

@@ -286,3 +286,13 @@ def test_a_write_that_answered_with_the_case_gets_its_consent_in_force() -> None
          "resource_id": "k", "details": {}, "purpose": "case_management", "agency": "a"},
     ]
     assert consents_in_force(entries)[1].consent_id == "c1"
+
+
+def test_an_override_entry_names_the_override_as_its_resource() -> None:
+    """The override's event is its one entry (intake records no access beside it): it names the override."""
+    from services.audit.domain import draft_from_event
+
+    draft = draft_from_event(event("consent.overridden.v1", {
+        "case_id": "case-1", "agency": "iom", "override_id": "override-1", "recipient_agency": "clinic"}))
+    assert (draft.resource_type, draft.resource_id) == ("Override", "override-1")
+    assert draft.details == {"recipient_agency": "clinic"}
