@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,8 +43,10 @@ from shared.ids import is_case_id, is_consent_id, new_id
 from shared.outbox import add_event
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
-PERSON_SEALED = ("given_name", "family_name", "other_names", "birth_date", "estimated_age", "languages",
-                 "phone", "email", "address", "documents")
+PERSON_SEALED = ("given_name", "family_name", "other_names", "birth_date", "estimated_age", "gender",
+                 "citizenship", "languages", "phone", "email", "address", "documents")
+# Quasi-identifiers an older release kept in clear columns (now sealed with the person).
+DEMOGRAPHIC_COLUMNS = ("gender", "citizenship", "age_band")
 CASE_LABEL = "case"
 
 
@@ -135,7 +137,9 @@ async def _data_key(ctx: Context, session: AsyncSession, case_id: str) -> bytes 
 
 
 def _view(row: CaseRow, personal: dict[str, Any] | None) -> dict[str, Any]:
-    person: dict[str, Any] = {"gender": row.gender, "citizenship": row.citizenship}
+    # Columns an older release filled (gender, citizenship, age band) until the sweep seals them.
+    person: dict[str, Any] = {"gender": row.gender, "citizenship": row.citizenship} if row.gender else {}
+    age_band = row.age_band
     screening: dict[str, Any] = dict(row.facts)
     screening["bia_completed_at"] = row.bia_completed_at.isoformat() if row.bia_completed_at else None
     screening["bid_completed_at"] = row.bid_completed_at.isoformat() if row.bid_completed_at else None
@@ -143,9 +147,10 @@ def _view(row: CaseRow, personal: dict[str, Any] | None) -> dict[str, Any]:
         person.update(personal.get("person", {}))
         screening.update(personal.get("screening", {}))
         screening["notes"] = personal.get("notes")
+        age_band = personal.get("age_band", age_band)
     return {
         "id": row.id, "status": row.status, "owner_agency": row.owner_agency,
-        "created_at": row.created_at.isoformat(), "is_minor": row.is_minor, "age_band": row.age_band,
+        "created_at": row.created_at.isoformat(), "is_minor": row.is_minor, "age_band": age_band,
         "person": person, "screening": screening,
     }
 
@@ -159,21 +164,31 @@ async def _personal(ctx: Context, session: AsyncSession, row: CaseRow) -> dict[s
     return open_sealed(key, row.sealed, case_id=row.id, label=CASE_LABEL)
 
 
-def _clear_trafficking_facts(row: CaseRow) -> dict[str, Any]:
-    """Trafficking facts a case still holds in clear: stored before intake_0005, or by an older replica during
-    a rolling upgrade."""
-    return {k: row.facts[k] for k in domain.SEALED_FACTS if k in row.facts}
+def _anything_in_clear(row: CaseRow) -> bool:
+    """Does the case still hold in clear what is now sealed (trafficking facts, gender, citizenship, age band)?
+    Stored before intake_0005, or by an older replica during a rolling upgrade."""
+    return any(k in row.facts for k in domain.SEALED_FACTS) or any(
+        getattr(row, k) is not None for k in DEMOGRAPHIC_COLUMNS)
 
 
 def _seal_clear_facts(row: CaseRow, personal: dict[str, Any] | None) -> dict[str, Any]:
-    """Move ``row``'s clear trafficking facts into ``personal`` (to be sealed by the caller; a value already
-    sealed is newer and wins) -- or, with no personal data (erased), drop them."""
-    clear = _clear_trafficking_facts(row)
+    """Move what ``row`` holds in clear of the sealed fields into ``personal`` (to be sealed by the caller; a
+    value already sealed is newer and wins) -- or, with no personal data (erased), drop it."""
+    clear = {k: row.facts[k] for k in domain.SEALED_FACTS if k in row.facts}
     if clear:
         row.facts = {k: v for k, v in row.facts.items() if k not in domain.SEALED_FACTS}
+    demographics = {k: getattr(row, k) for k in DEMOGRAPHIC_COLUMNS if getattr(row, k) is not None}
+    for name in DEMOGRAPHIC_COLUMNS:
+        setattr(row, name, None)
     if personal is None:
         return {}
     personal["screening"] = {**clear, **personal.get("screening", {})}
+    person = personal.setdefault("person", {})
+    for name in ("gender", "citizenship"):
+        if name in demographics:
+            person.setdefault(name, demographics[name])
+    if "age_band" in demographics:
+        personal.setdefault("age_band", demographics["age_band"])
     return personal
 
 
@@ -184,7 +199,9 @@ async def seal_clear_facts(ctx: Context, batch: int = 200) -> int:
     while True:
         async with unit_of_work(ctx.sessions) as session:
             rows = list((await session.execute(
-                select(CaseRow).where(CaseRow.facts.has_any(array(domain.SEALED_FACTS)), CaseRow.id > after)
+                select(CaseRow).where(or_(CaseRow.facts.has_any(array(domain.SEALED_FACTS)),
+                                          *(getattr(CaseRow, k).is_not(None) for k in DEMOGRAPHIC_COLUMNS)),
+                                      CaseRow.id > after)
                 .order_by(CaseRow.id).limit(batch).with_for_update(skip_locked=True))).scalars())
             for row in rows:
                 try:
@@ -241,11 +258,12 @@ async def register_case(ctx: Context, principal: Principal, body: domain.CaseBod
     data_key = new_data_key()
     person = body.person.model_dump(mode="json")
     screening = body.screening.model_dump(mode="json")
+    # In clear only what a decision or a listing needs (is_minor, trafficking status, fear of return, needs);
+    # gender, citizenship, age band and the trafficking facts are sealed with the names, and die with them.
     personal = {"person": {k: person[k] for k in PERSON_SEALED}, "notes": screening.pop("notes"),
-                "screening": {k: screening.pop(k) for k in domain.SEALED_FACTS}}
+                "screening": {k: screening.pop(k) for k in domain.SEALED_FACTS}, "age_band": domain.age_band(age)}
     row = CaseRow(
         id=case_id, owner_agency=principal.agency_id, status="active", is_minor=minor,
-        age_band=domain.age_band(age), gender=body.person.gender, citizenship=body.person.citizenship,
         trafficking_status=body.screening.trafficking_status, facts=screening,
         sealed=seal(data_key, personal, case_id=case_id, label=CASE_LABEL),
         created_by_client=principal.client_id, created_at=now, updated_at=now,
@@ -324,7 +342,7 @@ async def list_cases(
     page = rows[:limit]
     items = [
         {"id": r.id, "status": r.status, "owner_agency": r.owner_agency, "created_at": r.created_at.isoformat(),
-         "is_minor": r.is_minor, "age_band": r.age_band, "trafficking_status": r.trafficking_status,
+         "is_minor": r.is_minor, "trafficking_status": r.trafficking_status,
          "needs": r.facts.get("needs", [])}
         for r in page
     ]
@@ -464,7 +482,7 @@ async def update_case(ctx: Context, principal: Principal, case_id: str, patch: d
                 if name == "trafficking_status":
                     row.trafficking_status = value
         row.facts = facts
-        if person_changes or sealed_changes or "notes" in changes or _clear_trafficking_facts(row):
+        if person_changes or sealed_changes or "notes" in changes or _anything_in_clear(row):
             data_key = await _data_key(ctx, session, row.id)
             assert data_key is not None and row.sealed is not None  # only erased cases have no key
             personal = _seal_clear_facts(row, open_sealed(data_key, row.sealed, case_id=row.id, label=CASE_LABEL))

@@ -150,6 +150,9 @@ async def test_trafficking_facts_are_sealed_and_erased_with_the_case(intake: Int
     assert {k: created["screening"][k] for k in TRAFFICKING_FACTS} == TRAFFICKING_FACTS
     row = await _row(intake, case_id)
     assert set(row.facts) == set(domain.CLEAR_FACTS)  # nothing else in clear
+    assert (row.gender, row.citizenship, row.age_band) == (None, None, None)  # quasi-identifiers: sealed
+    assert (created["person"]["gender"], created["person"]["citizenship"]) == ("feminine", "ER")
+    assert created["age_band"] not in (None, "unknown")
     patched = await intake.client.patch(f"/cases/{case_id}", headers=intake.writer(owner),
                                         json={"risk_level": "medium", "migration_status": "refugee"})
     assert patched.status_code == 200, patched.text
@@ -159,9 +162,11 @@ async def test_trafficking_facts_are_sealed_and_erased_with_the_case(intake: Int
     assert read["migration_status"] == "refugee" and read["exploitation_types"] == ["forced_labour"]
 
     assert (await intake.client.post(f"/cases/{case_id}/erase", headers=intake.headers(owner))).status_code == 202
-    after = (await intake.read(case_id, owner)).json()["screening"]
+    erased = (await intake.read(case_id, owner)).json()
+    after = erased["screening"]
     assert not set(TRAFFICKING_FACTS) & set(after)
     assert set(after) == {*domain.CLEAR_FACTS, "bia_completed_at", "bid_completed_at"}
+    assert erased["person"] == {} and erased["age_band"] is None
 
 
 async def test_facts_stored_in_clear_before_are_dropped_if_erased_and_sealed_by_intake(
@@ -189,20 +194,23 @@ async def test_facts_stored_in_clear_before_are_dropped_if_erased_and_sealed_by_
 
         async def stored() -> dict[str, Any]:
             async with engine.connect() as conn:
-                return {r.id: r for r in (await conn.execute(text("SELECT id, facts, sealed FROM cases"))).all()}
+                return {r.id: r for r in (await conn.execute(text(
+                    "SELECT id, facts, sealed, gender, citizenship, age_band FROM cases"))).all()}
 
         await asyncio.to_thread(upgrade, "intake", url, "intake_0005")
         rows = await stored()
-        assert set(rows[erased].facts) == set(domain.CLEAR_FACTS)
-        assert rows[live].facts == facts  # sealed by intake, which holds the key
+        assert set(rows[erased].facts) == set(domain.CLEAR_FACTS) and rows[erased].gender is None
+        assert rows[live].facts == facts and rows[live].gender == "feminine"  # sealed by intake, with the key
 
         ctx = service.Context(sessions=async_sessionmaker(engine, expire_on_commit=False), keyring=Keyring(key),
                               source="/refnet/intake")
         assert await service.seal_clear_facts(ctx, batch=1) == 1
         rows = await stored()
         assert set(rows[live].facts) == set(domain.CLEAR_FACTS)
+        assert (rows[live].gender, rows[live].citizenship, rows[live].age_band) == (None, None, None)
         opened = open_sealed(data_key, rows[live].sealed, case_id=live, label="case")
-        assert opened == {**personal, "screening": TRAFFICKING_FACTS}
+        assert opened == {"person": {"given_name": "X", "gender": "feminine", "citizenship": "ER"}, "notes": None,
+                          "screening": TRAFFICKING_FACTS, "age_band": "30-38"}
         assert await service.seal_clear_facts(ctx) == 0  # nothing left
     finally:
         await engine.dispose()
@@ -213,14 +221,18 @@ async def test_an_update_or_an_erasure_takes_clear_facts_an_older_replica_left(i
     updated, erased = (await intake.register(owner))["id"], (await intake.register(owner))["id"]
     async with intake.app.state.runtime.sessions() as session, session.begin():
         # What a replica of the previous release writes during a rolling upgrade: the facts in clear.
-        await session.execute(text("UPDATE cases SET facts = facts || CAST(:clear AS jsonb) WHERE id IN (:a, :b)"),
+        await session.execute(text("UPDATE cases SET facts = facts || CAST(:clear AS jsonb), gender = 'masculine', "
+                                   "age_band = '48+' WHERE id IN (:a, :b)"),
                               {"clear": '{"risk_level": "low", "recruiter_relation": "family"}',
                                "a": updated, "b": erased})
     view = (await intake.read(updated, owner)).json()["screening"]
     assert view["risk_level"] == "high"  # what this release sealed is newer than what was left in clear
     assert (await intake.client.patch(f"/cases/{updated}", headers=intake.writer(owner),
                                       json={"notes": "moved"})).status_code == 200
-    assert set((await _row(intake, updated)).facts) == set(domain.CLEAR_FACTS)
-    assert (await intake.read(updated, owner)).json()["screening"]["recruiter_relation"] == "other"
+    row = await _row(intake, updated)
+    assert set(row.facts) == set(domain.CLEAR_FACTS) and (row.gender, row.age_band) == (None, None)
+    again = (await intake.read(updated, owner)).json()
+    assert again["screening"]["recruiter_relation"] == "other" and again["person"]["gender"] == "feminine"
     assert (await intake.client.post(f"/cases/{erased}/erase", headers=intake.headers(owner))).status_code == 202
-    assert set((await _row(intake, erased)).facts) == set(domain.CLEAR_FACTS)
+    row = await _row(intake, erased)
+    assert set(row.facts) == set(domain.CLEAR_FACTS) and (row.gender, row.age_band) == (None, None)
