@@ -193,8 +193,9 @@ def _seal_clear_facts(row: CaseRow, personal: dict[str, Any] | None) -> dict[str
 
 
 async def seal_clear_facts(ctx: Context, batch: int = 200) -> int:
-    """Seal every case's trafficking facts still in clear, batch by batch (resumable; replicas skip each other's
-    rows). Returns how many cases it changed. A case whose key does not open is left for the next run."""
+    """Seal what cases still hold in clear of the sealed fields (trafficking facts, gender, citizenship, age
+    band), batch by batch (resumable; replicas skip each other's rows). Returns how many cases it changed. A
+    case whose key does not open is left for the next run."""
     done, after = 0, ""
     while True:
         async with unit_of_work(ctx.sessions) as session:
