@@ -34,12 +34,9 @@ async def add_cases(stack: BenchStack, first: int, last: int) -> None:
             SELECT 'case_bulk' || lpad(g::text, 7, '0'), 'agy_iom', 'active', false, '27-29',
                    CASE WHEN g % 2 = 0 THEN 'feminine' ELSE 'masculine' END, 'ER',
                    CASE WHEN g % 3 = 0 THEN 'confirmed' ELSE 'possible' END,
-                   jsonb_build_object('identified_by', 'ngo', 'country_of_exploitation', 'LY',
-                       'exploitation_types', jsonb_build_array('forced_labour'),
-                       'means_of_control', jsonb_build_array('debt_bondage'), 'recruiter_relation', 'other',
-                       'migration_status', 'asylum_seeker', 'fear_of_return', g % 2 = 0,
+                   jsonb_build_object('fear_of_return', g % 2 = 0,
                        'needs', jsonb_build_array(CASE WHEN g % 5 = 0 THEN 'shelter' ELSE 'protection.rsd' END),
-                       'risk_level', 'medium', 'trafficking_status', 'possible'),
+                       'trafficking_status', 'possible'),
                    NULL, NULL, convert_to(repeat(md5(g::text), 10), 'UTF8'), 'cli_iom', now(), now()
             FROM generate_series($1::int, $2::int) AS g
             """, first, last)

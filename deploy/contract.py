@@ -181,9 +181,10 @@ def _example(type_: str) -> BaseModel:
     actor: dict[str, Any] = {"agency": _AGENCY, "client_id": _CLIENT, "acting_user": _USER}
     if type_ in (contract.CASE_REGISTERED, contract.CASE_UPDATED, contract.CASE_CLOSED):
         return intake_events.CaseEvent(
-            case_id=_CASE, **actor, status="closed" if type_ == contract.CASE_CLOSED else "active",
-            is_minor=False, age_band="27-29", gender="feminine", citizenship="ER", trafficking_status="possible",
-            fear_of_return=True, bia_completed=False, bid_completed=False,
+            case_id=_CASE, **actor, purpose="case_management",
+            status="closed" if type_ == contract.CASE_CLOSED else "active",
+            data_categories=["contact", "demographics", "documents", "health", "identity", "notes",
+                             "protection_needs", "trafficking_experience"],
             changed=["fear_of_return"] if type_ == contract.CASE_UPDATED else [])
     if type_ == contract.CASE_ERASED:
         return intake_events.CaseErased(case_id=_CASE, **actor)

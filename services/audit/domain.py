@@ -73,12 +73,18 @@ RESOURCE_BY_PREFIX = {
     "agency": ("Agency", "agency_id"),
     "service": ("Service", "service_id"),
 }
+# ... unless the action names its own: an override is its own resource, not a consent.
+RESOURCE_BY_ACTION = {"consent.override": ("Override", "override_id")}
 # Actions that are a party seeing (or trying to see) a case's data: these, and any ``<thing>.read``.
 ACCESS_ACTIONS = frozenset({"case.read", "access.denied"})
+# Writes whose answer carries the case back to the writer: intake's event of the write is the act's one entry,
+# and names the purpose the answer was given for -- then it is an access too.
+DISCLOSING_WRITES = frozenset({"case.create", "case.update", "case.close"})
 
 
-def is_access(action: str) -> bool:
-    return action in ACCESS_ACTIONS or action.endswith(".read")
+def is_access(action: str, purpose: str | None = None) -> bool:
+    return (action in ACCESS_ACTIONS or action.endswith(".read")
+            or (action in DISCLOSING_WRITES and purpose is not None))
 CONSENT_PREFIX = "consent."
 
 
@@ -207,7 +213,9 @@ def draft_from_event(event: Event) -> EntryDraft:
     outcome = data.pop("outcome", "success")
     if outcome not in OUTCOMES:
         raise NotAuditable("field outcome is not success, denied or error")
-    resource_type, id_field = RESOURCE_BY_PREFIX.get(action.split(".", 1)[0], (None, None))
+    resource: tuple[str | None, str | None] = (
+        RESOURCE_BY_ACTION.get(action) or RESOURCE_BY_PREFIX.get(action.split(".", 1)[0]) or (None, None))
+    resource_type, id_field = resource
     resource_id = None
     if id_field is not None:
         resource_id = _token_or_none(data, id_field)
@@ -620,7 +628,7 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
             recipient = details.get("recipient_agency")
             if isinstance(recipient, str):
                 overrides.add(recipient)
-        elif is_access(action):
+        elif is_access(action, entry.get("purpose")):
             if "consent_id" in details or "consent_version" in details:
                 result[entry["index"]] = ConsentInForce(
                     details.get("consent_id"), details.get("consent_version"), "recorded")

@@ -200,7 +200,7 @@ async def case_access(sessions: async_sessionmaker[AsyncSession], case_id: str) 
     consent = consents_in_force(history)
     items = []
     for e in history:
-        if not is_access(e["action"]):
+        if not is_access(e["action"], e["purpose"]):
             continue
         basis = consent[e["index"]]
         items.append({

@@ -59,12 +59,13 @@ IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$
              responses={422: {"description": "Not valid, or the Idempotency-Key was used for another request "
                                              "(`idempotency-key-reused`)"}})
 async def register_case(
-    body: domain.CaseBody, principal: CaseWriter, ctx: Ctx, response: Response,
-    idempotency_key: Annotated[IdempotencyKey | None, Header(
+    body: domain.CaseBody, principal: CaseWriter, purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx,
+    response: Response, idempotency_key: Annotated[IdempotencyKey | None, Header(
         alias="Idempotency-Key", description="Retry with the same key after a lost answer: the same case comes "
                                              "back (`Idempotent-Replayed: true`), not a second one.")] = None,
 ) -> dict[str, Any]:
-    view, replayed = await service.register_case(ctx, principal, body, idempotency_key)
+    # The answer carries the person back: like any read of case data, it names why (X-Purpose).
+    view, replayed = await service.register_case(ctx, principal, body, purpose, idempotency_key)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return view
@@ -92,8 +93,9 @@ async def read_case(
 
 @router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards",
               responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def update_case(case_id: str, patch: domain.CasePatch, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
-    return await service.update_case(ctx, principal, case_id, patch)
+async def update_case(case_id: str, patch: domain.CasePatch, principal: CaseWriter,
+                      purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx) -> dict[str, Any]:
+    return await service.update_case(ctx, principal, case_id, patch, purpose)
 
 
 @router.post("/cases/{case_id}/erase", status_code=status.HTTP_202_ACCEPTED,
@@ -110,8 +112,10 @@ async def grant_consent(case_id: str, body: domain.ConsentBody, principal: Conse
 
 
 @router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)")
-async def list_consents(case_id: str, principal: CaseReader, ctx: Ctx) -> dict[str, Any]:
-    return await service.list_consents(ctx, principal, case_id)
+async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)],
+                        ctx: Ctx) -> dict[str, Any]:
+    # Witnesses' names, capacity notes, withdrawal reasons: a read of personal data, for a named purpose.
+    return await service.list_consents(ctx, principal, case_id, purpose)
 
 
 @router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
+from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import events as ev
+from services.intake import service
 from services.intake.settings import IntakeSettings
 from services.intake.store import AgencyRow, ReferralRow
 from shared.app import Runtime
@@ -57,14 +62,44 @@ async def on_agency(session: AsyncSession, event: Event) -> None:
         index_elements=[AgencyRow.id], set_={"status": status, "updated_at": event.time}))
 
 
-def wiring(runtime: Runtime) -> Sequence[EventConsumer]:
+log = structlog.get_logger("refnet.intake")
+#: How often intake looks for trafficking facts still in clear (older rows, or an older replica's writes while
+#: a rolling upgrade runs); the first look is at start-up.
+SEAL_SWEEP_SECONDS = 3600.0
+
+
+async def seal_sweeps(runtime: Runtime, interval: float = SEAL_SWEEP_SECONDS) -> None:
+    """Re-seal what an older release left in clear, now and then every ``interval`` (never crashes)."""
+    settings = runtime.settings
+    while True:
+        ctx = service.Context(sessions=runtime.sessions, keyring=runtime.extras.get("keyring"),
+                              source=settings.source, override_validity=timedelta(hours=72),
+                              reload_keys=runtime.extras.get("reload_keys"))
+        if ctx.keyring is not None:
+            try:
+                sealed = await service.seal_clear_facts(ctx)
+                if sealed:
+                    log.info("trafficking_facts_sealed", cases=sealed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("trafficking_facts_sweep_interrupted", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
+def wiring(runtime: Runtime) -> Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]:
     """The consumers and background jobs intake runs beside its HTTP routes."""
     settings = runtime.settings
     group = settings.consumer_group if isinstance(settings, IntakeSettings) else "intake"
     common = {"service": settings.service_name, "sessions": runtime.sessions, "bootstrap": settings.kafka_bootstrap,
               "max_attempts": settings.consumer_max_attempts,
               "retry_backoff_seconds": settings.consumer_retry_backoff_seconds}
+
+    async def trafficking_facts_sweep() -> None:
+        await seal_sweeps(runtime)
+
     return [
+        trafficking_facts_sweep,
         EventConsumer(name=f"{group}-referrals", topics=[ev.REFERRAL_EVENTS],
                       handlers=dict.fromkeys(ev.REFERRAL_TYPES, on_referral), **common),  # type: ignore[arg-type]
         EventConsumer(name=f"{group}-agencies", topics=[ev.REGISTRY_EVENTS],

@@ -323,8 +323,26 @@ def age_at_intake(person: Person, intake_day: date) -> int | None:
 
 
 def is_minor(age: int | None) -> bool | None:
-    """A child is anyone under 18 on the day of intake; unknown age stays unknown."""
+    """A child is anyone under 18 on the day of intake; unknown age stays unknown (recorded as such)."""
     return None if age is None else age < 18
+
+
+def presumed_minor(recorded: bool | None) -> bool:
+    """Rule 4: whoever's age is unknown is presumed a child until an age is recorded -- for every child rule,
+    so a decision never has to stop at "unknown"."""
+    return recorded is not False
+
+
+# --- what of the screening record stays in clear (finding 13) -------------------------------------------
+
+#: Screening facts kept in clear: what a decision or a listing needs (the non-refoulement guard, the owner's
+#: case list filters and statistics). Everything else of the screening is sealed under the case's data key,
+#: so erasure destroys it with the names.
+CLEAR_FACTS: tuple[str, ...] = ("trafficking_status", "fear_of_return", "needs")
+#: Trafficking facts sealed with the person (and gone with the case key): together they describe one person's
+#: exploitation, and nothing outside the case view uses them.
+SEALED_FACTS: tuple[str, ...] = ("identified_by", "country_of_exploitation", "exploitation_types",
+                                 "means_of_control", "recruiter_relation", "migration_status", "risk_level")
 
 
 # --- data categories -> fields (CONTRACT.md) -----------------------------------------------------------
@@ -361,6 +379,20 @@ def project(view: dict[str, Any], categories: Iterable[str]) -> dict[str, Any]:
                 else:
                     out[name] = source[name]
     return out
+
+
+# --- a recipient's purpose (finding 14) ---------------------------------------------------------------
+
+
+def recipient_purposes(claimed: str) -> frozenset[str] | None:
+    """The consent purposes a recipient's read under ``claimed`` (its X-Purpose) needs, or None if no consent
+    can permit it. The referral itself is the purpose ``referral``; any other consent purpose must be
+    permitted too, for that recipient; ``audit`` is an oversight body's purpose, never a recipient's."""
+    if claimed == "referral":
+        return frozenset({"referral"})
+    if claimed in Purpose.__args__:  # type: ignore[attr-defined]
+        return frozenset({"referral", claimed})
+    return None
 
 
 # --- consent ---------------------------------------------------------------------------------------------

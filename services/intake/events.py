@@ -61,17 +61,17 @@ class _Payload(BaseModel):
 
 
 class CaseEvent(_Payload):
-    """case.registered / case.updated / case.closed: non-identifying facts only."""
+    """case.registered / case.updated / case.closed: the act and what its answer disclosed, nothing of the person.
 
+    No consumer needs a case's attributes (referral asks intake's clearance at the moment it decides), and
+    every event stays in the permanent audit log: so no age band, gender, citizenship or screening fact here --
+    together they can single a person out, and the log outlives erasure. Each such event is the act's one
+    audit entry: the write, and the case its answer carried back to the writer (purpose, categories).
+    """
+
+    purpose: str  # the writer's X-Purpose
     status: str
-    is_minor: bool | None
-    age_band: str
-    gender: str
-    citizenship: str | None
-    trafficking_status: str | None
-    fear_of_return: bool
-    bia_completed: bool
-    bid_completed: bool
+    data_categories: list[str] = Field(default_factory=list)  # what the answer carried
     changed: list[str] = Field(default_factory=list)  # field names, for case.updated
 
 

@@ -38,11 +38,12 @@ class CaseRow(Base):
     owner_agency: Mapped[str] = mapped_column(String(128), index=True)
     status: Mapped[str] = mapped_column(String(32))
     is_minor: Mapped[bool | None] = mapped_column(Boolean)
-    age_band: Mapped[str] = mapped_column(String(16))
-    gender: Mapped[str] = mapped_column(String(32))
+    # Filled by releases before intake_0005 only: now sealed with the person (NULL once intake sealed them).
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    gender: Mapped[str | None] = mapped_column(String(32))
     citizenship: Mapped[str | None] = mapped_column(String(2))
     trafficking_status: Mapped[str | None] = mapped_column(String(32))
-    # The non-identifying screening facts (no notes): enumerations, codes and booleans only.
+    # The screening facts a decision or a listing needs (domain.CLEAR_FACTS); the rest is in ``sealed``.
     facts: Mapped[dict[str, Any]] = mapped_column(JSONB)
     bia_completed_at: Mapped[date | None] = mapped_column(Date)
     bid_completed_at: Mapped[date | None] = mapped_column(Date)

@@ -63,7 +63,8 @@ class ClearanceClient(Protocol):
 
 class _Facts(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    is_minor: bool
+    # null: the age is not known. Presumed a child (DOMAIN.md rule 4), never a reason to wait.
+    is_minor: bool | None
     bia_completed: bool
     bid_completed: bool
     fear_of_return: bool
@@ -132,7 +133,7 @@ class HttpClearanceClient:
         return Clearance(
             permitted=answer.permitted, reason=answer.reason, consent_id=answer.consent_id,
             consent_version=answer.consent_version, override_id=answer.override_id,
-            facts=CaseFacts(is_minor=facts.is_minor, bia_completed=facts.bia_completed,
+            facts=CaseFacts(is_minor=facts.is_minor is not False, bia_completed=facts.bia_completed,
                             bid_completed=facts.bid_completed, fear_of_return=facts.fear_of_return,
                             status=facts.status),
         )

@@ -303,7 +303,8 @@ class Run:
         sender, recipient = s.agency(p.route.sender), s.agency(p.route.recipient)
 
         created = await s.call(p.route.sender, "POST", "intake", "/cases", json=case_body(p.index, recipient),
-                               headers={"Idempotency-Key": f"{self.run_id}-case-{p.index}"},
+                               headers={"Idempotency-Key": f"{self.run_id}-case-{p.index}",
+                                        "X-Purpose": "case_management"},
                                done=lambda r: r.status_code == 201, what="register case")
         if created.response.status_code != 201:
             s.unexpected("register case", created.response)

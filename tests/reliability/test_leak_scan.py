@@ -2,7 +2,9 @@
 
 A fresh stack runs every SOP scenario (tests/e2e/scenarios.py) with people whose every personal field carries a
 random marker, then the whole installation is searched for the marker, its case variants, its base64 and UTF-16
-forms, and every other personal value of those people (phone numbers, birth dates, e-mail addresses):
+forms, and every other personal value of those people (phone numbers, birth dates, e-mail addresses), and the
+trafficking facts each case holds (exploitation types, means of control, ...: DOMAIN.md, sealed under the case key
+with the names, so erasure destroys them too):
 
 - every record of every topic, DLQs included: key, headers and value;
 - every log file the stack wrote (services, PostgreSQL, broker);
@@ -43,6 +45,13 @@ class Needle:
     any_case: bool
 
 
+# Every scenario's case carries these screening facts. Their values are enumerations (no marker fits in them),
+# so the names are the markers: stored or sent in clear -- a JSON key in a column, a column of its own, an event
+# field -- they show; sealed, they do not. Listed here, not imported, so that the code cannot shrink the check.
+TRAFFICKING_FACTS = ("identified_by", "country_of_exploitation", "exploitation_types", "means_of_control",
+                     "recruiter_relation", "migration_status", "risk_level")
+
+
 def needles(people: People) -> dict[str, Needle]:
     """What to look for, by name: the marker in several forms, and every personal value as written."""
     marker = people.marker
@@ -58,6 +67,8 @@ def needles(people: People) -> dict[str, Needle]:
     for value in people.needles():
         if marker not in value:  # the birth dates and phone numbers
             found[f"personal value {value!r}"] = Needle(value.encode(), any_case=False)
+    for name in TRAFFICKING_FACTS:
+        found[f"trafficking fact {name!r} in clear"] = Needle(name.encode(), any_case=False)
     return found
 
 
@@ -186,6 +197,8 @@ async def test_no_marked_personal_value_leaves_intakes_encrypted_store(
     control.search("intake's answer to the case's owner",
                    await read_marked_case(net, [c for o in outcomes for c in o.case_ids], marker))
     assert control.hits, "no case readable with the marker: the scan below would prove nothing"
+    missed = [name for name in TRAFFICKING_FACTS if not any(f"{name!r}" in hit for hit in control.hits)]
+    assert not missed, f"the owner's answer lacks {missed}: the scan would not see them leak"
     scan = Scan(people)
     started = time.monotonic()
     await scan_topics(net, scan)

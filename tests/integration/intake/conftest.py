@@ -56,8 +56,13 @@ class Intake:
             headers["X-Purpose"] = purpose
         return headers
 
+    def writer(self, agency: str, scope: str = ALL_SCOPES, *, acting_user: str | None = None) -> dict[str, str]:
+        """A write's headers: its answer carries the case back, so it names a purpose like a read."""
+        return self.headers(agency, scope, acting_user=acting_user, purpose="case_management")
+
     async def register(self, agency: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = await self.client.post("/cases", json=body or case_body(), headers=self.headers(agency))
+        response = await self.client.post("/cases", json=body or case_body(),
+                                          headers=self.headers(agency, purpose="case_management"))
         assert response.status_code == 201, response.text
         result: dict[str, Any] = response.json()
         return result

@@ -61,11 +61,11 @@ async def test_no_personal_data_in_the_database_topics_or_logs(
         assert shared.status_code == 200 and shared.json()["person"]["phone"] == person["phone"]
         assert (await intake.read(case_id, agency())).status_code == 404
         bad = case_body(person | {"phone": person["given_name"], "citizenship": person["family_name"][:2]})
-        invalid = await intake.client.post("/cases", json=bad, headers=intake.headers(owner))
+        invalid = await intake.client.post("/cases", json=bad, headers=intake.writer(owner))
         assert invalid.status_code == 422
         for needle in (person["given_name"], person["family_name"]):
             assert needle not in invalid.text
-        assert (await intake.client.patch(f"/cases/{case_id}", headers=intake.headers(owner),
+        assert (await intake.client.patch(f"/cases/{case_id}", headers=intake.writer(owner),
                                           json={"risk_level": "medium"})).status_code == 200
         justification = f"threat to life, reported by {person['given_name']} at {person['phone']}"
         override = await intake.client.post(
@@ -125,7 +125,7 @@ async def test_after_erasure_no_database_read_returns_the_personal_data(intake: 
         assert needle not in after
     # Every route: the owner sees only non-identifying facts; the consent history keeps no free text.
     for path in (f"/cases/{case_id}", f"/cases/{case_id}/consents", "/cases"):
-        response = await intake.client.get(path, headers=intake.headers(owner, purpose="case_management"))
+        response = await intake.client.get(path, headers=intake.writer(owner))
         assert response.status_code == 200
         for value in (person["given_name"], person["family_name"], person["birth_date"], person["phone"],
                       body["screening"]["notes"]):

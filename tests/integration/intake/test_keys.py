@@ -94,7 +94,8 @@ async def test_without_a_master_key_no_personal_data_is_accepted(intake: Intake)
     saved = runtime.extras["keyring"]
     runtime.extras["keyring"] = None
     try:
-        response = await intake.client.post("/cases", json=case_body(), headers=intake.headers(agency()))
+        response = await intake.client.post("/cases", json=case_body(),
+                                            headers=intake.writer(agency()))
         assert response.status_code == 503
     finally:
         runtime.extras["keyring"] = saved

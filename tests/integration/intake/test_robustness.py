@@ -14,7 +14,8 @@ ODD_BODIES: list[Any] = [[], None, "text", 42, {"person": [], "screening": {}},
 
 @pytest.mark.parametrize("body", ODD_BODIES)
 async def test_odd_case_bodies(intake: Intake, body: Any) -> None:
-    response = await intake.client.post("/cases", json=body, headers=intake.headers(agency()))
+    response = await intake.client.post("/cases", json=body,
+                                        headers=intake.writer(agency()))
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
 
@@ -22,7 +23,7 @@ async def test_odd_case_bodies(intake: Intake, body: Any) -> None:
 async def test_odd_paths_headers_and_queries(intake: Intake) -> None:
     owner = agency()
     created = await intake.register(owner, case_body(consent=consent_body()))
-    h = intake.headers(owner, acting_user="alice", purpose="case_management")
+    h = intake.writer(owner, acting_user="alice")
     weird = ["%00", "x" * 500, "case-%E2%80%8B", "..%2F..%2Fetc"]
     for case_id in weird:
         for method, path, body in [

@@ -93,7 +93,8 @@ async def test_each_rule_is_a_422_naming_the_field(intake: Intake, rule: str, pa
                                                    value: Any) -> None:
     base = _base()
     body = _set(base, path, value)
-    response = await intake.client.post("/cases", json=body, headers=intake.headers(agency()))
+    response = await intake.client.post("/cases", json=body,
+                                        headers=intake.writer(agency()))
     assert response.status_code == 422, (rule, response.text)
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -107,7 +108,8 @@ async def test_each_rule_is_a_422_naming_the_field(intake: Intake, rule: str, pa
 
 
 async def test_the_valid_base_body_is_accepted(intake: Intake) -> None:
-    response = await intake.client.post("/cases", json=_base(), headers=intake.headers(agency()))
+    response = await intake.client.post("/cases", json=_base(),
+                                        headers=intake.writer(agency()))
     assert response.status_code == 201, response.text
 
 
@@ -116,14 +118,15 @@ async def test_the_valid_base_body_is_accepted(intake: Intake) -> None:
 async def test_patch_is_validated(intake: Intake, patch: dict[str, Any]) -> None:
     owner = agency()
     created = await intake.register(owner)
-    response = await intake.client.patch(f"/cases/{created['id']}", json=patch, headers=intake.headers(owner))
+    response = await intake.client.patch(f"/cases/{created['id']}", json=patch,
+                                         headers=intake.writer(owner))
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"][:2] == ["body", next(iter(patch))]
 
 
 async def test_malformed_json_is_a_problem_not_a_500(intake: Intake) -> None:
     response = await intake.client.post("/cases", content=b"{not json", headers={
-        **intake.headers(agency()), "content-type": "application/json"})
+        **intake.writer(agency()), "content-type": "application/json"})
     assert response.status_code == 422
     over = await intake.client.post(f"/cases/{'x' * 300}/overrides", json={"recipient_agency": "a b"},
                                     headers=intake.headers(agency(), acting_user="u"))

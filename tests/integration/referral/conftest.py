@@ -51,7 +51,7 @@ class Clock:
 @dataclass
 class FakeCase:
     owner: str
-    is_minor: bool = False
+    is_minor: bool | None = False  # None: an intake that answers an unknown age as such
     bia_completed: bool = False
     bid_completed: bool = False
     fear_of_return: bool = False
@@ -72,7 +72,7 @@ class FakeIntake:
         self.erased: set[str] = set()
 
     def add_case(self, owner: str, *, consent_to: str | None = None, categories: set[str] | None = None,
-                 **facts: bool) -> tuple[str, str]:
+                 **facts: bool | None) -> tuple[str, str]:
         case_id = "case-" + uuid.uuid4().hex[:12]
         consent_id = "consent-" + uuid.uuid4().hex[:12]
         case = FakeCase(owner=owner, **facts)

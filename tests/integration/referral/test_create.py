@@ -91,6 +91,14 @@ async def test_child_bia_guard(svc: Service) -> None:
     assert (await svc.refer(sender, body(with_bia, recipient))).status_code == 201
 
 
+async def test_unknown_age_is_refused_as_a_child_not_left_waiting(svc: Service) -> None:
+    """DOMAIN.md rule 4: unknown age is a presumed child -- the child guard answers, never a 503 for ever."""
+    sender, recipient = await parties(svc)
+    unknown, _ = svc.intake.add_case(sender, is_minor=None)
+    refused = await svc.refer(sender, body(unknown, recipient))
+    assert (refused.status_code, problem_slug(refused)) == (409, "child-bia-missing")
+
+
 @pytest.mark.parametrize("pathway", ["avrr", "resettlement"])
 async def test_child_bid_guard(svc: Service, pathway: str) -> None:
     sender, recipient = await parties(svc)

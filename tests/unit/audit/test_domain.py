@@ -265,3 +265,34 @@ def test_checkpoint_text_round_trips_and_signs() -> None:
     assert note.startswith(body + "\n\u2014 refnet.local/audit ")
     assert stamp[:4] == key_hash("refnet.local/audit", signer.public_key) and stamp[4:] == signature
     assert signer.key_id == stamp[:4].hex()
+
+
+def test_a_write_whose_answer_carried_the_case_is_an_access() -> None:
+    from services.audit.domain import is_access
+
+    assert is_access("case.create", "case_management") and is_access("case.update", "case_management")
+    assert not is_access("case.create")  # an event that names no purpose disclosed nothing
+    assert not is_access("case.erase", "case_management") and not is_access("consent.grant", "case_management")
+    assert is_access("case.read") and is_access("consent.read")
+
+
+def test_a_write_that_answered_with_the_case_gets_its_consent_in_force() -> None:
+    from services.audit.domain import consents_in_force
+
+    entries = [
+        {"index": 0, "occurred_at": "2026-01-01T00:00:00Z", "action": "consent.grant", "resource_type": "Consent",
+         "resource_id": "c1", "details": {"consent_version": 1}, "purpose": None, "agency": "a"},
+        {"index": 1, "occurred_at": "2026-01-01T00:00:01Z", "action": "case.update", "resource_type": "Case",
+         "resource_id": "k", "details": {}, "purpose": "case_management", "agency": "a"},
+    ]
+    assert consents_in_force(entries)[1].consent_id == "c1"
+
+
+def test_an_override_entry_names_the_override_as_its_resource() -> None:
+    """The override's event is its one entry (intake records no access beside it): it names the override."""
+    from services.audit.domain import draft_from_event
+
+    draft = draft_from_event(event("consent.overridden.v1", {
+        "case_id": "case-1", "agency": "iom", "override_id": "override-1", "recipient_agency": "clinic"}))
+    assert (draft.resource_type, draft.resource_id) == ("Override", "override-1")
+    assert draft.details == {"recipient_agency": "clinic"}

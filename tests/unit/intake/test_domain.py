@@ -129,3 +129,22 @@ def test_override_with_a_second_approver() -> None:
     domain.check_override(requested_by="alice", approver="bob")
     assert domain.override_active(NOW, NOW + timedelta(hours=1))
     assert not domain.override_active(NOW, NOW + timedelta(hours=73))
+
+
+def test_unknown_age_is_presumed_a_child() -> None:
+    assert domain.presumed_minor(None) is True
+    assert domain.presumed_minor(True) is True
+    assert domain.presumed_minor(False) is False
+
+
+def test_a_recipients_purpose_needs_the_referral_and_itself_permitted() -> None:
+    assert domain.recipient_purposes("referral") == {"referral"}
+    assert domain.recipient_purposes("case_management") == {"referral", "case_management"}
+    assert domain.recipient_purposes("audit") is None  # an oversight body's purpose, never a recipient's
+    assert domain.recipient_purposes("curiosity") is None
+
+
+def test_the_screening_is_split_between_clear_and_sealed_facts() -> None:
+    screening = set(domain.Screening.model_fields) - {"notes"}
+    assert set(domain.CLEAR_FACTS) | set(domain.SEALED_FACTS) == screening
+    assert not set(domain.CLEAR_FACTS) & set(domain.SEALED_FACTS)

@@ -6,11 +6,16 @@ from __future__ import annotations
 from services.intake import events
 
 ALLOWED = {
-    "case_id", "agency", "client_id", "acting_user", "status", "is_minor", "age_band", "gender", "citizenship",
-    "trafficking_status", "fear_of_return", "bia_completed", "bid_completed", "changed", "consent_id",
-    "consent_version", "grantor", "provisions", "valid_from", "valid_until", "withdrawn_version", "override_id",
-    "recipient_agency", "approver",
+    "case_id", "agency", "client_id", "acting_user", "status", "purpose", "data_categories", "changed",
+    "consent_id", "consent_version", "grantor", "provisions", "valid_from", "valid_until", "withdrawn_version",
+    "override_id", "recipient_agency", "approver",
 }
+# Quasi-identifiers: each harmless alone, together they can single a person out -- and every event stays in
+# the permanent audit log, past erasure. No consumer needs them (referral asks intake's clearance).
+QUASI_IDENTIFIERS = {"is_minor", "age_band", "gender", "citizenship", "trafficking_status", "fear_of_return",
+                     "bia_completed", "bid_completed", "exploitation_types", "means_of_control",
+                     "recruiter_relation", "migration_status", "risk_level", "country_of_exploitation",
+                     "identified_by", "needs"}
 PERSONAL = {"given_name", "family_name", "other_names", "birth_date", "estimated_age", "phone", "email",
             "address", "languages", "documents", "notes", "justification", "reason", "witness", "capacity_note"}
 
@@ -23,5 +28,6 @@ def test_every_emitted_type_has_a_closed_non_identifying_payload() -> None:
         fields = set(schema["properties"])
         assert fields <= ALLOWED, (type_, fields - ALLOWED)
         assert not fields & PERSONAL
+        assert not fields & QUASI_IDENTIFIERS, (type_, fields & QUASI_IDENTIFIERS)
         assert schema.get("additionalProperties") is False, type_
         assert {"case_id", "agency", "client_id", "acting_user"} <= fields
