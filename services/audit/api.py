@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.audit import service
-from services.audit.domain import utc
+from services.audit.domain import utc_bound
 from services.audit.signing import ALGORITHM, CheckpointSigner
 from shared.access import DETAIL_VALUE
 from shared.app import runtime_of
@@ -43,8 +43,8 @@ async def list_entries(
 ) -> dict[str, Any]:
     page = await service.list_entries(
         runtime_of(request).sessions, limit=limit, cursor=cursor, case_id=case_id, agency=agency,
-        actions=[action] if action else None, since=utc(since) if since else None,
-        until=utc(until) if until else None,
+        actions=[action] if action else None, since=utc_bound(since) if since else None,
+        until=utc_bound(until) if until else None,
     )
     return page.json()
 

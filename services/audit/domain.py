@@ -189,6 +189,17 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def utc_bound(moment: datetime) -> datetime:
+    """A query bound in UTC. ``0001-01-01T00:00:00+14:00`` is in year 0 and ``9999-12-31T23:59:59-14:00`` in
+    year 10000 in UTC, which Python cannot hold: such a bound lies before (after) every entry's time, so the
+    first (last) moment Python can hold answers the query the same way."""
+    try:
+        return utc(moment)
+    except OverflowError:
+        edge = datetime.min if moment.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
 def draft_from_event(event: Event) -> EntryDraft:
     """Turn any RefNet event into an entry draft, or raise :class:`NotAuditable`."""
     short = event.short_type

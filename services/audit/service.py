@@ -54,6 +54,9 @@ CHECKPOINT_TIME = Gauge("refnet_audit_last_checkpoint_timestamp_seconds", "When 
 VERIFY_FAILURES = Counter("refnet_audit_verify_failures_total", "Runs of /audit/verify that found a mismatch")
 
 
+MAX_INDEX = 2**63 - 1  # PostgreSQL's BIGINT, the type of an entry's index
+
+
 class InvalidParameter(Problem):
     """A request parameter that is well-formed but impossible (index beyond the tree, first > second)."""
 
@@ -167,7 +170,8 @@ def _entry(row: Any) -> dict[str, Any]:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    # ASCII digits only (str.isdigit() also takes other scripts' digits), and within BIGINT: an index.
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) > MAX_INDEX:
         raise InvalidParameter("cursor", "not a cursor this API returned")
     return int(cursor)
 
