@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from shared.access import DETAIL_VALUE, parse_access_record
 from shared.envelope import Event
+from shared.ids import is_acting_user, is_refnet_id, resource_id_ok
 
 # --- entries --------------------------------------------------------------------------------------------
 
@@ -248,6 +249,8 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         # Only the field locations: the rejected input may be exactly the personal data we refuse.
         where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
         raise NotAuditable(f"access record outside its schema at: {', '.join(where)}") from None
+    _check_access_ids(record.case_id, record.resource_type, record.resource_id, record.agency, record.client_id,
+                      record.acting_user)
     return EntryDraft(
         action=record.action,
         outcome=record.outcome,
@@ -263,6 +266,21 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         case_id=record.case_id,
         details=checked_details(record.details),
     )
+
+
+def _check_access_ids(case_id: str | None, resource_type: str | None, resource_id: str | None,
+                      agency: str | None, client_id: str | None, acting_user: str | None) -> None:
+    """An access record names things by the ids RefNet issues, and people by an identifier: anything else is
+    what someone typed (a URL path, a claimed client id) and must not become permanent. Names fields only."""
+    bad = [name for name, ok in (
+        ("case_id", case_id is None or is_refnet_id(case_id, "case")),
+        ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)),
+        ("agency", agency is None or is_refnet_id(agency, "agency")),
+        ("client_id", client_id is None or is_refnet_id(client_id, "client")),
+        ("acting_user", acting_user is None or is_acting_user(acting_user)),
+    ) if not ok]
+    if bad:
+        raise NotAuditable(f"access record fields not in RefNet's id formats: {', '.join(bad)}")
 
 
 def format_time(moment: datetime) -> str:

@@ -100,11 +100,11 @@ async def over_http(audit: AuditHarness) -> AsyncIterator[str]:
 
 
 async def test_the_commands(audit: AuditHarness, tmp_path: Path) -> None:
-    case = "case-cli-1"
+    case = "case-" + "c1" * 16
     await audit.send(INTAKE_EVENTS, "consent.granted.v1", {"case_id": case, "agency": "iom", "consent_id": "k1",
                                                            "consent_version": 1})
     await audit.send(AUDIT_ACCESS, "access.recorded.v1", {
-        "action": "case.read", "outcome": "success", "agency": "unhcr", "acting_user": "officer-1",
+        "action": "case.read", "outcome": "success", "agency": "agy_unhcr", "acting_user": "officer-1",
         "purpose": "referral", "case_id": case, "details": {"consent_id": "k1", "consent_version": 1}})
     await audit.wait_for_size(2)
     runner = CliRunner()
@@ -123,7 +123,7 @@ async def test_the_commands(audit: AuditHarness, tmp_path: Path) -> None:
         assert shown.exit_code == 0, shown.output
         # The app logs from this process's other thread into the same captured stdout: find the document.
         history, _ = json.JSONDecoder().raw_decode(shown.output[shown.output.index('{\n  "case_id"'):])
-        assert [(a["agency"], a["consent"]["consent_id"]) for a in history["access"]] == [("unhcr", "k1")]
+        assert [(a["agency"], a["consent"]["consent_id"]) for a in history["access"]] == [("agy_unhcr", "k1")]
         assert [c["action"] for c in history["consents"]] == ["consent.grant"]
         table = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", case, "--url", url], env=env)
         assert table.exit_code == 0 and "officer-1" in table.output and "k1 v1" in table.output
