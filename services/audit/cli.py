@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.audit.domain import parse_checkpoint_body
 from services.audit.merkle import verify_consistency
-from services.audit.signing import key_hash, verify_signature
+from services.audit.signing import LogKeys, key_hash, verify_signature
 from shared.client_auth import ASSERTION_TYPE
 from shared.client_auth import client_assertion as shared_client_assertion
 
@@ -275,7 +275,9 @@ async def verify_offline(database_url: str, saved: dict[str, Any]) -> VerifyRepo
             report.add("contains checkpoint", root.hex() == saved["root_hash"],
                        f"the first {size} entries have the checkpoint's root" if root.hex() == saved["root_hash"]
                        else f"THE FIRST {size} ENTRIES DO NOT HAVE THE CHECKPOINT'S ROOT")
-        result = await service.verify_log(sessions, public)
+        origin = str(saved.get("origin") or "")
+        keys = LogKeys(origin, {key_hash(origin, public).hex(): public} if public else {})
+        result = await service.verify_log(sessions, keys, record=False)
         report.add("recomputation", bool(result["ok"]),
                    f"{result['tree_size']} entries match their leaves" if result["ok"] else
                    f"first bad index {result['first_bad_index']}, first bad checkpoint "

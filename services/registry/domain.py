@@ -12,10 +12,10 @@ from typing import Any, Literal
 # --- scopes and agencies -----------------------------------------------------------------------------------
 
 #: Every scope the registry can grant (CONTRACT.md "Scopes", plus the referral service's own clearance scope
-#: for its service-to-service calls to intake).
+#: for its service-to-service calls to intake; audit:witness: an agency that runs a witness of the audit log).
 SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
-    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance",
+    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance", "audit:witness",
 })
 
 #: Kinds an agency can be registered with through the API.

@@ -73,7 +73,11 @@ async def test_checkpoints_and_proofs_verify(audit: AuditHarness) -> None:
 
     report = (await audit.get("/audit/verify")).json()
     assert report == {"ok": True, "tree_size": 14, "first_bad_index": None, "root_hash": checkpoints[-1]["root_hash"],
-                      "stored_root_matches": True, "checkpoints_checked": 7, "first_bad_checkpoint": None}
+                      "stored_root_matches": True, "checkpoints_checked": 7, "first_bad_checkpoint": None,
+                      "missing_checkpoint": None, "full": True, "from_index": 0}
+    # The next run starts where this one ended: nothing new, nothing recomputed.
+    again = (await audit.get("/audit/verify")).json()
+    assert again["ok"] and again["from_index"] == 14 and not again["full"] and again["checkpoints_checked"] == 0
 
 
 async def test_impossible_requests_are_4xx_problems_naming_the_parameter(audit: AuditHarness) -> None:
