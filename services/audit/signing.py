@@ -104,7 +104,7 @@ class VerifierKey:
 
 def parse_vkey(text: str) -> VerifierKey:
     """Read a verifier key; ValueError (naming what is wrong, not quoting it) unless it is well formed."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may hold "+" itself; a name may not
     if len(parts) != 3:
         raise ValueError("a verifier key is <name>+<key id>+<base64 key>")
     name, hash_text, material_text = parts
