@@ -85,7 +85,8 @@ async def case_consents(request: Request, _: Auditor, case_id: CaseId) -> dict[s
     return await service.case_consents(runtime_of(request).sessions, case_id)
 
 
-@router.get("/checkpoint", summary="The latest signed checkpoint (signed now if the log grew), with cosignatures")
+@router.get("/checkpoint", summary="The latest signed checkpoint (signed now if the log grew), with cosignatures",
+            responses={404: {"description": "With `cosigned`: no checkpoint has that many cosignatures yet."}})
 async def checkpoint(
     request: Request,
     _: AuditorOrWitness,

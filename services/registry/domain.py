@@ -12,11 +12,14 @@ from typing import Any, Literal
 # --- scopes and agencies -----------------------------------------------------------------------------------
 
 #: Every scope the registry can grant (CONTRACT.md "Scopes", plus the referral service's own clearance scope
-#: for its service-to-service calls to intake; audit:witness: an agency that runs a witness of the audit log).
+#: for its service-to-service calls to intake).
 SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
-    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance", "audit:witness",
+    "referrals:write", "events:read", "audit:read", "admin", "cases:clearance",
 })
+#: And an agency that runs a witness of the audit log (``refnet audit witness``): checkpoints and consistency
+#: proofs, never entries.
+SCOPES = SCOPES | frozenset({"audit:witness"})
 
 #: Kinds an agency can be registered with through the API.
 AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight")
