@@ -127,3 +127,26 @@ async def test_the_log_takes_cosignatures_only_from_its_witnesses(witnessed: Aud
     # A witness sees checkpoints and proofs, not the entries.
     assert (await audit.client.get("/audit/checkpoint", headers=headers)).status_code == 200
     assert (await audit.client.get("/audit/entries", headers=headers)).status_code == 403
+
+
+async def test_the_witness_command(witnessed: AuditHarness, witness_dirs: list[Path]) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from deploy.launcher.cli import app as refnet_cli
+    from tests.integration.audit.test_cli import over_http
+
+    audit = witnessed
+    await _fill(audit, 2)
+    runner = CliRunner()
+    env = {"REFNET_TOKEN": _witness_token(audit), "COLUMNS": "200"}
+    async with over_http(audit) as url:
+        first = await asyncio.to_thread(runner.invoke, refnet_cli, [
+            "audit", "witness", "--state", str(witness_dirs[0]), "--url", url], env=env)
+        assert first.exit_code == 0, first.output
+        assert "witness.ngo.example/w1+" in first.output  # its verifier key, to hand out
+        renamed = await asyncio.to_thread(runner.invoke, refnet_cli, [
+            "audit", "witness", "--state", str(witness_dirs[0]), "--name", "other.example/w", "--url", url], env=env)
+        assert renamed.exit_code == 2 and "one key, one name" in renamed.output
+    assert audit.sql("SELECT count(*) FROM audit_cosignatures").strip() == "1"
