@@ -274,7 +274,9 @@ def _check_access_ids(case_id: str | None, resource_type: str | None, resource_i
     what someone typed (a URL path, a claimed client id) and must not become permanent. Names fields only."""
     bad = [name for name, ok in (
         ("case_id", case_id is None or is_refnet_id(case_id, "case")),
-        ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)),
+        # (intake names the case as the resource of a consent list or a refused override)
+        ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)
+         or (resource_id == case_id and is_refnet_id(case_id, "case"))),
         ("agency", agency is None or is_refnet_id(agency, "agency")),
         ("client_id", client_id is None or is_refnet_id(client_id, "client")),
         ("acting_user", acting_user is None or is_acting_user(acting_user)),

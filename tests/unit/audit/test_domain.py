@@ -287,6 +287,31 @@ def test_access_records_whose_ids_are_not_refnet_ids_are_refused(field: str, val
     assert field in str(refused.value) and value not in str(refused.value)
 
 
+def test_intake_s_access_records_pass() -> None:
+    """What intake records (services/intake/service.py ``_access``), shapes and formats included."""
+    consent, override = "consent-" + "ab" * 16, "override-" + "cd" * 16
+    for record in (
+        {"action": "case.read", "outcome": "denied", "case_id": _CASE, "resource_type": "Case", "resource_id": _CASE,
+         "agency": "agy_referral_service", "client_id": "cli_unhcr", "acting_user": "officer.2@unhcr"},
+        {"action": "consent.read", "outcome": "success", "case_id": _CASE, "resource_type": "Consent",
+         "resource_id": _CASE, "agency": "agy_3f9c2b7e1d4a6058"},
+        {"action": "consent.grant", "outcome": "success", "case_id": _CASE, "resource_type": "Consent",
+         "resource_id": consent, "agency": "agy_iom"},
+        {"action": "consent.override", "outcome": "denied", "case_id": _CASE, "resource_type": "Override",
+         "resource_id": _CASE, "agency": "agy_iom"},
+        {"action": "consent.override", "outcome": "success", "case_id": _CASE, "resource_type": "Override",
+         "resource_id": override, "agency": "agy_iom"},
+        {"action": "case.list", "outcome": "success", "resource_type": "Case", "agency": "agy_iom"},
+        {"action": "token.issue", "outcome": "success", "resource_type": "Token", "resource_id": "ef" * 16,
+         "agency": "agy_iom", "client_id": "cli_iom"},
+    ):
+        assert draft_from_event(event("access.recorded.v1", record)).action == record["action"]
+    with pytest.raises(NotAuditable):  # the case id must still be one
+        draft_from_event(event("access.recorded.v1", {"action": "consent.read", "outcome": "success",
+                                                      "case_id": "x1", "resource_type": "Consent",
+                                                      "resource_id": "x1"}))
+
+
 def test_refnet_ids_are_accepted_by_kind() -> None:
     from shared.ids import is_refnet_id, resource_id_ok
 
