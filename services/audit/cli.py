@@ -507,7 +507,8 @@ def _run(make: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
 
 def verify_command(
     url: UrlOption = None, token: TokenOption = None, as_name: AsOption = None,
-    full: Annotated[bool, typer.Option("--full", help="also have the service recompute every leaf")] = False,
+    full: Annotated[bool, typer.Option("--full", help="also have the service recompute the leaves (those "
+                                       "appended since its last verification)")] = False,
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", help="a saved checkpoint (JSON) to check against instead of the remembered one")] = None,
     database: Annotated[str | None, typer.Option(
