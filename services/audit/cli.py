@@ -395,11 +395,13 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
             "seen_at": data.get("seen_at") or data.get("timestamp") or "?"}
 
 
-async def verify_offline(database_url: str, saved: dict[str, Any]) -> VerifyReport:
+async def verify_offline(database_url: str, saved: dict[str, Any], previous_keys: Sequence[str] = ()
+                         ) -> VerifyReport:
     """Before a restored audit database goes live: does it still contain the saved checkpoint?
 
     Reads the database directly (no service running), recomputes every leaf and the root of the first
     ``tree_size`` entries, and compares with the checkpoint, whose signature is checked with its pinned key.
+    Every stored checkpoint must verify with that key or one of ``previous_keys`` (C2SP verifier keys).
     """
     from services.audit import service
     from shared.db import make_engine, make_sessionmaker
@@ -423,6 +425,12 @@ async def verify_offline(database_url: str, saved: dict[str, Any]) -> VerifyRepo
                        else f"THE FIRST {size} ENTRIES DO NOT HAVE THE CHECKPOINT'S ROOT")
         origin = str(saved.get("origin") or "")
         keys = LogKeys(origin, {key_hash(origin, public).hex(): public} if public else {})
+        for text in previous_keys:
+            try:
+                earlier = parse_vkey(text)
+            except ValueError as exc:
+                raise AuditCliError(f"--previous-key: {exc}") from exc
+            keys.keys[earlier.key_id.hex()] = earlier.public_key
         result = await service.verify_log(sessions, keys, record=False)
         report.add("recomputation", bool(result["ok"]),
                    f"{result['tree_size']} entries match their leaves" if result["ok"] else
@@ -518,6 +526,9 @@ def verify_command(
         "--witness-key", help="a witness's C2SP verifier key (name+keyid+base64); repeat for each")] = None,
     quorum: Annotated[int, typer.Option(
         "--quorum", min=0, help="check the latest checkpoint at least this many of the --witness-key cosigned")] = 0,
+    previous_key: Annotated[list[str] | None, typer.Option(
+        "--previous-key", help="with --database: an earlier checkpoint key of the log (C2SP verifier key), "
+                               "whose checkpoints count too; repeat for each")] = None,
 ) -> None:
     """Check the log's signed checkpoint and that it extends the last one this machine saw."""
     base = audit_url(url)
@@ -530,9 +541,12 @@ def verify_command(
             console.print("[red]--database needs --checkpoint (or a checkpoint remembered for --url)[/red]")
             raise typer.Exit(2)
         try:
-            report = asyncio.run(verify_offline(database, saved))
+            report = asyncio.run(verify_offline(database, saved, previous_key or ()))
         except (OSError, SQLAlchemyError) as exc:
             console.print(f"[red]cannot read the audit database: {type(exc).__name__}[/red]")
+            raise typer.Exit(2) from exc
+        except AuditCliError as exc:
+            console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
         print_verify(report)
         if not report.ok:

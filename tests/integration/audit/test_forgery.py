@@ -6,14 +6,21 @@ and queued entries cannot be dropped unseen."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from deploy.launcher.infra import Broker
+from services.audit.cli import verify_offline
 from services.audit.domain import checkpoint_body
-from services.audit.signing import CheckpointSigner
+from services.audit.settings import AuditSettings
+from services.audit.signing import CheckpointSigner, generate_key_file
 from shared.topics import INTAKE_EVENTS
-from tests.integration.audit.conftest import AuditHarness
+from tests.conftest import Infra
+from tests.integration.audit.conftest import AuditHarness, running_audit
+from tests.support.issuer import LocalIssuer
 
 BEHIND = "SET session_replication_role = replica; "
 
@@ -97,3 +104,35 @@ async def test_the_writer_cannot_drop_queued_entries(audit: AuditHarness) -> Non
     assert (await audit.get("/audit/verify")).json()["ok"] is True
 
 
+
+
+async def test_a_rotated_key_counts_only_when_configured(
+        infra: Infra, private_broker: Broker, new_database: Callable[[str], str],
+        audit_settings: Callable[..., AuditSettings], issuer: LocalIssuer, tmp_path: Path) -> None:
+    url = new_database("audit")
+    async with running_audit(audit_settings(url, private_broker.bootstrap), infra.server_url, issuer) as audit:
+        await _fill(audit, 3)
+        old = (await audit.client.get("/audit/public-key")).json()["vkey"]
+        assert (await audit.get("/audit/checkpoint")).json()["tree_size"] == 3
+    new_key = tmp_path / "rotated.pem"
+    generate_key_file(new_key)
+    # The new key alone: the old key's checkpoint is not trusted, and nothing is signed after it.
+    forgetful = audit_settings(url, private_broker.bootstrap, checkpoint_key_file=str(new_key))
+    async with running_audit(forgetful, infra.server_url, issuer, migrate=False) as audit:
+        report = (await audit.get("/audit/verify")).json()
+        assert not report["ok"] and report["first_bad_checkpoint"] in (0, 3)  # the first under the old key
+        assert (await audit.get("/audit/checkpoint")).status_code == 503
+    # With the old key listed, both hold.
+    rotated = audit_settings(url, private_broker.bootstrap, checkpoint_key_file=str(new_key),
+                             checkpoint_previous_keys=[old])
+    async with running_audit(rotated, infra.server_url, issuer, migrate=False) as audit:
+        assert (await audit.client.get("/audit/public-key")).json()["previous_keys"] == [old]
+        assert (await audit.get("/audit/verify")).json()["ok"] is True
+        await _fill(audit, 2, start=3)
+        signed = (await audit.get("/audit/checkpoint")).json()
+        assert signed["tree_size"] == 5 and signed["key_id"] != old.split("+")[1]
+        saved = {**signed, "public_key": (await audit.client.get("/audit/public-key")).json()["public_key"]}
+    offline = await verify_offline(url, saved)
+    assert not offline.ok  # the size-3 checkpoint is under a key the command was not given
+    offline = await verify_offline(url, saved, [old])
+    assert offline.ok, offline.checks
