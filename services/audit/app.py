@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.audit import api, consumers
 from services.audit.settings import AuditSettings
-from services.audit.signing import CheckpointSigner, load_key_file
+from services.audit.signing import CheckpointMemory, CheckpointSigner, LogKeys, load_key_file, parse_vkey
 from shared.app import Runtime, build_app
 
 log = structlog.get_logger("refnet.audit")
@@ -48,11 +48,18 @@ def load_signer(settings: AuditSettings) -> CheckpointSigner:
 def create_app(settings: AuditSettings | None = None) -> FastAPI:
     settings = settings or AuditSettings()
     signer = load_signer(settings)  # fail at once on a bad key file, not at the first checkpoint
+    keys = LogKeys.of(signer, settings.checkpoint_previous_keys)
+    witnesses = [parse_vkey(text) for text in settings.witness_keys]
+    if any(w.kind != "witness" for w in witnesses):
+        raise ValueError("witness_keys must be cosignature (0x04) verifier keys")
+    memory = CheckpointMemory(Path(settings.checkpoint_state_file) if settings.checkpoint_state_file else None)
 
     async def on_startup(runtime: Runtime) -> None:
         if settings.writer_role:
             act_as_writer(runtime.engine, settings.writer_role)
         runtime.extras["signer"] = signer
+        runtime.extras["log_keys"] = keys
+        runtime.extras["checkpoint_memory"] = memory
 
     app = build_app(
         settings=settings,
@@ -63,4 +70,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         on_startup=on_startup,
     )
     app.state.signer = signer
+    app.state.log_keys = keys
+    app.state.witnesses = witnesses
+    app.state.checkpoint_memory = memory
     return app

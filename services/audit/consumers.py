@@ -89,9 +89,12 @@ async def sign_checkpoints(runtime: Runtime, signer: CheckpointSigner, interval:
     """Every few seconds while entries arrive: a new signed checkpoint if the log grew."""
     while True:
         try:
-            await service.sign_checkpoint(runtime.sessions, signer)
+            await service.sign_checkpoint(runtime.sessions, signer, runtime.extras["log_keys"],
+                                          runtime.extras["checkpoint_memory"])
         except asyncio.CancelledError:
             raise
+        except service.LogInconsistent:
+            pass  # counted and logged where refused; the signer keeps refusing until someone looks
         except Exception as exc:
             log.warning("audit_checkpoint_failed", error=type(exc).__name__)
         await asyncio.sleep(interval)

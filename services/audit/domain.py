@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from shared.access import DETAIL_VALUE, parse_access_record
 from shared.envelope import Event
+from shared.ids import is_acting_user, is_refnet_id, resource_id_ok
 
 # --- entries --------------------------------------------------------------------------------------------
 
@@ -195,6 +196,17 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def utc_bound(moment: datetime) -> datetime:
+    """A query bound in UTC. ``0001-01-01T00:00:00+14:00`` is in year 0 and ``9999-12-31T23:59:59-14:00`` in
+    year 10000 in UTC, which Python cannot hold: such a bound lies before (after) every entry's time, so the
+    first (last) moment Python can hold answers the query the same way."""
+    try:
+        return utc(moment)
+    except OverflowError:
+        edge = datetime.min if moment.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
 def draft_from_event(event: Event) -> EntryDraft:
     """Turn any RefNet event into an entry draft, or raise :class:`NotAuditable`."""
     short = event.short_type
@@ -245,6 +257,8 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         # Only the field locations: the rejected input may be exactly the personal data we refuse.
         where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
         raise NotAuditable(f"access record outside its schema at: {', '.join(where)}") from None
+    _check_access_ids(record.case_id, record.resource_type, record.resource_id, record.agency, record.client_id,
+                      record.acting_user)
     return EntryDraft(
         action=record.action,
         outcome=record.outcome,
@@ -260,6 +274,23 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         case_id=record.case_id,
         details=checked_details(record.details),
     )
+
+
+def _check_access_ids(case_id: str | None, resource_type: str | None, resource_id: str | None,
+                      agency: str | None, client_id: str | None, acting_user: str | None) -> None:
+    """An access record names things by the ids RefNet issues, and people by an identifier: anything else is
+    what someone typed (a URL path, a claimed client id) and must not become permanent. Names fields only."""
+    bad = [name for name, ok in (
+        ("case_id", case_id is None or is_refnet_id(case_id, "case")),
+        # (intake names the case as the resource of a consent list or a refused override)
+        ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)
+         or (resource_id == case_id and is_refnet_id(case_id, "case"))),
+        ("agency", agency is None or is_refnet_id(agency, "agency")),
+        ("client_id", client_id is None or is_refnet_id(client_id, "client")),
+        ("acting_user", acting_user is None or is_acting_user(acting_user)),
+    ) if not ok]
+    if bad:
+        raise NotAuditable(f"access record fields not in RefNet's id formats: {', '.join(bad)}")
 
 
 def format_time(moment: datetime) -> str:

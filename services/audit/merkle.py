@@ -491,6 +491,16 @@ class CompactRange:
         self.size = 0
         self._stack: list[bytes] = []
 
+    @classmethod
+    def from_border(cls, size: int, border: Sequence[bytes]) -> CompactRange:
+        """The tree of ``size`` leaves whose right border (the hashes at :func:`compact_range`) is ``border``."""
+        if len(border) != size.bit_count():
+            raise ValueError(f"a tree of size {size} has {size.bit_count()} border hashes, got {len(border)}")
+        tree = cls()
+        tree.size = size
+        tree._stack = [bytes(h) for h in border]
+        return tree
+
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         # Runs once per log entry: bare hashlib calls and local names, as in root_of_leaf_hashes.
         sha256 = _sha256

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
@@ -32,15 +33,25 @@ from services.audit.domain import (
 from services.audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    MissingNodeError,
     append_plan,
     compact_range,
     consistency_plan,
+    fold_subtrees,
     hash_leaf,
     inclusion_plan,
     proof_from_nodes,
     root_from_nodes,
+    verify_consistency,
 )
-from services.audit.signing import CheckpointSigner, key_hash, verify_signature
+from services.audit.signing import (
+    CheckpointMemory,
+    CheckpointSigner,
+    LogKeys,
+    VerifierKey,
+    parse_signature_line,
+    verify_cosignature,
+)
 from shared.consumer import PoisonEvent
 from shared.envelope import Event
 from shared.errors import Problem
@@ -52,6 +63,11 @@ TREE_SIZE = Gauge("refnet_audit_tree_size", "Entries in the log after the last a
 CHECKPOINT_SIZE = Gauge("refnet_audit_checkpoint_tree_size", "Tree size of the latest signed checkpoint")
 CHECKPOINT_TIME = Gauge("refnet_audit_last_checkpoint_timestamp_seconds", "When the latest checkpoint was signed")
 VERIFY_FAILURES = Counter("refnet_audit_verify_failures_total", "Runs of /audit/verify that found a mismatch")
+CHECKPOINTS_REFUSED = Counter("refnet_audit_checkpoints_refused_total",
+                              "Times the signer refused to sign: the log does not extend its last signed checkpoint")
+
+
+MAX_INDEX = 2**63 - 1  # PostgreSQL's BIGINT, the type of an entry's index
 
 
 class InvalidParameter(Problem):
@@ -117,7 +133,9 @@ async def sequence_pending(sessions: async_sessionmaker[AsyncSession], batch_siz
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 
-def checkpoint_json(row: Any) -> dict[str, Any]:
+def checkpoint_json(row: Any, cosigned: Sequence[Any] = ()) -> dict[str, Any]:
+    lines = [str(c.line) for c in cosigned]
+    signature_line = f"\u2014 {row.origin} {_b64(bytes.fromhex(row.key_id) + bytes(row.signature))}"
     return {
         "origin": row.origin,
         "tree_size": int(row.tree_size),
@@ -126,8 +144,9 @@ def checkpoint_json(row: Any) -> dict[str, Any]:
         "body": row.body,
         "key_id": row.key_id,
         "signature": _b64(bytes(row.signature)),
-        # The same checkpoint as a C2SP signed note, for tools that speak that format.
-        "note": f"{row.body}\n\u2014 {row.origin} {_b64(bytes.fromhex(row.key_id) + bytes(row.signature))}\n",
+        # The same checkpoint as a C2SP signed note, for tools that speak that format, witnesses' lines after.
+        "note": f"{row.body}\n" + "".join(f"{line}\n" for line in [signature_line, *lines]),
+        "cosignatures": lines,
     }
 
 
@@ -135,14 +154,51 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-async def sign_checkpoint(sessions: async_sessionmaker[AsyncSession], signer: CheckpointSigner) -> dict[str, Any]:
-    """The checkpoint of the log as it is now: the latest one if nothing was appended since, else a new one."""
+class LogInconsistent(Problem):
+    """The log no longer extends the last checkpoint this service signed: it will not sign another."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "log-inconsistent", detail, title="Service Unavailable")
+
+
+def _refuse(detail: str) -> LogInconsistent:
+    CHECKPOINTS_REFUSED.inc()
+    log.error("audit_checkpoint_refused", reason=detail)
+    return LogInconsistent(detail)
+
+
+async def sign_checkpoint(sessions: async_sessionmaker[AsyncSession], signer: CheckpointSigner, keys: LogKeys,
+                          memory: CheckpointMemory) -> dict[str, Any]:
+    """The checkpoint of the log as it is now: the latest one if nothing was appended since, else a new one.
+
+    A new one only if the log extends the last signed checkpoint (an RFC 9162 consistency proof from the
+    stored nodes, checked here): the larger of the database's latest -- if one of the log's keys verifies it
+    -- and the one this signer remembers outside the database. Otherwise :class:`LogInconsistent`.
+    """
     async with sessions() as session, session.begin():
         size = await store.tree_size(session)
         latest = await store.latest_checkpoint(session)
-        if latest is not None and int(latest.tree_size) >= size:
-            return checkpoint_json(latest)
-        root = root_from_nodes(size, await store.fetch_nodes(session, compact_range(size)))
+        if latest is not None and not _checkpoint_sound(latest, keys):
+            raise _refuse("the latest stored checkpoint is not signed by any of the log's keys")
+        floor_size, floor_root = (int(latest.tree_size), bytes(latest.root_hash)) if latest is not None else (0, b"")
+        if memory.last is not None and memory.size >= floor_size:
+            if memory.size == floor_size and latest is not None and memory.root != floor_root:
+                raise _refuse(f"the stored checkpoint at size {floor_size} is not the one this signer signed")
+            floor_size, floor_root = memory.size, memory.root
+        if size < floor_size:
+            raise _refuse(f"the log holds {size} entries, fewer than the {floor_size} of its last checkpoint")
+        if latest is not None and int(latest.tree_size) == size:
+            return checkpoint_json(latest, await store.cosignatures_of(session, size))
+        try:
+            plan = consistency_plan(floor_size, size) if floor_size else None
+            nodes = await store.fetch_nodes(session, [*compact_range(size), *(plan.node_ids if plan else [])])
+            root = root_from_nodes(size, nodes)
+            consistent = plan is None or verify_consistency(floor_size, size, floor_root, root,
+                                                            proof_from_nodes(plan, nodes))
+        except MissingNodeError:
+            consistent = False
+        if not consistent:
+            raise _refuse(f"the log at size {size} does not extend the checkpoint signed at size {floor_size}")
         body = checkpoint_body(signer.origin, size, root)
         await store.add_checkpoint(session, {
             "tree_size": size, "root_hash": root, "origin": signer.origin, "signed_at": datetime.now(UTC),
@@ -151,9 +207,52 @@ async def sign_checkpoint(sessions: async_sessionmaker[AsyncSession], signer: Ch
     async with sessions() as session:
         latest = await store.latest_checkpoint(session)
     assert latest is not None
+    signed = checkpoint_json(latest)
+    memory.remember(signed)
     CHECKPOINT_SIZE.set(int(latest.tree_size))
     CHECKPOINT_TIME.set(latest.signed_at.timestamp())
-    return checkpoint_json(latest)
+    return signed
+
+
+async def cosigned_checkpoint(sessions: async_sessionmaker[AsyncSession], at_least: int) -> dict[str, Any]:
+    """The largest checkpoint that at least ``at_least`` witnesses cosigned."""
+    async with sessions() as session:
+        row = await store.latest_checkpoint_cosigned(session, at_least)
+        if row is None:
+            raise Problem(404, "not-found", f"no checkpoint has {at_least} cosignatures yet")
+        return checkpoint_json(row, await store.cosignatures_of(session, int(row.tree_size)))
+
+
+MAX_COSIGNATURE_SKEW_SECONDS = 600
+
+
+async def add_cosignature(sessions: async_sessionmaker[AsyncSession], witnesses: Sequence[VerifierKey],
+                          tree_size: int, line_text: str) -> dict[str, Any]:
+    """Store a witness's C2SP cosignature of the checkpoint at ``tree_size``: one of the configured witness
+    keys must verify it over that checkpoint's body."""
+    try:
+        line = parse_signature_line(line_text)
+    except ValueError as exc:
+        raise Problem(422, "invalid-cosignature", f"cosignature: {exc}",
+                      errors=[{"loc": ["body", "cosignature"], "msg": str(exc)}]) from None
+    key = next((w for w in witnesses if w.name == line.name and w.key_id == line.key_id), None)
+    if key is None:
+        raise Problem(403, "unknown-witness", "the cosignature's key is not one of this log's witnesses")
+    async with sessions() as session, session.begin():
+        checkpoint = await store.checkpoint_at(session, tree_size)
+        if checkpoint is None:
+            raise Problem(404, "not-found", f"no checkpoint of size {tree_size}")
+        timestamp = verify_cosignature(key, checkpoint.body, line)
+        if timestamp is None:
+            raise Problem(422, "invalid-cosignature", "the cosignature does not verify over this checkpoint",
+                          errors=[{"loc": ["body", "cosignature"], "msg": "does not verify"}])
+        if timestamp > datetime.now(UTC).timestamp() + MAX_COSIGNATURE_SKEW_SECONDS:
+            raise Problem(422, "invalid-cosignature", "the cosignature's time is in the future",
+                          errors=[{"loc": ["body", "cosignature"], "msg": "time in the future"}])
+        await store.add_cosignature(session, {"tree_size": tree_size, "witness": key.name,
+                                              "key_id": key.key_id.hex(), "cosigned_at": timestamp,
+                                              "line": line_text.strip("\n")})
+    return {"tree_size": tree_size, "witness": key.name, "cosigned_at": timestamp}
 
 
 # --- reading the log ------------------------------------------------------------------------------------
@@ -167,7 +266,8 @@ def _entry(row: Any) -> dict[str, Any]:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    # ASCII digits only (str.isdigit() also takes other scripts' digits), and within BIGINT: an index.
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) > MAX_INDEX:
         raise InvalidParameter("cursor", "not a cursor this API returned")
     return int(cursor)
 
@@ -280,35 +380,87 @@ async def consistency_proof(sessions: async_sessionmaker[AsyncSession], first: i
 # --- verification ---------------------------------------------------------------------------------------
 
 
-async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: bytes) -> dict[str, Any]:
+@dataclass
+class _Start:
+    """Where a verification starts: the empty tree, or a checkpoint an earlier verification reached."""
+
+    size: int = 0
+    border: list[bytes] | None = None
+
+
+async def _incremental_start(conn: Any, keys: LogKeys) -> _Start:
+    """The last verified checkpoint, if it still holds: one of the log's keys verifies it, it names the root
+    the verification found, and the stored nodes at its border fold to that root (so everything before it
+    is as signed, and the rest can be recomputed from there). Else the empty tree: a full verification."""
+    mark = await store.last_verified(conn)
+    if mark is None:
+        return _Start()
+    size = int(mark.tree_size)
+    checkpoint = await store.checkpoint_at(conn, size)
+    if checkpoint is None or not _checkpoint_sound(checkpoint, keys) or bytes(checkpoint.root_hash) != bytes(
+            mark.root_hash):
+        return _Start()
+    coords = compact_range(size)
+    found = await store.fetch_nodes(conn, coords)
+    border = [found.get(c) for c in coords]
+    if any(h is None for h in border) or (border and fold_subtrees(border) != bytes(mark.root_hash)):  # type: ignore[arg-type]
+        return _Start()
+    return _Start(size, [h for h in border if h is not None])
+
+
+async def verify_log(sessions: async_sessionmaker[AsyncSession], keys: LogKeys,
+                     memory: CheckpointMemory | None = None, *, full: bool = True, record: bool = True
+                     ) -> dict[str, Any]:
     """Recompute the tree from the stored entries (not from the stored hashes) and compare.
 
     An entry is bad when its recomputed leaf differs from the leaf stored when it was appended, or when
     the index sequence has a hole. Independently, the recomputed root at every signed checkpoint's size
-    must equal the root that checkpoint signed: this catches a rewrite that also rewrote the stored nodes.
+    must equal the root that checkpoint signed, and one of the log's keys must verify that checkpoint:
+    this catches a rewrite that also rewrote the stored nodes. The checkpoint the signer remembers outside
+    the database (``memory``) counts as one more, and is missed if the database no longer has it.
+
+    ``full=False`` starts at the last checkpoint an earlier verification reached (when it still holds, see
+    :func:`_incremental_start`) and recomputes only what was appended since; a run that finds everything
+    in order marks the last checkpoint it reached, for the next one (unless ``record`` is False).
     """
     first_bad: int | None = None
     first_bad_checkpoint: int | None = None
+    missing_checkpoint: int | None = None
     checked = 0
     tree = CompactRange()
 
     async with sessions() as session:
         conn = await session.connection()
-        marks: Sequence[Any] = await store.all_checkpoints(conn)
-        targets = [cp for cp in marks if int(cp.tree_size) > 0]
+        start = _Start() if full else await _incremental_start(conn, keys)
+        if start.border is not None:
+            tree = CompactRange.from_border(start.size, start.border)
+        marks: list[Any] = list(await store.all_checkpoints(conn))
+        if memory is not None and memory.last is not None:
+            same = next((cp for cp in marks if int(cp.tree_size) == memory.size), None)
+            if same is None:
+                missing_checkpoint = memory.size
+                marks.append(_remembered(memory))
+                marks.sort(key=lambda cp: int(cp.tree_size))
+            elif bytes(same.root_hash) != memory.root:
+                first_bad_checkpoint = memory.size
+        targets = [cp for cp in marks if int(cp.tree_size) > start.size]
         mark_sizes = [int(cp.tree_size) for cp in targets]
         next_mark = 0
+        reached: tuple[int, bytes] | None = None
 
         def check_checkpoint(cp: Any, root: bytes) -> None:
-            nonlocal checked, first_bad_checkpoint
+            nonlocal checked, first_bad_checkpoint, reached
             checked += 1
-            ok = bytes(cp.root_hash) == root and _checkpoint_sound(cp, public_key)
+            ok = bytes(cp.root_hash) == root and _checkpoint_sound(cp, keys)
             if not ok and first_bad_checkpoint is None:
                 first_bad_checkpoint = int(cp.tree_size)
+            if ok and first_bad is None and first_bad_checkpoint is None:
+                reached = (int(cp.tree_size), root)
 
-        for cp in marks:
-            if int(cp.tree_size) == 0:
-                check_checkpoint(cp, EMPTY_ROOT)
+        if start.size == 0:
+            for cp in marks:
+                if int(cp.tree_size) == 0:
+                    check_checkpoint(cp, EMPTY_ROOT)
 
         def grow(leaves: list[bytes]) -> None:
             """Add recomputed leaves to the tree, taking its root at each checkpoint's size on the way."""
@@ -345,7 +497,7 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
             if hole and first_bad is None:
                 first_bad = tree.size
 
-        await store.copy_log(conn, consume)
+        await store.copy_log(conn, consume, start=start.size)
         size = tree.size
         root = tree.root()
         stored_root = root_from_nodes(size, await store.fetch_nodes(conn, compact_range(size)))
@@ -353,16 +505,28 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], public_key: byt
         checked += 1
         if first_bad_checkpoint is None:
             first_bad_checkpoint = int(cp.tree_size)
-    ok = first_bad is None and first_bad_checkpoint is None and stored_root == root
+    ok = first_bad is None and first_bad_checkpoint is None and missing_checkpoint is None and stored_root == root
     if not ok:
         VERIFY_FAILURES.inc()
         log.warning("audit_log_verification_failed", first_bad_index=first_bad,
-                    first_bad_checkpoint=first_bad_checkpoint)
+                    first_bad_checkpoint=first_bad_checkpoint, missing_checkpoint=missing_checkpoint)
+    elif record and reached is not None and reached[0] > start.size:
+        async with sessions() as session, session.begin():
+            await store.add_verified(session, reached[0], reached[1], datetime.now(UTC), full)
     return {
         "ok": ok, "tree_size": size, "first_bad_index": first_bad, "root_hash": root.hex(),
         "stored_root_matches": stored_root == root, "checkpoints_checked": checked,
-        "first_bad_checkpoint": first_bad_checkpoint,
+        "first_bad_checkpoint": first_bad_checkpoint, "missing_checkpoint": missing_checkpoint,
+        "full": start.size == 0, "from_index": start.size,
     }
+
+
+def _remembered(memory: CheckpointMemory) -> Any:
+    """The signer's remembered checkpoint in the shape of a checkpoint row."""
+    last = memory.last or {}
+    return SimpleNamespace(tree_size=memory.size, root_hash=memory.root, origin=last.get("origin"),
+                           body=last.get("body"), key_id=last.get("key_id"),
+                           signature=base64.b64decode(str(last.get("signature", ""))))
 
 
 async def recomputed_root(sessions: async_sessionmaker[AsyncSession], size: int) -> bytes | None:
@@ -388,14 +552,16 @@ async def recomputed_root(sessions: async_sessionmaker[AsyncSession], size: int)
 _UNREADABLE = hashlib.sha256(b"\x00").digest()
 
 
-def _checkpoint_sound(cp: Any, public_key: bytes) -> bool:
-    """The stored body says what the row says, and (when signed by the current key) the signature holds."""
+def _checkpoint_sound(cp: Any, keys: LogKeys) -> bool:
+    """The stored body says what the row says, and one of the log's keys -- the one it names -- signed it.
+
+    A key id none of the log's keys has fails: an earlier key is trusted only if it is configured
+    (``REFNET_AUDIT_CHECKPOINT_PREVIOUS_KEYS``), never because the database names it.
+    """
     try:
         body = parse_checkpoint_body(cp.body)
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         return False
-    if body.tree_size != int(cp.tree_size) or body.root != bytes(cp.root_hash):
+    if body.tree_size != int(cp.tree_size) or body.root != bytes(cp.root_hash) or body.origin != cp.origin:
         return False
-    if cp.key_id != key_hash(cp.origin, public_key).hex():
-        return True  # signed by an earlier key; its root was compared above
-    return verify_signature(public_key, cp.body, bytes(cp.signature))
+    return keys.verify(cp.origin, cp.key_id, cp.body, bytes(cp.signature))

@@ -21,6 +21,16 @@ class AuditSettings(ServiceSettings):
     checkpoint_key_file: str = ""
     checkpoint_origin: str = "refnet.local/audit"
     checkpoint_interval_seconds: float = 5.0
+    # Earlier checkpoint keys, as C2SP verifier keys (``refnet keys audit-checkpoint`` prints the current one's):
+    # a checkpoint counts only if one of the log's keys verifies it, so after a rotation list the old one here.
+    checkpoint_previous_keys: list[str] = []
+    # Where the signer remembers the last checkpoint it signed, outside the database (a JSON file on the
+    # signer's own storage, next to the key). Empty: in memory only, until the next restart.
+    checkpoint_state_file: str = ""
+    # Witnesses (C2SP tlog-cosignature, Ed25519 verifier keys) whose cosignatures the log accepts and serves.
+    witness_keys: list[str] = []
+    # A full recomputation of /audit/verify (?full=true) at most this often; the default one is incremental.
+    full_verify_interval_seconds: float = 300.0
 
     # The Kafka consumer group of the ingest consumer (alerts match refnet.*audit.*: docs/operations.md).
     consumer_group: str = "refnet-audit"

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -85,6 +86,24 @@ nodes = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary, nullable=False),
+)
+
+cosignatures = Table(
+    "audit_cosignatures", Base.metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", Text, nullable=False),
+    Column("key_id", Text, primary_key=True),
+    Column("cosigned_at", BigInteger, nullable=False),
+    Column("line", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+verified = Table(
+    "audit_verified", Base.metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
+    Column("full_scan", Boolean, nullable=False),
 )
 
 checkpoints = Table(
@@ -182,15 +201,19 @@ async def size_and_border(driver: Any) -> tuple[int, list[bytes]]:
 
 async def move_to_log(driver: Any, taken: Sequence[int], placed: Sequence[int], first_index: int,
                       recorded_at: datetime) -> int:
-    """Delete the ``taken`` queue rows and insert those ``placed`` into the log at ``first_index`` onwards, in
-    one statement: the entries go from table to table inside the server. Returns how many were inserted."""
+    """Insert the ``placed`` queue rows into the log at ``first_index`` onwards, then delete the ``taken`` ones:
+    the entries go from table to table inside the server. Returns how many were inserted.
+
+    In this order, two statements: the queue's trigger (migration audit_0004) lets a row go only once the log
+    holds its event, and a statement does not see its own CTE's inserts.
+    """
     columns = ", ".join(ENTRY_COLUMNS)
     status: str = await driver.execute(
-        f"WITH gone AS (DELETE FROM audit_pending WHERE seq = ANY($1::bigint[]) RETURNING *) "  # noqa: S608
-        f"INSERT INTO audit_entries (idx, recorded_at, {columns}) "
-        f"SELECT $3::bigint + k.n - 1, $4, {', '.join('g.' + c for c in ENTRY_COLUMNS)} FROM gone g "
-        "JOIN unnest($2::bigint[]) WITH ORDINALITY AS k(seq, n) ON k.seq = g.seq",
-        list(taken), list(placed), first_index, recorded_at)
+        f"INSERT INTO audit_entries (idx, recorded_at, {columns}) "  # noqa: S608
+        f"SELECT $2::bigint + k.n - 1, $3, {', '.join('p.' + c for c in ENTRY_COLUMNS)} FROM audit_pending p "
+        "JOIN unnest($1::bigint[]) WITH ORDINALITY AS k(seq, n) ON k.seq = p.seq",
+        list(placed), first_index, recorded_at)
+    await driver.execute("DELETE FROM audit_pending WHERE seq = ANY($1::bigint[])", list(taken))
     return int(status.rsplit(" ", 1)[1])
 
 
@@ -328,13 +351,13 @@ async def reader(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[An
 
 _COPY_LOG = (
     f"SELECT {', '.join('e.' + c for c in COPY_COLUMNS)}, encode(n.hash, 'hex') "  # noqa: S608
-    "FROM audit_entries e LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx ORDER BY e.idx"
+    "FROM audit_entries e LEFT JOIN merkle_nodes n ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx"
 )
 
 
-async def copy_log(conn: AsyncConnection, consume: Callable[[str], None]) -> None:
-    """Every entry in index order as COPY text, handed to ``consume`` in chunks of whole lines (see
-    ``domain.LeafWriter.copy_chunk``): the verification's full scan.
+async def copy_log(conn: AsyncConnection, consume: Callable[[str], None], start: int = 0) -> None:
+    """Every entry from index ``start`` on, in index order, as COPY text, handed to ``consume`` in chunks of
+    whole lines (see ``domain.LeafWriter.copy_chunk``): the verification's scan.
 
     COPY is the cheapest way out of the server: no per-batch round trips, no per-column record building
     here, and the server keeps writing the next rows while ``consume`` hashes these. The times come in UTC,
@@ -352,7 +375,7 @@ async def copy_log(conn: AsyncConnection, consume: Callable[[str], None]) -> Non
         if end:
             consume(data[:end].decode("utf-8"))
 
-    await driver.copy_from_query(_COPY_LOG, output=output)
+    await driver.copy_from_query(_COPY_LOG, start, output=output)
     if carry:
         consume(carry.decode("utf-8"))
 
@@ -389,3 +412,46 @@ async def add_checkpoint(session: AsyncSession, values: Mapping[str, Any]) -> No
         "ON CONFLICT (tree_size) DO NOTHING"
     ).bindparams(bindparam("root_hash", type_=LargeBinary), bindparam("signature", type_=LargeBinary))
     await session.execute(statement, dict(values))
+
+
+async def checkpoint_at(session: AsyncSession | AsyncConnection, size: int) -> Any | None:
+    return (await session.execute(select(checkpoints).where(checkpoints.c.tree_size == size))).first()
+
+
+async def latest_checkpoint_cosigned(session: AsyncSession, at_least: int) -> Any | None:
+    """The largest checkpoint with at least ``at_least`` cosignatures."""
+    counted = (select(cosignatures.c.tree_size).group_by(cosignatures.c.tree_size)
+               .having(func.count() >= at_least).scalar_subquery())
+    query = (select(checkpoints).where(checkpoints.c.tree_size.in_(counted))
+             .order_by(checkpoints.c.tree_size.desc()).limit(1))
+    return (await session.execute(query)).first()
+
+
+# --- cosignatures and verification marks ------------------------------------------------------------------
+
+
+async def add_cosignature(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    """A witness's cosignature; the same witness cosigning the same checkpoint again keeps the first."""
+    await session.execute(text(
+        "INSERT INTO audit_cosignatures (tree_size, witness, key_id, cosigned_at, line) "
+        "VALUES (:tree_size, :witness, :key_id, :cosigned_at, :line) ON CONFLICT (tree_size, key_id) DO NOTHING"
+    ), dict(values))
+
+
+async def cosignatures_of(session: AsyncSession | AsyncConnection, size: int) -> Sequence[Any]:
+    query = select(cosignatures).where(cosignatures.c.tree_size == size).order_by(cosignatures.c.key_id)
+    return (await session.execute(query)).all()
+
+
+async def last_verified(session: AsyncSession | AsyncConnection) -> Any | None:
+    query = select(verified).order_by(verified.c.tree_size.desc()).limit(1)
+    return (await session.execute(query)).first()
+
+
+async def add_verified(session: AsyncSession | AsyncConnection, size: int, root: bytes, verified_at: datetime,
+                       full_scan: bool) -> None:
+    await session.execute(text(
+        "INSERT INTO audit_verified (tree_size, root_hash, verified_at, full_scan) "
+        "VALUES (:size, :root, :at, :full) ON CONFLICT (tree_size) DO NOTHING"
+    ).bindparams(bindparam("root", type_=LargeBinary)),
+        {"size": size, "root": root, "at": verified_at, "full": full_scan})

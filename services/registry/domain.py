@@ -17,6 +17,9 @@ SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
     "referrals:write", "events:read", "audit:read", "admin", "cases:clearance", "stats:read",
 })
+#: And an agency that runs a witness of the audit log (``refnet audit witness``): checkpoints and consistency
+#: proofs, never entries.
+SCOPES = SCOPES | frozenset({"audit:witness"})
 
 #: Kinds an agency can be registered with through the API.
 AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight")

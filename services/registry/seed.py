@@ -26,7 +26,7 @@ from shared.db import make_engine, make_sessionmaker, unit_of_work
 
 SOURCE = "/refnet/registry"
 CLIENT_SCOPES = ["registry:read", "registry:write", "cases:read", "cases:write", "consent:write",
-                 "referrals:read", "referrals:write", "events:read"]
+                 "referrals:read", "referrals:write", "events:read", "audit:witness"]
 
 
 @dataclass(frozen=True)

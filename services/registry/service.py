@@ -66,6 +66,7 @@ from services.registry.store import Agency, Location, RevokedToken, Service, Sig
 from shared.access import AccessRecord, record_access
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
+from shared.ids import is_refnet_id
 from shared.kek import KeyEncryptionKey, KeyRing
 from shared.outbound import Resolver, require_callable_url
 from shared.outbox import add_event
@@ -556,7 +557,8 @@ class RegistryService:
             agency = await _agency_by_client(session, client_id) if client_id else None
             await record_access(session, source=self.source, record=AccessRecord(
                 action="token.refused", outcome="denied", agency=agency.id if agency else None,
-                client_id=client_id, resource_type="Token",
+                # Only an id this registry could have issued reaches the permanent log (audit refuses others).
+                client_id=client_id if is_refnet_id(client_id, "client") else None, resource_type="Token",
                 details={"error": error or refusal.error,
                          "grant_type": grant_type if domain.client_id_hint(grant_type) else None},
             ))

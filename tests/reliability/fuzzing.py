@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import schemathesis
@@ -129,3 +130,89 @@ def _run(operation: Any, mode: GenerationMode, examples: int, headers: dict[str,
                                                 f"-> {response.text[:500]}")
 
     call()
+
+
+# --- edge values, parameter by parameter ----------------------------------------------------------------------
+# Schemathesis draws values at random from a parameter's schema and rarely lands on the few that break a service:
+# an integer one past BIGINT, a time whose UTC form falls outside years 1-9999, a NUL. These are tried on every
+# query and path parameter of every operation, deterministically, each with the others at a plain value.
+
+INTEGER_EDGES: tuple[str, ...] = ("-1", "0", str(2**31), str(2**53 + 1), str(2**63 - 1), str(2**63),
+                                  "9999999999999999999", str(10**30), "1e3", "0x10")
+DATETIME_EDGES: tuple[str, ...] = (
+    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
+    "2024-02-30T00:00:00Z", "2024-01-01T00:00:00+24:00", "2024-01-01T24:00:00Z", "-0001-01-01T00:00:00Z",
+    "99999-01-01T00:00:00Z", "2024-01-01T00:00:00",
+)
+STRING_EDGES: tuple[str, ...] = (
+    "\x00", "a\x00b", "\x01\x07\x1b\x7f", "line\nbreak", "\u202e\u200b", "\ud7ff\ufffd", "9999999999999999999",
+    "-1", "%00", "../..", "x" * 4096, "\u00e9" * 2048,
+)
+
+
+@dataclass(frozen=True)
+class EdgeCase:
+    operation: str  # "GET /audit/entries"
+    method: str
+    path: str  # with the path parameters filled in, percent-encoded
+    params: dict[str, str]
+    parameter: str
+    value: str
+
+
+def _edges_for(schema: dict[str, Any]) -> tuple[str, ...]:
+    types = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", []) if isinstance(s, dict)}
+    formats = {schema.get("format")} | {s.get("format") for s in schema.get("anyOf", []) if isinstance(s, dict)}
+    if "date-time" in formats:
+        return DATETIME_EDGES + STRING_EDGES[:4]
+    if "integer" in types or "number" in types:
+        return INTEGER_EDGES + STRING_EDGES[:2]
+    return STRING_EDGES + INTEGER_EDGES[4:7]
+
+
+def _plain(schema: dict[str, Any]) -> str:
+    """A value the parameter accepts, to hold the others still while one is probed."""
+    for candidate in (schema, *[s for s in schema.get("anyOf", []) if isinstance(s, dict)]):
+        if "default" in candidate and candidate["default"] is not None:
+            return str(candidate["default"]).lower() if isinstance(candidate["default"], bool) else str(
+                candidate["default"])
+        if "enum" in candidate:
+            return str(candidate["enum"][0])
+        if candidate.get("type") in ("integer", "number"):
+            return str(candidate.get("minimum", 1))
+        if candidate.get("format") == "date-time":
+            return "2024-01-01T00:00:00Z"
+    return "x1"
+
+
+def edge_cases(document: dict[str, Any]) -> list[EdgeCase]:
+    """Every query and path parameter of every operation in ``document``, with each of its edge values."""
+    cases: list[EdgeCase] = []
+    for path, item in document.get("paths", {}).items():
+        for method, spec in item.items():
+            if method not in ("get", "post", "put", "patch", "delete") or spec.get("requestBody"):
+                continue  # bodies are the fuzzer's and the pathological-body test's
+            parameters = [p for p in spec.get("parameters", []) if p.get("in") in ("query", "path")]
+            plain = {p["name"]: _plain(p.get("schema", {})) for p in parameters}
+            for probed in parameters:
+                for value in _edges_for(probed.get("schema", {})):
+                    values = {**plain, probed["name"]: value}
+                    path_values = {p["name"]: values[p["name"]] for p in parameters if p["in"] == "path"}
+                    query = {p["name"]: values[p["name"]] for p in parameters
+                             if p["in"] == "query" and (p.get("required") or p is probed)}
+                    filled = path
+                    for name, v in path_values.items():
+                        filled = filled.replace("{" + name + "}", quote(v, safe=""))
+                    cases.append(EdgeCase(f"{method.upper()} {path}", method.upper(), filled, query,
+                                          probed["name"], value))
+    return cases
+
+
+def edge_failure(case: EdgeCase, status: int, content_type: str) -> str | None:
+    """What is wrong with the answer to ``case``, or None: a 5xx, or a 4xx that is not a problem document."""
+    shown = case.value if len(case.value) <= 40 else case.value[:20] + f"...({len(case.value)} chars)"
+    if status >= 500:
+        return f"{case.operation}: {case.parameter}={shown!r} -> {status}"
+    if 400 <= status < 500 and not content_type.startswith("application/problem+json"):
+        return f"{case.operation}: {case.parameter}={shown!r} -> {status} without a problem document"
+    return None

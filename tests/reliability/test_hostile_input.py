@@ -31,7 +31,7 @@ from shared.settings import SERVICE_NAMES
 from shared.topics import AUDIT_ACCESS, INTAKE_EVENTS, REFERRAL_EVENTS, REGISTRY_EVENTS
 from tests.e2e.network import Network, eventually
 from tests.reliability.flows import consent_id, refer, register_case
-from tests.reliability.fuzzing import fuzz
+from tests.reliability.fuzzing import edge_cases, edge_failure, fuzz
 from tests.reliability.report import FULL, Report, scale
 from tests.reliability.stack import Operation, dead_services, openapi_document, operations, service_pids
 
@@ -89,6 +89,33 @@ def test_fuzzed_requests_get_no_5xx_and_only_documented_answers(
     assert not result.no_token_holder, f"no demo agency holds the scopes of {result.no_token_holder}"
     assert not result.failures, "\n\n".join(f"{k}\n{v}" for k, v in result.failures.items())
     assert result.requests >= result.operations
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_edge_values_in_every_parameter_get_no_5xx(reliability_network: Network, report: Report, service: str) -> None:
+    """Integer and time edges, NUL and control characters, very long values: in each query and path parameter."""
+    net = reliability_network
+    document = openapi_document(net, service)
+    failures: list[str] = []
+    cases = edge_cases(document)
+    with httpx.Client(base_url=net.url(service), timeout=30) as http:
+        for case in cases:
+            spec = document["paths"][case.operation.split(" ", 1)[1]][case.method.lower()]
+            scopes = tuple(sorted({s for r in spec.get("security") or [] for ss in r.values() for s in ss}))
+            token = token_for(net)(scopes) if spec.get("security") else None
+            headers = {"X-Purpose": "case_management", **({"Authorization": f"Bearer {token}"} if token else {})}
+            try:
+                answer = http.request(case.method, case.path, params=case.params, headers=headers)
+            except httpx.TransportError as exc:  # the connection dropped: a crash, or a limit without an answer
+                failures.append(f"{edge_failure(case, 599, '')} (no answer: {type(exc).__name__})")
+                continue
+            if (failure := edge_failure(case, answer.status_code, answer.headers.get("content-type", ""))):
+                failures.append(failure)
+    report.add(f"hostile input: edge values, {service}",
+               injected="integer and time edges, NUL and control characters, very long ids, in each parameter",
+               checked="no 5xx; every 4xx a problem document", figures={"requests": len(cases)},
+               failures=len(failures))
+    assert not failures, "\n".join(failures)
 
 
 # --- oversized and pathological bodies ----------------------------------------------------------------------

@@ -73,7 +73,11 @@ async def test_checkpoints_and_proofs_verify(audit: AuditHarness) -> None:
 
     report = (await audit.get("/audit/verify")).json()
     assert report == {"ok": True, "tree_size": 14, "first_bad_index": None, "root_hash": checkpoints[-1]["root_hash"],
-                      "stored_root_matches": True, "checkpoints_checked": 7, "first_bad_checkpoint": None}
+                      "stored_root_matches": True, "checkpoints_checked": 7, "first_bad_checkpoint": None,
+                      "missing_checkpoint": None, "full": True, "from_index": 0}
+    # The next run starts where this one ended: nothing new, nothing recomputed.
+    again = (await audit.get("/audit/verify")).json()
+    assert again["ok"] and again["from_index"] == 14 and not again["full"] and again["checkpoints_checked"] == 0
 
 
 async def test_impossible_requests_are_4xx_problems_naming_the_parameter(audit: AuditHarness) -> None:
@@ -123,33 +127,33 @@ async def test_impossible_requests_are_4xx_problems_naming_the_parameter(audit: 
 
 
 async def test_case_access_and_consent_history(audit: AuditHarness) -> None:
-    case = "case-abc123"
+    case = "case-" + "abc123" * 5 + "ab"
 
     async def access(agency: str, purpose: str, **details: object) -> None:
         await audit.send(AUDIT_ACCESS, "access.recorded.v1", {
-            "action": "case.read", "outcome": "success", "agency": agency, "client_id": f"{agency}-client",
+            "action": "case.read", "outcome": "success", "agency": agency, "client_id": agency.replace("agy_", "cli_"),
             "acting_user": "u-1", "purpose": purpose, "resource_type": "Case", "resource_id": case,
             "case_id": case, "details": {"data_categories": ["identity"], **details}}, key=case)
 
     await audit.send(INTAKE_EVENTS, "case.registered.v1", {"case_id": case, "agency": "iom"}, key=case)
     await audit.send(INTAKE_EVENTS, "consent.granted.v1", {"case_id": case, "agency": "iom", "consent_id": "c1",
                                                            "consent_version": 1}, key=case)
-    await access("unhcr", "referral")  # consent in force from the log: c1 v1
+    await access("agy_unhcr", "referral")  # consent in force from the log: c1 v1
     await audit.send(INTAKE_EVENTS, "consent.granted.v1", {"case_id": case, "agency": "iom", "consent_id": "c2",
                                                            "consent_version": 2}, key=case)
-    await access("unhcr", "referral", consent_id="c2", consent_version=2)  # recorded by the reader
+    await access("agy_unhcr", "referral", consent_id="c2", consent_version=2)  # recorded by the reader
     await audit.send(INTAKE_EVENTS, "consent.withdrawn.v1", {"case_id": case, "agency": "iom", "consent_id": "c2",
                                                              "consent_version": 2, "reason_code": "by_person"},
                      key=case)
     await audit.send(INTAKE_EVENTS, "consent.withdrawn.v1", {"case_id": case, "agency": "iom", "consent_id": "c1",
                                                              "consent_version": 1}, key=case)
     await audit.send(AUDIT_ACCESS, "access.recorded.v1", {
-        "action": "access.denied", "outcome": "denied", "agency": "ngo-z", "purpose": "referral",
+        "action": "access.denied", "outcome": "denied", "agency": "agy_ngo_z", "purpose": "referral",
         "case_id": case, "resource_type": "Case", "resource_id": case}, key=case)
     await audit.send(INTAKE_EVENTS, "consent.overridden.v1", {
-        "case_id": case, "agency": "iom", "recipient_agency": "clinic-1", "approver": "u-9",
+        "case_id": case, "agency": "iom", "recipient_agency": "agy_clinic_1", "approver": "u-9",
         "acting_user": "u-1"}, key=case)
-    await access("clinic-1", "case_management")
+    await access("agy_clinic_1", "case_management")
     await audit.send(REFERRAL_EVENTS, "referral.requested.v1", {"case_id": case, "referral_id": "r1"},
                      source="/refnet/referral", key=case)
     await audit.wait_for_size(11)
@@ -158,8 +162,8 @@ async def test_case_access_and_consent_history(audit: AuditHarness) -> None:
     assert history["case_id"] == case
     items = history["items"]
     assert [(i["agency"], i["action"], i["purpose"]) for i in items] == [
-        ("unhcr", "case.read", "referral"), ("unhcr", "case.read", "referral"),
-        ("ngo-z", "access.denied", "referral"), ("clinic-1", "case.read", "case_management")]
+        ("agy_unhcr", "case.read", "referral"), ("agy_unhcr", "case.read", "referral"),
+        ("agy_ngo_z", "access.denied", "referral"), ("agy_clinic_1", "case.read", "case_management")]
     assert [i["consent"] for i in items] == [
         {"consent_id": "c1", "consent_version": 1, "basis": "log"},
         {"consent_id": "c2", "consent_version": 2, "basis": "recorded"},
@@ -173,6 +177,6 @@ async def test_case_access_and_consent_history(audit: AuditHarness) -> None:
     assert [(c["action"], c["resource_id"]) for c in consents] == [
         ("consent.grant", "c1"), ("consent.grant", "c2"), ("consent.withdraw", "c2"), ("consent.withdraw", "c1"),
         ("consent.override", None)]
-    assert consents[4]["details"]["recipient_agency"] == "clinic-1"
+    assert consents[4]["details"]["recipient_agency"] == "agy_clinic_1"
     assert (await audit.get("/audit/cases/nobody/access")).json() == {"case_id": "nobody", "items": [],
                                                                      "next_cursor": None}

@@ -81,12 +81,15 @@ async def test_a_rewritten_entry_is_named_and_breaks_the_signed_history(audit: A
     await audit.forge(4, "someone-else")
     report = (await audit.get("/audit/verify")).json()
     assert report["ok"] is False and report["first_bad_checkpoint"] == 7
-    # ... and the log goes on growing and signing: the new checkpoint cannot extend the old one.
+    # ... and the log goes on growing, but the signer will not sign what does not extend its last checkpoint.
     await _fill(audit, 3, start=7)
-    after = (await audit.get("/audit/checkpoint")).json()
-    assert after["tree_size"] == 10
+    refused = await audit.get("/audit/checkpoint")
+    assert refused.status_code == 503 and refused.json()["type"].endswith("log-inconsistent")
+    assert audit.sql("SELECT max(tree_size) FROM audit_checkpoints").strip() == "7"
     proof = (await audit.get("/audit/proofs/consistency", first=7, second=10)).json()
-    assert not verify_consistency(7, 10, bytes.fromhex(before["root_hash"]), bytes.fromhex(after["root_hash"]),
+    shown = (await audit.get("/audit/entries", limit=500)).json()["items"]
+    forged_root = root_of_leaves([rfc8785.dumps(e) for e in shown])
+    assert not verify_consistency(7, 10, bytes.fromhex(before["root_hash"]), forged_root,
                                   [bytes.fromhex(h) for h in proof["path"]])
 
     # A deleted entry leaves a hole, and the hole is named.

@@ -97,10 +97,10 @@ def test_a_case_event_is_about_the_case() -> None:
 
 def test_an_access_record_keeps_its_own_action_and_outcome() -> None:
     draft = draft_from_event(event("access.recorded.v1", {
-        "action": "token.refused", "outcome": "denied", "client_id": "cl-1", "details": {"reason": "expired"}},
+        "action": "token.refused", "outcome": "denied", "client_id": "cli_1", "details": {"reason": "expired"}},
         source="/refnet/registry"))
     assert (draft.action, draft.outcome, draft.client_id, draft.details) == (
-        "token.refused", "denied", "cl-1", {"reason": "expired"})
+        "token.refused", "denied", "cli_1", {"reason": "expired"})
 
 
 @pytest.mark.parametrize("data", [
@@ -296,3 +296,58 @@ def test_an_override_entry_names_the_override_as_its_resource() -> None:
         "case_id": "case-1", "agency": "iom", "override_id": "override-1", "recipient_agency": "clinic"}))
     assert (draft.resource_type, draft.resource_id) == ("Override", "override-1")
     assert draft.details == {"recipient_agency": "clinic"}
+
+
+_CASE = "case-" + "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("case_id", "any-string-a-stranger-typed"),  # GET /cases/<any string> at intake
+    ("case_id", "case-123"),
+    ("resource_id", "etc/passwd"),  # an identifier to the old schema, not an id RefNet issues
+    ("agency", "IOM-Libya"),
+    ("client_id", "someone@example.org"),
+    ("acting_user", "Amina/Tesfay"),  # not the identifier syntax of X-Acting-User
+])
+def test_access_records_whose_ids_are_not_refnet_ids_are_refused(field: str, value: str) -> None:
+    valid = {"action": "case.read", "outcome": "success", "case_id": _CASE, "resource_type": "Case",
+             "resource_id": _CASE, "agency": "agy_iom", "client_id": "cli_iom", "acting_user": "officer-1"}
+    assert draft_from_event(event("access.recorded.v1", valid)).case_id == _CASE
+    with pytest.raises(NotAuditable) as refused:
+        draft_from_event(event("access.recorded.v1", {**valid, field: value}))
+    assert field in str(refused.value) and value not in str(refused.value)
+
+
+def test_intake_s_access_records_pass() -> None:
+    """What intake records (services/intake/service.py ``_access``), shapes and formats included."""
+    consent, override = "consent-" + "ab" * 16, "override-" + "cd" * 16
+    for record in (
+        {"action": "case.read", "outcome": "denied", "case_id": _CASE, "resource_type": "Case", "resource_id": _CASE,
+         "agency": "agy_referral_service", "client_id": "cli_unhcr", "acting_user": "officer.2@unhcr"},
+        {"action": "consent.read", "outcome": "success", "case_id": _CASE, "resource_type": "Consent",
+         "resource_id": _CASE, "agency": "agy_3f9c2b7e1d4a6058"},
+        {"action": "consent.grant", "outcome": "success", "case_id": _CASE, "resource_type": "Consent",
+         "resource_id": consent, "agency": "agy_iom"},
+        {"action": "consent.override", "outcome": "denied", "case_id": _CASE, "resource_type": "Override",
+         "resource_id": _CASE, "agency": "agy_iom"},
+        {"action": "consent.override", "outcome": "success", "case_id": _CASE, "resource_type": "Override",
+         "resource_id": override, "agency": "agy_iom"},
+        {"action": "case.list", "outcome": "success", "resource_type": "Case", "agency": "agy_iom"},
+        {"action": "token.issue", "outcome": "success", "resource_type": "Token", "resource_id": "ef" * 16,
+         "agency": "agy_iom", "client_id": "cli_iom"},
+    ):
+        assert draft_from_event(event("access.recorded.v1", record)).action == record["action"]
+    with pytest.raises(NotAuditable):  # the case id must still be one
+        draft_from_event(event("access.recorded.v1", {"action": "consent.read", "outcome": "success",
+                                                      "case_id": "x1", "resource_type": "Consent",
+                                                      "resource_id": "x1"}))
+
+
+def test_refnet_ids_are_accepted_by_kind() -> None:
+    from shared.ids import is_refnet_id, resource_id_ok
+
+    assert is_refnet_id(_CASE, "case") and not is_refnet_id(_CASE, "consent")
+    assert resource_id_ok("Consent", "override-" + "ab" * 16) and not resource_id_ok("Consent", _CASE)
+    assert resource_id_ok("Referral", "ab" * 16) and resource_id_ok("Token", "ab" * 16)
+    assert is_refnet_id("agy_3f9c2b7e1d4a6058", "agency") and is_refnet_id("cli_referral_service", "client")
+    assert not is_refnet_id(_CASE + "\x00", "case") and not is_refnet_id("case-" + "a" * 10_000)
