@@ -25,7 +25,14 @@ from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, Problem, add_problem_responses, install_problem_handlers
-from shared.observability import configure_logging, install_request_middleware, metrics_response
+from shared.observability import (
+    BROKER_UP,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    configure_logging,
+    install_request_middleware,
+    metrics_response,
+)
 from shared.outbox import OutboxRelay, OutboxSummary, outbox_summary
 from shared.revocation import RevocationList, RevocationListener, RevocationStore
 from shared.settings import ServiceSettings
@@ -151,29 +158,41 @@ def health_router() -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Database and broker reachable, read models caught up",
+    @router.get("/readyz", summary="Database reachable and read models caught up (the broker is reported)",
                 responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
+        # The broker is not a condition once the read models have caught up: a broker outage is what the outbox
+        # rides out, and taking every pod of every service out of the load balancer for it would turn a blip
+        # into an outage. Its state is in the body and in refnet_broker_up (alerted on instead).
         runtime: Runtime = request.app.state.runtime
         database, broker = await asyncio.gather(
             database_reachable(runtime.engine), runtime.broker_reachable()
         )
+        BROKER_UP.labels(runtime.settings.service_name).set(1 if broker else 0)
         read_models = False
         body: dict[str, Any] = {}
-        if database and broker:
+        if database:
             try:
+                # Latched once caught up; before that it needs the broker, which is the start-up condition.
                 read_models = await runtime.read_models_ready()
                 body["outbox"] = (await runtime.outbox()).as_json()
             except Exception as exc:  # an outage between the checks above and these: not ready, say nothing more
                 log.info("readiness_check_failed", error=type(exc).__name__)
                 read_models = False
-        ok = database and broker and read_models
+        ok = database and read_models
         body = {"status": "ready" if ok else "not_ready", "database": database, "broker": broker,
                 "read_models": read_models, **body}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        try:  # the outbox from the database on every replica, so "no relay leader" still has a growing series
+            summary = await runtime.outbox()
+            OUTBOX_BACKLOG.labels(runtime.settings.service_name).set(summary.unpublished)
+            OUTBOX_OLDEST_AGE.labels(runtime.settings.service_name).set(summary.oldest_unpublished_seconds)
+        except Exception as exc:  # database away: the other metrics still answer
+            log.info("outbox_metrics_failed", error=type(exc).__name__)
         return metrics_response()
 
     return router

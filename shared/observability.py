@@ -24,8 +24,14 @@ LATENCY = Histogram(
     "refnet_http_request_seconds", "HTTP request latency", ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# Counted from the database on every replica when scraped (not only on the relay leader): with no leader the
+# backlog still has a series that grows, and an alert can fire.
 OUTBOX_BACKLOG = Gauge("refnet_outbox_backlog", "Events written but not yet published", ["service"])
 OUTBOX_OLDEST_AGE = Gauge("refnet_outbox_oldest_age_seconds", "Age of the oldest unpublished event", ["service"])
+BROKER_UP = Gauge("refnet_broker_up", "1 if the broker answered this replica's last readiness check", ["service"])
+REFERRALS_OVERDUE = Gauge("refnet_referrals_overdue",
+                          "Referrals past their deadline and still requested (set by the deadline scheduler leader)",
+                          ["pathway", "priority"])
 LEADER = Gauge("refnet_leader", "1 on the replica holding the task's advisory lock", ["service", "task"])
 EVENTS_PUBLISHED = Counter("refnet_events_published_total", "Events published by the relay",
                            ["service", "topic"])

@@ -39,7 +39,7 @@ from shared import contract, envelope
 from shared.db import plain_url
 from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
-from shared.observability import EVENTS_PUBLISHED, LEADER, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.observability import EVENTS_PUBLISHED, LEADER
 
 log = structlog.get_logger("refnet.outbox")
 
@@ -214,6 +214,7 @@ class OutboxSummary:
     retained: int
     unpublished: int
     last_republish: dict[str, Any] | None
+    oldest_unpublished_seconds: float = 0.0  # for the gauge; not in the JSON, which ``refnet status`` shows
 
     def as_json(self) -> dict[str, Any]:
         return {"retained": self.retained, "unpublished": self.unpublished, "last_republish": self.last_republish}
@@ -223,11 +224,14 @@ async def outbox_summary(engine: AsyncEngine) -> OutboxSummary:
     async with engine.connect() as conn:
         counts = (await conn.execute(text(
             "SELECT count(*) FILTER (WHERE published_at IS NOT NULL) AS retained, "
-            "count(*) FILTER (WHERE published_at IS NULL) AS unpublished FROM outbox"))).one()
+            "count(*) FILTER (WHERE published_at IS NULL) AS unpublished, "
+            "coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)), 0) "
+            "AS oldest FROM outbox"))).one()
         last = (await conn.execute(text(
             "SELECT topic, reason, rows, at FROM outbox_republished ORDER BY id DESC LIMIT 1"))).first()
     return OutboxSummary(
         retained=int(counts.retained), unpublished=int(counts.unpublished),
+        oldest_unpublished_seconds=max(float(counts.oldest), 0.0),
         last_republish=None if last is None else {"topic": last.topic, "reason": last.reason, "rows": int(last.rows),
                                                  "at": last.at.astimezone(UTC).isoformat()})
 
@@ -397,11 +401,7 @@ class OutboxRelay:
                 )
             ).all()
             if not rows:
-                OUTBOX_BACKLOG.labels(self.service).set(0)
-                OUTBOX_OLDEST_AGE.labels(self.service).set(0)
                 return 0
-            OUTBOX_OLDEST_AGE.labels(self.service).set(
-                max((datetime.now(UTC) - rows[0].created_at).total_seconds(), 0.0))
             await self._ensure_topics(producer, {r.topic for r in rows})
             acks = await self._send(producer, rows)
             await conn.execute(_RECORD_PUBLISHED, {
@@ -413,8 +413,6 @@ class OutboxRelay:
             await conn.execute(_RECORD_MARK, [
                 {"t": topic, "p": partition, "o": offset, "e": event_id}
                 for (topic, partition), (offset, event_id) in last.items()])
-            backlog = (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
-            OUTBOX_BACKLOG.labels(self.service).set(max(backlog - len(rows), 0))
         return len(rows)
 
     async def _ensure_topics(self, producer: Any, topics: set[str]) -> None:

@@ -13,9 +13,11 @@ import asyncio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.referral.domain import Pathway, Priority
 from services.referral.service import Referrals
 from shared import leader
 from shared.leader import Leadership, keep_alive
+from shared.observability import REFERRALS_OVERDUE
 
 log = structlog.get_logger("refnet.referral.deadlines")
 
@@ -35,8 +37,15 @@ class DeadlineScheduler:
         return self.leadership.is_leader
 
     async def tick(self) -> int:
-        """One pass: flag what is overdue now."""
-        return await self.referrals.flag_overdue()
+        """One pass: flag what is overdue now, and export how many are overdue and still unanswered."""
+        flagged = await self.referrals.flag_overdue()
+        counts = await self.referrals.overdue_counts()
+        # Every pathway and priority, 0 when none: a series that exists only while something is overdue
+        # could not tell "none overdue" from "no scheduler" (which the absent() alert catches).
+        for pathway in Pathway:
+            for priority in Priority:
+                REFERRALS_OVERDUE.labels(str(pathway), str(priority)).set(counts.get((str(pathway), str(priority)), 0))
+        return flagged
 
     async def run(self) -> None:
         """Run until cancelled; only while this replica leads, surviving database outages."""

@@ -531,6 +531,10 @@ class Referrals:
             log.info("referrals_overdue", count=flagged)
         return flagged
 
+    async def overdue_counts(self) -> dict[tuple[str, str], int]:
+        async with self.sessions() as session:
+            return await store.overdue_counts(session)
+
     # -- events ------------------------------------------------------------------------------------------
 
     async def _emit(self, session: AsyncSession, row: ReferralRow, type: str, reason_code: str | None,

@@ -340,6 +340,15 @@ async def case_standing_erased(session: AsyncSession, case_id: str) -> bool:
     return bool((await session.execute(select(exists().where(ErasedCaseRow.case_id == case_id)))).scalar())
 
 
+async def overdue_counts(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Referrals flagged overdue and still requested, by pathway and priority (the overdue gauge)."""
+    rows = await session.execute(
+        select(ReferralRow.pathway, ReferralRow.priority, func.count())
+        .where(ReferralRow.status == "requested", ReferralRow.overdue_at.is_not(None))
+        .group_by(ReferralRow.pathway, ReferralRow.priority))
+    return {(str(pathway), str(priority)): int(n) for pathway, priority, n in rows.all()}
+
+
 async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow | None:
     """The recipient, locked against a concurrent suspension until the referral is committed."""
     return (await session.execute(
