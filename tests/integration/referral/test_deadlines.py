@@ -108,3 +108,28 @@ async def test_one_leader_across_replicas_and_the_standby_takes_over(svc: Servic
         await asyncio.gather(*[t for t in (task_a, task_b) if t is not None], return_exceptions=True)
         await engine_a.dispose()
         await engine_b.dispose()
+
+
+async def test_the_scheduler_exports_how_many_are_overdue_and_still_unanswered(svc: Service) -> None:
+    from prometheus_client import REGISTRY
+
+    sender, recipient = await svc.agency(), await svc.agency()
+    case_id, _ = svc.intake.add_case(sender)
+    made = (await svc.refer(sender, body(case_id, recipient, priority="emergency"))).json()
+    scheduler = DeadlineScheduler(svc.referrals, svc.app.state.runtime.engine)
+
+    def overdue() -> float | None:
+        return REGISTRY.get_sample_value("refnet_referrals_overdue",
+                                         {"pathway": made["pathway"], "priority": "emergency"})
+
+    await scheduler.tick()
+    before = overdue()  # the database is shared with earlier tests, which left their own overdue referrals
+    assert before is not None  # a series even when none is overdue: "none" is not "no scheduler"
+    assert REGISTRY.get_sample_value("refnet_referrals_overdue", {"pathway": "resettlement", "priority": "normal"}) \
+        is not None
+    svc.clock.advance(hours=24)
+    await scheduler.tick()
+    assert overdue() == before + 1
+    await svc.move(recipient, made["id"], "received")
+    await scheduler.tick()
+    assert overdue() == before  # answered: no longer counted
