@@ -65,8 +65,11 @@ def serve(service: ServiceName) -> None:
     gc.collect()
     gc.freeze()
     # log_config=None: uvicorn's loggers propagate to the root handler (JSON) instead of its own plain-text ones.
+    # On SIGTERM: stop accepting, let requests in flight finish for up to 20 s, then the lifespan's shutdown
+    # (relay, consumers). Kubernetes' terminationGracePeriodSeconds covers preStop + this + that.
+    # FORWARDED_ALLOW_IPS (read by uvicorn) names the proxies whose X-Forwarded-For is believed.
     uvicorn.run(application, host=settings.host, port=port, log_level="warning", log_config=None,
-                proxy_headers=True)
+                proxy_headers=True, timeout_graceful_shutdown=20)
 
 
 @app.command()
