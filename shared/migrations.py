@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
@@ -87,3 +87,23 @@ def run_env(target_metadata: MetaData | None) -> None:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def create_index_concurrently(name: str, table: str, columns: str, *, unique: bool = False,
+                              where: str | None = None, using: str | None = None) -> None:
+    """In a migration: build an index on an existing table without blocking its writes.
+
+    ``CREATE INDEX CONCURRENTLY`` cannot run in a transaction, so it runs in Alembic's autocommit block (the
+    migration's earlier statements are committed first). An interrupted concurrent build leaves an INVALID
+    index behind, which ``IF NOT EXISTS`` would keep: it is dropped and built again. Arguments are the
+    migration's own literals, never input."""
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        invalid = bind.execute(text(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = :name AND pg_table_is_visible(c.oid)"), {"name": name}).scalar()
+        if invalid:
+            bind.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        bind.execute(text(
+            f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}"
+            f"{f' USING {using}' if using else ''} ({columns}){f' WHERE {where}' if where else ''}"))
