@@ -68,3 +68,37 @@ async def test_a_migration_gives_up_on_a_table_lock_it_cannot_get(
         assert errors and "lock timeout" in str(errors[0]), errors
     finally:
         await live.close()
+
+
+async def test_an_index_built_concurrently_replaces_an_invalid_leftover(
+    infra: Infra, new_database: Callable[[str], str]
+) -> None:
+    """create_index_concurrently runs outside the migration's transaction and rebuilds an index an
+    interrupted concurrent build left INVALID (IF NOT EXISTS alone would keep it)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from shared.migrations import create_index_concurrently
+
+    url = new_database("registry")
+    upgrade("registry", url)
+    check = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        await check.execute("CREATE INDEX ix_services_name_test ON services (agency_id, taxonomy)")
+        await check.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_services_name_test'::regclass")
+        engine = create_async_engine(url)
+
+        def migrate(connection: object) -> None:
+            ctx = MigrationContext.configure(connection)  # type: ignore[arg-type]
+            with Operations.context(ctx), ctx.begin_transaction():
+                create_index_concurrently("ix_services_name_test", "services", "agency_id, taxonomy")
+
+        async with engine.connect() as conn:
+            await conn.run_sync(migrate)
+        await engine.dispose()
+        assert await check.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_services_name_test'::regclass") is True
+    finally:
+        await check.close()
