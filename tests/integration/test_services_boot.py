@@ -44,9 +44,14 @@ async def test_service_boots_ready_and_answers_problems(
 ) -> None:
     async with serving(service, new_database(service), infra.bootstrap) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
-        ready = await client.get("/readyz")
+        for _ in range(40):  # ready once its read models caught up
+            ready = await client.get("/readyz")
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.5)
         assert ready.status_code == 200, ready.text
-        assert ready.json() == {"status": "ready", "database": True, "broker": True}
+        assert {k: ready.json()[k] for k in ("status", "database", "broker", "read_models")} == {
+            "status": "ready", "database": True, "broker": True, "read_models": True}
 
         missing = await client.get("/no/such/route")
         assert missing.status_code == 404
