@@ -36,15 +36,27 @@ async def serving(service: str, database_url: str, bootstrap: str) -> AsyncItera
             yield client
 
 
+async def until_ready(client: httpx.AsyncClient, seconds: float = 60) -> httpx.Response:
+    """Ready once its consumers have joined and caught up with the broker: seconds after start, not at once."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        ready = await client.get("/readyz")
+        if ready.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+            return ready
+        await asyncio.sleep(0.3)
+
+
 @pytest.mark.parametrize("service", SERVICES)
 async def test_service_boots_ready_and_answers_problems(
     service: str, infra: Infra, new_database: Callable[[str], str]
 ) -> None:
     async with serving(service, new_database(service), infra.bootstrap) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
-        ready = await client.get("/readyz")
+        ready = await until_ready(client)
         assert ready.status_code == 200, ready.text
-        assert ready.json() == {"status": "ready", "database": True, "broker": True}
+        assert {k: v for k, v in ready.json().items() if k != "outbox"} == {
+            "status": "ready", "database": True, "broker": True, "read_models": True}
+        assert set(ready.json()["outbox"]) == {"retained", "unpublished", "last_republish"}
 
         missing = await client.get("/no/such/route")
         assert missing.status_code == 404
@@ -66,7 +78,7 @@ async def test_readiness_follows_the_broker_without_a_restart(
     private_broker: Broker, new_database: Callable[[str], str]
 ) -> None:
     async with serving("registry", new_database("registry"), private_broker.bootstrap) as client:
-        assert (await client.get("/readyz")).status_code == 200
+        assert (await until_ready(client)).status_code == 200
         private_broker.kill()
         down = await client.get("/readyz")
         assert down.status_code == 503
