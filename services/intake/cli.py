@@ -127,10 +127,18 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
         """After restoring intake's database: erase again every case audit's log says was erased.
 
         Run it with intake stopped, before it serves again; it is idempotent."""
+        from sqlalchemy.exc import SQLAlchemyError
+
         from services.intake.settings import IntakeSettings
 
         settings = IntakeSettings()
-        logged, again = asyncio.run(reapply(settings.database_url, audit_database))
+        try:
+            logged, again = asyncio.run(reapply(settings.database_url, audit_database))
+        except (SQLAlchemyError, OSError) as exc:
+            # The class only: a database URL (with its password) must not reach the terminal or a log.
+            typer.echo(f"could not read audit's log or write intake's database ({type(exc).__name__}); "
+                       "nothing was changed in the failing transaction", err=True)
+            raise typer.Exit(1) from None
         # Case ids are pseudonymous (no personal data): an operator may need them to check the repair.
         typer.echo(f"{logged} erasures in the audit log; {len(again)} cases erased again")
         for case_id in again:
