@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
 
+from ._cnpg import CNPG_SCHEMAS
 from ._support import (
     CONTRACT_TOPICS,
     K8S_DIR,
@@ -58,6 +59,8 @@ def _id(item: tuple[Path, dict[str, Any]]) -> str:
 def validate(doc: dict[str, Any]) -> None:
     if doc.get("kind") == "KafkaTopic":
         jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA).validate(doc)
+    elif doc.get("kind") in CNPG_SCHEMAS:
+        jsonschema.Draft202012Validator(CNPG_SCHEMAS[doc["kind"]]).validate(doc)
     else:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
