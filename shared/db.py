@@ -90,7 +90,10 @@ def with_ssl(url: str, sslmode: str, sslrootcert: str = "") -> str:
         if sslrootcert:
             raise ValueError("database sslrootcert is set without an sslmode")
         return url
-    ssl_context(sslmode, sslrootcert)  # refuse an unknown mode or unreadable CA file at start-up
+    try:  # refuse an unknown mode or an unreadable CA file at start-up, naming the setting
+        ssl_context(sslmode, sslrootcert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"database sslrootcert {sslrootcert} is not a readable CA file") from exc
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _SSL_PARAMS]
     query.append(("sslmode", sslmode))

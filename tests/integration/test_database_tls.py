@@ -219,6 +219,9 @@ def test_database_url_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("REFNET_TLSTEST_DATABASE_URL_FILE", str(secret))
     monkeypatch.setenv("REFNET_TLSTEST_DATABASE_SSLMODE", "verify-full")
     assert _Settings().database_url == "postgresql+asyncpg://svc:pw@db.internal:5432/refnet_svc?sslmode=verify-full"
+    monkeypatch.setenv("REFNET_TLSTEST_DATABASE_SSLROOTCERT", str(tmp_path / "missing.crt"))
+    with pytest.raises(ValueError, match="sslrootcert"):
+        _Settings()
     monkeypatch.setenv("REFNET_TLSTEST_DATABASE_SSLMODE", "prefer")  # falls back to plaintext: refused
     with pytest.raises(ValueError, match="sslmode"):
         _Settings()
