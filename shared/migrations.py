@@ -11,7 +11,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import ENGINE_OPTIONS, asyncpg_url
+from shared.db import ENGINE_OPTIONS, asyncpg_url, connect_args
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
@@ -39,7 +39,8 @@ def run_env(target_metadata: MetaData | None) -> None:
             context.run_migrations()
 
     async def run() -> None:
-        engine = create_async_engine(url, poolclass=pool.NullPool, **ENGINE_OPTIONS)
+        plain, args = connect_args(url)
+        engine = create_async_engine(plain, poolclass=pool.NullPool, connect_args=args, **ENGINE_OPTIONS)
         async with engine.connect() as connection:
             await connection.run_sync(do_run)
         await engine.dispose()

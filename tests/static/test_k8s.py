@@ -419,8 +419,9 @@ def test_only_the_ingress_reaches_the_services() -> None:
         ):
             assert not _allowed(POLICIES, pod, stranger, port), (service, stranger)
         for other in SERVICE_PORTS:
-            # services reach each other only for the registry's JWKS
-            expected = service == "registry"
+            # services reach each other only for the registry's JWKS and tokens, and referral -> intake
+            # (clearance); tests/static/test_service_calls.py derives these calls from the settings
+            expected = service == "registry" or (service, other) == ("intake", "referral")
             assert _allowed(POLICIES, pod, (NS, _pod(other)), port) is expected, (other, service)
 
 
