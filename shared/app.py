@@ -71,9 +71,9 @@ class Runtime:
         return all(condition() for condition in self.ready_when)
 
     async def outbox(self) -> OutboxSummary:
-        """The outbox's figures, counted at most every 15 s (probes come often; counting a large outbox is not free)."""
+        """The outbox's figures, counted at most every 5 s (probes come often; counting a large outbox is not free)."""
         now = time.monotonic()
-        if self._outbox is None or now - self._outbox[0] > 15:
+        if self._outbox is None or now - self._outbox[0] > 5:
             self._outbox = (now, await outbox_summary(self.engine))
         return self._outbox[1]
 

@@ -12,7 +12,7 @@ from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import ENGINE_OPTIONS, asyncpg_url
+from shared.db import ENGINE_OPTIONS, asyncpg_url, connect_args
 from shared.leader import lock_key
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
@@ -51,7 +51,8 @@ def run_env(target_metadata: MetaData | None) -> None:
             context.run_migrations()
 
     async def run() -> None:
-        engine = create_async_engine(url, poolclass=pool.NullPool, **ENGINE_OPTIONS)
+        plain, args = connect_args(url)
+        engine = create_async_engine(plain, poolclass=pool.NullPool, connect_args=args, **ENGINE_OPTIONS)
         async with engine.connect() as connection:
             # Session-level: held across the migrations' transactions, released when the connection closes.
             await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": lock_key(MIGRATION_LOCK)})

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import contract, envelope
-from shared.db import plain_url
+from shared.db import connect_args, plain_url
 from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
 from shared.observability import EVENTS_PUBLISHED, LEADER
@@ -291,7 +291,8 @@ class OutboxRelay:
                 self._backoff = min(self._backoff * 2, 5.0)
 
     async def _lead(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=10)
+        dsn, args = connect_args(self.dsn)  # TLS as the pooled engine has it (shared.db)
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10, **args)
         try:
             # Only the lock holder publishes: this keeps seq order, hence per-case order, across replicas.
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(self.service)):

@@ -10,9 +10,10 @@ import os
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.db import with_ssl
 from shared.outbound import OutboundPolicy
 
 SERVICE_NAMES = ("registry", "intake", "referral", "audit")
@@ -29,6 +30,13 @@ class ServiceSettings(BaseSettings):
     # a connection opened for a burst and closed after it costs more than the query it served.
     database_pool_size: int = Field(default=20, ge=1)
     database_pool_overflow: int = Field(default=10, ge=0)
+    # The URL from a file instead (a mounted secret: a password is not left in the environment).
+    database_url_file: str = ""
+    # TLS to PostgreSQL, for every connection the service opens (pool, outbox relay, migrations):
+    # libpq's sslmode (disable, require, verify-ca, verify-full) and the CA file that signs the server's
+    # certificate. Production: verify-full. They replace TLS parameters in the URL.
+    database_sslmode: str = ""
+    database_sslrootcert: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -96,6 +104,17 @@ class ServiceSettings(BaseSettings):
         super().__init_subclass__(**kwargs)
         prefix = f"REFNET_{cls.service_name.upper()}_"
         cls.model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+
+    @model_validator(mode="after")
+    def _database_connection(self) -> ServiceSettings:
+        if self.database_url_file:
+            try:
+                with open(self.database_url_file) as handle:
+                    self.database_url = handle.read().strip()
+            except OSError as exc:
+                raise ValueError(f"database_url_file {self.database_url_file} cannot be read") from exc
+        self.database_url = with_ssl(self.database_url, self.database_sslmode, self.database_sslrootcert)
+        return self
 
     @property
     def outbox_retention(self) -> timedelta | None:

@@ -75,11 +75,14 @@ def serve(service: ServiceName) -> None:
 @app.command()
 def migrate(service: ServiceName) -> None:
     """Apply a service's database migrations (idempotent)."""
+    from shared.db import with_ssl
     from shared.migrations import upgrade
 
     settings = _settings(service)
-    url = os.environ.get(f"REFNET_{service.upper()}_MIGRATION_DATABASE_URL") or settings.database_url
-    upgrade(service, url)
+    url = os.environ.get(f"REFNET_{service.upper()}_MIGRATION_DATABASE_URL")
+    # The migration role's URL gets the service's TLS settings too (shared.db.with_ssl).
+    upgrade(service, with_ssl(url, settings.database_sslmode, settings.database_sslrootcert) if url
+            else settings.database_url)
 
 
 @topics_app.command("ensure")

@@ -506,14 +506,40 @@ async def erase_case(ctx: Context, principal: Principal, case_id: str) -> dict[s
     async with unit_of_work(ctx.sessions) as session:
         row = await _own_case(session, principal, case_id, lock=True)
         if row.status != "erased":
-            await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == row.id))
-            _seal_clear_facts(row, None)  # a case stored before intake_0005: its facts go with its key
-            row.sealed = None
-            row.status = "erased"
-            row.erased_at = row.updated_at = _now()
+            await _shred(session, row, _now())
             # The event is the act's audit entry (one entry per act: no access record beside it).
             await _emit(ctx, session, ev.CASE_ERASED, row.id, ev.CaseErased(case_id=row.id, **_actor(principal)))
     return {"id": row.id, "status": "erased"}
+
+
+async def _shred(session: AsyncSession, row: CaseRow, erased_at: datetime) -> None:
+    """Destroy the case's data key and ciphertext; the pseudonymous record stays, marked erased."""
+    await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == row.id))
+    _seal_clear_facts(row, None)  # a case stored before intake_0005: its facts go with its key
+    row.sealed = None
+    row.status = "erased"
+    row.erased_at = row.updated_at = erased_at
+
+
+async def reapply_erasures(sessions: async_sessionmaker[AsyncSession],
+                           erasures: Sequence[tuple[str, datetime]]) -> list[str]:
+    """After a restore: shred again every case the log says was erased (``(case id, when)``) but which
+    the restored database holds unerased. -> the case ids shredded now. Idempotent.
+
+    No ``case.erased`` event is emitted: the erasure was recorded (and consumed) when it happened; this
+    only repairs intake's own state, which went back in time with the restore."""
+    when = dict(erasures)
+    shredded: list[str] = []
+    ids = sorted(when)
+    for start in range(0, len(ids), 500):
+        async with unit_of_work(sessions) as session:
+            rows = (await session.execute(
+                select(CaseRow).where(CaseRow.id.in_(ids[start:start + 500]), CaseRow.status != "erased")
+                .with_for_update())).scalars()
+            for row in rows:
+                await _shred(session, row, when[row.id])
+                shredded.append(row.id)
+    return shredded
 
 
 # --- consent ---------------------------------------------------------------------------------------------

@@ -271,6 +271,17 @@ async def reactivate_subscription(subscription_id: Id, principal: EventReader,
     return await subscriptions.reactivate(principal, subscription_id)
 
 
+@router.post("/subscriptions/{subscription_id}/rotate-secret", tags=["delivery"],
+             summary="A new signing secret; the old one keeps signing for a grace period",
+             responses={503: {"description": "referral's master key is not configured "
+                                             "(`master-key-unavailable`)"}})
+async def rotate_subscription_secret(subscription_id: Id, principal: EventReader,
+                                     subscriptions: Hooks) -> dict[str, Any]:
+    """Every delivery carries a signature with each valid secret (Standard Webhooks), so a receiver can
+    switch to the new secret at any time before ``previous_secret_valid_until``."""
+    return await subscriptions.rotate_secret(principal, subscription_id)
+
+
 @router.get("/subscriptions/{subscription_id}/deliveries", tags=["delivery"],
             summary="The delivery log of a subscription")
 async def deliveries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from services.referral.deadlines import DeadlineScheduler
 from services.referral.service import Clock, Referrals, WaitingPolls, system_clock
 from services.referral.settings import ReferralSettings
 from services.referral.tokens import ClientCredentials, StaticToken, TokenSource
-from services.referral.webhooks import Subscriptions, WebhookDispatcher
+from services.referral.webhooks import Subscriptions, WebhookDispatcher, seal_clear_secrets
 from shared.app import Runtime, build_app
 from shared.consumer import EventConsumer
 from shared.crypto import Keyring, KeyUnavailable, Undecryptable
@@ -60,7 +61,8 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
         runtime.extras["referrals"] = referrals
         app.state.referrals = referrals
         app.state.subscriptions = Subscriptions(
-            runtime.sessions, policy=policy, max_per_agency=settings.webhook_max_subscriptions_per_agency)
+            runtime.sessions, policy=policy, max_per_agency=settings.webhook_max_subscriptions_per_agency,
+            keyring=keyring, secret_grace=timedelta(seconds=settings.webhook_secret_grace_seconds))
         app.state.feed_max_wait_seconds = settings.feed_max_wait_seconds
         app.state.feed_waiting = WaitingPolls(settings.feed_max_waiting_per_agency)
 
@@ -91,7 +93,7 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
             poll_seconds=settings.webhook_poll_seconds, backoff_base_seconds=settings.webhook_backoff_base_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds, max_failures=settings.webhook_max_failures,
             max_parallel=settings.webhook_max_parallel,
-            max_parallel_per_agency=settings.webhook_max_parallel_per_agency)
+            max_parallel_per_agency=settings.webhook_max_parallel_per_agency, keyring=referrals.keyring)
         runtime.extras["webhooks"] = dispatcher
         jobs.append(dispatcher.run)
         if referrals.keyring is not None:
@@ -101,6 +103,8 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
                 while True:
                     try:
                         await referrals.seal_clear_text()
+                        assert referrals.keyring is not None
+                        await seal_clear_secrets(runtime.sessions, referrals.keyring)
                         break
                     except Exception as exc:  # the database restarting: try again later
                         log.warning("free_text_sealing_failed", error=type(exc).__name__)

@@ -58,6 +58,8 @@ class ReferralSettings(ServiceSettings):
     webhook_max_parallel: int = Field(default=50, ge=1)
     webhook_max_parallel_per_agency: int = Field(default=4, ge=1)
     webhook_max_subscriptions_per_agency: int = 20
+    # After a secret rotation the old secret keeps signing this long (receivers switch meanwhile).
+    webhook_secret_grace_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
 
     @field_validator("acknowledge_emergency_within", "acknowledge_urgent_within", "acknowledge_normal_within")
     @classmethod

@@ -208,8 +208,16 @@ class SubscriptionRow(Base):
     agency_id: Mapped[str] = mapped_column(String(128), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     event_types: Mapped[list[str] | None] = mapped_column(JSONB)
-    # The Standard Webhooks signing secret ("whsec_" + base64): the service must hold it to sign.
-    secret: Mapped[str] = mapped_column(String(128))
+    # The Standard Webhooks signing secret ("whsec_" + base64): the service must hold it to sign, so it is
+    # kept wrapped under referral's master key (``secret_key_id`` names which). ``secret`` is a clear secret
+    # of a row made before referral_0007, sealed at start-up.
+    secret: Mapped[str | None] = mapped_column(String(128))
+    secret_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secret_key_id: Mapped[str | None] = mapped_column(String(64))
+    # After a rotation: the old secret, still signing until ``previous_secret_until``.
+    previous_secret_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_key_id: Mapped[str | None] = mapped_column(String(64))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16))  # active | disabled | deleted
     cursor: Mapped[int] = mapped_column(BigInteger)  # the last referral_feed.seq handled
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed attempts

@@ -47,6 +47,9 @@ class ClientCredentials:
                  transport: httpx.AsyncBaseTransport | None = None, refresh_margin_seconds: float = 30.0) -> None:
         self.client_id: str = credentials["client_id"]
         self.token_url: str = credentials["token_url"]
+        # The assertion's audience: the issuer's token endpoint when the service reaches the registry by an
+        # internal address the issuer does not know itself by (``refnet bootstrap platform`` writes both).
+        self.audience: str = credentials.get("audience") or self.token_url
         self.secret: str | None = credentials.get("client_secret")
         self.private_pem: str | None = None if self.secret else credentials["private_key_pem"]
         self.scope = scope
@@ -62,7 +65,7 @@ class ClientCredentials:
 
     def assertion(self) -> str:
         assert self.private_pem is not None
-        return client_assertion(self.client_id, self.token_url, self.private_pem)
+        return client_assertion(self.client_id, self.audience, self.private_pem)
 
     async def token(self) -> str:
         async with self._lock:

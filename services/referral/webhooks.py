@@ -10,6 +10,10 @@ jitter; after ``max_failures`` consecutive failures the subscription is disabled
 it, and it resumes where it stopped). Every attempt is logged in ``webhook_deliveries`` (status code, error
 class, duration: never a body).
 
+Signing secrets are kept wrapped under referral's master key (shared/crypto.py), never in clear; a rotation
+gives a new secret while the old one keeps signing for a grace period (every delivery then carries both
+signatures, as Standard Webhooks allows), so a receiver can switch without losing an event.
+
 Delivery is at-least-once: a receiver deduplicates on ``webhook-id``, which is the event id and the same on
 every retry. One dispatcher leads across replicas (PostgreSQL advisory lock), so replicas do not race.
 """
@@ -37,6 +41,7 @@ from standardwebhooks import Webhook
 from services.referral.store import DeliveryRow, FeedRow, SubscriptionRow
 from shared import leader
 from shared.auth import Principal
+from shared.crypto import Envelope, Keyring, KeyUnavailable, Undecryptable
 from shared.db import unit_of_work
 from shared.errors import Problem, not_found
 from shared.leader import Leadership, keep_alive
@@ -48,30 +53,85 @@ LOCK_KEY = leader.lock_key("refnet-referral:webhooks")
 
 
 def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    return _SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, str]:
-    """The three Standard Webhooks headers for ``body``."""
+_SECRET_PREFIX = "whsec_"  # noqa: S105 -- the Standard Webhooks prefix, not a secret
+_ENVELOPE = Envelope("referral")
+
+
+def _bound_to(subscription_id: str) -> str:
+    # The wrapping is bound to the subscription (and, by this prefix, can never pass for a case's data key).
+    return f"webhook-secret:{subscription_id}"
+
+
+def seal_secret(secret: str, keyring: Keyring, subscription_id: str) -> tuple[bytes, str]:
+    """-> (the secret wrapped under the current master key, that key's id)."""
+    raw = base64.b64decode(secret.removeprefix(_SECRET_PREFIX))
+    return _ENVELOPE.wrap(raw, keyring.current, _bound_to(subscription_id)), keyring.current.key_id
+
+
+def open_secret(wrapped: bytes, key_id: str, keyring: Keyring, subscription_id: str) -> str:
+    raw = _ENVELOPE.unwrap(wrapped, keyring.by_id(key_id), _bound_to(subscription_id))
+    return _SECRET_PREFIX + base64.b64encode(raw).decode()
+
+
+def signing_secrets(row: SubscriptionRow, keyring: Keyring | None, now: datetime) -> list[str]:
+    """The secrets a delivery is signed with: the current one, and the previous one within its grace.
+    ``KeyUnavailable`` / ``Undecryptable`` when the master key that wrapped them is not configured."""
+    if row.secret is not None:  # made before referral_0007 and not sealed yet
+        found = [row.secret]
+    else:
+        if keyring is None:
+            raise KeyUnavailable("REFNET_REFERRAL_MASTER_KEY_FILE is not set")
+        assert row.secret_wrapped is not None and row.secret_key_id is not None
+        found = [open_secret(row.secret_wrapped, row.secret_key_id, keyring, row.id)]
+    if (row.previous_secret_wrapped is not None and row.previous_secret_key_id is not None and keyring is not None
+            and row.previous_secret_until is not None and row.previous_secret_until > now):
+        found.append(open_secret(row.previous_secret_wrapped, row.previous_secret_key_id, keyring, row.id))
+    return found
+
+
+def signed_headers(secrets_: list[str] | str, message_id: str, body: str, at: datetime) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``; several secrets give several signatures
+    (space-separated), any of which a receiver may verify."""
+    keys = [secrets_] if isinstance(secrets_, str) else secrets_
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+        "webhook-signature": " ".join(Webhook(key).sign(message_id, at, body) for key in keys),
     }
+
+
+async def seal_clear_secrets(sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> int:
+    """Seal the clear secrets of subscriptions made before referral_0007. -> how many."""
+    async with unit_of_work(sessions) as session:
+        rows = list((await session.execute(
+            select(SubscriptionRow).where(SubscriptionRow.secret.is_not(None)).with_for_update())).scalars())
+        for row in rows:
+            assert row.secret is not None
+            row.secret_wrapped, row.secret_key_id = seal_secret(row.secret, keyring, row.id)
+            row.secret = None
+    if rows:
+        log.info("webhook_secrets_sealed", count=len(rows))
+    return len(rows)
 
 
 def _ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def subscription_view(row: SubscriptionRow, *, with_secret: bool = False) -> dict[str, Any]:
+def subscription_view(row: SubscriptionRow, *, secret: str | None = None) -> dict[str, Any]:
+    """The subscription as its agency sees it; ``secret`` only in the answer that creates it or rotates it."""
     view: dict[str, Any] = {
         "id": row.id, "url": row.url, "event_types": row.event_types, "status": row.status,
         "consecutive_failures": row.failures, "next_attempt_at": _ts(row.next_attempt_at),
         "created_at": _ts(row.created_at), "disabled_at": _ts(row.disabled_at),
     }
-    if with_secret:
-        view["secret"] = row.secret
+    if row.previous_secret_until is not None and row.previous_secret_until > datetime.now(UTC):
+        view["previous_secret_valid_until"] = _ts(row.previous_secret_until)
+    if secret is not None:
+        view["secret"] = secret
     return view
 
 
@@ -79,13 +139,23 @@ class Subscriptions:
     """The subscription use cases: an agency manages only its own subscriptions (others' are 404)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, policy: OutboundPolicy,
-                 max_per_agency: int = 20) -> None:
+                 max_per_agency: int = 20, keyring: Keyring | None = None,
+                 secret_grace: timedelta = timedelta(hours=24)) -> None:
         self.sessions = sessions
         self.policy = policy
         self.max_per_agency = max_per_agency
+        self.keyring = keyring
+        self.secret_grace = secret_grace
+
+    def _keyring(self) -> Keyring:
+        if self.keyring is None:  # no secret is kept in clear: no key, no new secret
+            raise Problem(503, "master-key-unavailable",
+                          "Webhook secrets cannot be kept: referral's master key is not configured.")
+        return self.keyring
 
     async def create(self, principal: Principal, url: str, event_types: list[str] | None) -> dict[str, Any]:
         await require_callable_url(url, self.policy, loc=["body", "url"], slug="webhook-url-not-allowed")
+        keyring = self._keyring()
         now = datetime.now(UTC)
         async with unit_of_work(self.sessions) as session:
             await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
@@ -96,12 +166,31 @@ class Subscriptions:
                 raise Problem(409, "too-many-subscriptions",
                               f"An agency may hold at most {self.max_per_agency} webhook subscriptions.")
             last = (await session.execute(select(FeedRow.seq).order_by(FeedRow.seq.desc()).limit(1))).scalar()
-            row = SubscriptionRow(id=uuid.uuid4().hex, agency_id=principal.agency_id, url=url,
-                                  event_types=event_types, secret=new_secret(), status="active", cursor=last or 0,
+            secret = new_secret()
+            subscription_id = uuid.uuid4().hex
+            wrapped, key_id = seal_secret(secret, keyring, subscription_id)
+            row = SubscriptionRow(id=subscription_id, agency_id=principal.agency_id, url=url,
+                                  event_types=event_types, secret=None, secret_wrapped=wrapped,
+                                  secret_key_id=key_id, status="active", cursor=last or 0,
                                   failures=0, next_attempt_at=now, created_at=now, disabled_at=None)
             session.add(row)
         log.info("webhook_subscribed", subscription_id=row.id, agency=principal.agency_id)
-        return subscription_view(row, with_secret=True)
+        return subscription_view(row, secret=secret)
+
+    async def rotate_secret(self, principal: Principal, subscription_id: str) -> dict[str, Any]:
+        """A new secret; the one it replaces keeps signing deliveries for ``secret_grace``."""
+        keyring = self._keyring()
+        async with unit_of_work(self.sessions) as session:
+            row = await self._own(session, principal, subscription_id)
+            if row.secret is not None:  # not sealed yet: seal the old one on the way out
+                row.secret_wrapped, row.secret_key_id = seal_secret(row.secret, keyring, row.id)
+                row.secret = None
+            row.previous_secret_wrapped, row.previous_secret_key_id = row.secret_wrapped, row.secret_key_id
+            row.previous_secret_until = datetime.now(UTC) + self.secret_grace
+            secret = new_secret()
+            row.secret_wrapped, row.secret_key_id = seal_secret(secret, keyring, row.id)
+        log.info("webhook_secret_rotated", subscription_id=row.id, agency=principal.agency_id)
+        return subscription_view(row, secret=secret)
 
     async def _own(self, session: AsyncSession, principal: Principal, subscription_id: str) -> SubscriptionRow:
         row = await session.get(SubscriptionRow, subscription_id, with_for_update=True)
@@ -154,8 +243,9 @@ class WebhookDispatcher:
                  policy: OutboundPolicy, transport: httpx.AsyncBaseTransport | None = None,
                  poll_seconds: float = 1.0, backoff_base_seconds: float = 2.0,
                  backoff_max_seconds: float = 3600.0, max_failures: int = 12, max_parallel: int = 50,
-                 max_parallel_per_agency: int = 4, lock_key: int = LOCK_KEY) -> None:
+                 max_parallel_per_agency: int = 4, lock_key: int = LOCK_KEY, keyring: Keyring | None = None) -> None:
         """``transport`` replaces the guarded network under deliveries (tests only)."""
+        self.keyring = keyring
         self.sessions = sessions
         self.engine = engine
         self.source = source
@@ -272,8 +362,17 @@ class WebhookDispatcher:
             "time": _ts(row.created_at), "subject": row.referral_id, "datacontenttype": "application/json",
             "data": row.payload,
         }, separators=(",", ":"))
+        try:
+            keys = signing_secrets(sub, self.keyring, datetime.now(UTC))
+        except (KeyUnavailable, Undecryptable) as exc:
+            # Not sent unsigned, not counted against the receiver: it waits for the key, backing off.
+            log.error("webhook_secret_unavailable", subscription_id=sub.id, error=type(exc).__name__)
+            async with unit_of_work(self.sessions) as session:
+                await session.execute(update(SubscriptionRow).where(SubscriptionRow.id == sub.id).values(
+                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=self.backoff_max_seconds)))
+            return False
         headers = {"content-type": "application/json",
-                   **signed_headers(sub.secret, row.event_id, body, datetime.now(UTC))}
+                   **signed_headers(keys, row.event_id, body, datetime.now(UTC))}
         started = time.monotonic()
         status: int | None = None
         error: str | None = None

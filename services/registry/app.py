@@ -38,7 +38,10 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
             file_keys = read_signing_key_file(content)
         async with unit_of_work(runtime.sessions) as session:
             # Without a key file the database keeps the keys (one is generated on first start).
-            await sync_signing_keys(session, file_keys, vault.current)
+            current_kid = await sync_signing_keys(session, file_keys, vault.current)
+            if file_keys and file_keys[0].kid != current_kid:
+                # The database decides (it saw every rotation); the file only seeds an empty database.
+                log.warning("signing_key_file_ignored", file_kid=file_keys[0].kid, current_kid=current_kid)
             await destroy_expired_private_keys(session, settings.signing_key_grace_seconds)
         runtime.extras["registry"] = RegistryService(runtime.sessions, settings, vault, resolver=resolver)
 

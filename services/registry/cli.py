@@ -329,7 +329,31 @@ def _write_text_private(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
+def bootstrap_platform(
+    credentials_dir: Annotated[Path, typer.Option(
+        "--credentials-dir", envvar="REFNET_BOOTSTRAP_CREDENTIALS_DIR",
+        help="where the clients' credentials files are written (mounted as secrets afterwards)")],
+) -> None:
+    """Create the platform clients -- the first administrator (``admin``) and the referral service's own
+    client (``referral-service``) -- and write their credentials files. Idempotent: a second run with the
+    same directory changes nothing and says so."""
+    from services.registry.seed import bootstrap_platform as run
+    from services.registry.settings import RegistrySettings
+
+    settings = RegistrySettings()
+    # Services reach the registry by its internal address; the assertion names the issuer's endpoint.
+    token_url = settings.registry_url.rstrip("/") + "/oauth/token"
+    outcome = asyncio.run(run(settings.database_url, credentials_dir, token_url, settings.token_url))
+    for name, what in outcome.items():
+        console.print(f"{name}: {what} ({credentials_dir / (name + '.json')})")
+    if all(what == "unchanged" for what in outcome.values()):
+        console.print("the platform is bootstrapped already: nothing changed")
+
+
 def register(app: typer.Typer, keys: typer.Typer) -> None:
+    bootstrap_app = typer.Typer(help="First start of a production platform.", no_args_is_help=True)
+    bootstrap_app.command("platform")(bootstrap_platform)
+    app.add_typer(bootstrap_app, name="bootstrap")
     agency_app = typer.Typer(help="Agencies (OAuth clients) in the registry.", no_args_is_help=True)
     agency_app.command("add")(agency_add)
     agency_app.command("list")(agency_list)

@@ -8,6 +8,7 @@ a missing one gets a fresh key, and the registry is told the new public key.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -164,28 +165,66 @@ def _existing_private_pem(path: Path, client: DemoClient) -> str | None:
     return str(pem)
 
 
+#: The clients production needs before anything else (``refnet bootstrap platform``): the first
+#: administrator, who registers the agencies, and the referral service's own client for intake's clearance.
+PLATFORM_CLIENTS = tuple(c for c in DEMO_CLIENTS if c.short_name in ("admin", "referral-service"))
+
+
+async def ensure_clients(sessions: Any, clients: tuple[DemoClient, ...], credentials_dir: Path,
+                         token_url: str, audience: str | None = None) -> dict[str, str]:
+    """Each client registered with the public key of its credentials file: ``created``, ``key updated``
+    (its file was new), or ``unchanged``. A file is written only when its content changes."""
+    outcome: dict[str, str] = {}
+    for client in clients:
+        path = credentials_dir / f"{client.short_name}.json"
+        pem = _existing_private_pem(path, client) or ECKey.generate_key("P-256", private=True).as_pem(
+            private=True).decode()
+        jwks = _public_jwks(pem)
+        async with unit_of_work(sessions) as session:
+            agency = await session.get(Agency, client.agency_id)
+            if agency is None:
+                await add_agency(session, SOURCE, name=client.name, kind=client.kind, country=client.country,
+                                 scopes=list(client.scopes), credentials=Credentials(jwks=jwks),
+                                 agency_id=client.agency_id, client_id=client.client_id,
+                                 short_name=client.short_name)
+                outcome[client.short_name] = "created"
+            elif agency.jwks != jwks:
+                agency.jwks, agency.jwks_uri, agency.secret_hash = jwks, None, None
+                outcome[client.short_name] = "key updated"
+            else:
+                outcome[client.short_name] = "unchanged"
+        content = {"name": client.short_name, "agency_id": client.agency_id, "client_id": client.client_id,
+                   "private_key_pem": pem, "token_url": token_url, "scopes": list(client.scopes)}
+        if audience:
+            content["audience"] = audience
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != content:
+            write_private_json(path, content)
+            if outcome[client.short_name] == "unchanged":
+                outcome[client.short_name] = "file updated"
+    return outcome
+
+
+async def bootstrap_platform(database_url: str, credentials_dir: Path, token_url: str,
+                             audience: str | None = None) -> dict[str, str]:
+    """The platform clients only, no demo data: what a production registry needs first."""
+    await asyncio.to_thread(credentials_dir.mkdir, parents=True, exist_ok=True)
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        return await ensure_clients(make_sessionmaker(engine), PLATFORM_CLIENTS, credentials_dir, token_url,
+                                    audience)
+    finally:
+        await engine.dispose()
+
+
 async def seed(database_url: str, credentials_dir: Path, token_url: str) -> None:
     engine = make_engine(database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     try:
-        for client in DEMO_CLIENTS:
-            path = credentials_dir / f"{client.short_name}.json"
-            pem = _existing_private_pem(path, client) or ECKey.generate_key("P-256", private=True).as_pem(
-                private=True).decode()
-            jwks = _public_jwks(pem)
-            async with unit_of_work(sessions) as session:
-                agency = await session.get(Agency, client.agency_id)
-                if agency is None:
-                    await add_agency(session, SOURCE, name=client.name, kind=client.kind, country=client.country,
-                                     scopes=list(client.scopes), credentials=Credentials(jwks=jwks),
-                                     agency_id=client.agency_id, client_id=client.client_id,
-                                     short_name=client.short_name)
-                elif agency.jwks != jwks:
-                    agency.jwks, agency.jwks_uri, agency.secret_hash = jwks, None, None
-            write_private_json(path, {
-                "name": client.short_name, "agency_id": client.agency_id, "client_id": client.client_id,
-                "private_key_pem": pem, "token_url": token_url, "scopes": list(client.scopes),
-            })
+        await ensure_clients(sessions, DEMO_CLIENTS, credentials_dir, token_url)
         async with unit_of_work(sessions) as session:
             existing = set((await session.execute(select(Service.id))).scalars().all())
             for service_id, agency_id, body in demo_services():

@@ -119,25 +119,20 @@ async def ensure_signing_key(session: AsyncSession, kek: KeyEncryptionKey,
 
 
 async def sync_signing_keys(session: AsyncSession, file_keys: list[NewSigningKey], kek: KeyEncryptionKey) -> str:
-    """Make the key file authoritative: its first key signs, its second stays published as the previous one,
-    every other key is retired. Returns the current kid."""
-    if not file_keys:
-        return await ensure_signing_key(session, kek)
+    """The database is the one source of truth for the signing keys (private parts wrapped under the KEK).
+    A key file only seeds a database that holds no key yet: its first key signs, its second stays published
+    as the previous one, any other is retired. Once the database holds keys the file changes nothing, so a
+    stale file (a secret from before a rotation) can neither revert the rotation nor give a destroyed
+    private part back. Returns the current kid."""
     await session.execute(text("LOCK TABLE signing_keys IN EXCLUSIVE MODE"))
-    for key in file_keys:
-        statement = insert(SigningKey).values(kid=key.kid, public_jwk=key.public_jwk, status="retired",
-                                              retired_at=func.now(), **_wrapped(key, kek))
-        # A key whose private part was destroyed gets it back from the file: the operator named it there.
-        await session.execute(statement.on_conflict_do_update(
-            index_elements=[SigningKey.kid],
-            set_={"private_key_wrapped": statement.excluded.private_key_wrapped,
-                  "kek_id": statement.excluded.kek_id},
-            where=SigningKey.private_key_wrapped.is_(None)))
-    await session.execute(update(SigningKey).values(**_status("retired")))
-    if len(file_keys) > 1:
-        await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[1].kid)
-                              .values(**_status("previous")))
-    await session.execute(update(SigningKey).where(SigningKey.kid == file_keys[0].kid).values(**_status("current")))
+    held = (await session.execute(select(func.count()).select_from(SigningKey))).scalar_one()
+    if held or not file_keys:
+        return await ensure_signing_key(session, kek)
+    for position, key in enumerate(file_keys):
+        status = "current" if position == 0 else "previous" if position == 1 else "retired"
+        await session.execute(insert(SigningKey).values(
+            kid=key.kid, public_jwk=key.public_jwk, status=status,
+            retired_at=None if position == 0 else func.now(), **_wrapped(key, kek)))
     return file_keys[0].kid
 
 

@@ -40,12 +40,15 @@ CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "ac
 def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Network]:
     """`refnet up` in a subprocess with its own ports and home; SIGINT (Ctrl-C) on exit, as a user would."""
     env = launcher_env(home) | {"REFNET_REFERRAL_WEBHOOK_POLL_SECONDS": "0.2"} | (extra_env or {})
-    launcher = subprocess.Popen([sys.executable, "-m", "deploy.launcher.cli", "up"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    home.mkdir(parents=True, exist_ok=True)
+    output = home.parent / f"launcher-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}.log"
+    with open(output, "wb") as log:
+        launcher = subprocess.Popen([sys.executable, "-m", "deploy.launcher.cli", "up"], cwd=REPO, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 150
         while not (home / "state.json").exists():
-            assert launcher.poll() is None, f"the stack did not start; see {home / 'logs'}"
+            assert launcher.poll() is None, f"the stack did not start: {output.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "the stack did not come up within 150 s"
             time.sleep(0.5)
         yield Network(home, env)

@@ -199,7 +199,10 @@ def test_producers_are_idempotent(compose: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------------
 def test_postgres_is_pinned_and_initialised_by_the_init_script(compose: dict[str, Any]) -> None:
     pg = services(compose)["postgres"]
-    assert re.match(r"^postgres:\d+\.\d+", pg["image"]), pg["image"]
+    # Built from deploy/postgres/Dockerfile: the official image, pinned, plus pgBackRest.
+    assert pg["build"] == {"context": "./deploy/postgres"}
+    base = re.search(r"^FROM (\S+)", (REPO / "deploy/postgres/Dockerfile").read_text(), re.M)
+    assert base and re.match(r"^postgres:\d+\.\d+", base.group(1)), base
     mounts = {v.split(":")[1]: v.split(":")[0] for v in pg["volumes"]}
     init_src = mounts["/docker-entrypoint-initdb.d"]
     assert (REPO / init_src).resolve() == POSTGRES_INIT_DIR.resolve()
@@ -217,6 +220,34 @@ def test_postgres_is_pinned_and_initialised_by_the_init_script(compose: dict[str
     read = set(re.findall(r"\b(db_[a-z_]+_password)\b", text))
     assert read, "the init script reads no password files"
     assert read <= set(pg["secrets"]), read - set(pg["secrets"])
+
+
+def _command_settings(svc: dict[str, Any]) -> dict[str, str]:
+    args = svc["command"]
+    return dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-c")
+
+
+def test_postgres_archives_every_wal_segment_and_is_backed_up_daily(compose: dict[str, Any]) -> None:
+    """Point-in-time recovery needs both halves: WAL archived continuously and base backups."""
+    pg, backup = services(compose)["postgres"], services(compose)["postgres-backup"]
+    settings = _command_settings(pg)
+    assert settings["archive_mode"] == "on" and settings["wal_level"] in ("replica", "logical")
+    assert settings["archive_command"].startswith("pgbackrest --stanza=refnet archive-push %p")
+    assert int(settings["archive_timeout"]) <= 300
+    conf = (REPO / "deploy/postgres/pgbackrest/pgbackrest.conf").read_text()
+    assert "[refnet]" in conf and "repo1-cipher-type=aes-256-cbc" in conf
+    # The 30-day window docs/operations.md promises.
+    assert "repo1-retention-full-type=time" in conf and "repo1-retention-full=30" in conf
+    assert "30-day window" in (REPO / "docs/operations.md").read_text()
+    script = "\n".join(backup["command"])
+    assert "stanza-create" in script and "backup" in script and "sleep 86400" in script
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in backup["volumes"]}
+    pg_mounts = {v.split(":")[1]: v.split(":")[0] for v in pg["volumes"]}
+    for path in ("/var/lib/postgresql", "/var/lib/pgbackrest", "/var/run/postgresql"):
+        assert mounts[path] == pg_mounts[path], path  # the same data, repository and socket
+    assert backup["image"] == pg["image"] and has_healthcheck(backup)
+    for svc in (pg, backup):
+        assert svc["entrypoint"][0] == "with-cipher-pass" and "pgbackrest_cipher_pass" in svc["secrets"]
 
 
 def test_database_roles_match_init_script(compose: dict[str, Any]) -> None:

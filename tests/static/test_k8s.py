@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
 
+from ._cnpg import CNPG_SCHEMAS
 from ._monitoring import MONITORING_SCHEMAS
 from ._support import (
     CONTRACT_TOPICS,
@@ -61,6 +62,8 @@ def validate(doc: dict[str, Any]) -> None:
         jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA).validate(doc)
     elif doc.get("kind") in MONITORING_SCHEMAS:
         jsonschema.Draft202012Validator(MONITORING_SCHEMAS[doc["kind"]]).validate(doc)
+    elif doc.get("kind") in CNPG_SCHEMAS:
+        jsonschema.Draft202012Validator(CNPG_SCHEMAS[doc["kind"]]).validate(doc)
     else:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -419,8 +422,9 @@ def test_only_the_ingress_reaches_the_services() -> None:
         ):
             assert not _allowed(POLICIES, pod, stranger, port), (service, stranger)
         for other in SERVICE_PORTS:
-            # services reach each other only for the registry's JWKS
-            expected = service == "registry"
+            # services reach each other only for the registry's JWKS and tokens, and referral -> intake
+            # (clearance); tests/static/test_service_calls.py derives these calls from the settings
+            expected = service == "registry" or (service, other) == ("intake", "referral")
             assert _allowed(POLICIES, pod, (NS, _pod(other)), port) is expected, (other, service)
 
 

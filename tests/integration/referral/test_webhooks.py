@@ -5,6 +5,7 @@ a slow receiver does not hold up another agency's deliveries; only the agency's 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import Infra
@@ -236,3 +238,76 @@ async def test_an_agency_holds_a_bounded_number_of_subscriptions(hooked: Service
     assert refused.status_code == 409 and refused.json()["type"].endswith("too-many-subscriptions")
     for item in (await hooked.client.get("/subscriptions", headers=headers)).json()["items"]:
         assert (await hooked.client.delete(f"/subscriptions/{item['id']}", headers=headers)).status_code == 204
+
+
+async def test_secrets_are_sealed_at_rest_and_a_rotation_signs_with_both_for_a_while(
+    hooked: Service, receivers: Receivers
+) -> None:
+    sender, recipient = await hooked.agency(), await hooked.agency()
+    url, receiver = receivers.new("rotating")
+    sub = await subscribe(hooked, recipient, url)
+    old_secret = sub["secret"]
+    # At rest: no column of the row holds the secret (or its key bytes) in clear.
+    raw_key = base64.b64decode(old_secret.removeprefix("whsec_"))
+    async with hooked.app.state.referrals.sessions() as session:
+        row = (await session.execute(text("SELECT row_to_json(s)::text FROM webhook_subscriptions s WHERE id = :id"),
+                                     {"id": sub["id"]})).scalar_one()
+        assert old_secret.removeprefix("whsec_") not in row
+        wrapped = (await session.execute(text("SELECT secret_wrapped FROM webhook_subscriptions WHERE id = :id"),
+                                         {"id": sub["id"]})).scalar_one()
+    assert wrapped is not None and raw_key not in bytes(wrapped)
+
+    # Someone else's subscription is not there to rotate.
+    stranger = await hooked.client.post(f"/subscriptions/{sub['id']}/rotate-secret",
+                                        headers=hooked.headers(sender, HOOK_SCOPE))
+    assert stranger.status_code == 404, stranger.text
+    rotated = await hooked.client.post(f"/subscriptions/{sub['id']}/rotate-secret",
+                                       headers=hooked.headers(recipient, HOOK_SCOPE))
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != old_secret
+    assert rotated.json()["previous_secret_valid_until"]
+    shown = (await hooked.client.get(f"/subscriptions/{sub['id']}", headers=hooked.headers(recipient, HOOK_SCOPE)))
+    assert "secret" not in shown.json()
+
+    await new_referral(hooked, sender, recipient)
+    await wait_for(lambda: len(receiver.received) >= 1)
+    headers, content = receiver.received[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(new_secret).verify(content, headers)  # a receiver that switched already
+    Webhook(old_secret).verify(content, headers)  # and one that has not yet
+
+    # After the grace period only the new secret signs.
+    async with hooked.app.state.referrals.sessions() as session, session.begin():
+        await session.execute(text("UPDATE webhook_subscriptions SET previous_secret_until = now() "
+                                   "- interval '1 second' WHERE id = :id"), {"id": sub["id"]})
+    await new_referral(hooked, sender, recipient)
+    await wait_for(lambda: len(receiver.received) >= 2)
+    headers, content = receiver.received[-1]
+    Webhook(new_secret).verify(content, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old_secret).verify(content, headers)
+
+
+async def test_a_secret_kept_in_clear_before_the_upgrade_is_sealed_and_still_signs(
+    hooked: Service, receivers: Receivers
+) -> None:
+    from services.referral.webhooks import new_secret, seal_clear_secrets
+
+    sender, recipient = await hooked.agency(), await hooked.agency()
+    url, receiver = receivers.new("legacy")
+    sub = await subscribe(hooked, recipient, url)
+    legacy = new_secret()
+    referrals = hooked.app.state.referrals
+    async with referrals.sessions() as session, session.begin():  # as referral_0006 left it
+        await session.execute(text("UPDATE webhook_subscriptions SET secret = :s, secret_wrapped = NULL, "
+                                   "secret_key_id = NULL WHERE id = :id"), {"s": legacy, "id": sub["id"]})
+    assert await seal_clear_secrets(referrals.sessions, referrals.keyring) >= 1
+    async with referrals.sessions() as session:
+        clear = (await session.execute(text("SELECT secret FROM webhook_subscriptions WHERE id = :id"),
+                                       {"id": sub["id"]})).scalar_one()
+    assert clear is None
+    await new_referral(hooked, sender, recipient)
+    await wait_for(lambda: len(receiver.received) >= 1)
+    headers, content = receiver.received[-1]
+    Webhook(legacy).verify(content, headers)

@@ -142,8 +142,8 @@ def test_accepting_service_with_room_passes() -> None:
 # --- lifecycle ----------------------------------------------------------------------------------------------
 
 LEGAL: list[tuple[Status, Status, Party]] = [(f, t, p) for (f, t), p in TRANSITIONS.items()]
-LEGAL += [(s, Status.cancelled, Party.sender) for s in OPEN_STATES]
-LEGAL += [(s, Status.cancelled, Party.system) for s in OPEN_STATES]
+LEGAL += [(s, Status.cancelled, Party.sender) for s in sorted(OPEN_STATES)]
+LEGAL += [(s, Status.cancelled, Party.system) for s in sorted(OPEN_STATES)]
 
 
 def reason_for(to: Status, party: Party) -> str | None:
