@@ -19,9 +19,9 @@ ROOT = K8S_DIR.parent.parent
 OPERATIONS = ROOT / "docs" / "operations.md"
 MONITORING = K8S_DIR / "monitoring.yaml"
 SERVICES = ("registry", "intake", "referral", "audit")
-# PostgreSQL's max_connections for the services' databases (docs/operations.md "How it scales"), less the
-# superuser reserve (3) and room for migrations, backups and an operator's psql (20).
-MAX_CONNECTIONS, RESERVED = 300, 3 + 20
+# Of PostgreSQL's max_connections (the CloudNativePG Cluster's, one server for every service's database): the
+# superuser reserve (3) and room for migrations, backups, the bootstrap job and an operator's psql (20).
+RESERVED = 3 + 20
 # Sessions a replica holds besides its pool: the relay's, the leaders' advisory-lock sessions, LISTEN.
 SESSIONS_BESIDE_THE_POOL = 4
 POOL_DEFAULTS = {"DATABASE_POOL_SIZE": 20, "DATABASE_POOL_OVERFLOW": 10}  # shared/settings.py
@@ -112,6 +112,8 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 def test_database_connections_at_the_autoscalers_maxima_fit_postgres() -> None:
     deployments, hpas = k8s_by_kind("Deployment"), k8s_by_kind("HorizontalPodAutoscaler")
+    (cluster,) = k8s_by_kind("Cluster").values()
+    max_connections = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
     total = 0
     for service in SERVICES:
         deployment = deployments[f"refnet-{service}"]
@@ -121,7 +123,7 @@ def test_database_connections_at_the_autoscalers_maxima_fit_postgres() -> None:
         surge = int(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])  # a rollout at the maximum
         replicas = hpas[f"refnet-{service}"]["spec"]["maxReplicas"] + surge
         total += replicas * (pool + SESSIONS_BESIDE_THE_POOL)
-    assert total <= MAX_CONNECTIONS - RESERVED, f"{total} connections at the maxima > {MAX_CONNECTIONS - RESERVED}"
+    assert total <= max_connections - RESERVED, f"{total} connections at the maxima > {max_connections - RESERVED}"
 
 
 def test_pods_leave_the_load_balancer_before_they_stop() -> None:
