@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
     kafka_ssl_keyfile: str = ""
     # Per-agency delivery topics, which referral creates when it first delivers to an agency (nobody else may).
     delivery_topic_partitions: int = Field(default=1, ge=1)
-    delivery_topic_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=-1)
+    delivery_topic_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)  # deploy/k8s/examples
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

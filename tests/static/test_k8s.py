@@ -23,6 +23,7 @@ from ._support import (
     CONTRACT_TOPICS,
     K8S_DIR,
     KAFKA_TOPIC_SCHEMA,
+    KAFKA_USER_SCHEMA,
     KUBERNETES_VERSION,
     SERVICE_PORTS,
     egress_allowed,
@@ -58,6 +59,8 @@ def _id(item: tuple[Path, dict[str, Any]]) -> str:
 def validate(doc: dict[str, Any]) -> None:
     if doc.get("kind") == "KafkaTopic":
         jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA).validate(doc)
+    elif doc.get("kind") == "KafkaUser":
+        jsonschema.Draft202012Validator(KAFKA_USER_SCHEMA).validate(doc)
     else:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
