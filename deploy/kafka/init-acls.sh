@@ -28,20 +28,27 @@ acl() {  # acl <user> <literal|prefixed> <topic|group> <name> <operation>...
     --allow-principal "$principal" "${ops[@]}" "--$kind" "$name" --resource-pattern-type "$pattern"
 }
 
-for svc in registry intake referral audit topics; do
-  user "refnet-$svc" "/run/secrets/kafka_${svc}_password"
-done
+user refnet-registry /run/secrets/kafka_registry_password
+user refnet-intake /run/secrets/kafka_intake_password
+user refnet-referral /run/secrets/kafka_referral_password
+user refnet-audit /run/secrets/kafka_audit_password
+user refnet-topics /run/secrets/kafka_topics_password
 
+# One line per grant, no loops: tests/static/test_broker_access.py reads these lines.
 # topics-init (`refnet topics ensure`): creates the four event topics and their dead-letter topics.
-for t in registry.events intake.events referral.events audit.access; do
-  acl refnet-topics literal topic "refnet.$t" Create Describe
-  acl refnet-topics literal topic "refnet.$t.dlq" Create Describe
-done
+acl refnet-topics literal topic refnet.registry.events Create Describe
+acl refnet-topics literal topic refnet.registry.events.dlq Create Describe
+acl refnet-topics literal topic refnet.intake.events Create Describe
+acl refnet-topics literal topic refnet.intake.events.dlq Create Describe
+acl refnet-topics literal topic refnet.referral.events Create Describe
+acl refnet-topics literal topic refnet.referral.events.dlq Create Describe
+acl refnet-topics literal topic refnet.audit.access Create Describe
+acl refnet-topics literal topic refnet.audit.access.dlq Create Describe
 
 # registry: publishes its events; reads them back (revocations, reconciliation).
 acl refnet-registry literal topic refnet.registry.events Write Read Describe
 
-# intake: publishes its events; reads referral and registry events (group intake-*), dead-letters them.
+# intake: publishes its events; reads referral and registry events (groups intake-*), dead-letters them.
 acl refnet-intake literal topic refnet.intake.events Write Read Describe
 acl refnet-intake literal topic refnet.referral.events Read Describe
 acl refnet-intake literal topic refnet.registry.events Read Describe
@@ -60,10 +67,12 @@ acl refnet-referral prefixed group referral- Read
 
 # audit: publishes access records; reads every event topic (group refnet-audit), dead-letters them.
 acl refnet-audit literal topic refnet.audit.access Write Read Describe
-for t in registry.events intake.events referral.events; do
-  acl refnet-audit literal topic "refnet.$t" Read Describe
-  acl refnet-audit literal topic "refnet.$t.dlq" Write Describe
-done
+acl refnet-audit literal topic refnet.registry.events Read Describe
+acl refnet-audit literal topic refnet.intake.events Read Describe
+acl refnet-audit literal topic refnet.referral.events Read Describe
+acl refnet-audit literal topic refnet.registry.events.dlq Write Describe
+acl refnet-audit literal topic refnet.intake.events.dlq Write Describe
+acl refnet-audit literal topic refnet.referral.events.dlq Write Describe
 acl refnet-audit literal topic refnet.audit.access.dlq Write Describe
 acl refnet-audit literal group refnet-audit Read
 echo "broker users and ACLs in place"
