@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import kafka
 from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
@@ -80,7 +81,8 @@ class Runtime:
     async def broker_reachable(self, timeout: float = 2.0) -> bool:
         try:
             if self._broker_client is None:
-                client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000)
+                client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000,
+                                        **kafka.client_options())
                 await asyncio.wait_for(client.bootstrap(), timeout)
                 self._broker_client = client
             await asyncio.wait_for(self._broker_client.fetch_all_metadata(), timeout)
@@ -208,6 +210,7 @@ def build_app(
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
     configure_logging(settings.log_level, settings.log_json)
+    kafka.configure(kafka.KafkaSecurity.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -230,6 +233,8 @@ def build_app(
                 min_insync_replicas=settings.kafka_min_insync_replicas,
                 retention=settings.outbox_retention,
                 reconcile_seconds=settings.relay_reconcile_seconds,
+                delivery_partitions=settings.delivery_topic_partitions,
+                delivery_retention_ms=settings.delivery_topic_retention_ms,
             ),
         )
         app.state.runtime = runtime

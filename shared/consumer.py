@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import envelope
 from shared.db import dependency_unreachable
-from shared.kafka import dlq_topic, end_offsets_of, ensure_topics, event_ids_at, header, make_producer
+from shared.kafka import client_options, dlq_topic, end_offsets_of, event_ids_at, header, make_producer
 from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
 
 log = structlog.get_logger("refnet.consumer")
@@ -161,7 +161,6 @@ class EventConsumer:
                 await asyncio.sleep(1.0)
 
     async def _consume(self) -> None:
-        await ensure_topics(self.bootstrap, [*self.topics, *map(dlq_topic, self.topics)])
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.name,
@@ -173,6 +172,7 @@ class EventConsumer:
             # seconds, not at the next 5-minute metadata refresh: until then its events would sit unread.
             metadata_max_age_ms=5000,
             heartbeat_interval_ms=3000,
+            **client_options(),
         )
         consumer.subscribe(self.topics, listener=_VerifyPositions(self, consumer))
         producer = make_producer(self.bootstrap, enable_idempotence=self.enable_idempotence)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,6 +25,90 @@ def dlq_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
 
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of a process authenticates: SASL/SCRAM and/or TLS (mTLS with a client certificate).
+
+    Read from ``REFNET_KAFKA_*`` (shared.settings) once at start-up and installed with ``configure``; every
+    producer, consumer and admin client is built with ``client_options()``, so no client can be left open."""
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"kafka_security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"kafka_sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+            if not self.sasl_username or not self.sasl_password:
+                raise ValueError("kafka_sasl_username and kafka_sasl_password (or _FILE) are required for SASL")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KafkaSecurity:
+        return cls(
+            security_protocol=settings.kafka_security_protocol.upper(),
+            sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=_secret(settings.kafka_sasl_password, settings.kafka_sasl_password_file),
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            # Verify the broker against the given CA (the system's when none is given); a client certificate
+            # makes it mTLS.
+            context = ssl.create_default_context(cafile=self.ssl_cafile or None)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile or None)
+            options["ssl_context"] = context
+        return options
+
+    def __repr__(self) -> str:  # never the password, e.g. in a traceback or a log line
+        return f"KafkaSecurity(security_protocol={self.security_protocol!r}, user={self.sasl_username!r})"
+
+
+def _secret(value: str, file: str) -> str:
+    return Path(file).read_text().strip() if file else value
+
+
+_security = KafkaSecurity()
+
+
+def configure(security: KafkaSecurity) -> None:
+    """Install how this process's Kafka clients authenticate (the service's start-up, the CLI)."""
+    global _security
+    _security = security
+
+
+def configure_from_env() -> None:
+    """For commands outside a service (launcher, CLI): the shared ``REFNET_KAFKA_*`` settings."""
+    from shared.settings import ServiceSettings
+
+    if any(k.startswith("REFNET_KAFKA_S") for k in os.environ):
+        configure(KafkaSecurity.from_settings(ServiceSettings()))
+
+
+def client_options() -> dict[str, Any]:
+    """The security options every AIOKafka* client of this process is built with."""
+    return _security.client_options()
+
+
 def make_producer(bootstrap: str, *, enable_idempotence: bool = False) -> AIOKafkaProducer:
     # acks=all: an event counts as published only once every in-sync replica has it. Idempotence is off
     # by default because the embedded broker (Tansu) refuses InitProducerId; on Apache Kafka turn it on.
@@ -31,6 +120,7 @@ def make_producer(bootstrap: str, *, enable_idempotence: bool = False) -> AIOKaf
         request_timeout_ms=15000,
         retry_backoff_ms=200,
         metadata_max_age_ms=30000,
+        **client_options(),
     )
 
 
@@ -43,7 +133,7 @@ async def end_offsets_of(bootstrap: str, topics: Iterable[str], *,
                          timeout: float = 15.0) -> dict[str, dict[int, int]]:
     """``end_offsets`` of several topics with one client; a topic that does not exist is absent."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=int(timeout * 1000))
+                                request_timeout_ms=int(timeout * 1000), **client_options())
     await asyncio.wait_for(consumer.start(), timeout)
     try:
         await asyncio.wait_for(consumer.topics(), timeout)  # fresh metadata
@@ -93,7 +183,7 @@ async def event_ids_at(bootstrap: str, positions: Mapping[TopicPartition, int], 
     if not positions:
         return found
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                              auto_offset_reset="none")
+                              auto_offset_reset="none", **client_options())
     try:
         await reader.start()
         reader.assign(list(positions))
@@ -116,7 +206,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], *, partitions: in
     wanted = sorted(set(topics))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **client_options())
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())

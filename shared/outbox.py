@@ -40,6 +40,7 @@ from shared.db import connect_args, plain_url
 from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
 from shared.observability import EVENTS_PUBLISHED, LEADER
+from shared.topics import DELIVERY_PREFIX
 
 log = structlog.get_logger("refnet.outbox")
 
@@ -253,6 +254,8 @@ class OutboxRelay:
         retention: timedelta | None = None,
         reconcile_seconds: float = 15.0,
         prune_batch: int = 1000,
+        delivery_partitions: int = 1,
+        delivery_retention_ms: int | None = None,
     ) -> None:
         self.service = service
         self.engine = engine
@@ -267,6 +270,10 @@ class OutboxRelay:
         self.retention = retention  # None: keep published rows for ever (the embedded stack)
         self.reconcile_seconds = reconcile_seconds
         self.prune_batch = prune_batch
+        # Per-agency delivery topics (only referral writes them) get their prescribed partitions and retention.
+        self.delivery_partitions = delivery_partitions
+        self.delivery_config = {**(self.topic_config or {}),
+                                **({"retention.ms": str(delivery_retention_ms)} if delivery_retention_ms else {})}
         self.is_leader = False
         # Set once this replica knows its part at start: it leads and has checked the broker against its record
         # and published what was waiting, or another replica leads. Readiness waits for it.
@@ -419,8 +426,11 @@ class OutboxRelay:
     async def _ensure_topics(self, producer: Any, topics: set[str]) -> None:
         new = topics - self._known_topics
         if new:
-            await ensure_topics(self.bootstrap, new, partitions=self.partitions,
+            delivery = {t for t in new if t.startswith(DELIVERY_PREFIX)}
+            await ensure_topics(self.bootstrap, new - delivery, partitions=self.partitions,
                                 replication_factor=self.replication_factor, config=self.topic_config)
+            await ensure_topics(self.bootstrap, delivery, partitions=self.delivery_partitions,
+                                replication_factor=self.replication_factor, config=self.delivery_config or None)
             # Learn each new topic's partitions before sending: a batch that sends to a known topic and then to
             # one the producer has no metadata for yet is refused by the embedded broker (NotLeaderForPartition)
             # until the request times out, 15 s in which every later event of the service waits.

@@ -38,7 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import contract, envelope
-from shared.kafka import end_offsets_of
+from shared.kafka import client_options, end_offsets_of
 
 log = structlog.get_logger("refnet.revocation")
 
@@ -219,7 +219,7 @@ class RevocationListener:
         # when a broker that lost its log (the embedded one keeps it in memory) reports our offset out of range.
         consumer = AIOKafkaConsumer(
             *self.topics, bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", metadata_max_age_ms=5000,
+            auto_offset_reset="earliest", metadata_max_age_ms=5000, **client_options(),
         )
         try:
             await consumer.start()  # inside the try: cancelled while starting, it must still be closed

@@ -38,6 +38,19 @@ class ServiceSettings(BaseSettings):
     database_sslmode: str = ""
     database_sslrootcert: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How this service authenticates to the broker (shared.kafka.KafkaSecurity): PLAINTEXT only for the
+    # embedded stack; SASL_SSL (SCRAM) or SSL with a client certificate (mTLS) on Kafka.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_sasl_password_file: str = ""  # a mounted secret; preferred over the plain variable
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # Per-agency delivery topics, which referral creates when it first delivers to an agency (nobody else may).
+    delivery_topic_partitions: int = Field(default=1, ge=1)
+    delivery_topic_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)  # deploy/k8s/examples
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

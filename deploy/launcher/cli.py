@@ -92,9 +92,10 @@ def topics_ensure(
     min_insync_replicas: Annotated[int, typer.Option(envvar="REFNET_TOPIC_MIN_INSYNC_REPLICAS")] = 1,
 ) -> None:
     """Create the RefNet topics and their dead-letter topics if they are missing (idempotent)."""
-    from shared.kafka import dlq_topic, ensure_topics
+    from shared.kafka import configure_from_env, dlq_topic, ensure_topics
     from shared.topics import ALL_TOPICS
 
+    configure_from_env()
     bootstrap = os.environ.get("REFNET_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     names = [*ALL_TOPICS, *map(dlq_topic, ALL_TOPICS)]
     config = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 1 else None

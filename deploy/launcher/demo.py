@@ -42,6 +42,7 @@ from shared import contract
 from shared.auth import DEFAULT_ALGORITHMS
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from shared.envelope import full_type
+from shared.kafka import client_options
 from shared.topics import delivery_topic
 
 T = TypeVar("T")
@@ -135,7 +136,7 @@ class DeliveryWatch:
         self.bootstrap = bootstrap
         # Metadata refreshed every second: the topic appears with the agency's first referral, maybe just now.
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                         metadata_max_age_ms=1000)
+                                         metadata_max_age_ms=1000, **client_options())
         self.start_offsets: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> DeliveryWatch:

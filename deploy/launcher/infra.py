@@ -227,6 +227,8 @@ class Broker:
 
     port: int
     log_file: Path
+    # Require SASL (SCRAM) from every client; users are added with ``add_user``.
+    authentication: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -247,11 +249,17 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authentication else [])],
             stdout=log, stderr=log, preexec_fn=_die_with_parent, start_new_session=True,
         )
         log.close()
         wait_for_port(self.port, timeout, self.proc)
+
+    def add_user(self, name: str, password: str, mechanism: str = "scram512") -> None:
+        """A SCRAM user of this broker (Tansu's ``user create``, over the Kafka API)."""
+        subprocess.run([self.binary(), "user", "create", "--broker", f"tcp://127.0.0.1:{self.port}",
+                        "--mechanism", mechanism, name, password],
+                       check=True, capture_output=True, timeout=20)
 
     def stop(self) -> None:
         if self.proc is None:

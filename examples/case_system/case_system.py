@@ -39,10 +39,11 @@ import logging
 import os
 import signal
 import sqlite3
+import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,6 +91,26 @@ class Config:
     listen: str
     public_url: str | None
     case_wait_seconds: float
+    # The agency's broker user (`refnet agency broker-user <agency_id>`): it may read its delivery topic only.
+    kafka_options: dict[str, Any] = field(default_factory=dict)
+
+
+def kafka_options_from_env() -> dict[str, Any]:
+    """SASL/SCRAM over TLS from REFNET_KAFKA_SECURITY_PROTOCOL (SASL_SSL on a production broker),
+    REFNET_KAFKA_SASL_USERNAME, REFNET_KAFKA_SASL_PASSWORD_FILE (a file, not the password itself) and
+    REFNET_KAFKA_SSL_CAFILE (the cluster's CA); nothing for the local stack's broker."""
+    protocol = os.environ.get("REFNET_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        password_file = os.environ.get("REFNET_KAFKA_SASL_PASSWORD_FILE", "")
+        if not password_file or not os.environ.get("REFNET_KAFKA_SASL_USERNAME"):
+            raise SystemExit("REFNET_KAFKA_SASL_USERNAME and REFNET_KAFKA_SASL_PASSWORD_FILE are required for SASL")
+        options.update(sasl_mechanism=os.environ.get("REFNET_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                       sasl_plain_username=os.environ["REFNET_KAFKA_SASL_USERNAME"],
+                       sasl_plain_password=Path(password_file).read_text().strip())
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=os.environ.get("REFNET_KAFKA_SSL_CAFILE") or None)
+    return options
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -112,6 +133,7 @@ def load_config(args: argparse.Namespace) -> Config:
         bootstrap=args.bootstrap or os.environ.get("REFNET_KAFKA_BOOTSTRAP") or stack.get("broker") or "127.0.0.1:9092",
         group=args.group or f"case-system-{agency_id}", start_from=args.start_from, acting_user=args.acting_user,
         inbox=args.inbox, listen=args.listen, public_url=args.public_url, case_wait_seconds=args.case_wait,
+        kafka_options=kafka_options_from_env(),
     )
 
 
@@ -356,6 +378,7 @@ async def consume_delivery_topic(config: Config, case_system: CaseSystem) -> Non
         session_timeout_ms=10000, heartbeat_interval_ms=3000,
         # The topic appears with the agency's first referral: notice it within seconds, not minutes.
         metadata_max_age_ms=5000,
+        **config.kafka_options,
     )
     await consumer.start()
     try:

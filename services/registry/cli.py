@@ -350,6 +350,23 @@ def bootstrap_platform(
         console.print("the platform is bootstrapped already: nothing changed")
 
 
+def agency_broker_user(
+    agency_id: Annotated[str, typer.Argument(help="the agency's id (agy_...)")],
+    compose: Annotated[bool, typer.Option(help="Kafka CLI commands for compose instead of a KafkaUser")] = False,
+    namespace: Annotated[str, typer.Option()] = "refnet",
+) -> None:
+    """The agency's broker user, reading only its delivery topic: a Strimzi KafkaUser to apply (its Secret
+    then holds the password), or with --compose the Kafka CLI commands (PASSWORD in the environment)."""
+    from services.registry.broker_access import kafka_cli_commands, kafka_user_manifest
+
+    try:
+        out = "\n".join(kafka_cli_commands(agency_id)) if compose else kafka_user_manifest(agency_id,
+                                                                                          namespace=namespace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(out)
+
+
 def register(app: typer.Typer, keys: typer.Typer) -> None:
     bootstrap_app = typer.Typer(help="First start of a production platform.", no_args_is_help=True)
     bootstrap_app.command("platform")(bootstrap_platform)
@@ -358,6 +375,7 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
     agency_app.command("add")(agency_add)
     agency_app.command("list")(agency_list)
     agency_app.command("suspend")(agency_suspend)
+    agency_app.command("broker-user")(agency_broker_user)
     app.add_typer(agency_app, name="agency")
     app.command("token")(token)
     keys.command("rotate")(keys_rotate)

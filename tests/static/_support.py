@@ -615,3 +615,53 @@ KAFKA_TOPIC_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+# Strimzi's KafkaUser, as far as RefNet uses it (SCRAM-SHA-512 or TLS client certificates, simple ACLs): a
+# schema of our own, like KAFKA_TOPIC_SCHEMA (kubernetes-validate has none for CRDs).
+KAFKA_USER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kafka.strimzi.io/v1"},
+        "kind": {"const": "KafkaUser"},
+        "metadata": KAFKA_TOPIC_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "required": ["authentication", "authorization"],
+            "additionalProperties": False,
+            "properties": {
+                "authentication": {
+                    "type": "object", "required": ["type"], "additionalProperties": False,
+                    "properties": {"type": {"enum": ["scram-sha-512", "tls"]}},
+                },
+                "authorization": {
+                    "type": "object", "required": ["type", "acls"], "additionalProperties": False,
+                    "properties": {
+                        "type": {"const": "simple"},
+                        "acls": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "required": ["resource", "operations"], "additionalProperties": False,
+                            "properties": {
+                                "resource": {
+                                    "type": "object", "required": ["type", "name", "patternType"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
+                                        "name": {"type": "string", "minLength": 1},
+                                        "patternType": {"enum": ["literal", "prefix"]},
+                                    },
+                                },
+                                "operations": {"type": "array", "minItems": 1, "items": {"enum": [
+                                    "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+                                    "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All"]}},
+                                "host": {"type": "string"},
+                            },
+                        }},
+                    },
+                },
+            },
+        },
+    },
+}

@@ -154,11 +154,17 @@ def test_refnet_services_share_the_one_image(compose: dict[str, Any]) -> None:
         assert services(compose)[name]["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
 
 
+
+def kafka_nodes(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Kafka nodes (the init job runs the same image for its CLI tools)."""
+    return {n: s for n, s in services(compose).items()
+            if s["image"].startswith("apache/kafka:") and "KAFKA_NODE_ID" in environment_of(s)}
+
 # ---------------------------------------------------------------------------------------------------------
 # Kafka
 # ---------------------------------------------------------------------------------------------------------
 def test_kafka_is_three_combined_kraft_nodes(compose: dict[str, Any]) -> None:
-    kafka = {n: s for n, s in services(compose).items() if s["image"].startswith("apache/kafka:")}
+    kafka = kafka_nodes(compose)
     assert len(kafka) == 3, sorted(kafka)
     assert len({s["image"] for s in kafka.values()}) == 1
     envs = {n: environment_of(s) for n, s in kafka.items()}
@@ -176,14 +182,14 @@ def test_kafka_is_three_combined_kraft_nodes(compose: dict[str, Any]) -> None:
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3", name
         assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3", name
         assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false", name
-        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"CLIENT://{name}:9092,BROKER://{name}:9094", name
         data = [v for v in kafka[name]["volumes"] if v.endswith(":" + env["KAFKA_LOG_DIRS"])]
         assert data, f"{name}: its log dir is not on a volume"
         assert has_healthcheck(kafka[name]), name
 
 
 def test_bootstrap_lists_every_broker(compose: dict[str, Any]) -> None:
-    kafka = sorted(n for n, s in services(compose).items() if s["image"].startswith("apache/kafka:"))
+    kafka = sorted(kafka_nodes(compose))
     for name in REFNET_IMAGE_SERVICES:
         bootstrap = environment_of(services(compose)[name])["REFNET_KAFKA_BOOTSTRAP"]
         assert sorted(h.split(":")[0] for h in bootstrap.split(",")) == kafka, name
@@ -281,8 +287,12 @@ def test_jobs_run_before_the_services(compose: dict[str, Any]) -> None:
     topics = s["topics-init"]
     assert topics["command"] == ["topics", "ensure"]
     assert topics["restart"] == "no"
-    kafka = [n for n, v in s.items() if v["image"].startswith("apache/kafka:")]
-    assert {k: topics["depends_on"][k]["condition"] for k in kafka} == dict.fromkeys(kafka, "service_healthy")
+    kafka = list(kafka_nodes(compose))
+    # topics-init authenticates as a user kafka-acls-init makes, which itself waits for every node.
+    assert topics["depends_on"]["kafka-acls-init"]["condition"] == "service_completed_successfully"
+    acls = s["kafka-acls-init"]
+    assert acls["restart"] == "no"
+    assert {k: acls["depends_on"][k]["condition"] for k in kafka} == dict.fromkeys(kafka, "service_healthy")
     for svc in SERVICE_PORTS:
         job = s[f"{svc}-migrate"]
         assert job["command"] == ["migrate", svc]

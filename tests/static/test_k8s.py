@@ -25,6 +25,7 @@ from ._support import (
     CONTRACT_TOPICS,
     K8S_DIR,
     KAFKA_TOPIC_SCHEMA,
+    KAFKA_USER_SCHEMA,
     KUBERNETES_VERSION,
     SERVICE_PORTS,
     egress_allowed,
@@ -64,6 +65,8 @@ def validate(doc: dict[str, Any]) -> None:
         jsonschema.Draft202012Validator(MONITORING_SCHEMAS[doc["kind"]]).validate(doc)
     elif doc.get("kind") in CNPG_SCHEMAS:
         jsonschema.Draft202012Validator(CNPG_SCHEMAS[doc["kind"]]).validate(doc)
+    elif doc.get("kind") == "KafkaUser":
+        jsonschema.Draft202012Validator(KAFKA_USER_SCHEMA).validate(doc)
     else:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
