@@ -17,7 +17,7 @@ from services.audit.settings import AuditSettings
 from services.audit.signing import ALGORITHM, CheckpointMemory, CheckpointSigner, LogKeys, VerifierKey, log_vkey
 from shared.access import DETAIL_VALUE
 from shared.app import runtime_of
-from shared.auth import Principal, insufficient_scope, require_scopes
+from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
 from shared.errors import Problem
 from shared.text import Line
 
@@ -27,14 +27,18 @@ Auditor = Annotated[Principal, Depends(require_scopes("audit:read"))]
 Witness = Annotated[Principal, Depends(require_scopes("audit:witness"))]
 
 
-async def _auditor_or_witness(principal: Annotated[Principal, Depends(require_scopes())]) -> Principal:
-    """A witness sees checkpoints and consistency proofs, not the entries: audit:read or audit:witness."""
+async def _auditor_or_witness(request: Request) -> Principal:
+    """A witness sees checkpoints and consistency proofs, not the entries: audit:read or audit:witness. (The
+    document names the two requirements itself, AUDITOR_OR_WITNESS: FastAPI would AND them.)"""
+    principal = await authenticate(request)
     if not ({"audit:read", "audit:witness"} & principal.scopes):
         raise insufficient_scope({"audit:read"}, {"audit:read"})
     return principal
 
 
 AuditorOrWitness = Annotated[Principal, Depends(_auditor_or_witness)]
+#: How AuditorOrWitness routes say so in OpenAPI: either requirement is enough.
+AUDITOR_OR_WITNESS = {"security": [{"HTTPBearer": ["audit:read"]}, {"HTTPBearer": ["audit:witness"]}]}
 ID_PATTERN = DETAIL_VALUE.pattern
 MAX_SIZE = 2**62  # far beyond any log; keeps numbers inside BIGINT
 TokenQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]
@@ -87,7 +91,8 @@ async def case_consents(request: Request, _: Auditor, case_id: CaseId) -> dict[s
 
 
 @router.get("/checkpoint", summary="The latest signed checkpoint (signed now if the log grew), with cosignatures",
-            responses={404: {"description": "With `cosigned`: no checkpoint has that many cosignatures yet."}})
+            responses={404: {"description": "With `cosigned`: no checkpoint has that many cosignatures yet."}},
+            openapi_extra=AUDITOR_OR_WITNESS)
 async def checkpoint(
     request: Request,
     _: AuditorOrWitness,
@@ -103,7 +108,7 @@ async def checkpoint(
 class CosignatureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cosignature: str = Field(max_length=512, description="the C2SP tlog-cosignature line, '\u2014 <name> <base64>'")
+    cosignature: Line = Field(max_length=512, description="the C2SP tlog-cosignature line, '\u2014 <name> <base64>'")
 
 
 @router.post("/checkpoints/{tree_size}/cosignatures", status_code=201,
@@ -128,7 +133,8 @@ async def inclusion(
     return await service.inclusion_proof(runtime_of(request).sessions, index, tree_size)
 
 
-@router.get("/proofs/consistency", summary="RFC 9162 consistency proof between two tree sizes")
+@router.get("/proofs/consistency", summary="RFC 9162 consistency proof between two tree sizes",
+            openapi_extra=AUDITOR_OR_WITNESS)
 async def consistency(
     request: Request,
     _: AuditorOrWitness,

@@ -62,6 +62,9 @@ class Operation:
     scopes: tuple[str, ...] | None  # None: not secured
     path_params: tuple[str, ...]
     body_media_type: str | None
+    #: The security requirements, each enough on its own (OpenAPI: any one of them); usually one.
+    alternatives: tuple[tuple[str, ...], ...] = ()
+    required_query: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -90,8 +93,13 @@ def operations(net: Network, services: tuple[str, ...] = SERVICE_NAMES) -> list[
                 scopes = tuple(sorted({s for requirement in security for ss in requirement.values() for s in ss})) \
                     if security else None
                 params = tuple(p["name"] for p in operation.get("parameters", []) if p["in"] == "path")
+                query = tuple(p["name"] for p in operation.get("parameters", [])
+                              if p["in"] == "query" and p.get("required"))
                 body = operation.get("requestBody", {}).get("content", {})
-                found.append(Operation(service, method, path, scopes, params, next(iter(body), None)))
+                alternatives = tuple(tuple(sorted(s for ss in requirement.values() for s in ss))
+                                     for requirement in security or [])
+                found.append(Operation(service, method, path, scopes, params, next(iter(body), None),
+                                       alternatives, query))
     return found
 
 

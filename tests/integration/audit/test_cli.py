@@ -132,6 +132,10 @@ async def test_the_commands(audit: AuditHarness, tmp_path: Path) -> None:
         history, _ = json.JSONDecoder().raw_decode(shown.output[shown.output.index('{\n  "case_id"'):])
         assert [(a["agency"], a["consent"]["consent_id"]) for a in history["access"]] == [("agy_unhcr", "k1")]
         assert [c["action"] for c in history["consents"]] == ["consent.grant"]
+        # The console was made when the CLI was imported, perhaps by another test without COLUMNS: a wide screen.
+        from services.audit import cli as audit_cli
+
+        audit_cli.console.width = 200
         table = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", case, "--url", url], env=env)
         assert table.exit_code == 0 and "officer-1" in table.output and "k1 v1" in table.output
         refused = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "verify", "--url", url],
