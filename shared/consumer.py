@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import envelope
 from shared.db import dependency_unreachable
 from shared.kafka import client_options, dlq_topic, end_offsets_of, event_ids_at, header, make_producer
+from shared.loops import stopping
 from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
 
 log = structlog.get_logger("refnet.consumer")
@@ -156,6 +157,8 @@ class EventConsumer:
             except _LogReset:
                 continue
             except Exception as exc:
+                if stopping():
+                    raise
                 self.running = False
                 log.warning("consumer_interrupted", consumer=self.name, error=type(exc).__name__)
                 await asyncio.sleep(1.0)
@@ -304,6 +307,8 @@ class EventConsumer:
                 await self._dead_letter(record, producer, _describe(exc))
                 return
             except Exception as exc:
+                if stopping():
+                    raise
                 if _infrastructure_error(exc):
                     log.warning("consumer_waiting_for_database", consumer=self.name, error=type(exc).__name__)
                     await asyncio.sleep(min(self.retry_backoff_seconds * 2 ** min(attempt, 5), 5.0))

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.loops import stopping
 from shared.observability import LEADER
 
 log = structlog.get_logger("refnet.leader")
@@ -50,6 +51,8 @@ class Leadership:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 log.warning("leader_task_interrupted", service=self.service, task=self.task,
                             error=type(exc).__name__)
                 await asyncio.sleep(min(self.retry_seconds, 5.0))

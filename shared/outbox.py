@@ -39,6 +39,7 @@ from shared import contract, envelope
 from shared.db import connect_args, plain_url
 from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
+from shared.loops import stopping
 from shared.observability import EVENTS_PUBLISHED, LEADER
 from shared.topics import DELIVERY_PREFIX
 
@@ -292,6 +293,8 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 self.is_leader = False
                 log.warning("outbox_relay_interrupted", service=self.service, error=type(exc).__name__)
                 await asyncio.sleep(min(self._backoff, 5.0))

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import contract, envelope
 from shared.kafka import client_options, end_offsets_of
+from shared.loops import stopping
 
 log = structlog.get_logger("refnet.revocation")
 
@@ -203,6 +204,8 @@ class RevocationListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 log.warning("revocation_store_unreadable", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
         while True:
@@ -211,6 +214,8 @@ class RevocationListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 log.warning("revocation_listener_interrupted", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 

@@ -20,6 +20,7 @@ from services.audit.signing import CheckpointSigner
 from shared.app import Runtime
 from shared.consumer import EventConsumer, Handler
 from shared.envelope import Event
+from shared.loops import stopping
 from shared.topics import ALL_TOPICS
 
 log = structlog.get_logger("refnet.audit")
@@ -80,6 +81,8 @@ class Sequencer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 log.warning("audit_sequencer_interrupted", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
@@ -96,6 +99,8 @@ async def sign_checkpoints(runtime: Runtime, signer: CheckpointSigner, interval:
         except service.LogInconsistent:
             pass  # counted and logged where refused; the signer keeps refusing until someone looks
         except Exception as exc:
+            if stopping():
+                raise
             log.warning("audit_checkpoint_failed", error=type(exc).__name__)
         await asyncio.sleep(interval)
 

@@ -19,6 +19,7 @@ from services.intake.store import AgencyRow, ReferralRow
 from shared.app import Runtime
 from shared.consumer import EventConsumer, PoisonEvent
 from shared.envelope import Event
+from shared.loops import stopping
 
 
 async def on_referral(session: AsyncSession, event: Event) -> None:
@@ -83,6 +84,8 @@ async def seal_sweeps(runtime: Runtime, interval: float = SEAL_SWEEP_SECONDS) ->
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    raise
                 log.warning("trafficking_facts_sweep_interrupted", error=type(exc).__name__)
         await asyncio.sleep(interval)
 

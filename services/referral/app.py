@@ -25,6 +25,7 @@ from shared.app import Runtime, build_app
 from shared.consumer import EventConsumer
 from shared.crypto import Keyring, KeyUnavailable, Undecryptable
 from shared.errors import Problem, problem_response
+from shared.loops import stopping
 from shared.outbound import Resolver
 
 log = structlog.get_logger("refnet.referral")
@@ -107,6 +108,8 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
                         await seal_clear_secrets(runtime.sessions, referrals.keyring)
                         break
                     except Exception as exc:  # the database restarting: try again later
+                        if stopping():
+                            raise
                         log.warning("free_text_sealing_failed", error=type(exc).__name__)
                         await asyncio.sleep(30)
                 await asyncio.Event().wait()

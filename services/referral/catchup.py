@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.referral.events import REGISTRY_EVENTS
 from shared.consumer import applied_through, caught_up
 from shared.kafka import end_offsets
+from shared.loops import stopping
 
 log = structlog.get_logger("refnet.referral.catchup")
 
@@ -55,6 +56,8 @@ class RegistryCatchUp:
             try:
                 await self.check()
             except Exception as exc:  # the broker or the database is away: look again later
+                if stopping():
+                    raise
                 log.warning("registry_catchup_check_failed", error=type(exc).__name__)
             if not self.loaded:
                 await asyncio.sleep(self.poll_seconds)
