@@ -272,6 +272,9 @@ class Referrals:
 
     async def get(self, principal: Principal, referral_id: str) -> dict[str, Any]:
         async with self.sessions() as session:
+            # Row, history and key read from one snapshot: under READ COMMITTED a cancellation committing between
+            # the statements showed a referral still `requested` whose history already said `cancelled`.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             row = await store.referral(session, referral_id)
             party = party_of(row, principal.agency_id) if row is not None else None
             if row is None or party is None:
