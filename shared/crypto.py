@@ -18,7 +18,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,10 +39,12 @@ class Undecryptable(Exception):
 @dataclass(frozen=True)
 class MasterKey:
     secret: bytes = field(repr=False)
+    #: What the key is called in errors (shared.kek's key-encryption keys are the same kind of file).
+    what: ClassVar[str] = "master key"
 
     def __post_init__(self) -> None:
         if len(self.secret) != KEY_BYTES:
-            raise ValueError("a master key is 32 bytes (AES-256)")
+            raise ValueError(f"a {self.what} is 32 bytes (AES-256)")
 
     @property
     def key_id(self) -> str:
@@ -51,22 +53,22 @@ class MasterKey:
         return hashlib.sha256(b"refnet-intake-master-key-id:" + self.secret).hexdigest()[:16]
 
     @classmethod
-    def generate(cls) -> MasterKey:
+    def generate(cls) -> Self:
         return cls(secrets.token_bytes(KEY_BYTES))
 
     def encoded(self) -> bytes:
         return base64.b64encode(self.secret)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> MasterKey:
+    def from_file(cls, path: str | Path) -> Self:
         try:
             raw = Path(path).read_bytes().strip()
         except OSError as exc:
-            raise KeyUnavailable(f"the master key file cannot be read ({type(exc).__name__})") from exc
+            raise KeyUnavailable(f"the {cls.what} file cannot be read ({type(exc).__name__})") from exc
         try:
             return cls(base64.b64decode(raw, validate=True))
         except (binascii.Error, ValueError) as exc:
-            raise KeyUnavailable("the master key file does not hold base64 of 32 bytes") from exc
+            raise KeyUnavailable(f"the {cls.what} file does not hold base64 of 32 bytes") from exc
 
 
 def write_key_file(path: Path, key: MasterKey) -> None:

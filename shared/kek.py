@@ -9,60 +9,36 @@ so a reader that reloads its keys finds it (``KeyRing.load``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import os
-import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-KEY_BYTES = 32
-NONCE_BYTES = 12
-STAGED_SUFFIX = ".new"
+# The key files, their errors and their atomic writing are those of the master keys (shared.crypto).
+from shared.crypto import (
+    NONCE_BYTES,
+    STAGED_SUFFIX,
+    KeyUnavailable,
+    MasterKey,
+    Undecryptable,
+    write_key_file,
+)
 
-
-class KeyUnavailable(Exception):
-    """No KEK configured, or none with the key id a value was wrapped under."""
-
-
-class Undecryptable(Exception):
-    """A wrapped value does not open with the KEK (tampered, the wrong key, or the wrong context)."""
+__all__ = ["STAGED_SUFFIX", "KeyEncryptionKey", "KeyRing", "KeyUnavailable", "Undecryptable", "write_key_file"]
 
 
 @dataclass(frozen=True)
-class KeyEncryptionKey:
-    secret: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if len(self.secret) != KEY_BYTES:
-            raise ValueError("a key-encryption key is 32 bytes (AES-256)")
+class KeyEncryptionKey(MasterKey):
+    what: ClassVar[str] = "key-encryption key"
 
     @property
     def key_id(self) -> str:
         """A public fingerprint naming the KEK (not enough to recover it)."""
         return hashlib.sha256(b"refnet-kek-id:" + self.secret).hexdigest()[:16]
-
-    @classmethod
-    def generate(cls) -> KeyEncryptionKey:
-        return cls(secrets.token_bytes(KEY_BYTES))
-
-    def encoded(self) -> bytes:
-        return base64.b64encode(self.secret)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> KeyEncryptionKey:
-        try:
-            raw = Path(path).read_bytes().strip()
-        except OSError as exc:
-            raise KeyUnavailable(f"the key-encryption key file cannot be read ({type(exc).__name__})") from exc
-        try:
-            return cls(base64.b64decode(raw, validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise KeyUnavailable("the key-encryption key file does not hold base64 of 32 bytes") from exc
 
     def wrap(self, value: bytes, context: bytes) -> bytes:
         """AES-256-GCM of ``value``, bound to ``context`` (what it is and whose), so wrapped values cannot be
@@ -75,19 +51,6 @@ class KeyEncryptionKey:
             return AESGCM(self.secret).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
         except InvalidTag as exc:
             raise Undecryptable("the value does not unwrap with this key-encryption key") from exc
-
-
-def write_key_file(path: Path, key: KeyEncryptionKey) -> None:
-    """Write (or atomically replace) a key file readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key.encoded() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
