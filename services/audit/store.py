@@ -28,11 +28,11 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
@@ -136,7 +136,10 @@ SEQUENCER_LOCK = 0x52464E4155444954  # "RFNAUDIT"
 
 
 async def add_pending(session: AsyncSession, draft: EntryDraft) -> None:
-    await session.execute(insert(pending).values({name: getattr(draft, name) for name in ENTRY_COLUMNS}))
+    # The same event queued twice (a second consumer group, a replay) while its first copy still waits is one
+    # entry: the queue keeps the first, and the sequencer leaves out what the log already holds.
+    await session.execute(pg_insert(pending).values({name: getattr(draft, name) for name in ENTRY_COLUMNS})
+                          .on_conflict_do_nothing(constraint="uq_audit_pending_event"))
 
 
 async def take_sequencer_lock(session: AsyncSession) -> bool:
