@@ -219,6 +219,25 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 5)
 
+    async def applied_what_the_broker_holds(self, seconds: float = 3.0) -> bool:
+        """Read-your-writes for a refusal: wait, at most ``seconds``, until the group (this replica or another:
+        the marks are shared) has applied every event the broker holds now. False when that did not happen in
+        time or the broker could not be asked; the caller then decides on what it has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            ends = await asyncio.wait_for(end_offsets_of(self.bootstrap, self.topics, timeout=seconds), seconds)
+        except Exception as exc:  # any failure to ask means "not known"
+            log.info("consumer_position_unknown", consumer=self.name, error=type(exc).__name__)
+            return False
+        while True:
+            if all([caught_up(ends.get(topic, {}), await applied_through(self.sessions, self.name, topic))
+                    for topic in self.topics]):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
     async def check_caught_up(self) -> bool:
         """Latch ``caught_up`` once the group's applied positions reach the ends the broker reports now."""
         if self.caught_up:

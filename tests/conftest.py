@@ -15,10 +15,29 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from deploy.launcher.infra import POSTGRES_BIN_PATH, Broker, Postgres, free_port
+
+# `make test` runs files in parallel (pytest-xdist, --dist loadfile), each file on one worker so its module
+# fixtures start once. The e2e files that share the session's stack must also share a worker: the contract check
+# reads the traffic the scenarios and the demo put on that very stack. (xdist's own xdist_group marks do not
+# reach its scheduler under pytest 9.2, hence a scheduler of our own.)
+SHARED_STACK = frozenset(f"tests/e2e/{name}" for name in (
+    "test_demo_and_case_system.py", "test_sop_scenarios.py", "test_zz_events_match_contract.py"))
+
+
+class _FilesWithOneE2EStack(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        file = nodeid.split("::", 1)[0]
+        return "e2e-stack" if file in SHARED_STACK else file
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    return _FilesWithOneE2EStack(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @dataclass

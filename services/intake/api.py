@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from services.intake import domain, service
+from services.intake.events import REFERRAL_EVENTS
 from services.intake.settings import IntakeSettings
 from shared.app import runtime_of
 from shared.auth import Principal, require_scopes
@@ -23,9 +24,11 @@ def context(request: Request) -> service.Context:
     runtime = runtime_of(request)
     settings = runtime.settings
     hours = settings.override_valid_hours if isinstance(settings, IntakeSettings) else 72
+    referrals = next((c for c in runtime.consumers if REFERRAL_EVENTS in c.topics), None)
     return service.Context(sessions=runtime.sessions, keyring=runtime.extras.get("keyring"),
                            source=settings.source, override_validity=service.timedelta(hours=hours),
-                           reload_keys=runtime.extras.get("reload_keys"))
+                           reload_keys=runtime.extras.get("reload_keys"),
+                           referrals_applied=referrals.applied_what_the_broker_holds if referrals else None)
 
 
 Ctx = Annotated[service.Context, Depends(context)]

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,8 @@ class Context:
     override_validity: timedelta = domain.OVERRIDE_VALIDITY
     # Re-read the key files (after a master-key rotation replaced them); None when not configurable.
     reload_keys: Callable[[], Keyring | None] | None = None
+    # Wait until every referral event the broker holds is applied (True) or give up (False); None: never wait.
+    referrals_applied: Callable[[], Awaitable[bool]] | None = None
 
     def keys(self) -> Keyring:
         if self.keyring is None:
@@ -429,12 +431,35 @@ async def _decide_read(
                         override_id=overrides[-1].id if "override" in bases else None)
 
 
+class _MayBeNews(Exception):
+    """A refusal that a referral event not yet applied could turn into a grant."""
+
+
+# Refusals for want of a referral intake may simply not have heard of yet (it learns of referrals by events).
+_NEWS_COULD_CHANGE = frozenset({"not-a-party", "referral-not-open"})
+
+
 async def read_case(ctx: Context, principal: Principal, case_id: str, purpose: str) -> dict[str, Any]:
+    try:
+        return await _read_case(ctx, principal, case_id, purpose, wait_for_news=ctx.referrals_applied is not None)
+    except _MayBeNews:
+        # Every refusal is a permanent audit entry, read by auditors as an agency reaching for a case it may
+        # not see: a recipient that reads the moment it is told of a referral must not leave one because our
+        # copy of the referral was a few hundred milliseconds behind. So apply what the broker holds first.
+        assert ctx.referrals_applied is not None
+        await ctx.referrals_applied()
+        return await _read_case(ctx, principal, case_id, purpose, wait_for_news=False)
+
+
+async def _read_case(ctx: Context, principal: Principal, case_id: str, purpose: str, *,
+                     wait_for_news: bool) -> dict[str, Any]:
     at = _now()
     async with unit_of_work(ctx.sessions) as session:
         well_formed = is_case_id(case_id)
         row = await session.get(CaseRow, case_id) if well_formed else None
         decision = await _decide_read(ctx, session, principal, row, purpose, at)
+        if wait_for_news and row is not None and decision.reason in _NEWS_COULD_CHANGE:
+            raise _MayBeNews  # nothing written yet: the unit of work rolls back
         if not well_formed:
             # A 404 like any unknown case, and still an attempt worth an entry -- without the string typed.
             decision.reason = "malformed-id"
