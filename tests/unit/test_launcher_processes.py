@@ -79,12 +79,19 @@ def test_a_service_process_writes_only_json_lines_whatever_logs_or_fails() -> No
 
 
 PARENT = textwrap.dedent('''
-    import os, subprocess, sys, time
+    import os, signal, subprocess, sys, time
 
     from deploy.launcher.infra import _demote
 
     uid, gid = int(sys.argv[1]), int(sys.argv[2])
-    child = subprocess.Popen(["sleep", "120"], preexec_fn=lambda: _demote(uid, gid), start_new_session=True)
+
+    def preexec():
+        # A suite started in the background (`make test &`) runs with SIGINT ignored, and `sleep` would inherit
+        # that; PostgreSQL, the real child, installs its own handler. So stand in for it.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _demote(uid, gid)
+
+    child = subprocess.Popen(["sleep", "120"], preexec_fn=preexec, start_new_session=True)
     print(child.pid, flush=True)
     time.sleep(120)
 ''')
