@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaClient
@@ -39,6 +39,7 @@ from shared.revocation import RevocationList, RevocationListener, RevocationStor
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger("refnet.app")
+DepsT = TypeVar("DepsT")
 
 
 @dataclass
@@ -51,12 +52,20 @@ class Runtime:
     relay: OutboxRelay
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # being replaced by ``deps``; do not add to it
+    # The service's own dependencies, one typed object (its app.py's ``Deps``) built by ``build_app(provide=...)``.
+    deps: object | None = None
     revocation_listener: RevocationListener | None = None
     # A service's own conditions for serving, beside its consumers' (e.g. referral's registry read model).
     ready_when: list[Callable[[], bool]] = field(default_factory=list)
     _broker_client: AIOKafkaClient | None = None
     _outbox: tuple[float, OutboxSummary] | None = None
+
+    def need(self, kind: type[DepsT]) -> DepsT:
+        """The service's dependencies as the type it declared (a wrong or missing one is a wiring bug)."""
+        if not isinstance(self.deps, kind):
+            raise RuntimeError(f"{self.settings.service_name} provides {type(self.deps).__name__}, not {kind.__name__}")
+        return self.deps
 
     async def read_models_ready(self) -> bool:
         """Has every read model this replica serves from caught up with what the broker holds (once)? Also: its
@@ -208,7 +217,11 @@ def build_app(
     routers: Sequence[APIRouter],
     wiring: Wiring | None = None,
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+    provide: Callable[[Runtime], AbstractAsyncContextManager[object]] | None = None,
 ) -> FastAPI:
+    """``provide`` builds the service's typed dependencies around its life: what it yields becomes
+    ``runtime.deps`` (before the consumers and jobs of ``wiring`` start), and its exit closes them (after they
+    stopped)."""
     configure_logging(settings.log_level, settings.log_json)
     kafka.configure(kafka.KafkaSecurity.from_settings(settings))
 
@@ -240,6 +253,9 @@ def build_app(
         app.state.runtime = runtime
         revocations = RevocationList()
         app.state.token_validator = TokenValidator.from_settings(settings, revocations=revocations)
+        resources = contextlib.AsyncExitStack()
+        if provide is not None:
+            runtime.deps = await resources.enter_async_context(provide(runtime))
         if on_startup is not None:
             await on_startup(runtime)
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
@@ -265,6 +281,7 @@ def build_app(
                 _, pending = await asyncio.wait(runtime.tasks, timeout=15)
                 for task in pending:
                     log.warning("background_task_did_not_stop", task=task.get_name())
+            await resources.aclose()
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()
@@ -291,3 +308,8 @@ def build_app(
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def deps_of(request: Request, kind: type[DepsT]) -> DepsT:
+    """A route's typed access to its service's dependencies: ``Annotated[Deps, Depends(deps)]`` in api.py."""
+    return runtime_of(request).need(kind)
