@@ -1,7 +1,8 @@
 """One way to page every list: an opaque cursor naming the position after a page's last item, one error.
 
 A position is what the store orders by -- a sequence number, an offset, an id -- and the cursor is that
-position in base64url, tagged with its kind so a cursor of one list is refused by another. Clients treat it
+position in base64url, tagged with its kind so a cursor of one list is refused by another (422, like any
+query parameter with a wrong value). Clients treat it
 as opaque; the server never trusts it beyond its kind and range.
 """
 
@@ -27,7 +28,8 @@ CursorParam = Annotated[str | None, Query(max_length=200, description="The `next
 
 
 def invalid_cursor() -> Problem:
-    return Problem(400, "invalid-cursor", "The cursor is not one this list returned.",
+    # The answer any other query parameter with a wrong value gets (shared.errors' validation problem).
+    return Problem(422, "validation-error", "The request is not valid: query.cursor.",
                    errors=[{"loc": ["query", "cursor"], "msg": "not a cursor this list returned"}])
 
 

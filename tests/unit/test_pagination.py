@@ -21,7 +21,7 @@ def test_a_cursor_gives_back_its_position() -> None:
 def test_anything_else_is_one_error(cursor: str) -> None:
     with pytest.raises(Problem) as refused:
         pagination.decode_int("seq", cursor)
-    assert (refused.value.status, refused.value.slug) == (400, "invalid-cursor")
+    assert (refused.value.status, refused.value.slug) == (422, "validation-error")
 
 
 def test_an_id_cursor_holds_only_an_id() -> None:
