@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import kafka
+from shared import kafka, tracing
 from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
@@ -227,6 +227,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced_as = tracing.enter(app)  # before any task starts: what they do traces as this service (if on)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                              max_overflow=settings.database_pool_overflow)
         runtime = Runtime(
@@ -285,11 +286,13 @@ def build_app(
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()
+            tracing.shutdown(app, traced_as)
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
     install_request_middleware(app, settings.service_name)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    tracing.instrument(app, settings.service_name)  # nothing unless tracing is on (shared/tracing.py)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
