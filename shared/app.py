@@ -286,7 +286,7 @@ def build_app(
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()
-            tracing.shutdown(app, traced_as)
+            await tracing.shutdown(app, traced_as)
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)

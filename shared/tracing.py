@@ -23,6 +23,7 @@ an ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`` variable adds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -184,16 +185,18 @@ def enter(app: FastAPI) -> Token[TracerProvider | None] | None:
     return _current.set(provider) if provider is not None else None
 
 
-def shutdown(app: FastAPI, token: Token[TracerProvider | None] | None = None) -> None:
-    """At the end of the lifespan: export what is left, and unwrap httpx once no service traces."""
+async def shutdown(app: FastAPI, token: Token[TracerProvider | None] | None = None) -> None:
+    """At the end of the lifespan: export what is left (for 5 s at most: an unreachable collector must not hold
+    up the shutdown), and unwrap httpx once no service traces."""
     provider = provider_of(app)
     if token is not None:
         with contextlib.suppress(ValueError):  # the lifespan ended in another context than it began
             _current.reset(token)
     if provider is None:
         return
-    provider.shutdown()
     _active.discard(provider)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.to_thread(provider.shutdown), 5)
     if not _active:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 

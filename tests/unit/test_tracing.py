@@ -3,7 +3,8 @@ outbox and consumer hooks keep one trace across Kafka."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -74,18 +75,28 @@ async def test_off_nothing_is_installed_and_nothing_recorded(no_tracing_variable
         assert not trace.get_current_span().is_recording()
 
 
+@contextlib.contextmanager
+def as_service(app: FastAPI) -> Iterator[None]:
+    """As in the service's lifespan and requests: its code traces as the service."""
+    token = tracing.enter(app)
+    try:
+        yield
+    finally:
+        if token is not None:
+            tracing._current.reset(token)
+
+
 @pytest.fixture
-def traced() -> Iterator[tuple[FastAPI, InMemorySpanExporter]]:
+async def traced() -> AsyncIterator[tuple[FastAPI, InMemorySpanExporter]]:
     app = FastAPI()
     provider = tracing.instrument(app, "unit", ON)
     assert provider is not None
     exporter = InMemorySpanExporter()
     tracing.add_exporter(provider, exporter, batch=False)
-    token = tracing.enter(app)
     try:
         yield app, exporter
     finally:
-        tracing.shutdown(app, token)
+        await tracing.shutdown(app)
     assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry, "httpx unwrapped once nobody traces"
 
 
@@ -113,14 +124,15 @@ def test_an_event_carries_its_writers_trace_through_the_relay_to_the_consumer(
     app, exporter = traced
     provider = tracing.provider_of(app)
     assert provider is not None
-    with provider.get_tracer("unit").start_as_current_span("POST /referrals") as request:
+    with as_service(app), provider.get_tracer("unit").start_as_current_span("POST /referrals") as request:
         stored = tracing.carrier()  # what add_events keeps with the outbox row
     assert stored["traceparent"].split("-")[1] == format(request.get_span_context().trace_id, "032x")
-    with tracing.Publishing() as spans:
-        headers = spans.start("refnet.delivery.agency-1", "e1", "org.refnet.referral.requested.v1",
-                              stored["traceparent"])
-    with tracing.consuming("intake-referrals", "refnet.delivery.agency-1", 2, 7, headers):
-        assert trace.get_current_span().is_recording()
+    with as_service(app):  # the relay's and the consumer's tasks, started in the lifespan
+        with tracing.Publishing() as spans:
+            headers = spans.start("refnet.delivery.agency-1", "e1", "org.refnet.referral.requested.v1",
+                                  stored["traceparent"])
+        with tracing.consuming("intake-referrals", "refnet.delivery.agency-1", 2, 7, headers):
+            assert trace.get_current_span().is_recording()
     by_kind = {s.kind: s for s in exporter.get_finished_spans()}
     sent, handled = by_kind[SpanKind.PRODUCER], by_kind[SpanKind.CONSUMER]
     assert sent.name == "send refnet.delivery.{agency}" and handled.name == "process refnet.delivery.{agency}"
@@ -130,8 +142,8 @@ def test_an_event_carries_its_writers_trace_through_the_relay_to_the_consumer(
 
 
 def test_a_failed_publish_ends_its_spans_as_failed(traced: tuple[FastAPI, InMemorySpanExporter]) -> None:
-    _, exporter = traced
-    with pytest.raises(ConnectionError), tracing.Publishing() as spans:
+    app, exporter = traced
+    with as_service(app), pytest.raises(ConnectionError), tracing.Publishing() as spans:
         spans.start("refnet.referral.events", "e1", "org.refnet.referral.requested.v1", None)
         raise ConnectionError("broker away")
     (span,) = exporter.get_finished_spans()
