@@ -33,11 +33,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -84,6 +84,13 @@ def _kept(attributes: Attributes) -> dict[str, Any]:
     return {k: v for k, v in (attributes or {}).items() if k in _KEPT}
 
 
+def _without_state(context: SpanContext | None) -> SpanContext | None:
+    # A caller's ``tracestate`` is whatever it chose to send: not exported.
+    if context is None:
+        return None
+    return SpanContext(context.trace_id, context.span_id, context.is_remote, context.trace_flags, TraceState())
+
+
 class _Redacting(SpanProcessor):
     """Hands the exporter a copy of each span with only what may leave: ``_KEPT`` attributes, exception types
     (not their messages, which may quote values, nor stack traces), a status without its description's detail."""
@@ -92,13 +99,16 @@ class _Redacting(SpanProcessor):
         self.inner = inner
 
     def on_end(self, span: ReadableSpan) -> None:
+        context = _without_state(span.context)
+        if context is None:
+            return
         status = span.status
         if status.description:  # "ValueError: <the message>" -> "ValueError"
             status = Status(status.status_code, status.description.split(":", 1)[0])
         events = [Event(e.name, _kept(e.attributes), e.timestamp) for e in span.events]
-        links = [Link(link.context, _kept(link.attributes)) for link in span.links]
+        links = [Link(_without_state(link.context) or link.context, _kept(link.attributes)) for link in span.links]
         self.inner.on_end(ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            name=span.name, context=context, parent=_without_state(span.parent), resource=span.resource,
             attributes=_kept(span.attributes), events=events, links=links, kind=span.kind, status=status,
             start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope))
 
@@ -169,6 +179,7 @@ def instrument(app: FastAPI, service: str, environ: Mapping[str, str] | None = N
 
         add_exporter(provider, OTLPSpanExporter())
     app.state.tracer_provider = provider
+    propagate.set_global_textmap(_PROPAGATOR)  # what the instrumentations read and send: traceparent, no baggage
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=_NOT_TRACED,
                                        exclude_spans=["receive", "send"])
     app.add_middleware(_Current, provider=provider)

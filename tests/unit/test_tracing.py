@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -148,3 +148,22 @@ def test_a_failed_publish_ends_its_spans_as_failed(traced: tuple[FastAPI, InMemo
         raise ConnectionError("broker away")
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR and span.parent is None
+
+
+async def test_on_a_callers_baggage_is_not_taken_and_its_trace_is_joined(
+        traced: tuple[FastAPI, InMemorySpanExporter]) -> None:
+    app, exporter = traced
+
+    @app.get("/probe")
+    async def probe() -> dict[str, object]:
+        return {"baggage": dict(baggage.get_all()), "carrier": tracing.carrier()}
+
+    caller = "0af7651916cd43dd8448eb211c80319c"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe.test") as client:
+        answer = await client.get("/probe?name=Amira", headers={
+            "traceparent": f"00-{caller}-b7ad6b7169203331-01", "baggage": "name=Amira", "tracestate": "x=Amira"})
+    assert answer.json()["baggage"] == {}
+    assert answer.json()["carrier"]["traceparent"].split("-")[1] == caller
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET /probe" and format(span.context.trace_id, "032x") == caller
+    assert "Amira" not in span.to_json()
