@@ -23,7 +23,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import kafka
+from shared import kafka, tracing
 from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
@@ -229,6 +229,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced_as = tracing.enter(app)  # before any task starts: what they do traces as this service (if on)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                              max_overflow=settings.database_pool_overflow)
         runtime = Runtime(
@@ -287,6 +288,7 @@ def build_app(
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()
+            await tracing.shutdown(app, traced_as)
 
     # The documentation pages with their scripts served by the service itself: field offices and production
     # networks are often offline, and a CDN's Swagger UI is a blank page there (fastapi-offline ships them).
@@ -295,6 +297,7 @@ def build_app(
     install_problem_handlers(app)
     install_request_middleware(app, settings.service_name)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    tracing.instrument(app, settings.service_name)  # nothing unless tracing is on (shared/tracing.py)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
