@@ -128,7 +128,7 @@ async def test_one_referral_is_one_trace_from_request_to_consumers_and_nothing_p
         # A read with personal data in its query string (refused: the operation takes no such parameter, but the
         # request is traced all the same).
         read = await referral.client.get(f"/referrals/{referral_id}?q={MARKER}", headers=referral.headers(sender))
-        assert read.status_code == 400, read.text
+        assert read.status_code == 422, read.text
 
         request = one(at_referral.get_finished_spans(), lambda s: s.name == "POST /referrals", "POST /referrals")
         trace_id = request.context.trace_id
