@@ -16,20 +16,17 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import store
+from services.audit.copy_format import CopyLeafReader
 from services.audit.domain import (
     CONSENT_PREFIX,
-    ENTRY_FIELDS,
-    LeafWriter,
     NotAuditable,
     checkpoint_body,
     consents_in_force,
     draft_from_event,
-    entry_json,
-    format_time,
     is_access,
-    leaf_bytes,
     parse_checkpoint_body,
 )
+from services.audit.leaf import ENTRY_FIELDS, LeafWriter, entry_json, format_time, leaf_bytes
 from services.audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -474,14 +471,14 @@ async def verify_log(sessions: async_sessionmaker[AsyncSession], keys: LogKeys,
                 next_mark += 1
             tree.extend(leaves[start:] if start else leaves)
 
-        writer = LeafWriter()
+        reader = CopyLeafReader()
         hole = False
 
         def consume(text: str) -> None:
             nonlocal first_bad, hole
             if hole:
                 return  # the rest of the COPY drains unread: the log ends at the hole
-            indexes, hashes, stored = writer.copy_chunk(text)
+            indexes, hashes, stored = reader.copy_chunk(text)
             expected = tree.size
             if indexes != [str(i) for i in range(expected, expected + len(indexes))]:
                 cut = next(k for k, idx in enumerate(indexes) if idx != str(expected + k))

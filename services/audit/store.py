@@ -36,7 +36,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
-from services.audit.domain import COPY_COLUMNS, EntryDraft
+from services.audit.copy_format import COPY_COLUMNS
+from services.audit.domain import EntryDraft
 from services.audit.merkle import NodeId, StoredNode
 from shared.db import NAMING
 

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 
 from deploy.launcher.infra import Broker
 from services.audit.app import create_app
-from services.audit.merkle import MerkleTree
 from services.audit.settings import AuditSettings
 from services.audit.signing import generate_key_file
 from shared import envelope
@@ -30,6 +29,7 @@ from shared.migrations import upgrade
 from shared.topics import ALL_TOPICS
 from tests.conftest import Infra, psql
 from tests.support.issuer import LocalIssuer
+from tests.support.merkle_tree import MerkleTree
 
 AUDITOR_SCOPE = "audit:read"
 
