@@ -22,7 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.audit.leaf import leaf_bytes as leaf_bytes  # deploy/launcher/demo.py reads it here
+# Read here by deploy/launcher/demo.py and bench/audit.py (the entry's leaf is defined in leaf.py):
+from services.audit.leaf import entry_json as entry_json
+from services.audit.leaf import leaf_bytes as leaf_bytes
 from services.audit.leaf import utc
 from shared.access import DETAIL_VALUE, parse_access_record
 from shared.envelope import Event

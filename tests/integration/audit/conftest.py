@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from deploy.launcher.infra import Broker
-from services.audit.app import create_app
+from services.audit.app import Deps, create_app
 from services.audit.settings import AuditSettings
 from services.audit.signing import generate_key_file
 from shared import envelope
@@ -51,6 +51,11 @@ class AuditHarness:
     headers: dict[str, str]
     producer: Any
     _sent: int = field(default=0)
+
+    @property
+    def deps(self) -> Deps:
+        """The running service's use cases (what its routes, consumer and jobs use)."""
+        return self.app.state.runtime.need(Deps)
 
     @property
     def database(self) -> str:
