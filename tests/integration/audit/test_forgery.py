@@ -33,9 +33,7 @@ async def _fill(audit: AuditHarness, n: int, start: int = 0) -> None:
 
 def _forget(audit: AuditHarness) -> None:
     """What a restart without a checkpoint state file does: the signer remembers nothing."""
-    memory = getattr(audit.app.state, "checkpoint_memory", None)
-    if memory is not None:
-        memory.last = None
+    audit.deps.checkpoints.memory.last = None
 
 
 async def test_a_checkpoint_under_a_key_the_log_never_had_is_bad(audit: AuditHarness) -> None:
