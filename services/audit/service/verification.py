@@ -75,9 +75,6 @@ class Verification:
             self.gate.last = time.monotonic()
             return await verify_log(self.sessions, keys, memory, full=True, record=record)
 
-    async def recomputed_root(self, size: int) -> bytes | None:
-        return await recomputed_root(self.sessions, size)
-
 
 @dataclass
 class _Start:
