@@ -51,7 +51,9 @@ def build(settings: IntakeSettings, sessions: async_sessionmaker[AsyncSession]
     group = settings.consumer_group
     common = {"service": settings.service_name, "sessions": sessions, "bootstrap": settings.kafka_bootstrap,
               "max_attempts": settings.consumer_max_attempts,
-              "retry_backoff_seconds": settings.consumer_retry_backoff_seconds}
+              "retry_backoff_seconds": settings.consumer_retry_backoff_seconds,
+              # The dead-letter producer: idempotent where the broker allows it, like every other producer.
+              "enable_idempotence": settings.kafka_enable_idempotence}
     return (
         EventConsumer(name=f"{group}-referrals", topics=[ev.REFERRAL_EVENTS],
                       handlers=dict.fromkeys(ev.REFERRAL_TYPES, on_referral), **common),  # type: ignore[arg-type]
