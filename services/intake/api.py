@@ -83,7 +83,7 @@ async def list_cases(
 async def read_case(
     case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
 ) -> dict[str, Any]:
-    return await uses.disclosure.read(principal, case_id, purpose)
+    return await uses.reads.read(principal, case_id, purpose)
 
 
 @router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards",
@@ -136,4 +136,4 @@ async def create_override(case_id: str, body: schemas.OverrideBody, principal: C
              summary="May this case be referred to that agency for these categories? (referral service)",
              responses={404: {"description": "No such case"}})
 async def clearance(body: schemas.ClearanceBody, principal: Clearer, uses: Uses) -> dict[str, Any]:
-    return await uses.disclosure.clearance(body)
+    return await uses.reads.clearance(body)

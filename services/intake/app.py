@@ -22,10 +22,10 @@ from services.intake.service import (
     Cases,
     Consents,
     Deps,
-    Disclosure,
     Erasure,
     MasterKeys,
     Overrides,
+    Reads,
     Resources,
     Sealing,
 )
@@ -50,7 +50,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         yield Deps(
             cases=Cases(res), consents=Consents(res),
             # A refusal a referral event could change waits for what the broker holds (read-your-writes).
-            disclosure=Disclosure(res, referrals_applied=referral_events.applied_what_the_broker_holds),
+            reads=Reads(res, referrals_applied=referral_events.applied_what_the_broker_holds),
             overrides=Overrides(res, validity=timedelta(hours=settings.override_valid_hours)),
             erasure=Erasure(res), sealing=Sealing(res), keys=keys,
             referral_events=referral_events, agency_events=agency_events,

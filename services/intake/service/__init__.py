@@ -3,7 +3,7 @@
 
 - ``cases``: register, list, update (``Cases``);
 - ``consent``: consent versions (``Consents``);
-- ``disclosure``: reads of a case and the referral service's clearance (``Disclosure``);
+- ``reads``: reads of a case and the referral service's clearance (``Reads``), by ``domain.disclosure``;
 - ``overrides``: risk-to-life overrides (``Overrides``);
 - ``erasure``: crypto-shredding, and again after a restore (``Erasure``, ``reapply_erasures``);
 - ``keys``: re-sealing what is left in clear, master-key rotation (``Sealing``, ``rewrap_data_keys``);
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from services.intake.service.cases import Cases
 from services.intake.service.common import MasterKeys, Resources
 from services.intake.service.consent import Consents
-from services.intake.service.disclosure import Disclosure
 from services.intake.service.erasure import Erasure, reapply_erasures
 from services.intake.service.keys import Sealing, count_data_keys_not_under, rewrap_data_keys
 from services.intake.service.overrides import Overrides
+from services.intake.service.reads import Reads
 from shared.consumer import EventConsumer
 
 
@@ -30,7 +30,7 @@ class Deps:
 
     cases: Cases
     consents: Consents
-    disclosure: Disclosure
+    reads: Reads
     overrides: Overrides
     erasure: Erasure
     sealing: Sealing
@@ -39,5 +39,5 @@ class Deps:
     agency_events: EventConsumer
 
 
-__all__ = ["Cases", "Consents", "Deps", "Disclosure", "Erasure", "MasterKeys", "Overrides", "Resources", "Sealing",
+__all__ = ["Cases", "Consents", "Deps", "Erasure", "MasterKeys", "Overrides", "Reads", "Resources", "Sealing",
            "count_data_keys_not_under", "reapply_erasures", "rewrap_data_keys"]

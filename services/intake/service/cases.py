@@ -58,7 +58,7 @@ def _decode_cursor(cursor: str) -> str:
 
 @dataclass(frozen=True)
 class Cases:
-    """The owner's cases: register, list, update (reads by anyone are ``Disclosure``'s)."""
+    """The owner's cases: register, list, update (reads by anyone are ``Reads``')."""
 
     res: Resources
 

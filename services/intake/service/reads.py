@@ -1,4 +1,4 @@
-"""Disclosure use cases: a read of a case (the owner all of it, a recipient what its referral shares), and the
+"""Read use cases: a read of a case (the owner all of it, a recipient what its referral shares), and the
 referral service's clearance (may this case be referred to that agency for these categories?). Both ask
 ``domain.disclosure``; this module gathers its inputs and records the answer."""
 
@@ -50,7 +50,7 @@ _NEWS_COULD_CHANGE = frozenset({"not-a-party", "referral-not-open"})
 
 
 @dataclass(frozen=True)
-class Disclosure:
+class Reads:
     """Who sees what of a case. Every read -- granted or refused -- writes an access record in the same
     transaction as its decision, and a refused read commits its record before the caller gets its 404."""
 
