@@ -563,3 +563,73 @@ def test_ingress_routes_to_existing_services_and_hides_probes() -> None:
     for hidden in ("/metrics", "/healthz", "/readyz", "/"):
         assert hidden not in paths
     assert ingress["spec"]["tls"], "TLS terminates at the ingress"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS to PostgreSQL: every Deployment and Job that reaches the database verifies the server (issue 17)
+# ---------------------------------------------------------------------------------------------------------
+def _database_tls_problems(docs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "refnet-config")
+    data = config["data"]
+    problems = []
+    if data.get("REFNET_DATABASE_SSLMODE") != "verify-full":
+        problems.append(f"ConfigMap: REFNET_DATABASE_SSLMODE is {data.get('REFNET_DATABASE_SSLMODE')!r}")
+    rootcert = Path(data.get("REFNET_DATABASE_SSLROOTCERT", "/nowhere/none"))
+    clients = 0
+    for _, doc in docs:
+        if doc["kind"] not in {"Deployment", "Job"}:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            names = {e["name"] for e in c.get("env") or []}
+            if not any(n.endswith("DATABASE_URL") for n in names):
+                continue
+            clients += 1
+            where = f"{doc['kind']}/{doc['metadata']['name']} container {c['name']}"
+            if not any((ef.get("configMapRef") or {}).get("name") == "refnet-config" for ef in c.get("envFrom") or []):
+                problems.append(f"{where}: does not take refnet-config")
+            if names & {"REFNET_DATABASE_SSLMODE", "REFNET_DATABASE_SSLROOTCERT"} or any(
+                n.endswith(("_DATABASE_SSLMODE", "_DATABASE_SSLROOTCERT")) for n in names
+            ):
+                problems.append(f"{where}: overrides the ConfigMap's database TLS")
+            mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
+            volumes = {v["name"]: v for v in spec.get("volumes") or []}
+            ca = [
+                n for n, path in mounts.items()
+                if Path(path) == rootcert.parent
+                and (volumes.get(n, {}).get("secret") or {}).get("secretName") == "refnet-postgres-ca"
+            ]
+            if not ca:
+                problems.append(f"{where}: does not mount refnet-postgres-ca at {rootcert.parent}")
+            for n in ca:  # the operator's Secret holds the CA's private key too: only ca.crt
+                items = volumes[n]["secret"].get("items") or []
+                if [(i["key"], i["path"]) for i in items] != [("ca.crt", rootcert.name)]:
+                    problems.append(f"{where}: mounts more of refnet-postgres-ca than ca.crt")
+    if clients < 8:
+        problems.append(f"only {clients} database clients found")
+    return problems
+
+
+def test_every_database_client_verifies_the_server() -> None:
+    assert _database_tls_problems(DOCS) == []
+    # CloudNativePG's CA Secret: `<cluster>-ca`, for the cluster postgres.yaml declares.
+    assert "refnet-postgres" in k8s_by_kind("Cluster")
+
+
+@pytest.mark.parametrize("how", ["sslmode", "mount", "whole-secret", "override"])
+def test_database_tls_checker_catches_breakage(how: str) -> None:
+    docs = copy.deepcopy(DOCS)
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap")
+    job = next(d for _, d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "refnet-intake-migrate")
+    spec = job["spec"]["template"]["spec"]
+    if how == "sslmode":
+        config["data"]["REFNET_DATABASE_SSLMODE"] = "require"
+    elif how == "mount":
+        spec["containers"][0]["volumeMounts"] = [
+            m for m in spec["containers"][0]["volumeMounts"] if m["name"] != "postgres-ca"
+        ]
+    elif how == "whole-secret":
+        next(v for v in spec["volumes"] if v["name"] == "postgres-ca")["secret"].pop("items")
+    else:
+        spec["containers"][0]["env"].append({"name": "REFNET_INTAKE_DATABASE_SSLMODE", "value": "disable"})
+    assert _database_tls_problems(docs) != []
