@@ -38,6 +38,7 @@ from tests.support.production import (
     compose_environment,
     fetch_token,
     k8s_docs,
+    k8s_environment,
     k8s_environment_names,
     load_compose,
     new_client_key,
@@ -55,6 +56,8 @@ K8S_ONLY = {
     "REFNET_{S}_DATABASE_POOL_SIZE": "all",
     "REFNET_{S}_DATABASE_POOL_OVERFLOW": "all",
 }
+# Settings both shapes have with values that differ by nature (hosts, the public URL, the broker's listener).
+DIFFER_BY_SHAPE = {"REFNET_KAFKA_BOOTSTRAP", "REFNET_KAFKA_SECURITY_PROTOCOL", "REFNET_ISSUER", "REFNET_PUBLIC_URL"}
 # The compose entrypoint builds the database URL from these (Kubernetes takes the URL from a Secret instead).
 COMPOSE_PLUMBING = {"DB_USER", "DB_NAME", "DB_PASSWORD_FILE", "DB_URL_VARIABLE"}
 
@@ -71,6 +74,11 @@ def test_compose_and_kubernetes_name_the_same_settings(service: str) -> None:
     k8s_names = k8s_environment_names(docs, "Deployment", f"refnet-{service}")
     assert compose_names - k8s_names == set(), "in compose only"
     assert k8s_names - compose_names == _k8s_only(service), "in Kubernetes only"
+    # The same values too, but where the shapes differ by nature: addresses, file locations, the listener.
+    k8s_env = k8s_environment(docs, "Deployment", f"refnet-{service}")
+    for key in sorted(compose_names & k8s_names):
+        if not (key in DIFFER_BY_SHAPE or key.endswith(("_FILE", "_URL", "DATABASE_SSLROOTCERT"))):
+            assert compose_env[key] == k8s_env[key], key
     # ...and the migration jobs the same way (audit's migrates as another role, with its own variable).
     job_env = compose_environment(doc, f"{service}-migrate")
     job_names = (set(job_env) - COMPOSE_PLUMBING) | {job_env["DB_URL_VARIABLE"]}

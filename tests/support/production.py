@@ -94,16 +94,24 @@ def k8s_docs() -> list[dict[str, Any]]:
     return docs
 
 
-def k8s_environment_names(docs: list[dict[str, Any]], kind: str, name: str) -> set[str]:
-    """The variables a Deployment's or Job's first container gets: the ConfigMaps it takes and its own env."""
+def k8s_environment(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
+    """The variables a Deployment's or Job's first container gets -- the ConfigMaps it takes, then its own env
+    -- with their values (``secret:<name>/<key>`` for one taken from a Secret)."""
     maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"}
     workload = next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
     container = workload["spec"]["template"]["spec"]["containers"][0]
-    names = {e["name"] for e in container.get("env") or []}
+    env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         if "configMapRef" in source:
-            names |= set(maps[source["configMapRef"]["name"]])
-    return names
+            env |= {k: str(v) for k, v in maps[source["configMapRef"]["name"]].items()}
+    for entry in container.get("env") or []:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        env[entry["name"]] = f"secret:{ref['name']}/{ref['key']}" if ref else str(entry.get("value", ""))
+    return env
+
+
+def k8s_environment_names(docs: list[dict[str, Any]], kind: str, name: str) -> set[str]:
+    return set(k8s_environment(docs, kind, name))
 
 
 # --------------------------------------------------------------------------------------------------------
