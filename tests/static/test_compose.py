@@ -477,3 +477,58 @@ def test_gateway_routes_match_the_ingress(compose: dict[str, Any]) -> None:
     for name, port in SERVICE_PORTS.items():
         assert re.search(rf"upstream {name}\s*\{{[^}}]*server {name}:{port} resolve;", conf), name
     assert set(upstreams) == set(SERVICE_PORTS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS to PostgreSQL: every container that reaches the database verifies the server (issue 17)
+# ---------------------------------------------------------------------------------------------------------
+def database_tls_problems(doc: dict[str, Any]) -> list[str]:
+    """Every service and job that builds a database URL (the db-entrypoint) connects with verify-full against
+    the CA it mounts, and PostgreSQL serves TLS with a certificate and key from its secrets."""
+    problems = []
+    users = {name: svc for name, svc in services(doc).items() if "DB_URL_VARIABLE" in environment_of(svc)}
+    if not users:
+        problems.append("no service reaches the database")
+    for name, svc in users.items():
+        env = environment_of(svc)
+        if env.get("REFNET_DATABASE_SSLMODE") != "verify-full":
+            problems.append(f"{name}: REFNET_DATABASE_SSLMODE is {env.get('REFNET_DATABASE_SSLMODE')!r}")
+        if env.get("REFNET_DATABASE_SSLROOTCERT") != "/run/secrets/postgres_ca":
+            problems.append(f"{name}: REFNET_DATABASE_SSLROOTCERT is not the postgres_ca secret")
+        if "postgres_ca" not in (svc.get("secrets") or []):
+            problems.append(f"{name}: does not mount the postgres_ca secret")
+    pg = services(doc).get("postgres") or {}
+    args = pg.get("command") or []
+    settings = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-c")
+    if settings.get("ssl") != "on":
+        problems.append("postgres: ssl is not on")
+    for setting, secret in (("ssl_cert_file", "postgres_server_cert"), ("ssl_key_file", "postgres_server_key")):
+        if settings.get(setting) != f"/run/secrets/{secret}" or secret not in (pg.get("secrets") or []):
+            problems.append(f"postgres: {setting} is not the {secret} secret")
+    return problems
+
+
+def test_every_database_client_verifies_the_server(compose: dict[str, Any]) -> None:
+    assert database_tls_problems(compose) == []
+    users = {n for n, s in services(compose).items() if "DB_URL_VARIABLE" in environment_of(s)}
+    assert users == {*SERVICE_PORTS, *(f"{s}-migrate" for s in SERVICE_PORTS), "platform-bootstrap"}
+    # The CA is a secret file like the others (git-ignored, documented); the server's key is one too.
+    for name in ("postgres_ca", "postgres_server_cert", "postgres_server_key"):
+        assert compose["secrets"][name]["file"].startswith("./deploy/secrets/"), name
+
+
+@pytest.mark.parametrize("how", ["sslmode", "rootcert", "secret", "ssl-off", "server-key"])
+def test_database_tls_checker_catches_breakage(compose: dict[str, Any], how: str) -> None:
+    broken = copy.deepcopy(compose)
+    svcs = services(broken)
+    if how == "sslmode":
+        svcs["intake"]["environment"]["REFNET_DATABASE_SSLMODE"] = "require"
+    elif how == "rootcert":
+        del svcs["audit-migrate"]["environment"]["REFNET_DATABASE_SSLROOTCERT"]
+    elif how == "secret":
+        svcs["platform-bootstrap"]["secrets"].remove("postgres_ca")
+    elif how == "ssl-off":
+        svcs["postgres"]["command"] = ["ssl=off" if a == "ssl=on" else a for a in svcs["postgres"]["command"]]
+    else:
+        svcs["postgres"]["secrets"].remove("postgres_server_key")
+    assert database_tls_problems(broken) != []

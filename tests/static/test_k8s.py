@@ -563,3 +563,267 @@ def test_ingress_routes_to_existing_services_and_hides_probes() -> None:
     for hidden in ("/metrics", "/healthz", "/readyz", "/"):
         assert hidden not in paths
     assert ingress["spec"]["tls"], "TLS terminates at the ingress"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS to PostgreSQL: every Deployment and Job that reaches the database verifies the server (issue 17)
+# ---------------------------------------------------------------------------------------------------------
+def _database_tls_problems(docs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "refnet-config")
+    data = config["data"]
+    problems = []
+    if data.get("REFNET_DATABASE_SSLMODE") != "verify-full":
+        problems.append(f"ConfigMap: REFNET_DATABASE_SSLMODE is {data.get('REFNET_DATABASE_SSLMODE')!r}")
+    rootcert = Path(data.get("REFNET_DATABASE_SSLROOTCERT", "/nowhere/none"))
+    clients = 0
+    for _, doc in docs:
+        if doc["kind"] not in {"Deployment", "Job"}:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            names = {e["name"] for e in c.get("env") or []}
+            if not any(n.endswith("DATABASE_URL") for n in names):
+                continue
+            clients += 1
+            where = f"{doc['kind']}/{doc['metadata']['name']} container {c['name']}"
+            if not any((ef.get("configMapRef") or {}).get("name") == "refnet-config" for ef in c.get("envFrom") or []):
+                problems.append(f"{where}: does not take refnet-config")
+            if names & {"REFNET_DATABASE_SSLMODE", "REFNET_DATABASE_SSLROOTCERT"} or any(
+                n.endswith(("_DATABASE_SSLMODE", "_DATABASE_SSLROOTCERT")) for n in names
+            ):
+                problems.append(f"{where}: overrides the ConfigMap's database TLS")
+            mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
+            volumes = {v["name"]: v for v in spec.get("volumes") or []}
+            ca = [
+                n for n, path in mounts.items()
+                if Path(path) == rootcert.parent
+                and (volumes.get(n, {}).get("secret") or {}).get("secretName") == "refnet-postgres-ca"
+            ]
+            if not ca:
+                problems.append(f"{where}: does not mount refnet-postgres-ca at {rootcert.parent}")
+            for n in ca:  # the operator's Secret holds the CA's private key too: only ca.crt
+                items = volumes[n]["secret"].get("items") or []
+                if [(i["key"], i["path"]) for i in items] != [("ca.crt", rootcert.name)]:
+                    problems.append(f"{where}: mounts more of refnet-postgres-ca than ca.crt")
+    if clients < 8:
+        problems.append(f"only {clients} database clients found")
+    return problems
+
+
+def test_every_database_client_verifies_the_server() -> None:
+    assert _database_tls_problems(DOCS) == []
+    # CloudNativePG's CA Secret: `<cluster>-ca`, for the cluster postgres.yaml declares.
+    assert "refnet-postgres" in k8s_by_kind("Cluster")
+
+
+@pytest.mark.parametrize("how", ["sslmode", "mount", "whole-secret", "override"])
+def test_database_tls_checker_catches_breakage(how: str) -> None:
+    docs = copy.deepcopy(DOCS)
+    config = next(d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "refnet-config")
+    job = next(d for _, d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "refnet-intake-migrate")
+    spec = job["spec"]["template"]["spec"]
+    if how == "sslmode":
+        config["data"]["REFNET_DATABASE_SSLMODE"] = "require"
+    elif how == "mount":
+        spec["containers"][0]["volumeMounts"] = [
+            m for m in spec["containers"][0]["volumeMounts"] if m["name"] != "postgres-ca"
+        ]
+    elif how == "whole-secret":
+        next(v for v in spec["volumes"] if v["name"] == "postgres-ca")["secret"].pop("items")
+    else:
+        spec["containers"][0]["env"].append({"name": "REFNET_INTAKE_DATABASE_SSLMODE", "value": "disable"})
+    assert _database_tls_problems(docs) != []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the platform bootstrap as a Job (issue 17): deploy/k8s/bootstrap
+# ---------------------------------------------------------------------------------------------------------
+BOOTSTRAP_FILE = K8S_DIR / "bootstrap" / "bootstrap.yaml"
+PLATFORM_SECRETS = {"admin.json": "refnet-platform-admin-credentials",
+                    "referral-service.json": "refnet-referral-service-credentials"}
+
+
+def _bootstrap_docs() -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in yaml.safe_load_all(BOOTSTRAP_FILE.read_text()) if d}
+
+
+def test_the_bootstrap_job_runs_the_compose_command_and_only_it_has_the_database() -> None:
+    from ._support import COMPOSE_FILE, load_compose, pod_spec
+
+    compose = load_compose(COMPOSE_FILE)
+    docs = _bootstrap_docs()
+    kust = yaml.safe_load((K8S_DIR / "bootstrap" / "kustomization.yaml").read_text())
+    assert kust["resources"] == ["bootstrap.yaml"]
+    spec = docs["Job"]["spec"]["template"]["spec"]
+    steps = {c["name"]: c for c in [*spec["initContainers"], *spec["containers"]]}
+    assert [c["name"] for c in spec["initContainers"]] == ["load", "bootstrap"]
+    assert [c["name"] for c in spec["containers"]] == ["store"]
+    bootstrap = steps["bootstrap"]
+    compose_args = compose["services"]["platform-bootstrap"]["command"]
+    assert bootstrap["args"][:2] == compose_args[:2] == ["bootstrap", "platform"]
+    assert bootstrap["args"][2] == "--credentials-dir"
+    # As the registry's database owner, like its migration Job (the same Secret, the same labels).
+    migrate = k8s_by_kind("Job")["refnet-registry-migrate"]
+    url = {e["name"]: e for e in bootstrap["env"]}["REFNET_REGISTRY_DATABASE_URL"]
+    assert url == {e["name"]: e for e in _container(migrate)["env"]}["REFNET_REGISTRY_DATABASE_URL"]
+    labels = docs["Job"]["spec"]["template"]["metadata"]["labels"]
+    assert {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")} == {
+        "app.kubernetes.io/name": "refnet-registry", "app.kubernetes.io/component": "migration"}
+    # The API token only where the Secrets are read and written; the database URL only in bootstrap.
+    assert spec["automountServiceAccountToken"] is False
+    for name, step in steps.items():
+        mounts = {m["name"] for m in step.get("volumeMounts") or []}
+        assert ("api" in mounts) is (name != "bootstrap"), name
+        has_db = any("DATABASE_URL" in e["name"] for e in step.get("env") or [])
+        assert has_db is (name == "bootstrap"), name
+        dirs = {m["mountPath"] for m in step["volumeMounts"] if m["name"] == "credentials"}
+        assert dirs == {bootstrap["args"][3]}, name
+    credentials = next(v for v in spec["volumes"] if v["name"] == "credentials")
+    assert credentials["emptyDir"]["medium"] == "Memory"
+    # Least privilege: read and patch the two Secrets by name; create (which RBAC cannot name) and nothing else.
+    rules = docs["Role"]["rules"]
+    named = [r for r in rules if r.get("resourceNames")]
+    assert named == [{"apiGroups": [""], "resources": ["secrets"],
+                      "resourceNames": sorted(PLATFORM_SECRETS.values()), "verbs": ["get", "patch"]}]
+    assert [r for r in rules if not r.get("resourceNames")] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]
+    assert docs["RoleBinding"]["subjects"][0]["name"] == spec["serviceAccountName"] == docs["Role"]["metadata"]["name"]
+    # referral mounts the Secret the Job writes, under the key the Job writes it.
+    referral = pod_spec(k8s_by_kind("Deployment")["refnet-referral"])
+    mounted = {v["secret"]["secretName"]: [i["key"] for i in v["secret"]["items"]]
+               for v in referral["volumes"] if "secret" in v}
+    assert mounted["refnet-referral-service-credentials"] == ["referral-service.json"]
+    readme = (K8S_DIR / "README.md").read_text()
+    for name in PLATFORM_SECRETS.values():
+        assert f"`{name}`" in readme, name
+
+
+def _tls_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file, cert_file
+
+
+def test_the_bootstrap_job_stores_the_credentials_as_secrets_and_loads_them_again(tmp_path: Path) -> None:
+    """The Job's load and store steps, run against a stand-in for the Kubernetes API (HTTPS, bearer token,
+    the Role's verbs on the two Secrets): the first run creates both Secrets, the next loads them back
+    byte for byte -- so `refnet bootstrap platform` finds its clients' keys and changes nothing -- and a
+    changed file is patched in."""
+    import base64
+    import json
+    import os
+    import ssl
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    script = tmp_path / "secrets.py"
+    script.write_text(_bootstrap_docs()["ConfigMap"]["data"]["secrets.py"])
+    prefix = "/api/v1/namespaces/refnet/secrets"
+    stored: dict[str, dict[str, Any]] = {}
+    calls: list[tuple[str, str]] = []
+    allowed_names = set(PLATFORM_SECRETS.values())
+
+    class Api(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:
+            data = json.dumps(body or {}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> dict[str, Any]:
+            return dict(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+        def _handle(self) -> None:
+            calls.append((self.command, self.path))
+            if self.headers.get("Authorization") != "Bearer the-token":
+                return self._answer(401)
+            name = self.path.removeprefix(prefix).strip("/")
+            if self.command == "POST" and not name:
+                body = self._body()
+                if body["metadata"]["name"] in stored:
+                    return self._answer(409)
+                stored[body["metadata"]["name"]] = body
+                return self._answer(201, body)
+            if name not in allowed_names:  # the Role: get and patch these two only
+                return self._answer(403)
+            if name not in stored:
+                return self._answer(404)
+            if self.command == "GET":
+                return self._answer(200, stored[name])
+            assert self.headers["Content-Type"] == "application/merge-patch+json"
+            stored[name]["data"] |= self._body()["data"]
+            return self._answer(200, stored[name])
+
+        do_GET = do_POST = do_PATCH = _handle
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    cert, key, ca = _tls_server_cert(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("the-token")
+    (account / "namespace").write_text("refnet")
+    (account / "ca.crt").write_bytes(ca.read_bytes())
+
+    def run(step: str, folder: Path) -> None:
+        env = {"PATH": os.environ["PATH"], "CREDENTIALS_DIR": str(folder), "SERVICE_ACCOUNT_DIR": str(account),
+               "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.server_address[1])}
+        done = subprocess.run([sys.executable, str(script), step], env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()[-1500:]
+
+    try:
+        first = tmp_path / "first"
+        first.mkdir()
+        run("load", first)
+        assert list(first.iterdir()) == []
+        contents = {file: json.dumps({"client_id": file, "private_key_pem": os.urandom(8).hex()}).encode()
+                    for file in PLATFORM_SECRETS}
+        for file, content in contents.items():
+            (first / file).write_bytes(content)
+        run("store", first)
+        assert {name: base64.b64decode(s["data"][file]) for file, name in PLATFORM_SECRETS.items()
+                for s in [stored[name]]} == {PLATFORM_SECRETS[f]: c for f, c in contents.items()}
+
+        second = tmp_path / "second"
+        second.mkdir()
+        run("load", second)
+        assert {p.name: p.read_bytes() for p in second.iterdir()} == contents
+        assert all(p.stat().st_mode & 0o077 == 0 for p in second.iterdir())
+        (second / "admin.json").write_bytes(b'{"client_id": "admin.json", "rotated": true}')
+        posts = sum(1 for method, _ in calls if method == "POST")
+        run("store", second)
+        assert base64.b64decode(stored["refnet-platform-admin-credentials"]["data"]["admin.json"]) == (
+            b'{"client_id": "admin.json", "rotated": true}')
+        assert sum(1 for method, _ in calls if method == "POST") == posts  # patched, not created again
+    finally:
+        server.shutdown()
