@@ -48,10 +48,10 @@ def _reads(path_glob: str) -> set[str]:
 
 def derived_calls() -> set[tuple[str, str]]:
     """(caller service, setting) for every call to another RefNet service a service's code makes."""
-    shared = _reads("shared/*.py")
+    shared = _reads("shared/**/*.py")
     calls: set[tuple[str, str]] = set()
     for caller in SERVICE_NAMES:
-        for setting in _reads(f"services/{caller}/*.py") | shared:
+        for setting in _reads(f"services/{caller}/**/*.py") | shared:
             if setting in NOT_A_SERVICE or setting == f"{caller}_url":
                 continue
             if setting in {"jwks_url", "effective_jwks_url"}:
