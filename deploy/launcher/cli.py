@@ -12,7 +12,6 @@ import signal
 import time
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +22,8 @@ from deploy.launcher.events_cli import events_app
 from shared.settings import SERVICE_NAMES, ServiceSettings
 
 if TYPE_CHECKING:
+    from typer._click.core import Command
+
     from deploy.launcher.stack import StackState
 
 #: The modules with each service's operator commands: ``register(app, keys) -> None``.
@@ -49,14 +50,14 @@ class _Commands(TyperGroup):
         for command_name, command in group.commands.items():
             self.add_command(command, command_name)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
         found = super().get_command(ctx, cmd_name)
         if found is None:
             self._load_service_commands()
             found = super().get_command(ctx, cmd_name)
         return found
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         self._load_service_commands()
         return super().list_commands(ctx)
 
