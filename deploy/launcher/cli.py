@@ -22,7 +22,7 @@ from deploy.launcher.events_cli import events_app
 from shared.settings import SERVICE_NAMES, ServiceSettings
 
 if TYPE_CHECKING:
-    from typer._click.core import Command
+    from typer._click.core import Command, Context
 
     from deploy.launcher.stack import StackState
 
@@ -50,14 +50,14 @@ class _Commands(TyperGroup):
         for command_name, command in group.commands.items():
             self.add_command(command, command_name)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         found = super().get_command(ctx, cmd_name)
         if found is None:
             self._load_service_commands()
             found = super().get_command(ctx, cmd_name)
         return found
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         self._load_service_commands()
         return super().list_commands(ctx)
 
