@@ -44,7 +44,7 @@ def raw_es256() -> tuple[float, float]:
 def raw_verifier(tokens: list[str], validator: TokenValidator) -> tuple[Any, list[tuple[bytes, bytes]]]:
     """The issuer's public key (the very key object the validator verifies with) and, per token, the DER
     signature and the signed bytes: everything a bare ``cryptography`` verify needs."""
-    keys = validator._keys or []
+    keys = validator.keys.all()
     public: Any = keys[0].get_op_key("verify")
     prepared = []
     for token in tokens:

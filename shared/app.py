@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,12 +17,13 @@ from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaClient
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import kafka
+from shared import kafka, tracing
 from shared.auth import TokenValidator
 from shared.consumer import EventConsumer
 from shared.db import database_reachable, make_engine, make_sessionmaker
@@ -227,6 +229,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced_as = tracing.enter(app)  # before any task starts: what they do traces as this service (if on)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size,
                              max_overflow=settings.database_pool_overflow)
         runtime = Runtime(
@@ -285,11 +288,16 @@ def build_app(
             await runtime.close()
             await app.state.token_validator.aclose()
             await engine.dispose()
+            await tracing.shutdown(app, traced_as)
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    # The documentation pages with their scripts served by the service itself: field offices and production
+    # networks are often offline, and a CDN's Swagger UI is a blank page there (fastapi-offline ships them).
+    app = FastAPIOffline(title=title, description=description, version="0.1.0", lifespan=lifespan,
+                         dependencies=[Depends(refuse_unknown_query_parameters)])
     install_problem_handlers(app)
     install_request_middleware(app, settings.service_name)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    tracing.instrument(app, settings.service_name)  # nothing unless tracing is on (shared/tracing.py)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
@@ -303,6 +311,46 @@ def build_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,39}")
+
+
+def _declared_query_parameters(app: FastAPI, path: str, method: str) -> frozenset[str] | None:
+    """The query parameters the service's OpenAPI document declares for an operation (None: not in it)."""
+    table: dict[tuple[str, str], frozenset[str]] | None = getattr(app.state, "declared_query", None)
+    if table is None:
+        table = {}
+        for template, operations in app.openapi().get("paths", {}).items():
+            for verb, operation in operations.items():
+                if isinstance(operation, dict):
+                    table[(template, verb.upper())] = frozenset(
+                        p["name"] for p in operation.get("parameters", []) if p.get("in") == "query")
+        app.state.declared_query = table
+    return table.get((path, method))
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the operation does not take is a 400, not silently ignored: a misspelt filter
+    (``taxonomy=`` for ``taxonomy_term_id=``) would otherwise answer everything as if it had filtered."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return
+    declared = _declared_query_parameters(request.app, path, request.method)
+    if declared is None:  # not an operation of the document (documentation pages): nothing to hold it to
+        return
+    unknown = sorted(set(request.query_params.keys()) - declared)
+    if unknown:
+        # Named only when a name looks like one: whatever else a caller typed is not echoed back.
+        named = [name if _SAFE_NAME.fullmatch(name) else "(not a parameter name)" for name in unknown]
+        raise Problem(400, "unknown-query-parameter",
+                      f"This operation takes no query parameter {', '.join(dict.fromkeys(named))}; "
+                      f"it takes: {', '.join(sorted(declared)) or 'none'}.",
+                      errors=[{"loc": ["query", name], "msg": "not a parameter of this operation"}
+                              for name in dict.fromkeys(named)])
 
 
 def runtime_of(request: Request) -> Runtime:

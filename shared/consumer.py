@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import envelope
+from shared import envelope, tracing
 from shared.db import dependency_unreachable
 from shared.kafka import client_options, dlq_topic, end_offsets_of, event_ids_at, header, make_producer
 from shared.loops import stopping
@@ -200,7 +200,8 @@ class EventConsumer:
                 self.settled = self.settled or bool(consumer.assignment()) or polls >= 3
                 for tp, records in batch.items():
                     for record in records:
-                        await self._process(record, producer)
+                        with tracing.consuming(self.name, tp.topic, tp.partition, record.offset, record.headers):
+                            await self._process(record, producer)
                     self._record_lag(consumer, tp, records[-1].offset + 1)
                 if batch:
                     if self.on_batch_applied is not None:
@@ -360,6 +361,7 @@ class EventConsumer:
         await producer.send_and_wait(dlq_topic(record.topic), value=record.value, key=record.key,
                                      headers=headers)
         DLQ_MESSAGES.labels(self.service, self.name, record.topic).inc()
+        tracing.outcome("dead-lettered", failed=True)
         EVENTS_CONSUMED.labels(self.service, self.name, "dead_lettered").inc()
         # The error text may quote the message; the log gets only where and what kind.
         log.warning("event_dead_lettered", consumer=self.name, topic=record.topic, partition=record.partition,

@@ -35,7 +35,7 @@ from sqlalchemy import Uuid, column, insert, table, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from shared import contract, envelope
+from shared import contract, envelope, tracing
 from shared.db import connect_args, plain_url
 from shared.kafka import end_offsets_of, ensure_topics, event_ids_at, make_producer
 from shared.leader import lock_key
@@ -168,13 +168,14 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[New
     """Write several events in the caller's transaction in one round trip, in the order given: a change
     that several parties hear of costs one trip to the database, not one per party."""
     rows: list[dict[str, Any]] = []
+    traced = tracing.carrier()  # the writer's traceparent, for the relay's span (empty when not tracing)
     for event in events:
         if contract.in_contract_namespace(event.topic):
             contract.check_event_type(event.topic, event.type)
         rows.append({"id": event.event_id or uuid.uuid4(), "topic": event.topic,
                      "aggregatetype": event.aggregate_type, "aggregateid": event.aggregate_id,
                      "type": envelope.full_type(event.type), "subject": event.subject,
-                     "payload": {"source": source, "data": event.payload},
+                     "payload": {"source": source, "data": event.payload, **traced},
                      "state_key": contract.state_key(event.type, event.payload)
                      if contract.in_contract_namespace(event.topic) else None})
     if rows:
@@ -414,7 +415,8 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._ensure_topics(producer, {r.topic for r in rows})
-            acks = await self._send(producer, rows)
+            with tracing.Publishing() as spans:  # a span per event, ended when acknowledged (if tracing)
+                acks = await self._send(producer, rows, spans)
             await conn.execute(_RECORD_PUBLISHED, {
                 "seqs": [r.seq for r in rows], "partitions": [a.partition for a in acks],
                 "offsets": [a.offset for a in acks]})
@@ -441,7 +443,7 @@ class OutboxRelay:
                 await producer.partitions_for(topic)
             self._known_topics |= new
 
-    async def _send(self, producer: Any, rows: Sequence[Any]) -> list[Any]:
+    async def _send(self, producer: Any, rows: Sequence[Any], spans: tracing.Publishing | None = None) -> list[Any]:
         futures = []
         for row in rows:
             stored = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
@@ -455,6 +457,8 @@ class OutboxRelay:
                 data=stored["data"],
             )
             key, value, headers = envelope.encode(event)
+            if spans is not None:
+                headers += spans.start(row.topic, event.id, row.type, stored.get(tracing.TRACEPARENT))
             # send() only enqueues; aiokafka keeps one in-flight batch per partition, so order holds.
             futures.append(await producer.send(row.topic, value=value, key=key, headers=headers))
         try:

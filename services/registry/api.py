@@ -1,4 +1,5 @@
-"""registry's HTTP routes: parse, authorise, call the service layer, shape the response."""
+"""registry's HTTP routes: read the request, call one use case, answer (the shapes are in ``views`` and
+``hsds``). The OAuth endpoints read their form themselves, under RFC 6749's rules."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.registry import domain
+from services.registry.app import Deps
 from services.registry.domain import OAuthError
+from services.registry.hsds import hsds_organization, hsds_service
 from services.registry.schemas import (
     AgencyCreate,
     AgencyList,
@@ -17,7 +20,6 @@ from services.registry.schemas import (
     AgencyPatch,
     AgencyRegistered,
     CapacityIn,
-    LocationOut,
     ServiceCreate,
     ServiceList,
     ServiceOut,
@@ -26,9 +28,8 @@ from services.registry.schemas import (
     decode_cursor,
     encode_cursor,
 )
-from services.registry.service import RegistryService, ServiceRecord
-from services.registry.store import Agency, Service
-from shared.app import runtime_of
+from services.registry.views import agency_out, registered, service_out
+from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
 from shared.text import Line
@@ -43,13 +44,12 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-async def registry_of(request: Request) -> RegistryService:
+async def deps(request: Request) -> Deps:
     # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop on every request.
-    registry: RegistryService = runtime_of(request).extras["registry"]
-    return registry
+    return deps_of(request, Deps)
 
 
-Registry = Annotated[RegistryService, Depends(registry_of)]
+Registry = Annotated[Deps, Depends(deps)]
 AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 ServiceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -134,12 +134,12 @@ async def token(request: Request, registry: Registry) -> JSONResponse:
     try:
         form, basic = await oauth_form(request)
     except OAuthError as error:
-        await registry.throttle({}, None, _address(request))
-        await registry.record_refusal({}, None, None, error)
+        await registry.authorization.throttle({}, None, _address(request))
+        await registry.authorization.record_refusal({}, None, None, error)
         return oauth_error_response(error, basic_used)
-    await registry.throttle(form, basic, _address(request))
+    await registry.authorization.throttle(form, basic, _address(request))
     try:
-        body = await registry.issue_token(form, basic)
+        body = await registry.authorization.issue_token(form, basic)
     except OAuthError as error:
         return oauth_error_response(error, basic_used)
     return JSONResponse(body, headers=NO_STORE)
@@ -151,8 +151,8 @@ async def introspect(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:
         form, basic = await oauth_form(request)
-        await registry.throttle(form, basic, _address(request))
-        return JSONResponse(await registry.introspect(form, basic), headers=NO_STORE)
+        await registry.authorization.throttle(form, basic, _address(request))
+        return JSONResponse(await registry.authorization.introspect(form, basic), headers=NO_STORE)
     except OAuthError as error:
         return oauth_error_response(error, basic_used)
 
@@ -163,8 +163,8 @@ async def revoke(request: Request, registry: Registry) -> Response:
     basic_used = "authorization" in request.headers
     try:
         form, basic = await oauth_form(request)
-        await registry.throttle(form, basic, _address(request))
-        await registry.revoke(form, basic)
+        await registry.authorization.throttle(form, basic, _address(request))
+        await registry.authorization.revoke(form, basic)
     except OAuthError as error:
         return oauth_error_response(error, basic_used)
     return Response(status_code=200, headers=NO_STORE)
@@ -197,40 +197,17 @@ async def metadata(registry: Registry) -> dict[str, Any]:
 @router.get("/.well-known/jwks.json", tags=["oauth"], summary="Signing keys (current and previous)")
 async def jwks(registry: Registry) -> JSONResponse:
     # Shorter than the time a rotated-in key is published before it signs (refnet keys rotate --activate-in).
-    return JSONResponse(await registry.jwks(), headers={"Cache-Control": "public, max-age=30"})
+    return JSONResponse(await registry.signing_keys.jwks(), headers={"Cache-Control": "public, max-age=30"})
 
 
 # --- agencies -----------------------------------------------------------------------------------------------
 
 
-def agency_out(agency: Agency) -> AgencyOut:
-    return AgencyOut(
-        id=agency.id, client_id=agency.client_id, name=agency.name, kind=agency.kind, country=agency.country,
-        status=agency.status, scopes=sorted(agency.scopes),
-        auth_method="client_secret_basic" if agency.secret_hash else "private_key_jwt",
-        created_at=agency.created_at, updated_at=agency.updated_at,
-    )
-
-
-def _registered(agency: Agency, secret: str | None) -> AgencyRegistered:
-    return AgencyRegistered(**agency_out(agency).model_dump(), client_secret=secret)
-
-
 @router.post("/agencies", status_code=201, tags=["agencies"], response_model_exclude_none=True)
 async def register_agency(body: AgencyCreate, _: Admin, registry: Registry, response: Response) -> AgencyRegistered:
-    agency, secret = await registry.register_agency(body)
+    agency, secret = await registry.agencies.register(body)
     response.headers["Cache-Control"] = "no-store"
-    return _registered(agency, secret)
-
-
-def _offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return decode_cursor(cursor)
-    except ValueError:
-        raise Problem(422, "validation-error", "The request is not valid: query.cursor.",
-                      errors=[{"loc": ["query", "cursor"], "msg": "not a cursor this API returned"}]) from None
+    return registered(agency, secret)
 
 
 @router.get("/agencies", tags=["agencies"])
@@ -239,8 +216,8 @@ async def list_agencies(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[Line | None, Query(max_length=64)] = None,
 ) -> AgencyList:
-    offset = _offset(cursor)
-    agencies, more = await registry.list_agencies(limit, offset)
+    offset = decode_cursor(cursor)
+    agencies, more = await registry.agencies.page(limit, offset)
     return AgencyList(items=[agency_out(a) for a in agencies],
                       next_cursor=encode_cursor(offset + limit) if more else None)
 
@@ -248,43 +225,18 @@ async def list_agencies(
 @router.get("/agencies/{agency_id}", tags=["agencies"])
 async def get_agency(agency_id: AgencyId, _: Reader,
                      registry: Registry) -> AgencyOut:
-    return agency_out(await registry.get_agency(agency_id))
+    return agency_out(await registry.agencies.get(agency_id))
 
 
 @router.patch("/agencies/{agency_id}", tags=["agencies"], response_model_exclude_none=True)
 async def update_agency(agency_id: AgencyId, body: AgencyPatch, _: Admin, registry: Registry,
                         response: Response) -> AgencyRegistered:
-    agency, secret = await registry.update_agency(agency_id, body)
+    agency, secret = await registry.agencies.update(agency_id, body)
     response.headers["Cache-Control"] = "no-store"
-    return _registered(agency, secret)
+    return registered(agency, secret)
 
 
 # --- the directory ------------------------------------------------------------------------------------------
-
-
-def service_out(service: Service | ServiceRecord, accept_language: str | None,
-                distance: float | None = None) -> ServiceOut:
-    language = domain.pick_language(accept_language, service.names)
-    description_language = language if language in service.descriptions else domain.pick_language(
-        accept_language, service.descriptions)
-    return ServiceOut(
-        id=service.id, agency_id=service.agency_id, taxonomy=service.taxonomy,
-        taxonomy_label=domain.TAXONOMY[service.taxonomy][
-            domain.pick_language(accept_language, domain.TAXONOMY[service.taxonomy]) or "en"],
-        language=language, name=domain.localized(service.names, language),
-        description=domain.localized(service.descriptions, description_language),
-        names=service.names, descriptions=service.descriptions, countries=service.countries,
-        admin_areas=service.admin_areas, languages=service.languages,
-        accepts_children=service.accepts_children, eligibility=service.eligibility, hours=service.hours,
-        contact=service.contact,
-        capacity={"available": service.capacity_available, "total": service.capacity_total,  # type: ignore[arg-type]
-                  "status": service.capacity_status},
-        locations=[LocationOut(id=loc.id, name=loc.name, address=loc.address, city=loc.city,
-                               country=loc.country, latitude=loc.latitude, longitude=loc.longitude)
-                   for loc in service.locations],
-        status=service.status, distance_km=round(distance, 3) if distance is not None else None,
-        created_at=service.created_at, updated_at=service.updated_at,
-    )
 
 
 def _content_language(response: Response, out: ServiceOut) -> None:
@@ -296,7 +248,7 @@ def _content_language(response: Response, out: ServiceOut) -> None:
 @router.post("/services", status_code=201, tags=["directory"])
 async def create_service(body: ServiceCreate, principal: Writer, registry: Registry, response: Response,
                          accept_language: AcceptLanguage = None) -> ServiceOut:
-    service = await registry.create_service(principal.agency_id, body)
+    service = await registry.directory.create(principal.agency_id, body)
     out = service_out(service, accept_language)
     _content_language(response, out)
     response.headers["Location"] = f"/services/{service.id}"
@@ -306,7 +258,7 @@ async def create_service(body: ServiceCreate, principal: Writer, registry: Regis
 @router.get("/services", tags=["directory"])
 async def search_services(params: Annotated[ServiceSearch, Query()], _: Reader, registry: Registry,
                           response: Response, accept_language: AcceptLanguage = None) -> ServiceList:
-    rows, _total = await registry.search(
+    rows, _total = await registry.directory.search(
         taxonomy=params.taxonomy, country=params.country, language=params.language,
         accepts_children=params.accepts_children, accepting=params.accepting, point=params.point,
         radius_km=params.radius_km, q=params.q, offset=params.offset, limit=params.limit + 1,
@@ -320,7 +272,7 @@ async def search_services(params: Annotated[ServiceSearch, Query()], _: Reader, 
 @router.get("/services/{service_id}", tags=["directory"])
 async def get_service(service_id: ServiceId, _: Reader, registry: Registry, response: Response,
                       accept_language: AcceptLanguage = None) -> ServiceOut:
-    out = service_out(await registry.get_service(service_id), accept_language)
+    out = service_out(await registry.directory.get(service_id), accept_language)
     _content_language(response, out)
     return out
 
@@ -328,21 +280,21 @@ async def get_service(service_id: ServiceId, _: Reader, registry: Registry, resp
 @router.patch("/services/{service_id}", tags=["directory"])
 async def update_service(service_id: ServiceId, body: ServicePatch, principal: Writer, registry: Registry,
                          response: Response, accept_language: AcceptLanguage = None) -> ServiceOut:
-    out = service_out(await registry.update_service(principal.agency_id, service_id, body), accept_language)
+    out = service_out(await registry.directory.update(principal.agency_id, service_id, body), accept_language)
     _content_language(response, out)
     return out
 
 
 @router.delete("/services/{service_id}", status_code=204, tags=["directory"])
 async def withdraw_service(service_id: ServiceId, principal: Writer, registry: Registry) -> Response:
-    await registry.withdraw_service(principal.agency_id, service_id)
+    await registry.directory.withdraw(principal.agency_id, service_id)
     return Response(status_code=204)
 
 
 @router.put("/services/{service_id}/capacity", tags=["directory"])
 async def set_capacity(service_id: ServiceId, body: CapacityIn, principal: Writer, registry: Registry,
                        accept_language: AcceptLanguage = None) -> ServiceOut:
-    return service_out(await registry.set_capacity(principal.agency_id, service_id, body), accept_language)
+    return service_out(await registry.directory.set_capacity(principal.agency_id, service_id, body), accept_language)
 
 
 @router.get("/taxonomy", tags=["directory"])
@@ -358,63 +310,6 @@ async def taxonomy(_: Reader, accept_language: AcceptLanguage = None) -> dict[st
 # --- HSDS 3.0 -----------------------------------------------------------------------------------------------
 
 
-def hsds_organization(agency: Agency | None) -> dict[str, Any] | None:
-    """The agency as an HSDS organization (public profile only)."""
-    if agency is None:
-        return None
-    return {"id": agency.id, "name": agency.name, "description": agency.kind, "legal_status": agency.kind,
-            "uri": None}
-
-
-def hsds_service(service: Service | ServiceRecord, agency: dict[str, Any] | None,
-                 accept_language: str | None) -> dict[str, Any]:
-    """One service in the HSDS 3.0 ``service`` schema (with its organization, locations and taxonomy)."""
-    out = service_out(service, accept_language)
-    term_id = f"refnet:{service.taxonomy}"
-    return {
-        "id": service.id,
-        "organization_id": service.agency_id,
-        "name": out.name,
-        "description": out.description,
-        "status": "active" if service.status == "active" else "inactive",
-        "email": service.contact.get("email"),
-        "url": service.contact.get("url"),
-        "minimum_age": service.eligibility.get("min_age"),
-        "maximum_age": service.eligibility.get("max_age"),
-        "eligibility_description": None,
-        "languages": [{"id": f"{service.id}:{lang}", "service_id": service.id, "code": lang, "name": None}
-                      for lang in service.languages],
-        "service_areas": [{"id": f"{service.id}:{c}", "service_id": service.id, "name": c,
-                           "extent_type": "text", "extent": c} for c in service.countries],
-        "phones": [{"id": f"{service.id}:phone", "service_id": service.id, "number": service.contact["phone"],
-                    "type": "voice"}] if service.contact.get("phone") else [],
-        "schedules": [{"id": f"{service.id}:hours", "service_id": service.id,
-                       "description": service.hours}] if service.hours else [],
-        "capacities": [{"id": f"{service.id}:capacity", "service_id": service.id, "available":
-                        service.capacity_available, "maximum": service.capacity_total,
-                        "unit": {"id": "places", "name": "places"},
-                        "description": service.capacity_status, "updated": service.updated_at.isoformat()}],
-        "attributes": [{"id": f"{service.id}:{service.taxonomy}", "link_id": service.id,
-                        "link_type": "service", "link_entity": "service", "taxonomy_term_id": term_id,
-                        "taxonomy_term": {"id": term_id, "code": service.taxonomy, "name": out.taxonomy_label,
-                                          "description": out.taxonomy_label,
-                                          "parent_id": f"refnet:{service.taxonomy.split('.')[0]}"
-                                          if "." in service.taxonomy else None,
-                                          "taxonomy": "refnet", "taxonomy_id": "refnet"}}],
-        "service_at_locations": [
-            {"id": f"{service.id}:{loc.id}", "service_id": service.id, "location_id": loc.id,
-             "location": {"id": loc.id, "location_type": "physical", "name": loc.name,
-                          "latitude": loc.latitude, "longitude": loc.longitude,
-                          "addresses": [{"id": f"{loc.id}:address", "location_id": loc.id,
-                                         "address_1": loc.address or "", "city": loc.city or "",
-                                         "region": None, "state_province": "", "postal_code": "",
-                                         "country": loc.country, "address_type": "physical"}]}}
-            for loc in service.locations
-        ],
-        "organization": agency,
-    }
-
-
 @router.get("/hsds/services", tags=["directory"], summary="The directory as HSDS 3.0 JSON")
 async def hsds_services(
     _: Reader, registry: Registry,
@@ -427,10 +322,10 @@ async def hsds_services(
     if taxonomy is not None and not domain.is_taxonomy_prefix(taxonomy):
         raise Problem(422, "validation-error", "The request is not valid: query.taxonomy_term_id.",
                       errors=[{"loc": ["query", "taxonomy_term_id"], "msg": "not a taxonomy term"}])
-    rows, total = await registry.search(taxonomy=taxonomy, offset=(page - 1) * per_page, limit=per_page,
+    rows, total = await registry.directory.search(taxonomy=taxonomy, offset=(page - 1) * per_page, limit=per_page,
                                         count=True)
     total = total or 0
-    agencies = await registry.agencies_by_id({service.agency_id for service, _ in rows})
+    agencies = await registry.agencies.by_id({service.agency_id for service, _ in rows})
     contents = [hsds_service(service, hsds_organization(agencies.get(service.agency_id)), accept_language)
                 for service, _d in rows]
     total_pages = max(1, math.ceil(total / per_page))
@@ -442,6 +337,6 @@ async def hsds_services(
 @router.get("/hsds/services/{service_id}", tags=["directory"], summary="One service as HSDS 3.0 JSON")
 async def hsds_service_by_id(service_id: ServiceId, _: Reader, registry: Registry,
                              accept_language: AcceptLanguage = None) -> dict[str, Any]:
-    service = await registry.get_service(service_id)
-    agency = (await registry.agencies_by_id({service.agency_id})).get(service.agency_id)
+    service = await registry.directory.get(service_id)
+    agency = (await registry.agencies.by_id({service.agency_id})).get(service.agency_id)
     return hsds_service(service, hsds_organization(agency), accept_language)

@@ -1,34 +1,54 @@
-"""registry: Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 authorization server."""
+"""registry: Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 authorization server.
+
+``create_app`` wires it: ``provide`` opens the signing keys (no KEK, no start), builds the use cases into one
+typed ``Deps`` and closes its clients on shutdown.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.registry import api, consumers
 from services.registry.domain import OAuthError
 from services.registry.keyvault import KeyUnavailable, SigningKeyVault, Undecryptable
 from services.registry.oauth import read_signing_key_file
-from services.registry.service import RegistryService, destroy_expired_private_keys, sync_signing_keys
+from services.registry.service import Agencies, Authorization, Directory, SigningKeys
 from services.registry.settings import RegistrySettings
 from shared.app import Runtime, build_app
-from shared.db import unit_of_work
 from shared.errors import Problem, problem_response
 from shared.outbound import Resolver
 
 log = structlog.get_logger("refnet.registry")
 
 
+@dataclass(frozen=True)
+class Deps:
+    """What registry's routes use: its settings and its use cases."""
+
+    settings: RegistrySettings
+    agencies: Agencies
+    authorization: Authorization
+    signing_keys: SigningKeys
+    directory: Directory
+
+
 def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
     """``resolver`` replaces the DNS lookups of agencies' jwks_uri hosts (tests)."""
+    # Here, not at the top: api.py imports ``Deps`` from this module.
+    from services.registry import api, consumers
+
     settings = settings or RegistrySettings()
 
-    async def on_startup(runtime: Runtime) -> None:
+    @asynccontextmanager
+    async def provide(runtime: Runtime) -> AsyncIterator[Deps]:
         # No KEK, no start: the signing keys are never stored in clear (KeyUnavailable names the setting).
         vault = SigningKeyVault(settings.kek_ring)
         log.info("kek_loaded", kek_id=vault.current.key_id)
@@ -36,23 +56,22 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
         if settings.signing_key_file:
             content = await asyncio.to_thread(Path(settings.signing_key_file).read_text)
             file_keys = read_signing_key_file(content)
-        async with unit_of_work(runtime.sessions) as session:
-            # Without a key file the database keeps the keys (one is generated on first start).
-            current_kid = await sync_signing_keys(session, file_keys, vault.current)
-            if file_keys and file_keys[0].kid != current_kid:
-                # The database decides (it saw every rotation); the file only seeds an empty database.
-                log.warning("signing_key_file_ignored", file_kid=file_keys[0].kid, current_kid=current_kid)
-            await destroy_expired_private_keys(session, settings.signing_key_grace_seconds)
-        runtime.extras["registry"] = RegistryService(runtime.sessions, settings, vault, resolver=resolver)
-
-    def wiring(runtime: Runtime) -> list[Any]:
-        async def close_registry_on_shutdown() -> None:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await runtime.extras["registry"].aclose()
-
-        return [*consumers.wiring(runtime), close_registry_on_shutdown]
+        signing_keys = SigningKeys(runtime.sessions, vault, settings.signing_key_grace_seconds)
+        # Without a key file the database keeps the keys (one is generated on first start).
+        current_kid = await signing_keys.start(file_keys)
+        if file_keys and file_keys[0].kid != current_kid:
+            # The database decides (it saw every rotation); the file only seeds an empty database.
+            log.warning("signing_key_file_ignored", file_kid=file_keys[0].kid, current_kid=current_kid)
+        outbound = settings.outbound_policy()
+        if resolver is not None:
+            outbound = dataclasses.replace(outbound, resolver=resolver)
+        authorization = Authorization(runtime.sessions, settings, vault, outbound)
+        try:
+            yield Deps(settings=settings, agencies=Agencies(runtime.sessions, settings.source, outbound),
+                       authorization=authorization, signing_keys=signing_keys,
+                       directory=Directory(runtime.sessions, settings.source))
+        finally:
+            await authorization.aclose()
 
     app = build_app(
         settings=settings,
@@ -60,8 +79,8 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
         description="Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 "
         "authorization server.",
         routers=[api.router],
-        wiring=wiring,
-        on_startup=on_startup,
+        wiring=consumers.wiring,
+        provide=provide,
     )
 
     async def oauth_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,12 +1,13 @@
 """The registry's rules, free of I/O: scopes, agency kinds, the service taxonomy, client-assertion claims,
-scope grants, languages and capacity. Unit-tested alone (tests/unit/registry)."""
+scope grants, languages and capacity, and the signing-key lifecycle. Unit-tested alone (tests/unit/registry)."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 # --- scopes and agencies -----------------------------------------------------------------------------------
@@ -345,3 +346,104 @@ def client_id_hint(value: object) -> str | None:
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}", value):
         return value
     return None
+
+
+# --- the signing-key lifecycle ------------------------------------------------------------------------------
+#
+# The authorization server's token-signing keys go next -> current -> previous -> retired. ``next`` is
+# published ahead and signs from ``activates_at``; ``current`` signs; ``previous`` signed tokens that may still
+# be alive, so it stays published; ``retired`` is no longer published. A key that stops signing remembers when
+# (``retired_at``); its private part is destroyed once that is older than the grace period, its public part
+# stays. The service applies these rules to the rows in one transaction, with the database's time as ``now``.
+
+SigningKeyStatus = Literal["next", "current", "previous", "retired"]
+#: The statuses of keys that sign, or are about to: they always hold their private part.
+SIGNING_STATUSES: tuple[SigningKeyStatus, ...] = ("next", "current")
+#: The statuses of keys the JWKS publishes.
+PUBLISHED_STATUSES: tuple[SigningKeyStatus, ...] = ("next", "current", "previous")
+
+
+@dataclass(frozen=True)
+class SigningKeyState:
+    """What the lifecycle rules need to know of one signing key."""
+
+    kid: str
+    status: str
+    activates_at: datetime | None = None
+    retired_at: datetime | None = None
+    has_private_part: bool = True
+
+
+def with_status(key: SigningKeyState, status: SigningKeyStatus, now: datetime) -> SigningKeyState:
+    """``key`` given ``status``: a key that stops signing remembers when it first stopped; one that signs has
+    no ``retired_at``."""
+    if status in SIGNING_STATUSES:
+        return replace(key, status=status, retired_at=None)
+    return replace(key, status=status, retired_at=key.retired_at or now)
+
+
+def _moved(keys: Iterable[SigningKeyState], now: datetime,
+           moves: Mapping[str, SigningKeyStatus]) -> list[SigningKeyState]:
+    """Every key, those whose status is a key of ``moves`` given the status it maps to."""
+    return [with_status(k, moves[k.status], now) if k.status in moves else k for k in keys]
+
+
+def seeded_keys(kids: Sequence[str], now: datetime) -> list[SigningKeyState]:
+    """An empty store seeded from a key file: its first key signs, its second stays published as the previous
+    one, any other is retired."""
+    statuses: list[SigningKeyStatus] = ["current", "previous"]
+    return [with_status(SigningKeyState(kid, "new"), statuses[i] if i < 2 else "retired", now)
+            for i, kid in enumerate(kids)]
+
+
+def promoted(keys: Iterable[SigningKeyState], kid: str, now: datetime) -> list[SigningKeyState]:
+    """``kid`` signs from now on: the current key becomes the previous one, the previous one is retired."""
+    moved = _moved(keys, now, {"previous": "retired", "current": "previous"})
+    return [with_status(k, "current", now) if k.kid == kid else k for k in moved]
+
+
+def rotated(keys: Iterable[SigningKeyState], new_kid: str, now: datetime, *, activate_in_seconds: float = 0,
+            keep_previous: bool = True) -> list[SigningKeyState]:
+    """The keys after adding ``new_kid``: published at once, signing from ``activate_in_seconds`` on (at once
+    when 0). A ``next`` key not yet signing is replaced (retired). Without ``keep_previous`` (a compromised
+    key) the current key is retired at once instead of staying published as the previous one."""
+    after = _moved(keys, now, {"next": "retired"} if keep_previous else {"next": "retired", "current": "retired"})
+    after.append(SigningKeyState(new_kid, "next", activates_at=now + timedelta(seconds=activate_in_seconds)))
+    if activate_in_seconds <= 0:
+        after = promoted(after, new_kid, now)
+    return after
+
+
+def previous_retired(keys: Iterable[SigningKeyState], now: datetime) -> list[SigningKeyState]:
+    """Once every token the previous key signed has expired: it is no longer published."""
+    return _moved(keys, now, {"previous": "retired"})
+
+
+def due_to_sign(keys: Iterable[SigningKeyState], now: datetime) -> str | None:
+    """The ``next`` key whose time to sign has come, if any (it is promoted before signing)."""
+    return next((k.kid for k in keys if k.status == "next" and k.activates_at is not None
+                 and k.activates_at <= now), None)
+
+
+def signer(keys: Iterable[SigningKeyState]) -> str | None:
+    """The kid that signs: the current key's."""
+    return next((k.kid for k in keys if k.status == "current"), None)
+
+
+def private_part_expired(key: SigningKeyState, now: datetime, grace_seconds: float) -> bool:
+    """Has ``key`` not signed for longer than the grace period, so its private part must be destroyed?"""
+    return (key.status not in SIGNING_STATUSES and key.has_private_part and key.retired_at is not None
+            and key.retired_at <= now - timedelta(seconds=grace_seconds))
+
+
+def published(keys: Iterable[SigningKeyState]) -> list[SigningKeyState]:
+    """The keys the JWKS publishes: the current key first, then ``next``, then ``previous``."""
+    return sorted((k for k in keys if k.status in PUBLISHED_STATUSES), key=lambda k: (k.status != "current", k.status))
+
+
+def key_file_keys(keys: Iterable[SigningKeyState]) -> list[SigningKeyState]:
+    """The keys of the key file secret: the newest published key with its private part first (``next``, else
+    ``current``), then the one before it."""
+    order = {"next": 0, "current": 1, "previous": 2}
+    held = [k for k in keys if k.status in PUBLISHED_STATUSES and k.has_private_part]
+    return sorted(held, key=lambda k: order[k.status])[:2]

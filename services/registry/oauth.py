@@ -1,14 +1,14 @@
 """JOSE and credential mechanics of the authorization server (joserfc), with no database and no HTTP routes.
 
-authlib's ``JWTBearerClientAssertion`` decodes assertions with joserfc's default algorithm list and a
-synchronous client lookup; the registry needs an explicit allow-list (ES256, ES384, RS256, RS384, EdDSA),
-asynchronous key and jti storage, and its own error mapping, so the RFC 7523 steps are done here, each one
-mapped to an RFC 6749 error (``domain.OAuthError``).
+JWS parsing and verification are joserfc's (``jws.extract_compact``, ``jws.validate_compact``). authlib's
+``JWTBearerClientAssertion`` decodes assertions with joserfc's default algorithm list and a synchronous client
+lookup; the registry needs an explicit allow-list (ES256, ES384, RS256, RS384, EdDSA), asynchronous key and
+jti storage, and its own error mapping, so the RFC 7523 steps are called here, each one mapped to an RFC 6749
+error (``domain.OAuthError``).
 """
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import functools
 import hashlib
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc import jws, jwt
+from joserfc.errors import ExceededSizeError, JoseError, MissingAlgorithmError, UnsupportedAlgorithmError
 from joserfc.jwk import ECKey, JWKRegistry, Key
-from joserfc.jws import JWSAlgModel, JWSRegistry
-from joserfc.util import urlsafe_b64decode
+from joserfc.jws import CompactSignature, JWSAlgModel, JWSRegistry
 
 from services.registry.domain import ASSERTION_ALGORITHMS, OAuthError
 from shared.outbound import OutboundPolicy, call, guarded_client
@@ -33,10 +32,23 @@ from shared.outbound import OutboundPolicy, call, guarded_client
 ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 -- an algorithm name, not a secret
 _MAX_ASSERTION_LENGTH = 8192
 _MAX_JWKS_BYTES = 64 * 1024
-_ASSERTION_REGISTRY = JWSRegistry(algorithms=list(ASSERTION_ALGORITHMS), strict_check_header=False)
-# joserfc's model of each accepted assertion algorithm (JWSRegistry.algorithms, looked up once; the registry's
-# get_alg would warn about "EdDSA" on every call).
+# joserfc's model of each accepted assertion algorithm (JWSRegistry.algorithms, looked up once).
 _ASSERTION_MODELS: dict[str, JWSAlgModel] = {alg: JWSRegistry.algorithms[alg] for alg in ASSERTION_ALGORITHMS}
+
+
+class _AssertionRegistry(JWSRegistry):
+    """joserfc's JWS rules (sizes, "crit", well-typed header parameters) with the assertion algorithms only,
+    looked up without the per-call warning joserfc's own lookup gives for EdDSA, which is accepted on purpose."""
+
+    def get_alg(self, name: str) -> JWSAlgModel:
+        model = _ASSERTION_MODELS.get(name)
+        if model is None:
+            raise UnsupportedAlgorithmError(f"Algorithm of '{name}' is not allowed")
+        return model
+
+
+_ASSERTION_REGISTRY = _AssertionRegistry(algorithms=list(ASSERTION_ALGORITHMS), strict_check_header=False)
+_ACCESS_TOKEN_REGISTRY = JWSRegistry(algorithms=[ACCESS_TOKEN_ALG])
 
 
 # --- the authorization server's signing keys ---------------------------------------------------------------
@@ -108,110 +120,112 @@ def sign_access_token(key: ECKey, kid: str, claims: dict[str, Any]) -> str:
     return jwt.encode(header, claims, key, algorithms=[ACCESS_TOKEN_ALG])
 
 
+def _parse(token: str, registry: JWSRegistry) -> tuple[CompactSignature, dict[str, Any]]:
+    """joserfc's reading of a JWS compact serialization (sizes, strict base64url, a JSON header with "alg") and
+    its payload as a JSON object. Raises joserfc's errors, or ValueError (UnicodeError is one)."""
+    obj = jws.extract_compact(token.encode("ascii"), registry=registry)
+    claims = json.loads(obj.payload)
+    if not isinstance(obj.headers(), dict) or not isinstance(claims, dict):
+        raise ValueError("not a JSON object")
+    return obj, claims
+
+
 def verify_access_token(token: str, public_jwks: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The claims of a token this server signed with one of ``public_jwks``, else None (no time checks)."""
-    try:
-        header = _b64_json(token.split(".")[0])
-    except ValueError:
+    if len(token) > _MAX_ASSERTION_LENGTH:
         return None
-    if header.get("alg") != ACCESS_TOKEN_ALG or token.count(".") != 2 or len(token) > _MAX_ASSERTION_LENGTH:
+    try:
+        header = _parse(token, _ACCESS_TOKEN_REGISTRY)[0].headers()
+    except (JoseError, ValueError):
+        return None
+    if header.get("alg") != ACCESS_TOKEN_ALG:
         return None
     for jwk in public_jwks:
         if jwk.get("kid") != header.get("kid"):
             continue
         try:
             return dict(jwt.decode(token, JWKRegistry.import_key(jwk), algorithms=[ACCESS_TOKEN_ALG]).claims)
-        except JoseError:
+        except (JoseError, ValueError):
             return None
     return None
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
     """A JWT's claims before any check ({} when it is not one): only to decide what to check next."""
-    parts = token.split(".")
-    if len(parts) != 3 or len(token) > _MAX_ASSERTION_LENGTH:
+    if len(token) > _MAX_ASSERTION_LENGTH:
         return {}
     try:
-        return _b64_json(parts[1])
-    except ValueError:
+        return _parse(token, _ACCESS_TOKEN_REGISTRY)[1]
+    except (JoseError, ValueError):
         return {}
 
 
 # --- client assertions (RFC 7523) --------------------------------------------------------------------------
 
-
-def _b64_json(segment: str) -> dict[str, Any]:
-    try:
-        # joserfc's strict base64url (no padding, no stray or non-canonical characters), as its decoder uses.
-        value = json.loads(urlsafe_b64decode(segment.encode("ascii")))
-    except (ValueError, UnicodeError) as exc:  # binascii.Error is a ValueError
-        raise ValueError("not base64url JSON") from exc
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
+_NOT_A_JWS = "The client assertion is not a signed JWT (JWS compact form)."
+_MALFORMED = "The client assertion is malformed."
 
 
 @functools.lru_cache(maxsize=64)
-def read_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(header, claims) of an assertion before any key is touched; the algorithm is checked here, so "none"
-    and HMAC (e.g. HS256 keyed with the client's public key) never reach a verifier.
-
-    Remembered for the last few assertions: the rate limiter, the authentication and a refusal's record each
-    read the same one. The dicts are shared, so callers must not change them."""
+def _parse_assertion(assertion: str) -> tuple[CompactSignature, dict[str, Any]]:
+    """Remembered for the last few assertions: the rate limiter, the authentication and a refusal's record each
+    read the same one. The objects are shared, so callers must not change them."""
     if len(assertion) > _MAX_ASSERTION_LENGTH:
         raise OAuthError("invalid_client", "The client assertion is too long.")
-    parts = assertion.split(".")
-    if len(parts) != 3:
-        raise OAuthError("invalid_client", "The client assertion is not a signed JWT (JWS compact form).")
     try:
-        header, claims = _b64_json(parts[0]), _b64_json(parts[1])
-    except ValueError:
-        raise OAuthError("invalid_client", "The client assertion is not a signed JWT (JWS compact form).") from None
-    alg = header.get("alg")
-    if alg not in ASSERTION_ALGORITHMS:
-        raise OAuthError("invalid_client",
-                         f"The client assertion's algorithm is not accepted; use one of "
-                         f"{', '.join(ASSERTION_ALGORITHMS)}.")
-    return header, claims
+        obj, claims = _parse(assertion, _ASSERTION_REGISTRY)
+    except MissingAlgorithmError:
+        raise OAuthError("invalid_client", _algorithm_refused()) from None
+    except ExceededSizeError:
+        raise OAuthError("invalid_client", _MALFORMED) from None
+    except (JoseError, ValueError):
+        raise OAuthError("invalid_client", _NOT_A_JWS) from None
+    if obj.headers().get("alg") not in ASSERTION_ALGORITHMS:
+        raise OAuthError("invalid_client", _algorithm_refused())
+    return obj, claims
+
+
+def _algorithm_refused() -> str:
+    return f"The client assertion's algorithm is not accepted; use one of {', '.join(ASSERTION_ALGORITHMS)}."
+
+
+def read_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, claims) of an assertion before any key is touched; the algorithm is checked here, so "none"
+    and HMAC (e.g. HS256 keyed with the client's public key) never reach a verifier. The dicts are shared
+    (remembered for the last few assertions), so callers must not change them."""
+    obj, claims = _parse_assertion(assertion)
+    return obj.headers(), claims
 
 
 def verify_assertion(assertion: str, header: dict[str, Any], claims: dict[str, Any],
                      keys: list[Key]) -> dict[str, Any]:
     """The claims (``read_unverified``'s, now verified), or invalid_client.
 
-    The header and payload were decoded once by ``read_unverified``; here joserfc checks the header rules
-    ("crit"), the fit of each key to the algorithm (allow-listed there) and the signature over the assertion's
-    own first two segments, which are the bytes those claims were decoded from.
+    joserfc checks the header rules ("crit"), the fit of each key to the algorithm (allow-listed there) and the
+    signature over the assertion's own first two segments, which are the bytes those claims were decoded from.
     """
+    obj, _ = _parse_assertion(assertion)
     if "b64" in header:
         # RFC 7797 unencoded payloads are not for JWTs (RFC 7797 section 7): the payload must be base64url.
-        raise OAuthError("invalid_client", "The client assertion is malformed.")
-    signed, _, signature_segment = assertion.encode("ascii", "replace").rpartition(b".")
+        raise OAuthError("invalid_client", _MALFORMED)
     try:
-        # The size limits and header rules joserfc's decoder applies ("crit" understood, parameters well-typed).
-        _ASSERTION_REGISTRY.validate_header_size(signed.partition(b".")[0])
-        _ASSERTION_REGISTRY.validate_signature_size(signature_segment)
         _ASSERTION_REGISTRY.check_header(header)
     except JoseError:
-        raise OAuthError("invalid_client", "The client assertion is malformed.") from None
+        raise OAuthError("invalid_client", _MALFORMED) from None
     model = _ASSERTION_MODELS[header["alg"]]
     kid = header.get("kid")
-    try:
-        signature = urlsafe_b64decode(signature_segment)
-    except (binascii.Error, ValueError):
-        signature = b""  # verifies with no key, as in joserfc
     for key in keys:
         if kid is not None and key.kid != kid:
             continue
         try:
             model.check_key(key)
         except JoseError:
-            continue
+            continue  # a key of another type, curve, use or algorithm: not this assertion's
         try:
-            if model.verify(signed, signature, key):
+            if jws.validate_compact(obj, key, registry=_ASSERTION_REGISTRY):
                 return dict(claims)
         except (JoseError, ValueError):
-            raise OAuthError("invalid_client", "The client assertion is malformed.") from None
+            raise OAuthError("invalid_client", _MALFORMED) from None
     raise OAuthError("invalid_client", "The client assertion's signature does not verify with the client's keys.")
 
 

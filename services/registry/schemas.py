@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import (
 
 from services.registry import domain
 from services.registry.oauth import import_public_jwks
+from shared import pagination
 from shared.text import FreeText, Line
 
 
@@ -300,13 +300,6 @@ class ServiceSearch(BaseModel):
             domain.parse_near(value)
         return value
 
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value)
-        return value
-
     @model_validator(mode="after")
     def _radius_needs_near(self) -> ServiceSearch:
         if self.radius_km is not None and self.near is None:
@@ -319,20 +312,21 @@ class ServiceSearch(BaseModel):
 
     @property
     def offset(self) -> int:
-        return decode_cursor(self.cursor) if self.cursor else 0
+        return decode_cursor(self.cursor)
+
+
+# Offsets, not keys: the directory is small and its order is by relevance. Bounded so a crafted cursor cannot
+# make the database walk a million rows.
+MAX_OFFSET = 1_000_000
 
 
 def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+    return pagination.encode("offset", offset)
 
 
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, number = raw.partition(":")
-        offset = int(number)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("not a cursor this API returned") from None
-    if kind != "o" or not 0 <= offset <= 1_000_000:
-        raise ValueError("not a cursor this API returned")
-    return offset
+def decode_cursor(cursor: str | None) -> int:
+    """The offset a cursor names (0 for none); the one invalid-cursor answer otherwise."""
+    offset = pagination.decode_int("offset", cursor)
+    if offset is not None and offset > MAX_OFFSET:
+        raise pagination.invalid_cursor()
+    return offset or 0

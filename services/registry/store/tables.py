@@ -1,4 +1,4 @@
-"""registry's tables (its own database; no other service reads them) and the queries on them."""
+"""registry's tables (its own database; no other service reads them): the ORM mapping, no queries."""
 
 from __future__ import annotations
 

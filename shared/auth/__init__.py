@@ -1,0 +1,34 @@
+"""Authentication of callers for every RefNet service acting as an OAuth resource server.
+
+``tokens`` validates RFC 9068 access tokens (joserfc underneath), ``keys`` keeps the issuer's JWKS,
+``dependencies`` is FastAPI's side (``require_scopes``), ``problems`` the RFC 6750 answers, ``principal`` who
+is calling.
+"""
+
+from shared.auth.dependencies import (
+    Authenticated,
+    authenticate,
+    bearer_scheme,
+    get_token_validator,
+    require_scopes,
+)
+from shared.auth.principal import ACTING_USER_HEADER, Principal, parse_acting_user
+from shared.auth.problems import insufficient_scope, invalid_token, issuer_unavailable, missing_token
+from shared.auth.tokens import DEFAULT_ALGORITHMS, TokenValidator
+
+__all__ = [
+    "ACTING_USER_HEADER",
+    "DEFAULT_ALGORITHMS",
+    "Authenticated",
+    "Principal",
+    "TokenValidator",
+    "authenticate",
+    "bearer_scheme",
+    "get_token_validator",
+    "insufficient_scope",
+    "invalid_token",
+    "issuer_unavailable",
+    "missing_token",
+    "parse_acting_user",
+    "require_scopes",
+]
