@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml $(LOCK_DEV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --require-hashes -r $(LOCK_DEV)
 	$(PIP) install --quiet --no-deps -e .
+	@$(PIP) check || { echo "requirements/ lacks what pyproject.toml declares: run make lock"; exit 1; }
 	touch $(STAMP)
 
 venv: $(STAMP)
