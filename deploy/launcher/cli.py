@@ -22,6 +22,7 @@ from deploy.launcher.events_cli import events_app
 from shared.settings import SERVICE_NAMES, ServiceSettings
 
 if TYPE_CHECKING:
+    # typer carries its own copy of click: TyperGroup's methods take that copy's types.
     from typer._click.core import Command, Context
 
     from deploy.launcher.stack import StackState
