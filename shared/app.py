@@ -346,7 +346,8 @@ async def refuse_unknown_query_parameters(request: Request) -> None:
     if unknown:
         # Named only when a name looks like one: whatever else a caller typed is not echoed back.
         named = [name if _SAFE_NAME.fullmatch(name) else "(not a parameter name)" for name in unknown]
-        raise Problem(400, "unknown-query-parameter",
+        # The answer any query parameter with a wrong value gets: 422 naming it (shared.errors' validation problem).
+        raise Problem(422, "validation-error",
                       f"This operation takes no query parameter {', '.join(dict.fromkeys(named))}; "
                       f"it takes: {', '.join(sorted(declared)) or 'none'}.",
                       errors=[{"loc": ["query", name], "msg": "not a parameter of this operation"}

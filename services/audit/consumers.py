@@ -1,4 +1,4 @@
-"""What audit runs beside its HTTP routes: the ingest consumer, the single sequencer, the checkpoint signer.
+"""audit's one consumer: every event on every RefNet topic becomes a queued entry.
 
 Audit consumes every RefNet topic and every event type on them, not a chosen few: an event type nobody
 told audit about is still an event someone may have to answer for.
@@ -6,24 +6,15 @@ told audit about is still an event someone may have to answer for.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from services.audit import service
+from services.audit.service import Ingest
 from services.audit.settings import AuditSettings
-from services.audit.signing import CheckpointSigner
 from shared.app import Runtime
 from shared.consumer import EventConsumer, Handler
-from shared.envelope import Event
-from shared.loops import stopping
 from shared.topics import ALL_TOPICS
 
-log = structlog.get_logger("refnet.audit")
 
 class _EveryType(dict[str, Handler]):
     """Dispatch table answering every event type with the one audit handler."""
@@ -36,11 +27,8 @@ class _EveryType(dict[str, Handler]):
         return self.handler
 
 
-async def _record(session: AsyncSession, event: Event) -> None:
-    await service.record_event(session, event)
-
-
-def ingest_consumer(runtime: Runtime, on_applied: Callable[[], Awaitable[None]] | None = None) -> EventConsumer:
+def ingest_consumer(runtime: Runtime, ingest: Ingest, on_applied: Callable[[], Awaitable[None]] | None = None
+                    ) -> EventConsumer:
     settings = runtime.settings
     assert isinstance(settings, AuditSettings)
     consumer = EventConsumer(
@@ -55,68 +43,5 @@ def ingest_consumer(runtime: Runtime, on_applied: Callable[[], Awaitable[None]] 
         enable_idempotence=settings.kafka_enable_idempotence,
         on_batch_applied=on_applied,
     )
-    consumer.handlers = _EveryType(_record)
+    consumer.handlers = _EveryType(ingest.record)
     return consumer
-
-
-class Sequencer:
-    """Appends queued entries in batches; woken when the consumer commits a batch, polling as a fallback."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], batch_size: int, poll_seconds: float) -> None:
-        self.sessions = sessions
-        self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
-        self.wake = asyncio.Event()
-        self.appended = 0  # since the last checkpoint look
-
-    async def nudge(self) -> None:
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                while (count := await service.sequence_pending(self.sessions, self.batch_size)) > 0:
-                    self.appended += count
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if stopping():
-                    raise
-                log.warning("audit_sequencer_interrupted", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
-
-
-async def sign_checkpoints(runtime: Runtime, signer: CheckpointSigner, interval: float) -> None:
-    """Every few seconds while entries arrive: a new signed checkpoint if the log grew."""
-    while True:
-        try:
-            await service.sign_checkpoint(runtime.sessions, signer, runtime.extras["log_keys"],
-                                          runtime.extras["checkpoint_memory"])
-        except asyncio.CancelledError:
-            raise
-        except service.LogInconsistent:
-            pass  # counted and logged where refused; the signer keeps refusing until someone looks
-        except Exception as exc:
-            if stopping():
-                raise
-            log.warning("audit_checkpoint_failed", error=type(exc).__name__)
-        await asyncio.sleep(interval)
-
-
-def wiring(runtime: Runtime) -> Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]:
-    """The consumers and background jobs audit runs beside its HTTP routes."""
-    settings = runtime.settings
-    assert isinstance(settings, AuditSettings)
-    signer: CheckpointSigner = runtime.extras["signer"]
-    sequencer = Sequencer(runtime.sessions, settings.sequencer_batch_size, settings.sequencer_poll_seconds)
-    runtime.extras["sequencer"] = sequencer
-
-    async def checkpoint_signer() -> None:
-        await sign_checkpoints(runtime, signer, settings.checkpoint_interval_seconds)
-
-    async def audit_sequencer() -> None:
-        await sequencer.run()
-
-    return [ingest_consumer(runtime, sequencer.nudge), audit_sequencer, checkpoint_signer]

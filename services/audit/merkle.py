@@ -19,8 +19,10 @@ from any store, synchronously or not, in a single query:
   :func:`proof_from_nodes` assembles the proof from them; :func:`root_from_nodes` does the same for a root;
 * :func:`verify_inclusion` / :func:`verify_consistency` implement the RFC 9162 verification algorithms
   (sections 2.1.3.2 and 2.1.4.2) and depend on nothing but the proof;
-* :class:`MerkleTree` is a small in-memory store built on the above, :func:`root_of_leaves` the recursive
-  definition (a reference for tests), and :func:`root_of_leaf_hashes` a streaming root for whole-log checks.
+* :class:`CompactRange` grows a tree leaf by leaf keeping only its right border (a whole-log verification),
+  :func:`root_of_leaf_hashes` the root of a stream of leaf hashes with it.
+
+The in-memory tree and the recursive definition tests compare against are test code (``tests/support``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import NamedTuple
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "HASH_SIZE",
     "AppendResult",
     "CompactRange",
-    "MerkleTree",
     "MissingNodeError",
     "NodeId",
     "ProofElement",
@@ -52,7 +52,6 @@ __all__ = [
     "proof_from_nodes",
     "root_from_nodes",
     "root_of_leaf_hashes",
-    "root_of_leaves",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -439,46 +438,15 @@ def verify_consistency(
 # --- whole-tree roots ---------------------------------------------------------------------------------------
 
 
-def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
-    """``MTH(D[0:n])`` straight from the recursive definition of RFC 9162 2.1.1 (the reference)."""
-    data = list(leaves)
-
-    def mth(lo: int, hi: int) -> bytes:
-        if hi - lo == 1:
-            return hash_leaf(data[lo])
-        k = _split(hi - lo)
-        return hash_children(mth(lo, lo + k), mth(lo + k, hi))
-
-    return mth(0, len(data)) if data else EMPTY_ROOT
-
-
 def root_of_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
-    """The root over a stream of leaf hashes, keeping only the ``O(log n)`` compact range in memory.
-
-    Leaf number ``n`` (counting from 1) completes one perfect subtree per trailing zero bit of ``n``;
-    the loop body is kept to bare ``hashlib`` calls and local names because it runs once per log entry.
-    """
-    sha256 = _sha256
-    prefix = _NODE_PREFIX
-    size = HASH_SIZE
-    stack: list[bytes] = []
-    push = stack.append
-    pop = stack.pop
-    for n, h in enumerate(leaf_hashes, 1):
-        if len(h) != size:
-            raise ValueError(f"leaf hash {n - 1} is {len(h)} bytes, not {size}")
-        m = n
-        while not m & 1:
-            h = sha256(prefix + pop() + h).digest()
-            m >>= 1
-        push(h)
-    if not stack:
-        return EMPTY_ROOT
-    return fold_subtrees(stack)
+    """The root over a stream of leaf hashes, keeping only the ``O(log n)`` compact range in memory."""
+    tree = CompactRange()
+    tree.extend(leaf_hashes)
+    return tree.root()
 
 
 class CompactRange:
-    """A tree grown leaf by leaf that keeps only its right border: :func:`root_of_leaf_hashes`, resumable.
+    """A tree grown leaf by leaf that keeps only its right border (``O(log n)`` hashes), resumable.
 
     A whole-log verification feeds it the leaves it recomputes, a batch at a time, and asks for the root
     wherever a signed checkpoint was taken; unlike :func:`append_plan` it records no nodes, since nothing
@@ -502,7 +470,7 @@ class CompactRange:
         return tree
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        # Runs once per log entry: bare hashlib calls and local names, as in root_of_leaf_hashes.
+        # Runs once per log entry: bare hashlib calls and local names.
         sha256 = _sha256
         prefix = _NODE_PREFIX
         width = HASH_SIZE
@@ -525,73 +493,3 @@ class CompactRange:
 
     def root(self) -> bytes:
         return fold_subtrees(self._stack) if self._stack else EMPTY_ROOT
-
-
-# --- in-memory tree -----------------------------------------------------------------------------------------
-
-
-class MerkleTree:
-    """An in-memory log that stores perfect subtrees only, exactly as the database does.
-
-    Every operation goes through the planning functions above, so this doubles as the executable
-    description of how a store should use them.
-    """
-
-    def __init__(self, leaves: Iterable[bytes] = ()) -> None:
-        self._size = 0
-        self._border: list[bytes] = []
-        self._nodes: dict[NodeId, bytes] = {}
-        self.append_many(leaves)
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def nodes(self) -> Mapping[NodeId, bytes]:
-        """Read-only view of the stored perfect subtrees."""
-        return MappingProxyType(self._nodes)
-
-    def append(self, data: bytes) -> int:
-        """Append one entry; returns its leaf index."""
-        self.append_leaf_hashes([hash_leaf(data)])
-        return self._size - 1
-
-    def append_many(self, entries: Iterable[bytes]) -> int:
-        """Append entries in order; returns the new tree size."""
-        self.append_leaf_hashes(hash_leaf(data) for data in entries)
-        return self._size
-
-    def append_leaf_hashes(self, leaf_hashes: Iterable[bytes]) -> AppendResult:
-        """Append already-hashed leaves (the store path: hashes are computed where the entry is)."""
-        result = append_plan(self._size, self._border, leaf_hashes)
-        for node in result.nodes:
-            self._nodes[(node.level, node.index)] = node.hash
-        self._size, self._border = result.size, result.border
-        return result
-
-    def leaf_hash(self, index: int) -> bytes:
-        if not 0 <= index < self._size:
-            raise IndexError(f"leaf index {index} outside a tree of size {self._size}")
-        return self._nodes[(0, index)]
-
-    def _size_or_current(self, size: int | None) -> int:
-        if size is None:
-            return self._size
-        _check_size("size", size)
-        if size > self._size:
-            raise ValueError(f"size {size} exceeds the tree size {self._size}")
-        return size
-
-    def root(self, size: int | None = None) -> bytes:
-        """Root of the tree as it was at ``size`` leaves (default: now)."""
-        return root_from_nodes(self._size_or_current(size), self._nodes)
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return proof_from_nodes(inclusion_plan(index, self._size_or_current(size)), self._nodes)
-
-    def consistency_proof(self, first: int, second: int | None = None) -> list[bytes]:
-        return proof_from_nodes(consistency_plan(first, self._size_or_current(second)), self._nodes)

@@ -8,8 +8,7 @@ Merkle nodes are perfect subtrees ``(level, idx)``; any operation reads the ``O(
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +35,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
-from services.audit.domain import COPY_COLUMNS, EntryDraft
+from services.audit.copy_format import COPY_COLUMNS
+from services.audit.domain import EntryDraft
 from services.audit.merkle import NodeId, StoredNode
 from shared.db import NAMING
 
@@ -158,14 +158,6 @@ async def driver_connection(session: AsyncSession | AsyncConnection) -> Any:
     return raw.driver_connection
 
 
-async def oldest_pending(session: AsyncSession, limit: int) -> Sequence[Any]:
-    """The oldest queued entries, as driver records (``seq`` and ``ENTRY_COLUMNS`` by name)."""
-    driver = await driver_connection(session)
-    records: Sequence[Any] = await driver.fetch(
-        f"SELECT seq, {', '.join(ENTRY_COLUMNS)} FROM audit_pending ORDER BY seq LIMIT $1", limit)  # noqa: S608
-    return records
-
-
 async def pending_leaves(driver: Any, limit: int) -> Sequence[Any]:
     """The oldest queued entries as their leaves need them, as driver records: ``seq``, ``TEXT_COLUMNS``,
     ``occurred_at``, ``details`` (JSON text) and ``logged`` (the log has the event already: a replay, or a
@@ -225,44 +217,12 @@ async def add_nodes(driver: Any, new_nodes: list[StoredNode]) -> None:
         await driver.copy_records_to_table("merkle_nodes", records=new_nodes, columns=("level", "idx", "hash"))
 
 
-async def remove_pending(session: AsyncSession, seqs: list[int]) -> None:
-    await session.execute(text("DELETE FROM audit_pending WHERE seq = ANY(CAST(:seqs AS BIGINT[]))"), {"seqs": seqs})
-
-
 # --- the log --------------------------------------------------------------------------------------------
 
 
 async def tree_size(session: AsyncSession | AsyncConnection) -> int:
     value = (await session.execute(select(func.max(entries.c.idx)))).scalar_one()
     return 0 if value is None else int(value) + 1
-
-
-async def already_logged(session: AsyncSession, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of (source_service, event_id) are in the log already (a second consumer group, a replay)."""
-    wanted = list(keys)
-    if not wanted:
-        return set()
-    # Both lists as arrays on the unique index (source_service, event_id): an index scan whatever the log's
-    # size (a join against an unnest() was planned as a full scan of the log), then the exact pairs here.
-    rows = await session.execute(
-        text(
-            "SELECT source_service, event_id FROM audit_entries "
-            "WHERE source_service = ANY(CAST(:s AS TEXT[])) AND event_id = ANY(CAST(:i AS TEXT[]))"
-        ),
-        {"s": sorted({k[0] for k in wanted}), "i": [k[1] for k in wanted]},
-    )
-    pairs = set(wanted)
-    return {(r[0], r[1]) for r in rows if (r[0], r[1]) in pairs}
-
-
-async def append_entries(session: AsyncSession, rows: Sequence[Sequence[Any]], new_nodes: list[StoredNode]) -> None:
-    """Entries (each in ``LOG_COLUMNS`` order, ``details`` a dict) and their new Merkle nodes, by COPY."""
-    driver = await driver_connection(session)
-    if rows:
-        records = [(*row[:-1], json.dumps(row[-1])) for row in rows]
-        await driver.copy_records_to_table("audit_entries", records=records, columns=LOG_COLUMNS)
-    if new_nodes:
-        await driver.copy_records_to_table("merkle_nodes", records=new_nodes, columns=("level", "idx", "hash"))
 
 
 async def fetch_nodes(session: AsyncSession | AsyncConnection, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
@@ -312,11 +272,6 @@ async def case_entries(session: AsyncSession, case_id: str) -> Sequence[Any]:
     """Everything the log holds about one case, in log order (a case has tens of entries, not millions)."""
     query = select(entries).where(entries.c.case_id == case_id).order_by(entries.c.idx)
     return (await session.execute(query)).all()
-
-
-async def leaf_hash(session: AsyncSession, index: int) -> bytes | None:
-    found = await fetch_nodes(session, [(0, index)])
-    return found.get((0, index))
 
 
 async def nodes_and_size(driver: Any, ids: Sequence[NodeId]) -> tuple[int, dict[NodeId, bytes]]:

@@ -1,4 +1,4 @@
-"""intake's HTTP routes: parse, authorise, call the service layer, shape the response."""
+"""intake's HTTP routes: parse, authorise, call one use case, return its answer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import StringConstraints
 
-from services.intake import domain, service
-from services.intake.events import REFERRAL_EVENTS
-from services.intake.settings import IntakeSettings
-from shared.app import runtime_of
+from services.intake import domain, schemas
+from services.intake.service import Deps
+from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
 from shared.text import Line
@@ -20,18 +19,11 @@ router = APIRouter(tags=["cases"])
 PURPOSE_HEADER = "X-Purpose"
 
 
-def context(request: Request) -> service.Context:
-    runtime = runtime_of(request)
-    settings = runtime.settings
-    hours = settings.override_valid_hours if isinstance(settings, IntakeSettings) else 72
-    referrals = next((c for c in runtime.consumers if REFERRAL_EVENTS in c.topics), None)
-    return service.Context(sessions=runtime.sessions, keyring=runtime.extras.get("keyring"),
-                           source=settings.source, override_validity=service.timedelta(hours=hours),
-                           reload_keys=runtime.extras.get("reload_keys"),
-                           referrals_applied=referrals.applied_what_the_broker_holds if referrals else None)
+def deps(request: Request) -> Deps:
+    return deps_of(request, Deps)
 
 
-Ctx = Annotated[service.Context, Depends(context)]
+Uses = Annotated[Deps, Depends(deps)]
 CaseWriter = Annotated[Principal, Depends(require_scopes("cases:write"))]
 CaseReader = Annotated[Principal, Depends(require_scopes("cases:read"))]
 ConsentWriter = Annotated[Principal, Depends(require_scopes("consent:write"))]
@@ -62,13 +54,13 @@ IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$
              responses={422: {"description": "Not valid, or the Idempotency-Key was used for another request "
                                              "(`idempotency-key-reused`)"}})
 async def register_case(
-    body: domain.CaseBody, principal: CaseWriter, purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx,
+    body: schemas.CaseBody, principal: CaseWriter, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
     response: Response, idempotency_key: Annotated[IdempotencyKey | None, Header(
         alias="Idempotency-Key", description="Retry with the same key after a lost answer: the same case comes "
                                              "back (`Idempotent-Replayed: true`), not a second one.")] = None,
 ) -> dict[str, Any]:
     # The answer carries the person back: like any read of case data, it names why (X-Purpose).
-    view, replayed = await service.register_case(ctx, principal, body, purpose, idempotency_key)
+    view, replayed = await uses.cases.register(principal, body, purpose, idempotency_key)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return view
@@ -76,49 +68,50 @@ async def register_case(
 
 @router.get("/cases", summary="The caller's own cases (non-identifying summaries)")
 async def list_cases(
-    principal: CaseReader, ctx: Ctx,
+    principal: CaseReader, uses: Uses,
     status_: Annotated[domain.CaseStatus | None, Query(alias="status")] = None,
     trafficking_status: domain.TraffickingStatus | None = None,
     needs: domain.ServiceCode | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[Line | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    return await service.list_cases(ctx, principal, status=status_, trafficking_status=trafficking_status,
+    return await uses.cases.list(principal, status=status_, trafficking_status=trafficking_status,
                                     needs=needs, limit=limit, cursor=cursor)
 
 
 @router.get("/cases/{case_id}", summary="Read a case: the owner all of it, a recipient what its referral shares")
 async def read_case(
-    case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx,
+    case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
 ) -> dict[str, Any]:
-    return await service.read_case(ctx, principal, case_id, purpose)
+    return await uses.reads.read(principal, case_id, purpose)
 
 
 @router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards",
               responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def update_case(case_id: str, patch: domain.CasePatch, principal: CaseWriter,
-                      purpose: Annotated[str, Depends(read_purpose)], ctx: Ctx) -> dict[str, Any]:
-    return await service.update_case(ctx, principal, case_id, patch, purpose)
+async def update_case(case_id: str, patch: schemas.CasePatch, principal: CaseWriter,
+                      purpose: Annotated[str, Depends(read_purpose)], uses: Uses) -> dict[str, Any]:
+    return await uses.cases.update(principal, case_id, patch, purpose)
 
 
 @router.post("/cases/{case_id}/erase", status_code=status.HTTP_202_ACCEPTED,
              summary="Crypto-shred the case's personal data")
-async def erase_case(case_id: str, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
-    return await service.erase_case(ctx, principal, case_id)
+async def erase_case(case_id: str, principal: CaseWriter, uses: Uses) -> dict[str, Any]:
+    return await uses.erasure.erase(principal, case_id)
 
 
 @router.post("/cases/{case_id}/consents", status_code=status.HTTP_201_CREATED, tags=["consent"],
              summary="Record a new consent version",
              responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def grant_consent(case_id: str, body: domain.ConsentBody, principal: ConsentWriter, ctx: Ctx) -> dict[str, Any]:
-    return await service.grant_consent(ctx, principal, case_id, body)
+async def grant_consent(case_id: str, body: schemas.ConsentBody, principal: ConsentWriter,
+                        uses: Uses) -> dict[str, Any]:
+    return await uses.consents.grant(principal, case_id, body)
 
 
 @router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)")
 async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)],
-                        ctx: Ctx) -> dict[str, Any]:
+                        uses: Uses) -> dict[str, Any]:
     # Witnesses' names, capacity notes, withdrawal reasons: a read of personal data, for a named purpose.
-    return await service.list_consents(ctx, principal, case_id, purpose)
+    return await uses.consents.history(principal, case_id, purpose)
 
 
 @router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,
@@ -126,20 +119,21 @@ async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[
              responses={409: {"description": "Not the current consent (`consent-not-current`), or the case was "
                                              "erased"}})
 async def withdraw_consent(
-    case_id: str, consent_id: str, principal: ConsentWriter, ctx: Ctx, body: domain.WithdrawBody | None = None,
+    case_id: str, consent_id: str, principal: ConsentWriter, uses: Uses, body: schemas.WithdrawBody | None = None,
 ) -> dict[str, Any]:
-    return await service.withdraw_consent(ctx, principal, case_id, consent_id, body or domain.WithdrawBody())
+    return await uses.consents.withdraw(principal, case_id, consent_id, body or schemas.WithdrawBody())
 
 
 @router.post("/cases/{case_id}/overrides", status_code=status.HTTP_201_CREATED, tags=["consent"],
              summary="Risk-to-life disclosure without consent (second approver required)",
              responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def create_override(case_id: str, body: domain.OverrideBody, principal: CaseWriter, ctx: Ctx) -> dict[str, Any]:
-    return await service.create_override(ctx, principal, case_id, body)
+async def create_override(case_id: str, body: schemas.OverrideBody, principal: CaseWriter,
+                          uses: Uses) -> dict[str, Any]:
+    return await uses.overrides.create(principal, case_id, body)
 
 
 @router.post("/internal/clearance", tags=["internal"],
              summary="May this case be referred to that agency for these categories? (referral service)",
              responses={404: {"description": "No such case"}})
-async def clearance(body: domain.ClearanceBody, principal: Clearer, ctx: Ctx) -> dict[str, Any]:
-    return await service.clearance(ctx, body)
+async def clearance(body: schemas.ClearanceBody, principal: Clearer, uses: Uses) -> dict[str, Any]:
+    return await uses.reads.clearance(body)

@@ -1,4 +1,4 @@
-"""intake's tables (its own database; no other service reads them).
+"""intake's tables (its own database; no other service reads them) and every query of them.
 
 Personal data lives only in ``sealed`` columns (AES-256-GCM under the case's data key); the data key lives
 only wrapped, in ``case_keys``. Consent versions are append-only (a trigger refuses UPDATE and DELETE).
@@ -6,6 +6,7 @@ only wrapped, in ``case_keys``. Consent versions are append-only (a trigger refu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -19,9 +20,13 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    delete,
     func,
+    or_,
+    select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, array, insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING
@@ -138,3 +143,125 @@ class AgencyRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- cases ------------------------------------------------------------------------------------------------
+
+
+async def case(session: AsyncSession, case_id: str) -> CaseRow | None:
+    return await session.get(CaseRow, case_id)
+
+
+async def own_case(session: AsyncSession, owner: str, case_id: str, *, lock: bool = False) -> CaseRow | None:
+    query = select(CaseRow).where(CaseRow.id == case_id, CaseRow.owner_agency == owner)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def case_by_key(session: AsyncSession, owner: str, idempotency_key: str) -> CaseRow | None:
+    return (await session.execute(select(CaseRow).where(
+        CaseRow.owner_agency == owner, CaseRow.idempotency_key == idempotency_key))).scalar_one_or_none()
+
+
+async def cases_page(session: AsyncSession, owner: str, *, status: str | None, trafficking_status: str | None,
+                     needs: str | None, after: str | None, limit: int) -> list[CaseRow]:
+    """Up to ``limit`` of ``owner``'s cases after the id ``after``, by id."""
+    query = select(CaseRow).where(CaseRow.owner_agency == owner)
+    if status:
+        query = query.where(CaseRow.status == status)
+    if trafficking_status:
+        query = query.where(CaseRow.trafficking_status == trafficking_status)
+    if needs:
+        query = query.where(CaseRow.facts["needs"].contains([needs]))
+    if after:
+        query = query.where(CaseRow.id > after)
+    return list((await session.execute(query.order_by(CaseRow.id).limit(limit))).scalars())
+
+
+async def cases_holding_in_clear(session: AsyncSession, facts: Sequence[str], columns: Sequence[str], *,
+                                 after: str, limit: int) -> list[CaseRow]:
+    """Cases still holding any of ``facts`` or a value in ``columns`` in clear, locked (replicas skip each
+    other's rows)."""
+    return list((await session.execute(
+        select(CaseRow).where(or_(CaseRow.facts.has_any(array(facts)),
+                                  *(getattr(CaseRow, k).is_not(None) for k in columns)),
+                              CaseRow.id > after)
+        .order_by(CaseRow.id).limit(limit).with_for_update(skip_locked=True))).scalars())
+
+
+async def unerased_cases(session: AsyncSession, ids: Sequence[str]) -> list[CaseRow]:
+    return list((await session.execute(
+        select(CaseRow).where(CaseRow.id.in_(ids), CaseRow.status != "erased").with_for_update())).scalars())
+
+
+# --- data keys ----------------------------------------------------------------------------------------------
+
+
+async def case_key(session: AsyncSession, case_id: str) -> CaseKeyRow | None:
+    return await session.get(CaseKeyRow, case_id)
+
+
+async def delete_case_key(session: AsyncSession, case_id: str) -> None:
+    await session.execute(delete(CaseKeyRow).where(CaseKeyRow.case_id == case_id))
+
+
+async def case_keys_not_under(session: AsyncSession, key_id: str, *, limit: int) -> list[CaseKeyRow]:
+    """Data keys wrapped by another master key than ``key_id``, locked (replicas skip each other's rows)."""
+    return list((await session.execute(
+        select(CaseKeyRow).where(CaseKeyRow.master_key_id != key_id)
+        .order_by(CaseKeyRow.case_id).limit(limit).with_for_update(skip_locked=True))).scalars())
+
+
+async def count_case_keys_not_under(session: AsyncSession, key_id: str) -> int:
+    rows = (await session.execute(select(CaseKeyRow.case_id).where(CaseKeyRow.master_key_id != key_id))).all()
+    return len(rows)
+
+
+# --- consent and overrides ------------------------------------------------------------------------------
+
+
+async def consents(session: AsyncSession, case_id: str) -> list[ConsentRow]:
+    """Every consent version of the case, oldest first."""
+    return list((await session.execute(
+        select(ConsentRow).where(ConsentRow.case_id == case_id).order_by(ConsentRow.version))).scalars())
+
+
+async def consent(session: AsyncSession, consent_id: str) -> ConsentRow | None:
+    return await session.get(ConsentRow, consent_id)
+
+
+async def overrides(session: AsyncSession, case_id: str, recipient: str) -> list[OverrideRow]:
+    return list((await session.execute(select(OverrideRow).where(
+        OverrideRow.case_id == case_id, OverrideRow.recipient_agency == recipient))).scalars())
+
+
+# --- read models (referrals, agencies) ------------------------------------------------------------------
+
+
+async def referrals_of(session: AsyncSession, case_id: str, *, from_agency: str, to_agency: str
+                       ) -> list[ReferralRow]:
+    return list((await session.execute(select(ReferralRow).where(
+        ReferralRow.case_id == case_id, ReferralRow.to_agency == to_agency,
+        ReferralRow.from_agency == from_agency))).scalars())
+
+
+async def agency_suspended(session: AsyncSession, agency_id: str) -> bool:
+    """From the registry's events (eventually consistent); an agency not heard of is not suspended."""
+    row = await session.get(AgencyRow, agency_id)
+    return row is not None and row.status == "suspended"
+
+
+async def upsert_referral(session: AsyncSession, values: dict[str, Any], *, keep_status: bool) -> None:
+    """Insert or update the referral; ``keep_status``: the event says nothing of its status. An event older
+    than what we hold (a redelivery out of order) must not reopen a closed referral."""
+    update = {k: v for k, v in values.items() if k != "id" and not (keep_status and k == "status")}
+    statement = insert(ReferralRow).values(**values)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[ReferralRow.id], set_=update, where=ReferralRow.updated_at <= statement.excluded.updated_at))
+
+
+async def upsert_agency(session: AsyncSession, agency_id: str, status: str, at: datetime) -> None:
+    statement = insert(AgencyRow).values(id=agency_id, status=status, updated_at=at)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[AgencyRow.id], set_={"status": status, "updated_at": at}))

@@ -1,4 +1,5 @@
-"""referral's HTTP routes: parse, authorise, call the service layer, shape the response."""
+"""referral's HTTP routes: read the request (models in ``schemas.py``), authorise, call one use case of
+``Deps``, answer."""
 
 from __future__ import annotations
 
@@ -7,73 +8,30 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
 from services.referral import domain
-from services.referral.events import OVERDUE, state_event_type
-from services.referral.service import NewReferralRequest, Referrals, WaitingPolls
-from services.referral.webhooks import Subscriptions
+from services.referral.app import Deps
+from services.referral.schemas import (
+    CreateReferral,
+    Id,
+    IdempotencyKey,
+    NewSubscription,
+    Taxonomy,
+    Transition,
+)
+from services.referral.service import NewReferralRequest
+from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
-from shared.text import FreeText, Line
+from shared.text import Line
+
+__all__ = ["CreateReferral", "NewSubscription", "Transition", "router"]  # the models live in schemas.py
 
 router = APIRouter(tags=["referrals"])
 
-# Opaque ids: letters, digits and a few separators, bounded (they end up in events and logs).
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
-IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
 
-
-def _taxonomy(code: str) -> str:
-    if code not in domain.TAXONOMY:
-        raise ValueError("not a service taxonomy code")
-    return code
-
-
-def _unique(values: list[domain.DataCategory]) -> list[domain.DataCategory]:
-    if len(set(values)) != len(values):
-        raise ValueError("categories must not repeat")
-    return values
-
-
-Taxonomy = Annotated[str, AfterValidator(_taxonomy)]
-
-
-class CreateReferral(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    case_id: Id
-    to_agency: Id | None = None
-    service_id: Id | None = None
-    pathway: domain.Pathway
-    service_type: Taxonomy | None = None
-    priority: domain.Priority
-    reason: FreeText = Field(min_length=1, max_length=4000)  # personal: sealed under the case's key
-    # max_length: pydantic then refuses a long list at once instead of validating (and reporting) every item.
-    shared_categories: Annotated[list[domain.DataCategory], AfterValidator(_unique)] = Field(
-        min_length=1, max_length=len(domain.DataCategory))
-    idempotency_key: IdempotencyKey | None = None
-
-    @model_validator(mode="after")
-    def _recipient_named(self) -> CreateReferral:
-        if self.to_agency is None and self.service_id is None:
-            raise ValueError("name the recipient: to_agency or service_id")
-        if self.service_id is None and self.service_type is None:
-            raise ValueError("service_type is required unless service_id is given")
-        return self
-
-
-class Transition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    to: Line = Field(min_length=1, max_length=32)
-    reason_code: Line | None = Field(default=None, min_length=1, max_length=64)
-    note: FreeText | None = Field(default=None, max_length=4000)  # personal: sealed under the case's key
-
-
-def referrals_of(request: Request) -> Referrals:
-    referrals: Referrals = request.app.state.referrals
-    return referrals
+def deps(request: Request) -> Deps:
+    return deps_of(request, Deps)
 
 
 Writer = Annotated[Principal, Depends(require_scopes("referrals:write"))]
@@ -81,7 +39,7 @@ Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
 EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
 # Platform statistics are for oversight agencies only (the registry grants stats:read to no other kind).
 StatsReader = Annotated[Principal, Depends(require_scopes("stats:read"))]
-Broker = Annotated[Referrals, Depends(referrals_of)]
+Injected = Annotated[Deps, Depends(deps)]
 
 
 @router.post("/referrals", status_code=201, summary="Refer a case to an agency or a registry service",
@@ -89,7 +47,7 @@ Broker = Annotated[Referrals, Depends(referrals_of)]
                         409: {"description": "A guard refused the referral; `type` ends with the guard "
                                             "(`consent-missing`, `child-bia-missing`, `non-refoulement`, ...)"}})
 async def create_referral(
-    body: CreateReferral, principal: Writer, referrals: Broker,
+    body: CreateReferral, principal: Writer, deps: Injected,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
@@ -99,7 +57,7 @@ async def create_referral(
         case_id=body.case_id, to_agency=body.to_agency, service_id=body.service_id, pathway=body.pathway,
         service_type=body.service_type, priority=body.priority, reason=body.reason,
         shared_categories=body.shared_categories)
-    view, replayed = await referrals.create(principal, request, idempotency_key or body.idempotency_key)
+    view, replayed = await deps.referrals.create(principal, request, idempotency_key or body.idempotency_key)
     headers = {"Location": f"/referrals/{view['id']}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -108,7 +66,7 @@ async def create_referral(
 
 @router.get("/referrals", summary="Work queues: referrals sent or received")
 async def list_referrals(
-    principal: Reader, referrals: Broker,
+    principal: Reader, deps: Injected,
     role: Literal["sent", "received"] | None = None,
     status: domain.Status | None = None,
     pathway: domain.Pathway | None = None,
@@ -116,7 +74,7 @@ async def list_referrals(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> dict[str, Any]:
-    items, next_cursor = await referrals.queue(principal, role=role, status=status, pathway=pathway,
+    items, next_cursor = await deps.referrals.queue(principal, role=role, status=status, pathway=pathway,
                                                overdue=overdue, limit=limit,
                                                after=int(cursor) if cursor else None)
     return {"items": items, "next_cursor": next_cursor}
@@ -133,7 +91,7 @@ def _query_problem(name: str, detail: str) -> Problem:
 
 @router.get("/referrals/suggestions", summary="Registry services ranked for a need")
 async def suggestions(
-    principal: Reader, referrals: Broker,
+    principal: Reader, deps: Injected,
     service_type: Taxonomy,
     case_id: Id | None = None,
     languages: Annotated[Line | None, Query(max_length=200, description="comma-separated ISO 639 codes")] = None,
@@ -157,36 +115,30 @@ async def suggestions(
             raise _query_problem("near", "near is out of range.")
         point = (lat, lon)
     need = domain.Need(service_type=service_type, languages=spoken, is_child=child, country=country, near=point)
-    return {"items": await referrals.suggest(principal, need, case_id=case_id, limit=limit), "next_cursor": None}
+    return {"items": await deps.suggestions.suggest(principal, need, case_id=case_id, limit=limit), "next_cursor": None}
 
 
 @router.get("/referrals/{referral_id}", summary="One referral with its history (sender or recipient only)")
-async def get_referral(referral_id: Id, principal: Reader, referrals: Broker) -> dict[str, Any]:
-    return await referrals.get(principal, referral_id)
+async def get_referral(referral_id: Id, principal: Reader, deps: Injected) -> dict[str, Any]:
+    return await deps.referrals.get(principal, referral_id)
 
 
 @router.post("/referrals/{referral_id}/transitions", summary="Move a referral along its lifecycle",
              responses={409: {"description": "Not a move the caller may make now (`invalid-transition`)"}})
-async def move_referral(referral_id: Id, body: Transition, principal: Writer, referrals: Broker) -> dict[str, Any]:
-    return await referrals.transition(principal, referral_id, body.to, body.reason_code, body.note)
+async def move_referral(referral_id: Id, body: Transition, principal: Writer, deps: Injected) -> dict[str, Any]:
+    return await deps.referrals.transition(principal, referral_id, body.to, body.reason_code, body.note)
 
 
 @router.get("/events", tags=["delivery"], summary="Pull feed of the caller's referral events (long-poll)",
             responses={429: {"description": "The agency already has as many waiting requests as allowed "
                                             "(`too-many-waiting-polls`); retry after `Retry-After`"}})
 async def pull_events(
-    request: Request, principal: EventReader, referrals: Broker,
+    principal: EventReader, deps: Injected,
     after: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
     wait: Annotated[float, Query(ge=0)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    wait = min(wait, float(request.app.state.feed_max_wait_seconds))
-    if wait <= 0:
-        items, cursor = await referrals.feed(principal, after=int(after), wait=0, limit=limit)
-    else:
-        waiting: WaitingPolls = request.app.state.feed_waiting
-        with waiting.hold(principal.agency_id):
-            items, cursor = await referrals.feed(principal, after=int(after), wait=wait, limit=limit)
+    items, cursor = await deps.feed.pull(principal, after=int(after), wait=wait, limit=limit)
     return {"items": items, "next_cursor": cursor}
 
 
@@ -198,77 +150,47 @@ async def pull_events(
                         "it takes so that none can be worked out from totals or from other periods -- shows as "
                         "`\"suppressed\"`; a quarter publishes only what all three of its months publish.")
 async def stats(
-    request: Request, principal: StatsReader, referrals: Broker,
+    request: Request, principal: StatsReader, deps: Injected,
     period: Annotated[Line, Query(max_length=16, description="a calendar month (2026-11) or quarter (2026-Q3) "
                                                             "that has ended, UTC")],
 ) -> dict[str, Any]:
-    unknown = sorted(set(request.query_params) - {"period"})
-    if unknown:
-        # Refused rather than ignored: a caller still sending since/until would otherwise read another period.
-        raise _query_problem(unknown[0][:64], "unknown query parameter; /stats takes only period.")
-    return await referrals.stats(period)
+    # A caller still sending since/until is refused (shared.app refuses undeclared query parameters), not
+    # answered with another period than it asked for.
+    return await deps.statistics.stats(period)
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------
 
-EVENT_TYPES = frozenset({f"org.refnet.{state_event_type(s)}" for s in domain.Status} | {f"org.refnet.{OVERDUE}"})
-
-
-def _event_types(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    full = [v if v.startswith("org.refnet.") else "org.refnet." + v for v in values]
-    unknown = [v for v in full if v not in EVENT_TYPES]
-    if unknown:
-        raise ValueError("unknown event type; use referral.<state>.v1 or referral.overdue.v1")
-    return sorted(set(full))
-
-
-class NewSubscription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: HttpUrl = Field(max_length=2048)
-    event_types: Annotated[list[str] | None, AfterValidator(_event_types)] = Field(default=None, max_length=20)
-
-
-def subscriptions_of(request: Request) -> Subscriptions:
-    subscriptions: Subscriptions = request.app.state.subscriptions
-    return subscriptions
-
-
-Hooks = Annotated[Subscriptions, Depends(subscriptions_of)]
-
-
 @router.post("/subscriptions", status_code=201, tags=["delivery"],
              summary="Subscribe a webhook to the caller's referral events (Standard Webhooks signatures)",
              responses={409: {"description": "The agency has as many subscriptions as allowed"}})
-async def subscribe(body: NewSubscription, principal: EventReader, subscriptions: Hooks) -> JSONResponse:
-    view = await subscriptions.create(principal, str(body.url), body.event_types)
+async def subscribe(body: NewSubscription, principal: EventReader, deps: Injected) -> JSONResponse:
+    view = await deps.subscriptions.create(principal, str(body.url), body.event_types)
     return JSONResponse(view, status_code=201, headers={"Location": f"/subscriptions/{view['id']}"})
 
 
 @router.get("/subscriptions", tags=["delivery"], summary="The caller's webhook subscriptions")
-async def list_subscriptions(principal: EventReader, subscriptions: Hooks) -> dict[str, Any]:
-    return {"items": await subscriptions.of_agency(principal), "next_cursor": None}
+async def list_subscriptions(principal: EventReader, deps: Injected) -> dict[str, Any]:
+    return {"items": await deps.subscriptions.of_agency(principal), "next_cursor": None}
 
 
 @router.get("/subscriptions/{subscription_id}", tags=["delivery"], summary="One subscription (no secret)")
-async def get_subscription(subscription_id: Id, principal: EventReader, subscriptions: Hooks) -> dict[str, Any]:
-    return await subscriptions.get(principal, subscription_id)
+async def get_subscription(subscription_id: Id, principal: EventReader, deps: Injected) -> dict[str, Any]:
+    return await deps.subscriptions.get(principal, subscription_id)
 
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204, tags=["delivery"],
                summary="Stop delivering to a webhook")
-async def delete_subscription(subscription_id: Id, principal: EventReader, subscriptions: Hooks) -> Response:
-    await subscriptions.delete(principal, subscription_id)
+async def delete_subscription(subscription_id: Id, principal: EventReader, deps: Injected) -> Response:
+    await deps.subscriptions.delete(principal, subscription_id)
     return Response(status_code=204)
 
 
 @router.post("/subscriptions/{subscription_id}/reactivate", tags=["delivery"],
              summary="Resume a subscription disabled after repeated failures, where it stopped")
 async def reactivate_subscription(subscription_id: Id, principal: EventReader,
-                                  subscriptions: Hooks) -> dict[str, Any]:
-    return await subscriptions.reactivate(principal, subscription_id)
+                                  deps: Injected) -> dict[str, Any]:
+    return await deps.subscriptions.reactivate(principal, subscription_id)
 
 
 @router.post("/subscriptions/{subscription_id}/rotate-secret", tags=["delivery"],
@@ -276,19 +198,19 @@ async def reactivate_subscription(subscription_id: Id, principal: EventReader,
              responses={503: {"description": "referral's master key is not configured "
                                              "(`master-key-unavailable`)"}})
 async def rotate_subscription_secret(subscription_id: Id, principal: EventReader,
-                                     subscriptions: Hooks) -> dict[str, Any]:
+                                     deps: Injected) -> dict[str, Any]:
     """Every delivery carries a signature with each valid secret (Standard Webhooks), so a receiver can
     switch to the new secret at any time before ``previous_secret_valid_until``."""
-    return await subscriptions.rotate_secret(principal, subscription_id)
+    return await deps.subscriptions.rotate_secret(principal, subscription_id)
 
 
 @router.get("/subscriptions/{subscription_id}/deliveries", tags=["delivery"],
             summary="The delivery log of a subscription")
 async def deliveries(
-    subscription_id: Id, principal: EventReader, subscriptions: Hooks,
+    subscription_id: Id, principal: EventReader, deps: Injected,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> dict[str, Any]:
-    items, next_cursor = await subscriptions.deliveries(principal, subscription_id, limit=limit,
+    items, next_cursor = await deps.subscriptions.deliveries(principal, subscription_id, limit=limit,
                                                         after=int(cursor) if cursor else None)
     return {"items": items, "next_cursor": next_cursor}

@@ -3,21 +3,20 @@ withdrawn or narrowed by a new version, agency suspension and case erasure requi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referral import domain, events
 from services.referral.domain import OPEN_STATES
 from services.referral.service import Referrals, known_consent
 from services.referral.store import (
-    ReferralRow,
     case_consent,
     lock_case,
+    open_referrals,
     record_case_consent,
     record_erased_case,
     record_withdrawn_consent,
@@ -41,19 +40,12 @@ def _parse(model: type[Model], event: Event) -> Model:
         raise PoisonEvent(f"{event.short_type} payload invalid: {fields}") from None
 
 
-async def _open_referrals(session: AsyncSession, *conditions: Any) -> Sequence[ReferralRow]:
-    return list((await session.execute(
-        select(ReferralRow).where(ReferralRow.status.in_(_OPEN), *conditions)
-        .order_by(ReferralRow.seq).with_for_update()
-    )).scalars())
-
-
 def registry_handlers(referrals: Referrals) -> Mapping[str, Handler]:
     async def agency_changed(session: AsyncSession, event: Event) -> None:
         agency = _parse(events.AgencyChanged, event)
         await upsert_agency(session, agency.model_dump())
         if agency.status == "suspended":
-            rows = await _open_referrals(session, ReferralRow.to_agency == agency.agency_id)
+            rows = await open_referrals(session, open_states=_OPEN, to_agency=agency.agency_id)
             await referrals.cancel_by_system(session, rows, "recipient-suspended")
 
     async def service_changed(session: AsyncSession, event: Event) -> None:
@@ -83,7 +75,7 @@ def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
                                  at: datetime) -> None:
         """Cancel the case's open referrals that the consent now in force (whatever version they were made
         under) no longer covers (DOMAIN.md rule 2)."""
-        rows = await _open_referrals(session, ReferralRow.case_id == case_id)
+        rows = await open_referrals(session, open_states=_OPEN, case_id=case_id)
         gone = set(domain.no_longer_consented(
             consent, [domain.OpenReferral(r.id, r.to_agency, tuple(r.shared_categories), r.consent_id)
                       for r in rows], at))
@@ -118,7 +110,7 @@ def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
         await lock_case(session, erased.case_id)
         await record_erased_case(session, erased.case_id)
         await shred_case(session, erased.case_id)  # crypto-shredding: the free text goes with the key
-        rows = await _open_referrals(session, ReferralRow.case_id == erased.case_id)
+        rows = await open_referrals(session, open_states=_OPEN, case_id=erased.case_id)
         await referrals.cancel_by_system(session, rows, "case-erased")
 
     return {events.CONSENT_GRANTED: consent_granted, events.CONSENT_WITHDRAWN: consent_withdrawn,

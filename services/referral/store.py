@@ -24,10 +24,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     delete,
     exists,
     func,
     literal,
+    or_,
     select,
     text,
     update,
@@ -461,3 +463,135 @@ async def referrals_with_clear_text(session: AsyncSession, batch: int) -> list[R
     return list((await session.execute(
         select(ReferralRow).where((ReferralRow.reason.is_not(None)) | ReferralRow.id.in_(with_clear_note))
         .order_by(ReferralRow.seq).limit(batch).with_for_update(skip_locked=True))).scalars())
+
+
+# --- work queues, suggestions, deadlines, feed --------------------------------------------------------------
+
+
+async def queue_page(session: AsyncSession, agency_id: str, *, role: str | None, status: str | None,
+                     pathway: str | None, overdue: bool | None, now: datetime, after: int | None,
+                     limit: int) -> list[ReferralRow]:
+    """A page of an agency's work queue in ``seq`` order; ``limit`` rows (ask for one more to know of a next)."""
+    query = select(ReferralRow)
+    if role == "sent":
+        query = query.where(ReferralRow.from_agency == agency_id)
+    elif role == "received":
+        query = query.where(ReferralRow.to_agency == agency_id)
+    else:
+        query = query.where(or_(ReferralRow.from_agency == agency_id, ReferralRow.to_agency == agency_id))
+    if status is not None:
+        query = query.where(ReferralRow.status == status)
+    if pathway is not None:
+        query = query.where(ReferralRow.pathway == pathway)
+    if overdue is not None:
+        late = or_(ReferralRow.overdue_at.is_not(None),
+                   and_(ReferralRow.status == "requested", ReferralRow.due_at <= now))
+        query = query.where(late if overdue else ~late)
+    if after is not None:
+        query = query.where(ReferralRow.seq > after)
+    return list((await session.execute(query.order_by(ReferralRow.seq).limit(limit))).scalars())
+
+
+async def open_referrals(session: AsyncSession, *, open_states: list[str], case_id: str | None = None,
+                         to_agency: str | None = None) -> list[ReferralRow]:
+    """The open referrals of a case or to an agency, locked (a consumer cancels them in its transaction)."""
+    query = select(ReferralRow).where(ReferralRow.status.in_(open_states))
+    if case_id is not None:
+        query = query.where(ReferralRow.case_id == case_id)
+    if to_agency is not None:
+        query = query.where(ReferralRow.to_agency == to_agency)
+    return list((await session.execute(query.order_by(ReferralRow.seq).with_for_update())).scalars())
+
+
+async def active_services_of_family(session: AsyncSession, family: str) -> list[tuple[ServiceRow, str | None]]:
+    """Active services whose taxonomy is ``family`` or under it, with their agency's status (None: unknown)."""
+    rows = await session.execute(
+        select(ServiceRow, AgencyRow.status)
+        .outerjoin(AgencyRow, AgencyRow.agency_id == ServiceRow.agency_id)
+        .where(ServiceRow.status == "active",
+               or_(ServiceRow.taxonomy == family, ServiceRow.taxonomy.like(family + ".%"))))
+    return [(svc, agency_status) for svc, agency_status in rows.all()]
+
+
+async def open_recipients_of_case(session: AsyncSession, case_id: str, from_agency: str,
+                                  open_states: list[str]) -> set[str]:
+    """The agencies ``from_agency`` has an open referral of the case with."""
+    return set((await session.execute(
+        select(ReferralRow.to_agency).where(ReferralRow.case_id == case_id, ReferralRow.from_agency == from_agency,
+                                            ReferralRow.status.in_(open_states)))).scalars())
+
+
+async def claim_overdue(session: AsyncSession, now: datetime, batch: int) -> list[ReferralRow]:
+    """Referrals past due, still requested and not yet flagged, claimed under lock (skipping others' claims)."""
+    return list((await session.execute(
+        select(ReferralRow)
+        .where(ReferralRow.status == "requested", ReferralRow.overdue_at.is_(None), ReferralRow.due_at <= now)
+        .order_by(ReferralRow.due_at).limit(batch).with_for_update(skip_locked=True)
+    )).scalars())
+
+
+async def feed_page(session: AsyncSession, agency_id: str, *, after: int, limit: int) -> list[FeedRow]:
+    """The referral events an agency is party to after ``after``, in feed order."""
+    return list((await session.execute(
+        select(FeedRow).where(or_(FeedRow.from_agency == agency_id, FeedRow.to_agency == agency_id),
+                              FeedRow.seq > after)
+        .order_by(FeedRow.seq).limit(limit))).scalars())
+
+
+# --- webhook subscriptions and deliveries -------------------------------------------------------------------
+
+
+async def lock_agency_subscriptions(session: AsyncSession, agency_id: str) -> None:
+    """Serialise an agency's subscription creations until the transaction ends (the per-agency limit)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                          {"k": f"referral-subscriptions:{agency_id}"})
+
+
+async def subscription_count(session: AsyncSession, agency_id: str) -> int:
+    return int((await session.execute(select(func.count()).select_from(SubscriptionRow).where(
+        SubscriptionRow.agency_id == agency_id, SubscriptionRow.status != "deleted"))).scalar_one())
+
+
+async def last_feed_seq(session: AsyncSession) -> int | None:
+    return (await session.execute(select(FeedRow.seq).order_by(FeedRow.seq.desc()).limit(1))).scalar()
+
+
+async def subscription(session: AsyncSession, subscription_id: str, *,
+                       for_update: bool = False) -> SubscriptionRow | None:
+    return await session.get(SubscriptionRow, subscription_id, with_for_update=for_update)
+
+
+async def subscriptions_of(session: AsyncSession, agency_id: str) -> list[SubscriptionRow]:
+    return list((await session.execute(
+        select(SubscriptionRow).where(SubscriptionRow.agency_id == agency_id, SubscriptionRow.status != "deleted")
+        .order_by(SubscriptionRow.created_at))).scalars())
+
+
+async def deliveries_page(session: AsyncSession, subscription_id: str, *, after: int | None,
+                          limit: int) -> list[DeliveryRow]:
+    query = select(DeliveryRow).where(DeliveryRow.subscription_id == subscription_id)
+    if after is not None:
+        query = query.where(DeliveryRow.id > after)
+    return list((await session.execute(query.order_by(DeliveryRow.id).limit(limit))).scalars())
+
+
+async def subscriptions_with_clear_secret(session: AsyncSession) -> list[SubscriptionRow]:
+    """Subscriptions made before referral_0007 whose secret is still in clear, locked."""
+    return list((await session.execute(
+        select(SubscriptionRow).where(SubscriptionRow.secret.is_not(None)).with_for_update())).scalars())
+
+
+async def due_subscriptions(session: AsyncSession, now: datetime) -> list[tuple[str, str]]:
+    """(id, agency) of the active subscriptions due now with events waiting past their cursor."""
+    waiting = exists().where(or_(FeedRow.from_agency == SubscriptionRow.agency_id,
+                                 FeedRow.to_agency == SubscriptionRow.agency_id),
+                             FeedRow.seq > SubscriptionRow.cursor)
+    return [(row.id, row.agency_id) for row in await session.execute(
+        select(SubscriptionRow.id, SubscriptionRow.agency_id).where(
+            SubscriptionRow.status == "active", SubscriptionRow.next_attempt_at <= now, waiting))]
+
+
+async def advance_subscription(session: AsyncSession, subscription_id: str, *, cursor: int | None = None,
+                               next_attempt_at: datetime | None = None) -> None:
+    values = {k: v for k, v in (("cursor", cursor), ("next_attempt_at", next_attempt_at)) if v is not None}
+    await session.execute(update(SubscriptionRow).where(SubscriptionRow.id == subscription_id).values(**values))

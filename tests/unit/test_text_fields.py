@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from deploy.contract import service_app
-from services.intake import domain as intake_domain
+from services.intake import schemas as intake_schemas
 from services.referral.api import CreateReferral, Transition
 from shared.text import FreeText, Line
 
@@ -116,7 +116,7 @@ def test_free_text_keeps_line_feeds_and_tabs_and_lines_do_not() -> None:
     assert CreateReferral(case_id="case-1", to_agency="agy", pathway="service", service_type="shelter",
                           priority="normal", reason=text, shared_categories=["identity"]).reason == text
     assert Transition(to="received", note=text).note == text
-    assert intake_domain.WithdrawBody(reason=text).reason == text
+    assert intake_schemas.WithdrawBody(reason=text).reason == text
     with pytest.raises(ValidationError):
         TypeAdapter(Line).validate_python(text)
     assert TypeAdapter(Line).validate_python("Amina O'Neil-Ba 中文") == "Amina O'Neil-Ba 中文"

@@ -20,8 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from deploy.launcher.infra import Broker
-from services.audit.app import create_app
-from services.audit.merkle import MerkleTree
+from services.audit.app import Deps, create_app
 from services.audit.settings import AuditSettings
 from services.audit.signing import generate_key_file
 from shared import envelope
@@ -30,6 +29,7 @@ from shared.migrations import upgrade
 from shared.topics import ALL_TOPICS
 from tests.conftest import Infra, psql
 from tests.support.issuer import LocalIssuer
+from tests.support.merkle_tree import MerkleTree
 
 AUDITOR_SCOPE = "audit:read"
 
@@ -51,6 +51,11 @@ class AuditHarness:
     headers: dict[str, str]
     producer: Any
     _sent: int = field(default=0)
+
+    @property
+    def deps(self) -> Deps:
+        """The running service's use cases (what its routes, consumer and jobs use)."""
+        return self.app.state.runtime.need(Deps)
 
     @property
     def database(self) -> str:

@@ -7,8 +7,8 @@ import base64
 
 import rfc8785
 
-from services.audit.consumers import sign_checkpoints
 from services.audit.domain import parse_checkpoint_body
+from services.audit.jobs import sign_checkpoints
 from services.audit.merkle import hash_leaf, verify_consistency, verify_inclusion
 from services.audit.signing import key_hash, verify_signature
 from shared.errors import PROBLEM_MEDIA_TYPE
@@ -57,7 +57,7 @@ async def test_checkpoints_and_proofs_verify(audit: AuditHarness) -> None:
             assert verify_consistency(old["tree_size"], new["tree_size"], bytes.fromhex(old["root_hash"]),
                                       bytes.fromhex(new["root_hash"]), [bytes.fromhex(h) for h in proof["path"]])
     # While entries arrive, the background signer makes checkpoints without being asked.
-    signer_task = asyncio.create_task(sign_checkpoints(audit.app.state.runtime, audit.app.state.signer, 0.2))
+    signer_task = asyncio.create_task(sign_checkpoints(audit.deps.checkpoints, 0.2))
     try:
         await audit.send(INTAKE_EVENTS, "case.updated.v1", {"case_id": "case-14", "agency": "a"})
         await audit.wait_for_size(14)

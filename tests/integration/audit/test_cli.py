@@ -58,7 +58,7 @@ async def test_verify_remembers_checkpoints_and_catches_a_rewritten_history(
     # ... so the insider also deletes every checkpoint and restarts it without its memory: it signs again, and
     # only the checkpoint this machine remembers can tell.
     audit.sql("SET session_replication_role = replica; DELETE FROM audit_checkpoints")
-    audit.app.state.checkpoint_memory.last = None
+    audit.deps.checkpoints.memory.last = None
     caught = await verify(audit.client, URL, token, tmp_path)
     assert not caught.ok
     (consistency,) = [c for c in caught.checks if c.name == "consistency"]

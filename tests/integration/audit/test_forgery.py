@@ -33,9 +33,7 @@ async def _fill(audit: AuditHarness, n: int, start: int = 0) -> None:
 
 def _forget(audit: AuditHarness) -> None:
     """What a restart without a checkpoint state file does: the signer remembers nothing."""
-    memory = getattr(audit.app.state, "checkpoint_memory", None)
-    if memory is not None:
-        memory.last = None
+    audit.deps.checkpoints.memory.last = None
 
 
 async def test_a_checkpoint_under_a_key_the_log_never_had_is_bad(audit: AuditHarness) -> None:
@@ -77,13 +75,13 @@ async def test_the_signer_remembers_across_a_restart(audit: AuditHarness, tmp_pa
 
     state = Path(str(tmp_path)) / "last-checkpoint.json"
     memory = CheckpointMemory(state)
-    audit.app.state.checkpoint_memory = memory
+    audit.deps.checkpoints.memory = memory
     await _fill(audit, 3)
     signed = (await audit.get("/audit/checkpoint")).json()
     assert CheckpointMemory(state).size == 3 and CheckpointMemory(state).root.hex() == signed["root_hash"]
     await audit.forge(1, "someone-else")
     audit.sql(BEHIND + "DELETE FROM audit_checkpoints")
-    audit.app.state.checkpoint_memory = CheckpointMemory(state)  # a restart: read back from the file
+    audit.deps.checkpoints.memory = CheckpointMemory(state)  # a restart: read back from the file
     await _fill(audit, 1, start=3)
     assert (await audit.get("/audit/checkpoint")).status_code == 503
 

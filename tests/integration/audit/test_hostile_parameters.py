@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shared.errors import PROBLEM_MEDIA_TYPE
 from shared.topics import INTAKE_EVENTS
 from tests.integration.audit.conftest import AuditHarness
 from tests.reliability.fuzzing import edge_cases, edge_failure
@@ -35,3 +36,17 @@ async def test_every_edge_value_in_every_parameter(audit: AuditHarness) -> None:
         if (failure := edge_failure(case, answer.status_code, answer.headers.get("content-type", ""))):
             failures.append(failure)
     assert not failures, "\n".join(failures)
+
+
+async def test_a_time_without_its_offset_is_refused(audit: AuditHarness) -> None:
+    """``since``/``until`` without an offset are not guessed to be UTC (referral refuses them too): a problem
+    naming the parameter, whatever the log holds."""
+    await audit.send(INTAKE_EVENTS, "case.updated.v1", {"case_id": "case-1", "agency": "iom"})
+    await audit.wait_for_size(1)
+    for name, value in (("since", "2026-01-01T00:00:00"), ("until", "2999-01-01T00:00:00.5"),
+                        ("since", "2026-01-01")):
+        response = await audit.get("/audit/entries", **{name: value})
+        assert response.status_code == 422, (name, value, response.text)
+        assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+        assert [err["loc"] for err in response.json()["errors"]] == [["query", name]], response.json()
+    assert (await audit.get("/audit/entries", since="2026-01-01T00:00:00+02:00")).status_code == 200

@@ -9,10 +9,11 @@ import subprocess
 import pytest
 import rfc8785
 
-from services.audit.merkle import root_of_leaves, verify_consistency
+from services.audit.merkle import verify_consistency
 from services.audit.signing import verify_signature
 from shared.topics import INTAKE_EVENTS
 from tests.integration.audit.conftest import AuditHarness
+from tests.support.merkle_tree import root_of_leaves
 
 # A column of each log table, to try to change.
 LOG_TABLES = {"audit_entries": "agency", "merkle_nodes": "hash", "audit_checkpoints": "key_id"}

@@ -85,7 +85,7 @@ async def test_witnesses_cosign_and_verify_requires_the_quorum(witnessed: AuditH
     # it signs the forged log. The witnesses will not cosign it, so no quorum vouches for anything after 5.
     await audit.forge(1, "someone-else")
     audit.sql(BEHIND + "DELETE FROM audit_checkpoints")
-    audit.app.state.checkpoint_memory.last = None
+    audit.deps.checkpoints.memory.last = None
     await _fill(audit, 2, start=5)
     refused = await witness(audit.client, URL, token, witness_dirs[0])
     assert not refused.ok and refused.cosigned is None

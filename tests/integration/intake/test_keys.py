@@ -16,6 +16,7 @@ from deploy.commands import intake as cli
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.bootstrap import intake as bootstrap
 from services.intake.crypto import Keyring, MasterKey, Undecryptable, unwrap, wrap, write_key_file
+from services.intake.service import Deps
 from services.intake.store import CaseKeyRow, CaseRow
 from tests.integration.intake.conftest import Intake, agency, case_body, consent_body, unique_person
 
@@ -61,19 +62,19 @@ async def test_rotation_rewraps_every_data_key_and_retires_the_old_master_key(
             unwrap(row.wrapped_key, old_key, row.case_id)
 
     assert "0 data keys are still wrapped" in result.output
-    runtime = intake.app.state.runtime
+    keys = intake.app.state.runtime.need(Deps).keys
     # intake holding only the old key cannot open any case any more ...
-    saved_reload = runtime.extras["reload_keys"]
-    runtime.extras["keyring"], runtime.extras["reload_keys"] = Keyring(old_key), None
+    saved_load = keys.load
+    keys.keyring, keys.load = Keyring(old_key), None
     stale = await intake.read(cases[0]["id"], owner)
     assert stale.status_code == 503 and stale.json()["type"].endswith("master-key-unavailable")
     # ... while a running intake picks the new key file up by itself, and every case decrypts.
-    runtime.extras["reload_keys"] = saved_reload
+    keys.load = saved_load
     for case, person in zip(cases, people, strict=True):
         read = await intake.read(case["id"], owner)
         assert read.status_code == 200, read.text
         assert read.json()["person"]["phone"] == person["phone"]
-    assert runtime.extras["keyring"].current == new_key
+    assert keys.keyring is not None and keys.keyring.current == new_key
     assert (await intake.register(owner))["status"] == "active"
 
 
@@ -91,15 +92,15 @@ async def test_the_launcher_generates_a_private_development_key(tmp_path: Path) 
 
 
 async def test_without_a_master_key_no_personal_data_is_accepted(intake: Intake) -> None:
-    runtime = intake.app.state.runtime
-    saved = runtime.extras["keyring"]
-    runtime.extras["keyring"] = None
+    keys = intake.app.state.runtime.need(Deps).keys
+    saved = keys.keyring
+    keys.keyring = None
     try:
         response = await intake.client.post("/cases", json=case_body(),
                                             headers=intake.writer(agency()))
         assert response.status_code == 503
     finally:
-        runtime.extras["keyring"] = saved
+        keys.keyring = saved
 
 
 async def test_an_interrupted_rotation_resumes_with_the_staged_key(intake: Intake) -> None:

@@ -202,16 +202,16 @@ async def test_facts_stored_in_clear_before_are_dropped_if_erased_and_sealed_by_
         assert set(rows[erased].facts) == set(domain.CLEAR_FACTS) and rows[erased].gender is None
         assert rows[live].facts == facts and rows[live].gender == "feminine"  # sealed by intake, with the key
 
-        ctx = service.Context(sessions=async_sessionmaker(engine, expire_on_commit=False), keyring=Keyring(key),
-                              source="/refnet/intake")
-        assert await service.seal_clear_facts(ctx, batch=1) == 1
+        sealing = service.Sealing(service.Resources(sessions=async_sessionmaker(engine, expire_on_commit=False),
+                                                    keys=service.MasterKeys(Keyring(key)), source="/refnet/intake"))
+        assert await sealing.seal_clear_facts(batch=1) == 1
         rows = await stored()
         assert set(rows[live].facts) == set(domain.CLEAR_FACTS)
         assert (rows[live].gender, rows[live].citizenship, rows[live].age_band) == (None, None, None)
         opened = open_sealed(data_key, rows[live].sealed, case_id=live, label="case")
         assert opened == {"person": {"given_name": "X", "gender": "feminine", "citizenship": "ER"}, "notes": None,
                           "screening": TRAFFICKING_FACTS, "age_band": "30-38"}
-        assert await service.seal_clear_facts(ctx) == 0  # nothing left
+        assert await sealing.seal_clear_facts() == 0  # nothing left
     finally:
         await engine.dispose()
 

@@ -4,12 +4,11 @@ contract, a local token issuer, a clock the test turns."""
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.referral import consumers
-from services.referral.app import create_app
+from services.referral.app import Deps, create_app
 from services.referral.clearance import HttpClearanceClient
 from services.referral.service import Referrals
 from services.referral.settings import ReferralSettings
@@ -29,11 +28,11 @@ from shared.envelope import Event
 from shared.migrations import upgrade
 from shared.outbound import Resolver
 from tests.conftest import Infra
+from tests.support.fake_intake import SERVICE_TOKEN, FakeIntake
 from tests.support.issuer import LocalIssuer, local_issuer_fixture
 
 issuer = local_issuer_fixture(scope="package")
 
-SERVICE_TOKEN = "referral-service-token"
 ALL_SCOPES = "referrals:read referrals:write events:read"
 
 
@@ -49,70 +48,6 @@ class Clock:
 
 
 @dataclass
-class FakeCase:
-    owner: str
-    is_minor: bool | None = False  # None: an intake that answers an unknown age as such
-    bia_completed: bool = False
-    bid_completed: bool = False
-    fear_of_return: bool = False
-    # consent id -> (recipient agency or None for any, permitted categories)
-    consents: dict[str, tuple[str | None, set[str]]] = field(default_factory=dict)
-    # consent id -> its version (1 unless set)
-    versions: dict[str, int] = field(default_factory=dict)
-
-
-class FakeIntake:
-    """intake's side of POST /internal/clearance, as the contract describes it."""
-
-    def __init__(self) -> None:
-        self.cases: dict[str, FakeCase] = {}
-        self.down: int | None = None  # an HTTP status to answer with, or 0 for "unreachable"
-        self.calls: list[dict[str, Any]] = []
-        self.suspended: set[str] = set()  # agencies intake already knows are suspended
-        self.erased: set[str] = set()
-
-    def add_case(self, owner: str, *, consent_to: str | None = None, categories: set[str] | None = None,
-                 **facts: bool | None) -> tuple[str, str]:
-        case_id = "case-" + uuid.uuid4().hex[:12]
-        consent_id = "consent-" + uuid.uuid4().hex[:12]
-        case = FakeCase(owner=owner, **facts)
-        case.consents[consent_id] = (consent_to, categories or {"identity", "demographics", "protection_needs"})
-        self.cases[case_id] = case
-        return case_id, consent_id
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down == 0:
-            raise httpx.ConnectError("intake is down")
-        if self.down is not None:
-            return httpx.Response(self.down, json={"type": "urn:refnet:problem:internal-error"})
-        assert request.url.path == "/internal/clearance"
-        if request.headers.get("authorization") != f"Bearer {SERVICE_TOKEN}":
-            return httpx.Response(401)
-        body = json.loads(request.content)
-        self.calls.append(body)
-        case = self.cases.get(body["case_id"])
-        if case is None or case.owner != body["from_agency"]:
-            return httpx.Response(404, json={"type": "urn:refnet:problem:not-found"})
-        facts = {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
-                 "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
-                 "status": "erased" if body["case_id"] in self.erased else "active"}
-        if body["case_id"] in self.erased or body["to_agency"] in self.suspended:
-            reason = "case-erased" if body["case_id"] in self.erased else "recipient-suspended"
-            return httpx.Response(200, json={"permitted": False, "reason": reason, "consent_id": None,
-                                             "consent_version": None, "override_id": None, "facts": facts})
-        wanted = set(body["data_categories"])
-        match = next((cid for cid, (to, cats) in case.consents.items()
-                      if (to is None or to == body["to_agency"]) and wanted <= cats), None)
-        return httpx.Response(200, json={
-            "permitted": match is not None, "reason": None if match else "consent-missing",
-            "consent_id": match, "consent_version": case.versions.get(match, 1) if match else None,
-            "facts": {"is_minor": case.is_minor, "bia_completed": case.bia_completed,
-                      "bid_completed": case.bid_completed, "fear_of_return": case.fear_of_return,
-                      "status": "active"},
-        })
-
-
-@dataclass
 class Service:
     app: FastAPI
     client: httpx.AsyncClient
@@ -122,9 +57,12 @@ class Service:
     database_url: str
 
     @property
+    def deps(self) -> Deps:
+        return self.app.state.runtime.need(Deps)  # type: ignore[no-any-return]
+
+    @property
     def referrals(self) -> Referrals:
-        referrals: Referrals = self.app.state.referrals
-        return referrals
+        return self.deps.referrals
 
     def headers(self, agency: str, scope: str = ALL_SCOPES, **options: Any) -> dict[str, str]:
         return self.issuer.auth_headers(f"client-{agency}", agency, scope, **options)
@@ -198,7 +136,7 @@ async def running_referral(database_url: str, bootstrap: str, local: LocalIssuer
             # As a replica in production, answer once the read model of the registry holds what the registry had
             # published (the shared test broker may carry other tests' registry events): until then an unknown
             # recipient would be 503, not the 422 some tests expect.
-            catchup = app.state.runtime.extras["registry_catchup"]
+            catchup = app.state.runtime.need(Deps).registry_catchup
             deadline = asyncio.get_running_loop().time() + 60
             while not catchup.loaded:
                 assert asyncio.get_running_loop().time() < deadline, "the registry read model did not load in 60 s"

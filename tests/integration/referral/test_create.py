@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from services.referral.catchup import RegistryCatchUp
+from services.referral.jobs import RegistryCatchUp
 from shared.db import unit_of_work
 from shared.kafka import make_producer
 from tests.conftest import Infra

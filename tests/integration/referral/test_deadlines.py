@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import text
 
-from services.referral.deadlines import DeadlineScheduler
+from services.referral.jobs import DeadlineScheduler
 from services.referral.service import Referrals
 from shared.db import make_engine, make_sessionmaker
 from tests.integration.referral.conftest import Service, body
@@ -74,7 +74,7 @@ async def test_overdue_fires_exactly_once_per_referral_across_two_schedulers(svc
 
 
 async def test_one_leader_across_replicas_and_the_standby_takes_over(svc: Service) -> None:
-    own = svc.app.state.runtime.extras["deadlines"]  # the service's own scheduler runs and leads
+    own = svc.deps.deadlines  # the service's own scheduler runs and leads
     deadline = time.monotonic() + 10
     while not own.is_leader:
         assert time.monotonic() < deadline

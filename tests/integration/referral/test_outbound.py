@@ -154,7 +154,7 @@ async def test_an_agency_holds_a_bounded_number_of_waiting_polls(bounded: Servic
                                         headers=bounded.headers(who, HOOK_SCOPE))
 
     waiting = [asyncio.create_task(poll(agency)) for _ in range(2)]
-    await wait_for(lambda: bounded.app.state.feed_waiting.held(agency) == 2, timeout=5)
+    await wait_for(lambda: bounded.deps.feed.waiting.held(agency) == 2, timeout=5)
     refused = await poll(agency)
     assert refused.status_code == 429, refused.text
     assert refused.json()["type"].endswith("too-many-waiting-polls") and refused.headers["retry-after"] == "1"

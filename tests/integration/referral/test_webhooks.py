@@ -249,7 +249,7 @@ async def test_secrets_are_sealed_at_rest_and_a_rotation_signs_with_both_for_a_w
     old_secret = sub["secret"]
     # At rest: no column of the row holds the secret (or its key bytes) in clear.
     raw_key = base64.b64decode(old_secret.removeprefix("whsec_"))
-    async with hooked.app.state.referrals.sessions() as session:
+    async with hooked.referrals.sessions() as session:
         row = (await session.execute(text("SELECT row_to_json(s)::text FROM webhook_subscriptions s WHERE id = :id"),
                                      {"id": sub["id"]})).scalar_one()
         assert old_secret.removeprefix("whsec_") not in row
@@ -278,7 +278,7 @@ async def test_secrets_are_sealed_at_rest_and_a_rotation_signs_with_both_for_a_w
     Webhook(old_secret).verify(content, headers)  # and one that has not yet
 
     # After the grace period only the new secret signs.
-    async with hooked.app.state.referrals.sessions() as session, session.begin():
+    async with hooked.referrals.sessions() as session, session.begin():
         await session.execute(text("UPDATE webhook_subscriptions SET previous_secret_until = now() "
                                    "- interval '1 second' WHERE id = :id"), {"id": sub["id"]})
     await new_referral(hooked, sender, recipient)
@@ -292,13 +292,14 @@ async def test_secrets_are_sealed_at_rest_and_a_rotation_signs_with_both_for_a_w
 async def test_a_secret_kept_in_clear_before_the_upgrade_is_sealed_and_still_signs(
     hooked: Service, receivers: Receivers
 ) -> None:
-    from services.referral.webhooks import new_secret, seal_clear_secrets
+    from services.referral.service.subscriptions import seal_clear_secrets
+    from services.referral.webhooks import new_secret
 
     sender, recipient = await hooked.agency(), await hooked.agency()
     url, receiver = receivers.new("legacy")
     sub = await subscribe(hooked, recipient, url)
     legacy = new_secret()
-    referrals = hooked.app.state.referrals
+    referrals = hooked.referrals
     async with referrals.sessions() as session, session.begin():  # as referral_0006 left it
         await session.execute(text("UPDATE webhook_subscriptions SET secret = :s, secret_wrapped = NULL, "
                                    "secret_key_id = NULL WHERE id = :id"), {"s": legacy, "id": sub["id"]})

@@ -17,16 +17,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit.domain import (
-    COPY_COLUMNS,
-    LeafWriter,
-    copy_time,
-    details_json,
-    entry_json,
-    entry_leaf,
-    format_time,
-    leaf_bytes,
-)
+from services.audit.copy_format import COPY_COLUMNS, CopyLeafReader, copy_time
+from services.audit.leaf import details_json, entry_json, entry_leaf, format_time, leaf_bytes
 
 scalars = (
     st.none() | st.booleans() | st.text() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
@@ -165,7 +157,7 @@ def test_copy_chunk_hashes_entry_leaf(rows: list[tuple[dict[str, Any], dict[str,
                   *(_copy_field(columns[name]) if name != "details" else _copy_field(details_text)
                     for name in COPY_COLUMNS[3:]), "ab" * 32]
         lines.append("\t".join(fields))
-    indexes, hashes, stored = LeafWriter().copy_chunk("\n".join(lines) + "\n")
+    indexes, hashes, stored = CopyLeafReader().copy_chunk("\n".join(lines) + "\n")
     assert indexes == [str(first + n) for n in range(len(rows))]
     assert stored == ["ab" * 32] * len(rows)
     assert hashes == expected
@@ -176,7 +168,7 @@ def test_copy_chunk_marks_rows_no_entry_can_be() -> None:
             "{}", "ev-1", "success", "\\N", "\\N", "\\N", "intake", "\\N"]
     bad_time = [*good[:2], "20000-01-01 00:00:00+00", *good[3:]]
     bad_details = [*good[:8], "[1, 2]", *good[9:]]
-    _, hashes, stored = LeafWriter().copy_chunk("\n".join("\t".join(r) for r in (good, bad_time, bad_details)))
+    _, hashes, stored = CopyLeafReader().copy_chunk("\n".join("\t".join(r) for r in (good, bad_time, bad_details)))
     entry = {"action": "case.read", "outcome": "success", "event_id": "ev-1", "source_service": "intake",
              "details": {}} | {name: None for name in ("agency", "client_id", "acting_user", "purpose",
                                                         "resource_type", "resource_id", "case_id")}

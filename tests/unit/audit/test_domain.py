@@ -20,11 +20,9 @@ from services.audit.domain import (
     consents_in_force,
     detail_value_ok,
     draft_from_event,
-    entry_json,
-    format_time,
-    leaf_bytes,
     parse_checkpoint_body,
 )
+from services.audit.leaf import entry_json, format_time, leaf_bytes
 from services.audit.signing import CheckpointSigner, key_hash, verify_signature
 from shared.envelope import Event
 

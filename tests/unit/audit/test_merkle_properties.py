@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from services.audit.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
-    MerkleTree,
     MissingNodeError,
     append_plan,
     compact_range,
@@ -28,10 +27,10 @@ from services.audit.merkle import (
     proof_from_nodes,
     root_from_nodes,
     root_of_leaf_hashes,
-    root_of_leaves,
     verify_consistency,
     verify_inclusion,
 )
+from tests.support.merkle_tree import MerkleTree, root_of_leaves
 
 MAX_SIZE = 300
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,7 +26,6 @@ import pytest
 
 from services.audit.merkle import (
     EMPTY_ROOT,
-    MerkleTree,
     ProofElement,
     ProofPlan,
     append_plan,
@@ -37,10 +36,10 @@ from services.audit.merkle import (
     proof_from_nodes,
     root_from_nodes,
     root_of_leaf_hashes,
-    root_of_leaves,
     verify_consistency,
     verify_inclusion,
 )
+from tests.support.merkle_tree import MerkleTree, root_of_leaves
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "transparency_dev"
 UINT64 = (1 << 64) - 1  # Go's sizes are uint64: `0 - 1` wraps

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.referral.catchup import caught_up
+from shared.consumer import caught_up
 
 
 def test_every_partition_up_to_its_end() -> None:

@@ -1,4 +1,5 @@
-"""referral's use cases: one transaction each -- load, ask the domain, store, add the events to the outbox.
+"""The referral aggregate's use cases: create, read, move along the lifecycle, cancel on other services'
+events, flag overdue -- one transaction each: load, ask the domain, store, add the events to the outbox.
 
 Who may see a referral is decided from the authenticated caller in every query: an agency sees the
 referrals it sent or received, nothing else (404 otherwise, so existence does not leak).
@@ -6,29 +7,28 @@ referrals it sent or received, nothing else (404 otherwise, so existence does no
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.referral import domain, events, store
 from services.referral.clearance import CaseNotFound, ClearanceClient, ClearanceRequest, ClearanceUnavailable
 from services.referral.domain import OPEN_STATES, Party, Pathway, Status
-from services.referral.store import AgencyRow, FeedRow, ReferralRow, ServiceRow, TransitionRow
+from services.referral.service.clock import Clock, field_problem, system_clock
+from services.referral.service.texts import ENVELOPE, FreeTexts, note_label, reason_label
+from services.referral.service.views import FreeTextView, party_of, referral_view
+from services.referral.store import FeedRow, ReferralRow, TransitionRow
 from shared.auth import Principal
-from shared.crypto import Envelope, Keyring, new_data_key
+from shared.crypto import Keyring
 from shared.db import unit_of_work
 from shared.envelope import full_type
 from shared.errors import Problem, not_found
@@ -36,12 +36,6 @@ from shared.outbox import NewEvent, add_events
 from shared.topics import delivery_topic
 
 log = structlog.get_logger("refnet.referral")
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -67,43 +61,8 @@ class NewReferralRequest:
         return hmac.new(data_key, b"refnet-referral-request\x00" + canonical, hashlib.sha256).hexdigest()
 
 
-def field_problem(field: str, detail: str, slug: str = "validation-error", status: int = 422,
-                  **extensions: Any) -> Problem:
-    return Problem(status, slug, detail, title="Unprocessable Content",
-                   errors=[{"loc": ["body", field], "msg": detail}], **extensions)
-
-
 class _Replay(Exception):
     """The key's first request already made the referral: answer with it (rolls our transaction back)."""
-
-
-class WaitingPolls:
-    """Pull-feed requests waiting for events (``wait`` > 0), per agency, on this replica: a bounded number
-    each, so one agency's clients cannot hold every connection and database session of the replica."""
-
-    def __init__(self, per_agency: int) -> None:
-        self.per_agency = per_agency
-        self._held: dict[str, int] = {}
-
-    def held(self, agency_id: str) -> int:
-        return self._held.get(agency_id, 0)
-
-    @contextlib.contextmanager
-    def hold(self, agency_id: str) -> Iterator[None]:
-        held = self._held.get(agency_id, 0)
-        if held >= self.per_agency:
-            raise Problem(429, "too-many-waiting-polls",
-                          f"An agency may have at most {self.per_agency} waiting /events requests at once; "
-                          "retry when one of them has returned.", headers={"Retry-After": "1"})
-        self._held[agency_id] = held + 1
-        try:
-            yield
-        finally:
-            left = self._held[agency_id] - 1
-            if left:
-                self._held[agency_id] = left
-            else:
-                del self._held[agency_id]
 
 
 class Referrals:
@@ -116,6 +75,7 @@ class Referrals:
         self.sessions = sessions
         # Wraps the per-case data keys the free text is sealed under; None: not configured (503 for free text).
         self.keyring = keyring
+        self.texts = FreeTexts(sessions, keyring, clock)
         self.source = source
         self.clearance = clearance
         self.clock = clock
@@ -128,7 +88,7 @@ class Referrals:
     async def create(self, principal: Principal, request: NewReferralRequest,
                      idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
         """-> (the referral, whether it is the replay of an earlier request with the same key)."""
-        keys = self._keys()
+        keys = self.texts.keys()
         async with self.sessions() as session:
             if idempotency_key:
                 existing = await store.referral_by_key(session, principal.agency_id, idempotency_key)
@@ -192,15 +152,15 @@ class Referrals:
                                   guard=failure.guard)
 
                 now = self.clock()
-                data_key = await self._data_key(session, request.case_id, create=keys)
+                data_key = await self.texts.data_key(session, request.case_id, create=keys)
                 assert data_key is not None  # created if the case had none; an erased case was refused above
                 referral_id = uuid.uuid4().hex
                 row = ReferralRow(
                     id=referral_id, case_id=request.case_id, from_agency=principal.agency_id,
                     to_agency=to_agency, service_id=request.service_id, pathway=str(request.pathway),
                     service_type=service_type, priority=str(request.priority), reason=None,
-                    sealed_reason=_ENVELOPE.seal(data_key, {"reason": request.reason}, case_id=request.case_id,
-                                                 label=_reason_label(referral_id)),
+                    sealed_reason=ENVELOPE.seal(data_key, {"reason": request.reason}, case_id=request.case_id,
+                                                 label=reason_label(referral_id)),
                     shared_categories=[str(c) for c in request.shared_categories],
                     consent_id=clearance.consent_id, consent_version=clearance.consent_version,
                     status=str(Status.requested), overdue_at=None,
@@ -241,7 +201,7 @@ class Referrals:
         return field_problem(field, detail)
 
     async def _replay(self, session: AsyncSession, row: ReferralRow, request: NewReferralRequest) -> dict[str, Any]:
-        data_key = await self._data_key(session, row.case_id)
+        data_key = await self.texts.data_key(session, row.case_id)
         if data_key is None:  # the case was erased since: nothing to answer with
             raise not_found("case")
         if row.request_hash is None or not hmac.compare_digest(row.request_hash, request.fingerprint(data_key)):
@@ -249,7 +209,7 @@ class Referrals:
                           "This Idempotency-Key was used for a different request.", title="Unprocessable Content",
                           errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
         history = await store.history(session, row.id)
-        return referral_view(row, history, texts=await self._texts(session, row, history, Party.sender))
+        return referral_view(row, history, texts=await self.texts.of_referral(session, row, history, Party.sender))
 
     async def _recipient_of(self, session: AsyncSession, request: NewReferralRequest, sender: str) -> str:
         if request.service_id is None:
@@ -281,71 +241,22 @@ class Referrals:
                 raise not_found("referral")
             history = await store.history(session, row.id)
             return referral_view(row, history, now=self.clock(),
-                                 texts=await self._texts(session, row, history, party))
+                                 texts=await self.texts.of_referral(session, row, history, party))
 
     async def queue(self, principal: Principal, *, role: str | None, status: Status | None,
                     pathway: Pathway | None, overdue: bool | None, limit: int,
                     after: int | None) -> tuple[list[dict[str, Any]], str | None]:
         me = principal.agency_id
-        query = select(ReferralRow)
-        if role == "sent":
-            query = query.where(ReferralRow.from_agency == me)
-        elif role == "received":
-            query = query.where(ReferralRow.to_agency == me)
-        else:
-            query = query.where(or_(ReferralRow.from_agency == me, ReferralRow.to_agency == me))
-        if status is not None:
-            query = query.where(ReferralRow.status == str(status))
-        if pathway is not None:
-            query = query.where(ReferralRow.pathway == str(pathway))
-        if overdue is not None:
-            now = self.clock()
-            late = or_(ReferralRow.overdue_at.is_not(None),
-                       and_(ReferralRow.status == str(Status.requested), ReferralRow.due_at <= now))
-            query = query.where(late if overdue else ~late)
-        if after is not None:
-            query = query.where(ReferralRow.seq > after)
-        query = query.order_by(ReferralRow.seq).limit(limit + 1)
         async with self.sessions() as session:
-            rows = list((await session.execute(query)).scalars())
+            rows = await store.queue_page(session, me, role=role, status=None if status is None else str(status),
+                                          pathway=None if pathway is None else str(pathway), overdue=overdue,
+                                          now=self.clock(), after=after, limit=limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
-            texts = await self._reasons(session, rows, me)
+            texts = await self.texts.reasons(session, rows, me)
         now = self.clock()
         return ([referral_view(r, None, now=now, texts=texts[r.id]) for r in rows],
                 (str(rows[-1].seq) if more and rows else None))
-
-    async def suggest(self, principal: Principal, need: domain.Need, *, case_id: str | None,
-                      limit: int) -> list[dict[str, Any]]:
-        """Registry services ranked for a need; with ``case_id``, leaving out agencies the caller already has
-        an open referral of that case with."""
-        family = need.service_type.split(".", 1)[0]
-        query = (select(ServiceRow, AgencyRow.status)
-                 .outerjoin(AgencyRow, AgencyRow.agency_id == ServiceRow.agency_id)
-                 .where(ServiceRow.status == "active",
-                        or_(ServiceRow.taxonomy == family, ServiceRow.taxonomy.like(family + ".%"))))
-        async with self.sessions() as session:
-            rows = (await session.execute(query)).all()
-            busy: set[str] = set()
-            if case_id is not None:
-                busy = set((await session.execute(
-                    select(ReferralRow.to_agency).where(ReferralRow.case_id == case_id,
-                                                        ReferralRow.from_agency == principal.agency_id,
-                                                        ReferralRow.status.in_([str(s) for s in OPEN_STATES]))
-                )).scalars())
-        offers = [domain.Offer(
-            service_id=svc.service_id, agency_id=svc.agency_id, agency_active=agency_status == "active",
-            taxonomy=svc.taxonomy, capacity_status=svc.capacity_status, available=svc.capacity_available,
-            total=svc.capacity_total, languages=frozenset(svc.languages), countries=frozenset(svc.countries),
-            accepts_children=svc.accepts_children, lat=svc.lat, lon=svc.lon,
-        ) for svc, agency_status in rows if svc.agency_id not in busy and svc.agency_id != principal.agency_id]
-        return [{
-            "service_id": s.offer.service_id, "agency_id": s.offer.agency_id, "taxonomy": s.offer.taxonomy,
-            "score": s.score, "reasons": list(s.reasons), "distance_km": s.distance_km,
-            "capacity": {"available": s.offer.available, "total": s.offer.total, "status": s.offer.capacity_status},
-            "languages": sorted(s.offer.languages), "countries": sorted(s.offer.countries),
-            "accepts_children": s.offer.accepts_children,
-        } for s in domain.rank_services(offers, need)[:limit]]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -368,7 +279,8 @@ class Referrals:
                                     allowed_reason_codes=refused.allowed) from None
             await self._apply(session, row, move, principal.agency_id, principal.acting_user, note)
             history = await store.history(session, row.id)
-            view = referral_view(row, history, now=self.clock(), texts=await self._texts(session, row, history, party))
+            texts = await self.texts.of_referral(session, row, history, party)
+            view = referral_view(row, history, now=self.clock(), texts=texts)
         log.info("referral_moved", referral_id=referral_id, to=str(move.to), party=str(party))
         return view
 
@@ -379,7 +291,7 @@ class Referrals:
         if note is not None:
             if await store.case_standing_erased(session, row.case_id):
                 raise Problem(409, "case-erased", "The case was erased: no note about it can be kept.")
-            data_key = await self._data_key(session, row.case_id, create=self._keys())
+            data_key = await self.texts.data_key(session, row.case_id, create=self.texts.keys())
         row.status = str(move.to)
         row.updated_at = now
         transition = TransitionRow(referral_id=row.id, from_status=str(move.frm), to_status=str(move.to),
@@ -389,8 +301,8 @@ class Referrals:
         await session.flush()
         if data_key is not None and note is not None:
             # Sealed once the row has its id: the label binds the text to this transition.
-            transition.sealed_note = _ENVELOPE.seal(data_key, {"note": note}, case_id=row.case_id,
-                                                    label=_note_label(transition.id))
+            transition.sealed_note = ENVELOPE.seal(data_key, {"note": note}, case_id=row.case_id,
+                                                    label=note_label(transition.id))
             await session.flush()
         await self._emit(session, row, events.state_event_type(row.status), move.reason_code, agency, acting_user)
 
@@ -408,106 +320,9 @@ class Referrals:
             log.info("referrals_cancelled_by_system", reason_code=reason_code, count=count)
         return count
 
-    # -- free text: sealed under the case's data key, shown as DOMAIN.md rules 3 and 7 allow ------------
-
-    def _keys(self) -> Keyring:
-        if self.keyring is None:
-            raise Problem(503, "master-key-unavailable",
-                          "The referral master key is not configured; free text cannot be handled.")
-        return self.keyring
-
-    async def _data_key(self, session: AsyncSession, case_id: str, *, create: Keyring | None = None) -> bytes | None:
-        """The case's data key; with ``create``, a new one if the case has none yet (call under the case lock,
-        or where a concurrent creation is harmless: the first key stored wins). None: none (erased)."""
-        row = (await store.case_keys(session, [case_id])).get(case_id)
-        if row is None and create is not None:
-            await store.add_case_key(session, case_id, _ENVELOPE.wrap(new_data_key(), create.current, case_id),
-                                     create.current.key_id)
-            row = (await store.case_keys(session, [case_id])).get(case_id)
-        if row is None:
-            return None
-        return _ENVELOPE.unwrap(row.wrapped_key, self._keys().by_id(row.master_key_id), case_id)
-
-    async def _texts(self, session: AsyncSession, row: ReferralRow, history: Sequence[TransitionRow],
-                     viewer: Party) -> FreeTextView:
-        """The reason and notes of one referral as ``viewer`` may see them."""
-        keys = await store.case_keys(session, [row.case_id])
-        consents = await store.case_consents(session, [row.case_id])
-        return self._open(row, history, viewer, keys.get(row.case_id), consents.get(row.case_id))
-
-    async def _reasons(self, session: AsyncSession, rows: Sequence[ReferralRow], me: str) -> dict[str, FreeTextView]:
-        """The reasons of a page of the work queue, as the caller may see them (one query for the keys)."""
-        case_ids = sorted({r.case_id for r in rows})
-        keys = await store.case_keys(session, case_ids)
-        consents = await store.case_consents(session, case_ids)
-        return {r.id: self._open(r, None, party_of(r, me) or Party.recipient, keys.get(r.case_id),
-                                 consents.get(r.case_id)) for r in rows}
-
-    def _open(self, row: ReferralRow, history: Sequence[TransitionRow] | None, viewer: Party,
-              key_row: store.CaseKeyRow | None, consent_row: store.CaseConsentRow | None) -> FreeTextView:
-        consented = row.consent_id is None or consent_row is None or domain.consent_covers(
-            known_consent(consent_row), recipient=row.to_agency, categories=row.shared_categories, at=self.clock())
-        data_key: bytes | None = None
-        if key_row is not None and (row.sealed_reason is not None
-                                    or any(t.sealed_note is not None for t in history or ())):
-            data_key = _ENVELOPE.unwrap(key_row.wrapped_key, self._keys().by_id(key_row.master_key_id), row.case_id)
-
-        def shown(author: Party | None) -> bool:
-            return domain.free_text_shown(viewer=viewer, author=author, status=Status(row.status),
-                                          shared_categories=row.shared_categories, consented=consented)
-
-        reason: str | None = None
-        state = "erased"
-        if row.sealed_reason is not None and data_key is not None:
-            state = "shown" if shown(Party.sender) else "withheld"
-            if state == "shown":
-                reason = _ENVELOPE.open_sealed(data_key, row.sealed_reason, case_id=row.case_id,
-                                               label=_reason_label(row.id))["reason"]
-        elif row.reason is not None:  # made before sealing, not yet sealed
-            state = "shown" if shown(Party.sender) else "withheld"
-            reason = row.reason if state == "shown" else None
-        notes: dict[int, str | None] = {}
-        for t in history or ():
-            if not shown(Party(t.party)):
-                notes[t.id] = None
-            elif t.sealed_note is not None and data_key is not None:
-                notes[t.id] = _ENVELOPE.open_sealed(data_key, t.sealed_note, case_id=row.case_id,
-                                                    label=_note_label(t.id))["note"]
-            else:
-                notes[t.id] = t.note
-        return FreeTextView(reason=reason, state=state, notes=notes)
-
     async def seal_clear_text(self, batch: int = 200) -> int:
-        """Seal the reasons and notes of referrals made before free text was sealed (once, at start-up);
-        those of erased cases are dropped. Returns how many referrals were done."""
-        keys = self._keys()
-        done = 0
-        while True:
-            async with unit_of_work(self.sessions) as session:
-                rows = await store.referrals_with_clear_text(session, batch)
-                for row in rows:
-                    data_key = None
-                    if not await store.case_standing_erased(session, row.case_id):
-                        data_key = await self._data_key(session, row.case_id, create=keys)
-                    if row.reason is not None:
-                        row.sealed_reason = None if data_key is None else _ENVELOPE.seal(
-                            data_key, {"reason": row.reason}, case_id=row.case_id, label=_reason_label(row.id))
-                        row.reason = None
-                        # The old fingerprint was a plain SHA-256 of the request, reason included: a guessed
-                        # reason could be confirmed against it. Dropped: a replay of that request is refused
-                        # (422) rather than matched.
-                        row.request_hash = None
-                    for t in await store.history(session, row.id):
-                        if t.note is not None:
-                            t.sealed_note = None if data_key is None else _ENVELOPE.seal(
-                                data_key, {"note": t.note}, case_id=row.case_id, label=_note_label(t.id))
-                            t.note = None
-            done += len(rows)
-            if len(rows) < batch:
-                break
-        if done:
-            log.info("free_text_sealed", referrals=done)
-        return done
+        """Seal the free text of referrals made before it was sealed (``FreeTexts.seal_clear_text``)."""
+        return await self.texts.seal_clear_text(batch)
 
     # -- deadlines ---------------------------------------------------------------------------------------
 
@@ -518,12 +333,7 @@ class Referrals:
         while True:
             async with unit_of_work(self.sessions) as session:
                 now = self.clock()
-                rows = list((await session.execute(
-                    select(ReferralRow)
-                    .where(ReferralRow.status == str(Status.requested), ReferralRow.overdue_at.is_(None),
-                           ReferralRow.due_at <= now)
-                    .order_by(ReferralRow.due_at).limit(batch).with_for_update(skip_locked=True)
-                )).scalars())
+                rows = await store.claim_overdue(session, now, batch)
                 for row in rows:
                     row.overdue_at = now
                     await self._emit(session, row, events.OVERDUE, None, None, None)
@@ -558,112 +368,3 @@ class Referrals:
         session.add(FeedRow(event_id=str(event_id), type=full_type(type), referral_id=row.id,
                             from_agency=row.from_agency, to_agency=row.to_agency, payload=payload,
                             created_at=self.clock()))
-
-    # -- pull feed ---------------------------------------------------------------------------------------
-
-    async def feed(self, principal: Principal, *, after: int, wait: float, limit: int,
-                   event_types: set[str] | None = None) -> tuple[list[dict[str, Any]], str]:
-        """The caller's referral events after ``after``, waiting up to ``wait`` seconds for the first."""
-        me = principal.agency_id
-        deadline = time.monotonic() + wait
-        while True:
-            query = (select(FeedRow).where(or_(FeedRow.from_agency == me, FeedRow.to_agency == me),
-                                           FeedRow.seq > after)
-                     .order_by(FeedRow.seq).limit(limit))
-            async with self.sessions() as session:
-                rows = list((await session.execute(query)).scalars())
-            if rows or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
-        items = [{"cursor": str(r.seq), "id": r.event_id, "type": r.type,
-                  "time": r.created_at.isoformat(), "subject": r.referral_id, "data": r.payload} for r in rows]
-        return items, str(rows[-1].seq if rows else after)
-
-    # -- statistics --------------------------------------------------------------------------------------
-
-    async def stats(self, label: str) -> dict[str, Any]:
-        """DOMAIN.md's indicators for one closed month or quarter, de-identified (rule 9; domain.py says how).
-
-        Only oversight agencies call this (scope ``stats:read``). A quarter is built from its months, each
-        protected alone, so a month and its quarter never difference into a suppressed cell."""
-        try:
-            period = domain.parse_period(label)
-            domain.check_closed(period, self.clock())
-        except domain.PeriodInvalid as refused:
-            raise Problem(422, "validation-error", str(refused), title="Unprocessable Content",
-                          errors=[{"loc": ["query", "period"], "msg": str(refused)}]) from None
-        months = []
-        async with self.sessions() as session:
-            agencies = await store.stats_agencies(session)
-            for label_of_month in period.months:
-                month = domain.parse_period(label_of_month)
-                counts = await store.month_counts(session, month.start, month.end)
-                cells, sums = domain.cells_of(counts, agencies)
-                months.append((cells, domain.suppress(cells, sums)))
-            medians = await store.median_hours(session, period.start, period.end)
-        values, hidden = months[0] if len(months) == 1 else domain.protect_quarter(months)
-        return domain.statistics_view(period, values, hidden, medians)
-
-
-_ENVELOPE = Envelope("referral")
-
-
-def _reason_label(referral_id: str) -> str:
-    return f"referral:{referral_id}:reason"
-
-
-def _note_label(transition_id: int) -> str:
-    return f"transition:{transition_id}:note"
-
-
-def known_consent(row: store.CaseConsentRow | None) -> domain.KnownConsent | None:
-    if row is None:
-        return None
-    return domain.KnownConsent(version=row.version, kind="grant" if row.kind == "grant" else "withdrawal",
-                               provisions=tuple(row.provisions), valid_from=row.valid_from,
-                               valid_until=row.valid_until)
-
-
-@dataclass(frozen=True)
-class FreeTextView:
-    """A referral's free text as one party may see it: ``state`` says why the reason is absent, if it is
-    (``withheld``: not this party's to read now; ``erased``: the case was erased)."""
-
-    reason: str | None
-    state: str
-    notes: Mapping[int, str | None]
-
-
-def party_of(row: ReferralRow, agency_id: str) -> Party | None:
-    if agency_id == row.from_agency:
-        return Party.sender
-    if agency_id == row.to_agency:
-        return Party.recipient
-    return None
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *, texts: FreeTextView,
-                  now: datetime | None = None) -> dict[str, Any]:
-    overdue = row.overdue_at is not None or (
-        now is not None and domain.is_overdue(Status(row.status), row.due_at, now))
-    view: dict[str, Any] = {
-        "id": row.id, "status": row.status, "case_id": row.case_id, "from_agency": row.from_agency,
-        "to_agency": row.to_agency, "service_id": row.service_id, "pathway": row.pathway,
-        "service_type": row.service_type, "priority": row.priority, "reason": texts.reason,
-        "free_text": texts.state,
-        "shared_categories": list(row.shared_categories), "consent_id": row.consent_id,
-        "consent_version": row.consent_version, "due_at": _ts(row.due_at), "overdue": overdue,
-        "overdue_at": _ts(row.overdue_at), "created_at": _ts(row.created_at), "updated_at": _ts(row.updated_at),
-    }
-    if history is not None:
-        view["history"] = [
-            {"from": t.from_status, "to": t.to_status, "by": t.party, "agency": t.agency,
-             "acting_user": t.acting_user, "reason_code": t.reason_code, "note": texts.notes.get(t.id),
-             "at": _ts(t.at)}
-            for t in history
-        ]
-    return view
