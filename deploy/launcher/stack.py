@@ -252,12 +252,12 @@ class Stack:
         self.say("migrations applied")
 
     def prepare_services(self) -> None:
-        """Each service's development keys and demo data (``services/<name>/bootstrap.py``)."""
+        """Each service's development keys and demo data (``deploy/launcher/bootstrap/<name>.py``)."""
         for service in SERVICE_NAMES:
             try:
-                module = importlib.import_module(f"services.{service}.bootstrap")
+                module = importlib.import_module(f"deploy.launcher.bootstrap.{service}")
             except ModuleNotFoundError as exc:
-                if exc.name != f"services.{service}.bootstrap":
+                if exc.name != f"deploy.launcher.bootstrap.{service}":
                     raise
                 continue
             ctx = BootstrapContext(

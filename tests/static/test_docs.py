@@ -1,85 +1,74 @@
-"""docs/operations.md says what the issue asks, and what it states about the files is true of them."""
+"""What the documents state about the code and the files is true of them: every `refnet` command they show
+exists with the options shown, and the pinned versions they list are the ones in the files. (What the prose
+says is for its readers to judge, not for a test.)"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from ._support import DOCKERFILE, KUBERNETES_VERSION, OPERATIONS_DOC, load_compose
+import pytest
+import typer
+import typer.main
+from typer.core import TyperGroup
+
+from deploy.launcher.cli import app
+
+from ._support import DOCKERFILE, KUBERNETES_VERSION, OPERATIONS_DOC, REPO, load_compose
 
 DOC = OPERATIONS_DOC.read_text(encoding="utf-8")
+DOCUMENTS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "services").glob("*/README.md")])
 
 
-def _section(title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", DOC, flags=re.M | re.S)
-    assert match, f"docs/operations.md has no section '## {title}'"
-    return match.group(1)
+def shown_commands(text: str) -> list[str]:
+    """Each `refnet ...` a document shows: an inline code span, or a line of a code block, that starts with it
+    (after an optional prompt or .venv/bin/); up to a pipe, a redirection or a comment. A shorthand for several
+    (`refnet agency add|list`) is left out."""
+    spans = re.findall(r"`(?:\.venv/bin/)?(refnet [^`]+)`", text)
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+    lines = [m for block in blocks for m in re.findall(r"^\s*(?:\$ )?(?:\.venv/bin/)?(refnet .*)$", block, re.M)]
+    commands = [re.split(r"\s(?:\||>|#|&&)", command)[0].strip() for command in spans + lines]
+    return [command for command in commands if "|" not in command]
 
 
-def test_required_sections_exist() -> None:
-    for title in (
-        "How it scales",
-        "Key rotation",
-        "Backup and restore",
-        "Monitoring",
-        "Upgrading",
-        "What is checked statically and what was run",
-    ):
-        assert _section(title).strip(), title
+def problem(command: str, root: object) -> str | None:
+    """None if the CLI has this command, with every --option it is shown with; else what is wrong."""
+    words = command.split()[1:]
+    current, path = root, ["refnet"]
+    while words and isinstance(current, TyperGroup) and not words[0].startswith(("-", "<")):
+        found = current.get_command(typer.Context(current), words[0])
+        if found is None:
+            return f"`{command}`: {' '.join(path)} has no command {words[0]!r}"
+        current, path = found, [*path, words.pop(0)]
+    if isinstance(current, TyperGroup) and current is not root and not words:
+        return None  # a group named on its own, as in "the `refnet audit` commands"
+    options = {name for param in getattr(current, "params", []) for name in getattr(param, "opts", [])}
+    options |= {"--help"}
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name.startswith("--") and name not in options:
+            return f"`{command}`: {' '.join(path)} has no option {name}"
+    return None
 
 
-def test_states_plainly_that_nothing_was_run_in_docker_or_kubernetes() -> None:
-    text = " ".join(_section("What is checked statically and what was run").split())
-    assert "No Docker or Kubernetes run was performed in this project's CI" in " ".join(DOC.split())
-    assert "no Docker or Kubernetes run was performed" in text
-    assert "make test" in text
-    for word in ("docker-compose.yml", "kubernetes-validate", "hadolint", "KafkaTopic"):
-        assert word in text, word
+CLI = typer.main.get_command(app)
 
 
-def test_scaling_covers_partitions_leaders_and_the_sequencer() -> None:
-    text = _section("How it scales")
-    for phrase in (
-        "consumer group",
-        "partition",
-        "advisory lock",
-        "Deadline scheduler",
-        "single sequencer",
-        "throughput",
-    ):
-        assert phrase.lower() in text.lower(), phrase
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_command_a_document_shows_exists(document: Path) -> None:
+    commands = shown_commands(document.read_text(encoding="utf-8"))
+    assert [p for p in (problem(c, CLI) for c in commands) if p] == []
 
 
-def test_key_rotation_names_the_commands_and_the_overlap() -> None:
-    text = _section("Key rotation")
-    assert "refnet keys rotate" in text and "refnet keys rotate-intake" in text
-    assert "keeps the previous key in the JWKS" in text
-    assert "one token lifetime" in text
-    assert "Audit checkpoint key" in text
-
-
-def test_restore_keeps_the_audit_chain() -> None:
-    text = " ".join(_section("Backup and restore").split())
-    assert "refnet audit verify" in text
-    assert "last saved checkpoint" in text
-    assert (
-        "Never restore the audit database to a point older than a published checkpoint without saying so"
-    ) in text
-
-
-def test_monitoring_names_the_signals_and_alerts() -> None:
-    text = _section("Monitoring").lower()
-    for signal in ("latency", "outbox backlog", "consumer lag", "dlq", "overdue"):
-        assert signal in text, signal
-    # The rules themselves are a manifest (tests/static/test_monitoring.py checks them); the guide points at it.
-    assert "- alert:" not in text and "deploy/k8s/monitoring.yaml" in text
-    manifest = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "monitoring.yaml").read_text()
-    assert manifest.count("- alert:") >= 8
-
-
-def test_upgrading_is_migrations_first_and_expand_contract() -> None:
-    text = _section("Upgrading")
-    assert "Migrations first" in text and "Expand, then contract" in text
+def test_the_command_checker_sees_a_wrong_command_or_option() -> None:
+    text = "Run `refnet keys rotate --retire-previous`, then\n```\n$ refnet topics ensure | tee x\n```\n"
+    assert shown_commands(text) == ["refnet keys rotate --retire-previous", "refnet topics ensure"]
+    assert problem("refnet keys rotate --retire-previous", CLI) is None
+    assert problem("refnet keys rotate-everything", CLI)
+    assert problem("refnet keys rotate --retire-everything", CLI)
+    assert problem("refnet bootstrap platform --credentials-dir /x", CLI) is None
+    assert problem("refnet audit", CLI) is None
+    assert problem("refnet nothing", CLI)
 
 
 def test_pinned_versions_in_the_doc_are_the_ones_in_the_files() -> None:

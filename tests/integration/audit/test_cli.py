@@ -12,8 +12,8 @@ from pathlib import Path
 import uvicorn
 from typer.testing import CliRunner
 
+from deploy.commands.audit import load_checkpoint_file, state_file, verify, verify_offline
 from deploy.launcher.cli import app as refnet_cli
-from services.audit.cli import load_checkpoint_file, state_file, verify, verify_offline
 from shared.topics import AUDIT_ACCESS, INTAKE_EVENTS
 from tests.integration.audit.conftest import AuditHarness
 
@@ -133,7 +133,7 @@ async def test_the_commands(audit: AuditHarness, tmp_path: Path) -> None:
         assert [(a["agency"], a["consent"]["consent_id"]) for a in history["access"]] == [("agy_unhcr", "k1")]
         assert [c["action"] for c in history["consents"]] == ["consent.grant"]
         # The console was made when the CLI was imported, perhaps by another test without COLUMNS: a wide screen.
-        from services.audit import cli as audit_cli
+        from deploy.commands import audit as audit_cli
 
         audit_cli.console.width = 200
         table = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", case, "--url", url], env=env)

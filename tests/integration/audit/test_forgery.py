@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from deploy.commands.audit import verify_offline
 from deploy.launcher.infra import Broker
-from services.audit.cli import verify_offline
 from services.audit.domain import checkpoint_body
 from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner, generate_key_file

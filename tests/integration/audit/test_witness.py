@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from deploy.commands.audit import AuditCliError, verify, witness, witness_identity
 from deploy.launcher.infra import Broker
-from services.audit.cli import AuditCliError, verify, witness, witness_identity
 from services.audit.settings import AuditSettings
 from services.audit.signing import VerifierKey, cosign, raw_public
 from shared.topics import INTAKE_EVENTS

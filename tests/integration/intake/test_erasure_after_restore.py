@@ -15,9 +15,9 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from deploy.commands import intake as cli
 from deploy.launcher.infra import POSTGRES_BIN_PATH
 from services.audit.service import record_event, sequence_pending
-from services.intake import cli
 from services.intake.store import CaseKeyRow, CaseRow
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.envelope import Event

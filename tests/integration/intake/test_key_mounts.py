@@ -10,7 +10,7 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from services.intake import cli
+from deploy.commands import intake as cli
 from services.intake.crypto import MasterKey, Undecryptable, unwrap, write_key_file
 from services.intake.store import CaseKeyRow
 from tests.integration.intake.conftest import Intake, agency, case_body, consent_body, unique_person

@@ -12,8 +12,9 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from deploy.commands import intake as cli
 from deploy.launcher.bootstrap import BootstrapContext
-from services.intake import bootstrap, cli
+from deploy.launcher.bootstrap import intake as bootstrap
 from services.intake.crypto import Keyring, MasterKey, Undecryptable, unwrap, wrap, write_key_file
 from services.intake.service import Deps
 from services.intake.store import CaseKeyRow, CaseRow

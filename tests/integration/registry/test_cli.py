@@ -14,9 +14,9 @@ import uvicorn
 from typer.testing import CliRunner
 
 from deploy.launcher.bootstrap import BootstrapContext
+from deploy.launcher.bootstrap import registry as bootstrap
 from deploy.launcher.cli import app as refnet
 from deploy.launcher.infra import free_port
-from services.registry import bootstrap
 from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
 from shared.auth import TokenValidator

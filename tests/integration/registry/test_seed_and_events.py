@@ -13,10 +13,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
+from deploy.commands.registry import token_request
 from deploy.launcher.bootstrap import BootstrapContext
+from deploy.launcher.bootstrap import registry as bootstrap
 from deploy.launcher.cli import app
-from services.registry import bootstrap
-from services.registry.cli import token_request
 from shared.envelope import decode
 from shared.migrations import upgrade
 from tests.conftest import Infra

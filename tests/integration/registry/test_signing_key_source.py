@@ -12,8 +12,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from deploy.launcher.bootstrap import BootstrapContext
+from deploy.launcher.bootstrap import registry as bootstrap
 from deploy.launcher.cli import app
-from services.registry import bootstrap
 from shared.migrations import upgrade
 from tests.integration.registry.conftest import ISSUER, make_settings, serve
 

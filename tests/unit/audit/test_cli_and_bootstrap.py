@@ -13,9 +13,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
+from deploy.commands.audit import ASSERTION_TYPE, AuditCliError, fetch_token, resolve_token
 from deploy.launcher.bootstrap import BootstrapContext
-from services.audit import bootstrap
-from services.audit.cli import ASSERTION_TYPE, AuditCliError, fetch_token, resolve_token
+from deploy.launcher.bootstrap import audit as bootstrap
 from services.audit.signing import load_key_file
 
 TOKEN_URL = "http://registry.test/oauth/token"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.launcher.bootstrap import BootstrapContext
-from services.referral.bootstrap import ENV_VAR, KEY_ENV_VAR, prepare
+from deploy.launcher.bootstrap.referral import ENV_VAR, KEY_ENV_VAR, prepare
 from shared.crypto import MasterKey
 
 

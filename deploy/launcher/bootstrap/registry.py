@@ -7,8 +7,8 @@ import asyncio
 import os
 
 from deploy.launcher.bootstrap import BootstrapContext
+from deploy.seed import seed
 from services.registry.oauth import generate_signing_key, signing_key_file_content
-from services.registry.seed import seed
 from shared.kek import KeyEncryptionKey, write_key_file
 
 #: A private JWK set, the format of the production secret (deploy/secrets/README.md).

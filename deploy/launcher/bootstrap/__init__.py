@@ -1,6 +1,6 @@
 """What a service may do when the local stack starts, before the services run.
 
-A service that needs development keys or demo data ships ``services/<name>/bootstrap.py`` with
+A service that needs development keys or demo data has ``deploy/launcher/bootstrap/<name>.py`` with
 ``prepare(ctx: BootstrapContext) -> None``. It runs after every service's migrations, in the order
 registry, intake, referral, audit, and may add environment variables for its service's process
 (``ctx.env``), for instance the path of a key file it generated under ``ctx.home``.

@@ -257,7 +257,7 @@ def _settings_and_database() -> tuple[Any, str]:
         if state is not None:
             database_url = service_database_url(state.database_server, "registry")
     if not settings.kek_file:
-        from services.registry.bootstrap import KEK_FILE
+        from deploy.launcher.bootstrap.registry import KEK_FILE
 
         local = refnet_home() / "keys" / KEK_FILE
         if local.exists():  # the local stack's, as `make run` made it
@@ -337,7 +337,7 @@ def bootstrap_platform(
     """Create the platform clients -- the first administrator (``admin``) and the referral service's own
     client (``referral-service``) -- and write their credentials files. Idempotent: a second run with the
     same directory changes nothing and says so."""
-    from services.registry.seed import bootstrap_platform as run
+    from deploy.seed import bootstrap_platform as run
     from services.registry.settings import RegistrySettings
 
     settings = RegistrySettings()
