@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,7 +54,6 @@ class Runtime:
     relay: OutboxRelay
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)  # being replaced by ``deps``; do not add to it
     # The service's own dependencies, one typed object (its app.py's ``Deps``) built by ``build_app(provide=...)``.
     deps: object | None = None
     revocation_listener: RevocationListener | None = None
@@ -218,7 +217,6 @@ def build_app(
     description: str,
     routers: Sequence[APIRouter],
     wiring: Wiring | None = None,
-    on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
     provide: Callable[[Runtime], AbstractAsyncContextManager[object]] | None = None,
 ) -> FastAPI:
     """``provide`` builds the service's typed dependencies around its life: what it yields becomes
@@ -259,8 +257,6 @@ def build_app(
         resources = contextlib.AsyncExitStack()
         if provide is not None:
             runtime.deps = await resources.enter_async_context(provide(runtime))
-        if on_startup is not None:
-            await on_startup(runtime)
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
         if settings.revocation_topic:
             listener = RevocationListener(settings.kafka_bootstrap, [settings.revocation_topic], revocations,

@@ -12,6 +12,7 @@ case system. Tokens are cached until shortly before they expire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -82,18 +83,57 @@ class StaticToken:
         return None
 
 
+async def request_token(http: httpx.AsyncClient, credentials: dict[str, Any], scope: str, *,
+                        assertion_lifetime: int = 60, thumbprint_kid: bool = True) -> tuple[str, float]:
+    """One client credentials grant: (access token, its lifetime in seconds), or ``TokenUnavailable`` saying
+    why in words fit for a terminal or a log (the endpoint's status and ``error_description``, never a secret).
+
+    ``credentials`` is a credentials file's JSON: ``client_id``, ``token_url``, and ``private_key_pem``
+    (``private_key_jwt``, RFC 7523) or ``client_secret`` (HTTP Basic); ``audience`` when the client reaches the
+    token endpoint by an internal address the issuer does not know itself by (``refnet bootstrap platform``).
+    """
+    client_id, token_url = credentials["client_id"], credentials["token_url"]
+    form = {"grant_type": "client_credentials"} | ({"scope": scope} if scope else {})  # none: all it may have
+    auth = None
+    if credentials.get("client_secret"):
+        auth = httpx.BasicAuth(client_id, credentials["client_secret"])
+    else:
+        try:
+            assertion = client_assertion(client_id, credentials.get("audience") or token_url,
+                                         credentials["private_key_pem"], lifetime=assertion_lifetime,
+                                         thumbprint_kid=thumbprint_kid)
+        except ValueError as exc:
+            raise TokenUnavailable(f"the credentials' {exc.args[0].removeprefix('the ')}") from exc
+        form |= {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    try:
+        response = await http.post(token_url, data=form, auth=auth)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        raise TokenUnavailable("the token endpoint is unreachable") from exc
+    if response.status_code != 200:
+        detail = ""
+        if response.headers.get("content-type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = str(response.json().get("error_description", ""))[:200]
+        raise TokenUnavailable(f"the token endpoint refused ({response.status_code}) {detail}".strip())
+    try:
+        body = response.json()
+        token = body["access_token"]
+        lifetime = float(body.get("expires_in", 300))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TokenUnavailable("the token endpoint answered without an access_token") from exc
+    if not isinstance(token, str):
+        raise TokenUnavailable("the token endpoint answered without an access_token")
+    return token, lifetime
+
+
 class ClientCredentials:
-    """Client credentials grant with ``private_key_jwt`` (ES256), or HTTP Basic when the file has a secret."""
+    """A service's own client: tokens from ``request_token``, cached until shortly before they expire."""
 
     def __init__(self, credentials: dict[str, Any], scope: str, *,
                  transport: httpx.AsyncBaseTransport | None = None, refresh_margin_seconds: float = 30.0) -> None:
+        self.credentials = dict(credentials)
         self.client_id: str = credentials["client_id"]
         self.token_url: str = credentials["token_url"]
-        # The assertion's audience: the issuer's token endpoint when the service reaches the registry by an
-        # internal address the issuer does not know itself by (``refnet bootstrap platform`` writes both).
-        self.audience: str = credentials.get("audience") or self.token_url
-        self.secret: str | None = credentials.get("client_secret")
-        self.private_pem: str | None = None if self.secret else credentials["private_key_pem"]
         self.scope = scope
         self.refresh_margin_seconds = refresh_margin_seconds
         self._http = httpx.AsyncClient(transport=transport, timeout=10.0, follow_redirects=False)
@@ -105,32 +145,11 @@ class ClientCredentials:
     def from_file(cls, path: str | Path, **options: Any) -> ClientCredentials:
         return cls(json.loads(Path(path).read_text()), **options)
 
-    def assertion(self) -> str:
-        assert self.private_pem is not None
-        return client_assertion(self.client_id, self.audience, self.private_pem)
-
     async def token(self) -> str:
         async with self._lock:
             if self._token is not None and time.monotonic() < self._expires:
                 return self._token
-            form = {"grant_type": "client_credentials", "scope": self.scope}
-            auth = None
-            if self.secret:
-                auth = httpx.BasicAuth(self.client_id, self.secret)
-            else:
-                form |= {"client_assertion_type": ASSERTION_TYPE, "client_assertion": self.assertion()}
-            try:
-                response = await self._http.post(self.token_url, data=form, auth=auth)  # type: ignore[arg-type]
-            except httpx.HTTPError as exc:
-                raise TokenUnavailable("the token endpoint is unreachable") from exc
-            if response.status_code != 200:
-                raise TokenUnavailable(f"the token endpoint answered {response.status_code}")
-            try:
-                body = response.json()
-                token = str(body["access_token"])
-                lifetime = float(body.get("expires_in", 300))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise TokenUnavailable("the token response is not readable") from exc
+            token, lifetime = await request_token(self._http, self.credentials, self.scope)
             self._token = token
             self._expires = time.monotonic() + max(lifetime - self.refresh_margin_seconds, 0.0)
             return token

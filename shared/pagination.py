@@ -17,6 +17,7 @@ from fastapi import Query
 from pydantic import BaseModel, Field
 
 from shared.errors import Problem
+from shared.text import Line
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ _ID = re.compile(r"[A-Za-z0-9_\-:.]{1,128}")
 _MAX_POSITION = 2**63 - 1  # a BIGINT
 
 #: The query parameter every list takes (its value is opaque to clients).
-CursorParam = Annotated[str | None, Query(max_length=200, description="The `next_cursor` of the previous page.")]
+CursorParam = Annotated[Line | None, Query(max_length=200, description="The `next_cursor` of the previous page.")]
 
 
 def invalid_cursor() -> Problem:

@@ -46,8 +46,7 @@ from services.audit.signing import (
     verify_cosignature,
     verify_signature,
 )
-from shared.client_auth import ASSERTION_TYPE
-from shared.client_auth import client_assertion as shared_client_assertion
+from shared.client_auth import TokenUnavailable, request_token
 
 AUDIT_SCOPE = "audit:read"
 DEFAULT_AUDIT_URL = "http://127.0.0.1:8004"
@@ -90,14 +89,6 @@ def audit_url(explicit: str | None) -> str:
 # --- tokens ---------------------------------------------------------------------------------------------
 
 
-def client_assertion(client_id: str, token_url: str, private_pem: str, *, now: float | None = None) -> str:
-    try:
-        return shared_client_assertion(client_id, token_url, private_pem, lifetime=ASSERTION_LIFETIME_SECONDS,
-                                       thumbprint_kid=False, now=now)
-    except ValueError as exc:
-        raise AuditCliError(f"the credentials' {exc.args[0].removeprefix('the ')}") from exc
-
-
 def load_credentials(name: str) -> dict[str, Any]:
     path = refnet_home() / "credentials" / f"{name}.json"
     try:
@@ -113,19 +104,11 @@ def load_credentials(name: str) -> dict[str, Any]:
 
 
 async def fetch_token(credentials: dict[str, Any], http: httpx.AsyncClient, scope: str = AUDIT_SCOPE) -> str:
-    token_url = credentials["token_url"]
-    form = {
-        "grant_type": "client_credentials", "scope": scope, "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": client_assertion(credentials["client_id"], token_url, credentials["private_key_pem"]),
-    }
-    response = await http.post(token_url, data=form)
-    if response.status_code != 200:
-        detail = response.json().get("error_description", "") if response.headers.get(
-            "content-type", "").startswith("application/json") else ""
-        raise AuditCliError(f"the token endpoint refused ({response.status_code}) {detail}".strip())
-    token = response.json().get("access_token")
-    if not isinstance(token, str):
-        raise AuditCliError("the token endpoint answered without an access_token")
+    try:
+        token, _ = await request_token(http, credentials, scope, assertion_lifetime=ASSERTION_LIFETIME_SECONDS,
+                                       thumbprint_kid=False)
+    except TokenUnavailable as exc:
+        raise AuditCliError(str(exc)) from exc
     return token
 
 

@@ -22,8 +22,7 @@ from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.table import Table
 
-from shared.client_auth import ASSERTION_TYPE
-from shared.client_auth import client_assertion as shared_client_assertion
+from shared.client_auth import TokenUnavailable, request_token
 
 console = Console(stderr=True)
 
@@ -49,40 +48,17 @@ def load_credentials(name: str) -> dict[str, Any]:
     return data
 
 
-def client_assertion(credentials: dict[str, Any], audience: str | None = None, lifetime: int = 60) -> str:
-    """An RFC 7523 client assertion signed with the credentials' private key."""
-    return shared_client_assertion(credentials["client_id"], audience or credentials["token_url"],
-                                   credentials["private_key_pem"], lifetime=lifetime)
-
-
-def token_request(credentials: dict[str, Any], scopes: list[str] | None = None) -> tuple[dict[str, str], Any]:
-    """(form, httpx auth) of a client-credentials token request for these credentials."""
-    form = {"grant_type": "client_credentials"}
-    if scopes:
-        form["scope"] = " ".join(scopes)
-    if credentials.get("client_secret"):
-        return form, (credentials["client_id"], credentials["client_secret"])
-    form.update({"client_assertion_type": ASSERTION_TYPE, "client_assertion": client_assertion(credentials)})
-    return form, None
-
-
 def fetch_token(credentials: dict[str, Any], scopes: list[str] | None = None) -> str:
-    form, auth = token_request(credentials, scopes)
+    async def grant() -> str:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
+            token, _ = await request_token(http, credentials, " ".join(scopes or []))
+            return token
+
     try:
-        response = httpx.post(credentials["token_url"], data=form, auth=auth, timeout=10)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]the registry at {credentials['token_url']} is not reachable ({type(exc).__name__})")
+        return asyncio.run(grant())
+    except TokenUnavailable as exc:
+        console.print(f"[red]no token from {credentials['token_url']}: {exc}")
         raise typer.Exit(1) from exc
-    if response.status_code != 200:
-        try:
-            body = response.json()
-            reason = f"{body.get('error')}: {body.get('error_description')}"
-        except ValueError:
-            reason = f"HTTP {response.status_code}"
-        console.print(f"[red]token refused: {reason}")
-        raise typer.Exit(1)
-    token: str = response.json()["access_token"]
-    return token
 
 
 def _registry_url(credentials: dict[str, Any]) -> str:

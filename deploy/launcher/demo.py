@@ -40,7 +40,7 @@ from services.audit.signing import verify_signature
 from services.intake.domain import CATEGORY_FIELDS
 from shared import contract
 from shared.auth import DEFAULT_ALGORITHMS
-from shared.client_auth import ASSERTION_TYPE, client_assertion
+from shared.client_auth import TokenUnavailable, request_token
 from shared.envelope import full_type
 from shared.kafka import client_options
 from shared.topics import delivery_topic
@@ -280,13 +280,10 @@ class Demo:
         except (OSError, ValueError) as exc:
             raise DemoFailed(f"no readable credentials at {path}") from exc
         with self.step(f"{name.upper()} gets an access token") as shown:
-            token_url = agency.credentials["token_url"]
-            assertion = client_assertion(agency.credentials["client_id"], token_url,
-                                         agency.credentials["private_key_pem"])
-            answer = expect(await self.http.post(token_url, data={
-                "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": assertion}), 200)
-            agency.token = answer["access_token"]
+            try:
+                agency.token, _ = await request_token(self.http, agency.credentials, "")
+            except TokenUnavailable as exc:
+                raise DemoFailed(str(exc)) from exc
             agency.claims = await self.verified_claims(agency.token)
             shown.append(f"client credentials + private_key_jwt; agency {agency.claims.get('agency')}")
         return agency

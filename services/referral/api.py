@@ -20,6 +20,7 @@ from services.referral.schemas import (
     Transition,
 )
 from services.referral.service import NewReferralRequest
+from shared import pagination
 from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
@@ -72,11 +73,11 @@ async def list_referrals(
     pathway: domain.Pathway | None = None,
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    cursor: pagination.CursorParam = None,
 ) -> dict[str, Any]:
     items, next_cursor = await deps.referrals.queue(principal, role=role, status=status, pathway=pathway,
                                                overdue=overdue, limit=limit,
-                                               after=int(cursor) if cursor else None)
+                                               after=pagination.decode_int("referral", cursor))
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -209,8 +210,8 @@ async def rotate_subscription_secret(subscription_id: Id, principal: EventReader
 async def deliveries(
     subscription_id: Id, principal: EventReader, deps: Injected,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    cursor: pagination.CursorParam = None,
 ) -> dict[str, Any]:
     items, next_cursor = await deps.subscriptions.deliveries(principal, subscription_id, limit=limit,
-                                                        after=int(cursor) if cursor else None)
+                                                        after=pagination.decode_int("delivery", cursor))
     return {"items": items, "next_cursor": next_cursor}

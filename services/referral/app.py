@@ -24,8 +24,8 @@ from services.referral.clearance import ClearanceClient, HttpClearanceClient
 from services.referral.jobs import DeadlineScheduler, RegistryCatchUp, WebhookDispatcher
 from services.referral.service import Clock, Feed, Referrals, Statistics, Subscriptions, Suggestions, system_clock
 from services.referral.settings import ReferralSettings
-from services.referral.tokens import ClientCredentials, StaticToken, TokenSource
 from shared.app import Runtime, build_app
+from shared.client_auth import ClientCredentials, StaticToken, TokenSource
 from shared.consumer import EventConsumer
 from shared.crypto import Keyring, KeyUnavailable, Undecryptable
 from shared.errors import Problem, problem_response
@@ -68,7 +68,7 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
         client = clearance
         http: HttpClearanceClient | None = None
         if client is None:
-            tokens: TokenSource = (ClientCredentials.from_file(settings.credentials_file)
+            tokens: TokenSource = (ClientCredentials.from_file(settings.credentials_file, scope="cases:clearance")
                                    if settings.credentials_file else StaticToken(settings.service_token))
             http = HttpClearanceClient(settings.intake_url, tokens, timeout=settings.clearance_timeout_seconds)
             client = http

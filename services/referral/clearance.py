@@ -6,7 +6,7 @@ failing is ``ClearanceUnavailable`` -- the API turns it into 503 with Retry-Afte
 An unknown case, or one the requesting agency does not own, is ``CaseNotFound`` (404: existence must not
 leak).
 
-The bearer token comes from a ``TokenSource`` (``services.referral.tokens``): the registry's client
+The bearer token comes from a ``TokenSource`` (``shared.client_auth``): the registry's client
 credentials grant when a credentials file is configured, else a static token from settings.
 """
 
@@ -20,7 +20,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.referral.domain import CaseFacts
-from services.referral.tokens import StaticToken, TokenSource, TokenUnavailable
+from shared.client_auth import StaticToken, TokenSource, TokenUnavailable
 
 log = structlog.get_logger("refnet.referral.clearance")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from services.referral.tokens import ClientCredentials, TokenUnavailable
+from shared.client_auth import ClientCredentials, TokenUnavailable
 from tests.e2e.network import CHECKLIST
 
 SHARED = ["identity", "demographics", "protection_needs"]

@@ -65,6 +65,8 @@ class Operation:
     #: The security requirements, each enough on its own (OpenAPI: any one of them); usually one.
     alternatives: tuple[tuple[str, ...], ...] = ()
     required_query: tuple[str, ...] = ()
+    #: Every query parameter it declares (the services refuse any other).
+    query: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -95,11 +97,12 @@ def operations(net: Network, services: tuple[str, ...] = SERVICE_NAMES) -> list[
                 params = tuple(p["name"] for p in operation.get("parameters", []) if p["in"] == "path")
                 query = tuple(p["name"] for p in operation.get("parameters", [])
                               if p["in"] == "query" and p.get("required"))
+                declared = tuple(p["name"] for p in operation.get("parameters", []) if p["in"] == "query")
                 body = operation.get("requestBody", {}).get("content", {})
                 alternatives = tuple(tuple(sorted(s for ss in requirement.values() for s in ss))
                                      for requirement in security or [])
                 found.append(Operation(service, method, path, scopes, params, next(iter(body), None),
-                                       alternatives, query))
+                                       alternatives, query, declared))
     return found
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.audit import store
 from services.audit.domain import CONSENT_PREFIX, consents_in_force, is_access
 from services.audit.leaf import ENTRY_FIELDS, entry_json
+from shared import pagination
 from shared.errors import Problem
 
 MAX_INDEX = 2**63 - 1  # PostgreSQL's BIGINT, the type of an entry's index
@@ -33,9 +34,11 @@ def entry_of(row: Any) -> dict[str, Any]:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    # ASCII digits only (str.isdigit() also takes other scripts' digits), and within BIGINT: an index.
+    # Not opaque, unlike other lists' cursors: a position in an append-only log that an auditor may resume from
+    # (the index of the last entry seen), as a case system resumes referral's feed. Its refusal is the one all
+    # cursors get. ASCII digits only (str.isdigit() also takes other scripts' digits), and within BIGINT.
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) > MAX_INDEX:
-        raise InvalidParameter("cursor", "not a cursor this API returned")
+        raise pagination.invalid_cursor()
     return int(cursor)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -18,7 +17,6 @@ from services.intake.crypto import new_data_key, open_sealed, seal, wrap
 from services.intake.service.common import (
     CASE_LABEL,
     PERSON_SEALED,
-    TOKEN,
     Resources,
     anything_in_clear,
     case_event,
@@ -29,6 +27,7 @@ from services.intake.service.common import (
 )
 from services.intake.service.consent import check_consent, store_consent
 from services.intake.store import CaseKeyRow, CaseRow
+from shared import pagination
 from shared.auth import Principal
 from shared.db import unit_of_work
 from shared.errors import Problem
@@ -40,20 +39,6 @@ def registration_fingerprint(data_key: bytes, body: schemas.CaseBody) -> bytes:
     data key, so the stored fingerprint says nothing about the person and is shredded with the key."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(data_key, b"refnet-intake-registration\x00" + canonical, hashlib.sha256).digest()
-
-
-def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, "invalid-cursor", "The cursor is not one this API returned.") from exc
-    if not TOKEN.fullmatch(value):
-        raise Problem(400, "invalid-cursor", "The cursor is not one this API returned.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -139,7 +124,7 @@ class Cases:
         self, principal: Principal, *, status: str | None, trafficking_status: str | None,
         needs: str | None, limit: int, cursor: str | None,
     ) -> dict[str, Any]:
-        after = _decode_cursor(cursor) if cursor else None
+        after = pagination.decode_id("case", cursor)
         async with unit_of_work(self.res.sessions) as session:
             rows = await store.cases_page(session, principal.agency_id, status=status,
                                           trafficking_status=trafficking_status, needs=needs, after=after,
@@ -153,7 +138,7 @@ class Cases:
              "needs": r.facts.get("needs", [])}
             for r in page
         ]
-        next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit and page else None
+        next_cursor = pagination.encode("case", page[-1].id) if len(rows) > limit and page else None
         return {"items": items, "next_cursor": next_cursor}
 
     async def update(self, principal: Principal, case_id: str, patch: schemas.CasePatch,

@@ -27,6 +27,7 @@ from services.referral.service.clock import Clock, field_problem, system_clock
 from services.referral.service.texts import ENVELOPE, FreeTexts, note_label, reason_label
 from services.referral.service.views import FreeTextView, party_of, referral_view
 from services.referral.store import FeedRow, ReferralRow, TransitionRow
+from shared import pagination
 from shared.auth import Principal
 from shared.crypto import Keyring
 from shared.db import unit_of_work
@@ -256,7 +257,7 @@ class Referrals:
             texts = await self.texts.reasons(session, rows, me)
         now = self.clock()
         return ([referral_view(r, None, now=now, texts=texts[r.id]) for r in rows],
-                (str(rows[-1].seq) if more and rows else None))
+                (pagination.encode("referral", rows[-1].seq) if more and rows else None))
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from services.referral import store
 from services.referral.service.views import timestamp
 from services.referral.store import SubscriptionRow
 from services.referral.webhooks import new_secret, seal_secret
+from shared import pagination
 from shared.auth import Principal
 from shared.crypto import Keyring
 from shared.db import unit_of_work
@@ -146,4 +147,4 @@ class Subscriptions:
         items = [{"id": str(r.id), "event_id": r.event_id, "event_type": r.event_type, "attempt": r.attempt,
                   "outcome": r.outcome, "status_code": r.status_code, "error": r.error,
                   "duration_ms": r.duration_ms, "at": timestamp(r.at)} for r in rows]
-        return items, (str(rows[-1].id) if more and rows else None)
+        return items, (pagination.encode("delivery", rows[-1].id) if more and rows else None)

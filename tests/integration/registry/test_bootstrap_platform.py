@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from deploy.launcher.cli import app
-from services.referral.tokens import ClientCredentials
 from services.registry.store import Agency, Service
+from shared.client_auth import ClientCredentials
 from shared.db import unit_of_work
 from tests.integration.registry.conftest import ISSUER, make_settings, serve
 
@@ -55,7 +55,7 @@ async def test_bootstrap_creates_the_platform_clients_once(
         assert referral["token_url"] == INTERNAL + "/oauth/token"
         # The referral service's own token source, its calls routed to the in-process registry.
         transport = httpx.ASGITransport(app=registry.http._transport.app)  # type: ignore[attr-defined]
-        tokens = ClientCredentials(referral, transport=transport)
+        tokens = ClientCredentials(referral, scope="cases:clearance", transport=transport)
         claims = await registry.validator.validate(await tokens.token())
         assert "cases:clearance" in claims.scopes
         admin = json.loads(files["admin.json"])

@@ -13,10 +13,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
-from deploy.commands.registry import token_request
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.bootstrap import registry as bootstrap
 from deploy.launcher.cli import app
+from shared.client_auth import request_token
 from shared.envelope import decode
 from shared.migrations import upgrade
 from tests.conftest import Infra
@@ -27,10 +27,7 @@ DEMO_NAMES = {"admin", "iom", "unhcr", "shelter", "legalaid", "clinic", "oversig
 
 
 async def token_with(http: httpx.AsyncClient, credentials: dict[str, object]) -> str:
-    form, auth = token_request(credentials)
-    response = await http.post("/oauth/token", data=form, auth=auth)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
+    token, _ = await request_token(http, dict(credentials), "")
     return token
 
 

@@ -13,10 +13,11 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
-from deploy.commands.audit import ASSERTION_TYPE, AuditCliError, fetch_token, resolve_token
+from deploy.commands.audit import AuditCliError, fetch_token, resolve_token
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.bootstrap import audit as bootstrap
 from services.audit.signing import load_key_file
+from shared.client_auth import ASSERTION_TYPE
 
 TOKEN_URL = "http://registry.test/oauth/token"
 

@@ -13,7 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from services.referral.clearance import CaseNotFound, ClearanceRequest, ClearanceUnavailable, HttpClearanceClient
-from services.referral.tokens import ASSERTION_TYPE, ClientCredentials
+from shared.client_auth import ASSERTION_TYPE, ClientCredentials
 
 REQUEST = ClearanceRequest(case_id="case-1", requesting_agency="agy_a", to_agency="agy_b", pathway="service",
                            data_categories=["identity"])
@@ -96,7 +96,7 @@ async def test_client_credentials_with_a_signed_assertion_cached_and_renewed_on_
         return httpx.Response(200, json={"access_token": f"token-{len(issued)}", "expires_in": 900,
                                          "token_type": "Bearer"})
 
-    tokens = ClientCredentials(credentials(key), transport=httpx.MockTransport(registry))
+    tokens = ClientCredentials(credentials(key), scope="cases:clearance", transport=httpx.MockTransport(registry))
     assert await tokens.token() == "token-1"
     assert await tokens.token() == "token-1"  # cached
     form = issued[0]
@@ -126,7 +126,7 @@ async def test_token_endpoint_down_makes_clearance_unavailable() -> None:
     def registry(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503)
 
-    tokens = ClientCredentials(credentials(ECKey.generate_key("P-256", private=True)),
+    tokens = ClientCredentials(credentials(ECKey.generate_key("P-256", private=True)), scope="cases:clearance",
                                transport=httpx.MockTransport(registry))
     client = HttpClearanceClient("http://intake", tokens, transport=intake(200, {}))
     with pytest.raises(ClearanceUnavailable):
