@@ -13,7 +13,7 @@ import httpx
 
 from bench.common import Latency, Row, RssSampler, Section, Settings, closed_loop, ratio
 from bench.stack import BenchStack
-from services.registry import domain
+from shared import reference
 
 SIZES = (10_000, 100_000)
 # Where the services are: a box over the regions RefNet's agencies work in (Sahel, Mediterranean, Balkans).
@@ -24,7 +24,7 @@ PREFIXES = ("shelter", "health", "legal", "protection", "mhpss", "child_protecti
 
 async def add_services(stack: BenchStack, first: int, last: int) -> None:
     """Services ``first..last`` (inclusive) of bench providers, each with one location, in two statements."""
-    taxonomy = list(domain.TAXONOMY)
+    taxonomy = list(reference.TAXONOMY)
     conn = await stack.pg("refnet_registry")
     try:
         async with conn.transaction():

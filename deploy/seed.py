@@ -23,6 +23,7 @@ from services.registry import domain
 from services.registry.schemas import ServiceCreate
 from services.registry.service import Credentials, add_agency, add_service
 from services.registry.store import Agency, Service
+from shared import reference
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 
 SOURCE = "/refnet/registry"
@@ -112,7 +113,7 @@ def demo_services() -> list[tuple[str, str, ServiceCreate]]:
             total = 5 + digest[0] % 40
             available = digest[1] % (total + 1)
             status = "closed" if digest[2] % 11 == 0 else ("full" if available == 0 else "accepting")
-            labels = domain.TAXONOMY[taxonomy]
+            labels = reference.TAXONOMY[taxonomy]
             org = ORG_NAMES[short]
             body = ServiceCreate.model_validate({
                 "taxonomy": taxonomy,

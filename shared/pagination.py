@@ -16,7 +16,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, Field
 
-from shared.errors import Problem
+from shared.errors import Problem, invalid
 from shared.text import Line
 
 T = TypeVar("T")
@@ -30,8 +30,7 @@ CursorParam = Annotated[Line | None, Query(max_length=200, description="The `nex
 
 def invalid_cursor() -> Problem:
     # The answer any other query parameter with a wrong value gets (shared.errors' validation problem).
-    return Problem(422, "validation-error", "The request is not valid: query.cursor.",
-                   errors=[{"loc": ["query", "cursor"], "msg": "not a cursor this list returned"}])
+    return invalid(["query", "cursor"], "not a cursor this list returned")
 
 
 def encode(kind: str, position: int | str) -> str:

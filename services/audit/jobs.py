@@ -8,7 +8,7 @@ import contextlib
 import structlog
 
 from services.audit.service import Checkpoints, Ingest, LogInconsistent
-from shared.loops import stopping
+from shared.loops import every, stopping
 
 log = structlog.get_logger("refnet.audit")
 
@@ -44,15 +44,9 @@ class Sequencer:
 
 async def sign_checkpoints(checkpoints: Checkpoints, interval: float) -> None:
     """Every few seconds while entries arrive: a new signed checkpoint if the log grew."""
-    while True:
-        try:
+    async def sign() -> None:
+        # A log found inconsistent is counted and logged where refused; the signer keeps refusing until someone looks.
+        with contextlib.suppress(LogInconsistent):
             await checkpoints.sign()
-        except asyncio.CancelledError:
-            raise
-        except LogInconsistent:
-            pass  # counted and logged where refused; the signer keeps refusing until someone looks
-        except Exception as exc:
-            if stopping():
-                raise
-            log.warning("audit_checkpoint_failed", error=type(exc).__name__)
-        await asyncio.sleep(interval)
+
+    await every(interval, sign, name="audit_checkpoint")

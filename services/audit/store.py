@@ -315,7 +315,7 @@ _COPY_LOG = (
 
 async def copy_log(conn: AsyncConnection, consume: Callable[[str], None], start: int = 0) -> None:
     """Every entry from index ``start`` on, in index order, as COPY text, handed to ``consume`` in chunks of
-    whole lines (see ``domain.LeafWriter.copy_chunk``): the verification's scan.
+    whole lines (see ``copy_format.CopyLeafReader.copy_chunk``): the verification's scan.
 
     COPY is the cheapest way out of the server: no per-batch round trips, no per-column record building
     here, and the server keeps writing the next rows while ``consume`` hashes these. The times come in UTC,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from pydantic import StringConstraints
 
 from services.intake import domain, schemas
 from services.intake.service import Deps
 from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
+from shared.idempotency import IdempotencyKey
 from shared.text import Line
 
 router = APIRouter(tags=["cases"])
@@ -47,7 +47,6 @@ def read_purpose(
 
 
 # Printable ASCII, as referral's POST /referrals takes it.
-IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
 
 
 @router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)",

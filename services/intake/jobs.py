@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from services.intake.service import Sealing
-from shared.loops import stopping
+from shared.loops import every
 
 log = structlog.get_logger("refnet.intake")
 #: How often intake looks for trafficking facts still in clear (older rows, or an older replica's writes while
@@ -17,16 +15,11 @@ SEAL_SWEEP_SECONDS = 3600.0
 
 async def seal_sweeps(sealing: Sealing, interval: float = SEAL_SWEEP_SECONDS) -> None:
     """Re-seal what an older release left in clear, now and then every ``interval`` (never crashes)."""
-    while True:
+
+    async def sweep() -> None:
         if sealing.res.keys.keyring is not None:
-            try:
-                sealed = await sealing.seal_clear_facts()
-                if sealed:
-                    log.info("trafficking_facts_sealed", cases=sealed)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if stopping():
-                    raise
-                log.warning("trafficking_facts_sweep_interrupted", error=type(exc).__name__)
-        await asyncio.sleep(interval)
+            sealed = await sealing.seal_clear_facts()
+            if sealed:
+                log.info("trafficking_facts_sealed", cases=sealed)
+
+    await every(interval, sweep, name="trafficking_facts_sweep")

@@ -19,7 +19,6 @@ from pydantic import (
     field_validator,
 )
 
-from services.intake.countries import is_country
 from services.intake.domain import (
     ALL_CATEGORIES,
     ConsentMethod,
@@ -39,6 +38,7 @@ from services.intake.domain import (
     TraffickingStatus,
     age_on,
 )
+from shared import reference
 from shared.text import FreeText, Line
 
 
@@ -59,7 +59,7 @@ def _not_blank(value: str) -> str:
 
 
 def _country(value: str) -> str:
-    if not is_country(value):
+    if not reference.is_country(value):
         raise ValueError("must be an officially assigned ISO 3166-1 alpha-2 country code")
     return value
 

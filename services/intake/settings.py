@@ -26,6 +26,6 @@ class IntakeSettings(ServiceSettings):
     def keyring(self) -> Keyring:
         """The configured master keys; ``KeyUnavailable`` when there is none (no personal data is then
         accepted or shown, rather than kept under a throwaway key)."""
-        # A rotation in progress stages its new key beside the current one (see services/intake/cli.py).
+        # A rotation in progress stages its new key beside the current one (see deploy/commands/intake.py).
         return keyring_from_files(self.master_key_file, self.previous_master_key_file,
                                   setting="REFNET_INTAKE_MASTER_KEY_FILE")

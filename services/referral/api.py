@@ -14,16 +14,16 @@ from services.referral.app import Deps
 from services.referral.schemas import (
     CreateReferral,
     Id,
-    IdempotencyKey,
     NewSubscription,
     Taxonomy,
     Transition,
 )
 from services.referral.service import NewReferralRequest
-from shared import pagination
+from shared import geo, pagination, reference
 from shared.app import deps_of
 from shared.auth import Principal, require_scopes
-from shared.errors import Problem
+from shared.errors import Problem, invalid
+from shared.idempotency import IdempotencyKey
 from shared.text import Line
 
 __all__ = ["CreateReferral", "NewSubscription", "Transition", "router"]  # the models live in schemas.py
@@ -52,8 +52,8 @@ async def create_referral(
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
-        raise Problem(422, "validation-error", "The Idempotency-Key header and field differ.",
-                      errors=[{"loc": ["body", "idempotency_key"], "msg": "differs from the header"}])
+        raise invalid(["body", "idempotency_key"], "differs from the header",
+                      detail="The Idempotency-Key header and field differ.")
     request = NewReferralRequest(
         case_id=body.case_id, to_agency=body.to_agency, service_id=body.service_id, pathway=body.pathway,
         service_type=body.service_type, priority=body.priority, reason=body.reason,
@@ -82,12 +82,10 @@ async def list_referrals(
 
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 def _query_problem(name: str, detail: str) -> Problem:
-    return Problem(422, "validation-error", detail, title="Unprocessable Content",
-                   errors=[{"loc": ["query", name], "msg": detail}])
+    return invalid(["query", name], detail, detail=detail)
 
 
 @router.get("/referrals/suggestions", summary="Registry services ranked for a need")
@@ -104,17 +102,14 @@ async def suggestions(
     spoken = frozenset(code.strip().lower() for code in (languages or "").split(",") if code.strip())
     if any(not _LANGUAGE.match(code) for code in spoken):
         raise _query_problem("languages", "languages must be comma-separated ISO 639 codes.")
-    if country is not None and not _COUNTRY.match(country):
+    if country is not None and not reference.is_country(country):
         raise _query_problem("country", "country must be an ISO 3166-1 alpha-2 code.")
     point = None
     if near is not None:
         try:
-            lat, lon = (float(part) for part in near.split(","))
-        except ValueError:
-            raise _query_problem("near", "near must be lat,lon.") from None
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise _query_problem("near", "near is out of range.")
-        point = (lat, lon)
+            point = geo.parse_near(near)
+        except ValueError as exc:
+            raise _query_problem("near", f"{exc}.") from None
     need = domain.Need(service_type=service_type, languages=spoken, is_child=child, country=country, near=point)
     return {"items": await deps.suggestions.suggest(principal, need, case_id=case_id, limit=limit), "next_cursor": None}
 

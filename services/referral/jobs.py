@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from shared.crypto import Keyring, KeyUnavailable, Undecryptable
 from shared.db import unit_of_work
 from shared.kafka import end_offsets
 from shared.leader import Leadership, keep_alive
-from shared.loops import stopping
+from shared.loops import Backoff, stopping, until_done
 from shared.observability import REFERRALS_OVERDUE
 from shared.outbound import OutboundPolicy, call, guarded_client
 
@@ -188,9 +187,7 @@ class WebhookDispatcher:
         self._http: httpx.AsyncClient | None = None
 
     def backoff(self, failures: int) -> float:
-        """Exponential backoff with jitter: half the capped delay fixed, half random."""
-        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(failures - 1, 0))
-        return delay / 2 + random.uniform(0, delay / 2)
+        return Backoff(self.backoff_base_seconds, self.backoff_max_seconds).delay(failures)
 
     @property
     def is_leader(self) -> bool:
@@ -327,13 +324,8 @@ class WebhookDispatcher:
 async def seal_clear_text(referrals: Referrals, keyring: Keyring, sessions: async_sessionmaker[AsyncSession]) -> None:
     """Referrals (and webhook secrets) made before free text was sealed: sealed once, retried through
     database restarts, then done."""
-    while True:
-        try:
-            await referrals.seal_clear_text()
-            await seal_clear_secrets(sessions, keyring)
-            return
-        except Exception as exc:  # the database restarting: try again later
-            if stopping():
-                raise
-            log.warning("free_text_sealing_failed", error=type(exc).__name__)
-            await asyncio.sleep(30)
+    async def seal() -> None:
+        await referrals.seal_clear_text()
+        await seal_clear_secrets(sessions, keyring)
+
+    await until_done(seal, name="free_text_sealing")

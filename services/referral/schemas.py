@@ -11,15 +11,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Stri
 
 from services.referral import domain
 from services.referral.events import OVERDUE, state_event_type
+from shared import reference
+from shared.idempotency import IdempotencyKey
 from shared.text import FreeText, Line
 
 # Opaque ids: letters, digits and a few separators, bounded (they end up in events and logs).
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
-IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
 
 
 def _taxonomy(code: str) -> str:
-    if code not in domain.TAXONOMY:
+    if not reference.is_taxonomy_code(code):
         raise ValueError("not a service taxonomy code")
     return code
 

@@ -29,9 +29,10 @@ from services.registry.schemas import (
     encode_cursor,
 )
 from services.registry.views import agency_out, registered, service_out
+from shared import reference
 from shared.app import deps_of
 from shared.auth import Principal, require_scopes
-from shared.errors import Problem
+from shared.errors import invalid
 from shared.text import Line
 
 router = APIRouter()
@@ -300,7 +301,7 @@ async def set_capacity(service_id: ServiceId, body: CapacityIn, principal: Write
 @router.get("/taxonomy", tags=["directory"])
 async def taxonomy(_: Reader, accept_language: AcceptLanguage = None) -> dict[str, Any]:
     items = []
-    for code, labels in domain.TAXONOMY.items():
+    for code, labels in reference.TAXONOMY.items():
         language = domain.pick_language(accept_language, labels) or "en"
         items.append({"code": code, "name": labels[language], "language": language,
                       "parent": code.split(".")[0] if "." in code else None})
@@ -319,9 +320,8 @@ async def hsds_services(
     accept_language: AcceptLanguage = None,
 ) -> dict[str, Any]:
     taxonomy = taxonomy_term_id.removeprefix("refnet:") if taxonomy_term_id else None
-    if taxonomy is not None and not domain.is_taxonomy_prefix(taxonomy):
-        raise Problem(422, "validation-error", "The request is not valid: query.taxonomy_term_id.",
-                      errors=[{"loc": ["query", "taxonomy_term_id"], "msg": "not a taxonomy term"}])
+    if taxonomy is not None and not reference.is_taxonomy_prefix(taxonomy):
+        raise invalid(["query", "taxonomy_term_id"], "not a taxonomy term")
     rows, total = await registry.directory.search(taxonomy=taxonomy, offset=(page - 1) * per_page, limit=per_page,
                                         count=True)
     total = total or 0

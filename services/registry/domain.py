@@ -28,7 +28,7 @@ AGENCY_KINDS = ("un_agency", "ngo", "government", "service_provider", "oversight
 #: registered through the API.
 PLATFORM_KIND = "platform"
 
-#: Scopes only the platform's bootstrap grants (services/registry/seed.py), never the API: ``admin`` manages
+#: Scopes only the platform's bootstrap grants (deploy/seed.py), never the API: ``admin`` manages
 #: every agency and its scopes; ``cases:clearance`` (the referral service's) reads cases in full at intake.
 #: An admin who could grant them could make any client -- one it holds the key of -- as strong as itself, or
 #: stronger.
@@ -73,65 +73,11 @@ def may_introspect(caller_kind: str, caller_client_id: str, token_client_id: obj
 
 # --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
 
-TAXONOMY: dict[str, dict[str, str]] = {
-    "shelter": {"en": "Shelter and safe accommodation", "fr": "Hébergement sûr"},
-    "safety_security": {"en": "Safety and security", "fr": "Sûreté et sécurité"},
-    "food_nfi_cash": {"en": "Food, non-food items and cash", "fr": "Vivres, articles non alimentaires et espèces"},
-    "wash": {"en": "Water, sanitation and hygiene", "fr": "Eau, assainissement et hygiène"},
-    "health.medical": {"en": "Medical care", "fr": "Soins médicaux"},
-    "health.srh": {"en": "Sexual and reproductive health", "fr": "Santé sexuelle et reproductive"},
-    "mhpss": {"en": "Mental health and psychosocial support", "fr": "Santé mentale et soutien psychosocial"},
-    "legal.counselling": {"en": "Legal counselling", "fr": "Conseil juridique"},
-    "legal.representation": {"en": "Legal representation", "fr": "Représentation juridique"},
-    "protection.rsd": {"en": "Asylum and refugee status determination",
-                       "fr": "Asile et détermination du statut de réfugié"},
-    "protection.resettlement": {"en": "Resettlement", "fr": "Réinstallation"},
-    "avrr": {"en": "Assisted voluntary return and reintegration",
-             "fr": "Aide au retour volontaire et à la réintégration"},
-    "reintegration.livelihood": {"en": "Livelihood support", "fr": "Moyens de subsistance"},
-    "reintegration.education": {"en": "Education and training", "fr": "Éducation et formation"},
-    "family_tracing": {"en": "Family tracing", "fr": "Recherche familiale"},
-    "child_protection.bia_bid": {"en": "Best-interests assessment and determination",
-                                 "fr": "Évaluation et détermination de l'intérêt supérieur"},
-    "child_protection.guardianship": {"en": "Guardianship", "fr": "Tutelle"},
-    "law_enforcement_liaison": {"en": "Law-enforcement liaison", "fr": "Liaison avec les forces de l'ordre"},
-    "interpretation": {"en": "Interpretation", "fr": "Interprétation"},
-    "case_management": {"en": "Case management", "fr": "Gestion de cas"},
-}
-
-#: ISO 3166-1 alpha-2 (the tz database's list, which is the current ISO list).
-COUNTRIES: frozenset[str] = frozenset(
-    """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
-    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
-    DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
-    GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
-    KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
-    MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
-    PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
-    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
-    VN VU WF WS YE YT ZA ZM ZW
-    """.split()  # noqa: SIM905 -- a list literal of 249 codes would be unreadable
-)
-
 # BCP 47-ish: a primary language subtag, optionally a region or script ("en", "fr", "pt-BR", "zh-Hant").
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 DEFAULT_LANGUAGE = "en"
 
 CapacityStatus = Literal["accepting", "full", "closed"]
-
-
-def is_taxonomy_code(code: str) -> bool:
-    return code in TAXONOMY
-
-
-def is_taxonomy_prefix(prefix: str) -> bool:
-    """A search term for taxonomy: a code, or the part before its dot (health covers health.*)."""
-    return any(code == prefix or code.startswith(prefix + ".") for code in TAXONOMY)
-
-
-def is_country(code: str) -> bool:
-    return code in COUNTRIES
 
 
 def check_capacity(available: int, total: int) -> str | None:
@@ -192,54 +138,6 @@ def localized(texts: Mapping[str, str], language: str | None) -> str | None:
     if language is None:
         return None
     return texts.get(language)
-
-
-# --- geography ---------------------------------------------------------------------------------------------
-
-EARTH_RADIUS_KM = 6371.0088
-
-
-def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle (haversine) distance; the SQL search computes the same formula."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-def bounding_box(lat: float, lon: float, radius_km: float) -> tuple[float, float, float, float]:
-    """(min lat, max lat, min lon, max lon) holding every point within ``radius_km`` of (lat, lon).
-
-    The search's prefilter (an index on the locations' points narrows 100,000 services to the few near the
-    point before any distance is computed). Exact for a sphere -- latitude moves at most r/R radians, and
-    longitude at most asin(sin(r/R) / cos(lat)) -- widened by a hair for rounding; over a pole or across the
-    antimeridian it gives up on longitude (the whole range) rather than split the box.
-    """
-    angle = radius_km / EARTH_RADIUS_KM
-    margin = 1e-6
-    dlat = math.degrees(angle) + margin
-    lat_min, lat_max = max(lat - dlat, -90.0), min(lat + dlat, 90.0)
-    spread = math.sin(angle) / math.cos(math.radians(lat)) if abs(lat) < 90.0 else 2.0
-    if lat_min <= -90.0 or lat_max >= 90.0 or angle >= math.pi / 2 or spread >= 1.0:
-        return lat_min, lat_max, -180.0, 180.0
-    dlon = math.degrees(math.asin(spread)) + margin
-    if lon - dlon < -180.0 or lon + dlon > 180.0:
-        return lat_min, lat_max, -180.0, 180.0
-    return lat_min, lat_max, lon - dlon, lon + dlon
-
-
-def parse_near(value: str) -> tuple[float, float]:
-    """"lat,lon" -> (lat, lon); ValueError with a reason otherwise."""
-    parts = value.split(",")
-    if len(parts) != 2:
-        raise ValueError("near must be 'lat,lon'")
-    try:
-        lat, lon = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise ValueError("near must be two decimal numbers 'lat,lon'") from None
-    if not (math.isfinite(lat) and math.isfinite(lon)) or not -90 <= lat <= 90 or not -180 <= lon <= 180:
-        raise ValueError("near must have -90 <= lat <= 90 and -180 <= lon <= 180")
-    return lat, lon
 
 
 # --- OAuth: errors, client assertions, scopes --------------------------------------------------------------

@@ -18,13 +18,13 @@ from pydantic import (
 
 from services.registry import domain
 from services.registry.oauth import import_public_jwks
-from shared import pagination
+from shared import geo, pagination, reference
 from shared.text import FreeText, Line
 
 
 def _country(value: str) -> str:
     code = value.upper()
-    if not domain.is_country(code):
+    if not reference.is_country(code):
         raise ValueError("not an ISO 3166-1 alpha-2 country code")
     return code
 
@@ -205,7 +205,7 @@ class ServiceFields(_Body):
     @field_validator("taxonomy")
     @classmethod
     def _taxonomy(cls, value: str | None) -> str | None:
-        if value is not None and not domain.is_taxonomy_code(value):
+        if value is not None and not reference.is_taxonomy_code(value):
             raise ValueError("not a taxonomy code (see GET /taxonomy)")
         return value
 
@@ -288,7 +288,7 @@ class ServiceSearch(BaseModel):
     @field_validator("taxonomy")
     @classmethod
     def _taxonomy(cls, value: str | None) -> str | None:
-        if value is not None and not domain.is_taxonomy_prefix(value):
+        if value is not None and not reference.is_taxonomy_prefix(value):
             raise ValueError("not a taxonomy code or prefix (see GET /taxonomy)")
         return value
 
@@ -297,7 +297,7 @@ class ServiceSearch(BaseModel):
     @classmethod
     def _near(cls, value: str | None) -> str | None:
         if value is not None:
-            domain.parse_near(value)
+            geo.parse_near(value)
         return value
 
     @model_validator(mode="after")
@@ -308,7 +308,7 @@ class ServiceSearch(BaseModel):
 
     @property
     def point(self) -> tuple[float, float] | None:
-        return domain.parse_near(self.near) if self.near else None
+        return geo.parse_near(self.near) if self.near else None
 
     @property
     def offset(self) -> int:

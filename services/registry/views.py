@@ -7,6 +7,7 @@ from services.registry import domain
 from services.registry.schemas import AgencyOut, AgencyRegistered, LocationOut, ServiceOut
 from services.registry.store.search import ServiceRecord
 from services.registry.store.tables import Agency, Service
+from shared import reference
 
 
 def agency_out(agency: Agency) -> AgencyOut:
@@ -29,8 +30,8 @@ def service_out(service: Service | ServiceRecord, accept_language: str | None,
         accept_language, service.descriptions)
     return ServiceOut(
         id=service.id, agency_id=service.agency_id, taxonomy=service.taxonomy,
-        taxonomy_label=domain.TAXONOMY[service.taxonomy][
-            domain.pick_language(accept_language, domain.TAXONOMY[service.taxonomy]) or "en"],
+        taxonomy_label=reference.TAXONOMY[service.taxonomy][
+            domain.pick_language(accept_language, reference.TAXONOMY[service.taxonomy]) or "en"],
         language=language, name=domain.localized(service.names, language),
         description=domain.localized(service.descriptions, description_language),
         names=service.names, descriptions=service.descriptions, countries=service.countries,

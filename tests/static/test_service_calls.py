@@ -59,7 +59,7 @@ def derived_calls() -> set[tuple[str, str]]:
             elif setting in URL_SETTINGS:
                 calls.add((caller, setting))
     # referral's token source posts to the token_url its credentials file names: the registry_url the
-    # bootstrap was given (services/registry/cli.py writes it).
+    # bootstrap was given (deploy/seed.py writes it).
     if "credentials_file" in (REPO / "services/referral/app.py").read_text():
         calls.add(("referral", "registry_url"))
     return {(caller, setting) for caller, setting in calls if caller != "registry" or setting != "jwks_url"}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,18 +24,18 @@ from services.intake.service.common import (
 )
 from services.intake.service.consent import check_consent, store_consent
 from services.intake.store import CaseKeyRow, CaseRow
-from shared import pagination
+from shared import idempotency, pagination
 from shared.auth import Principal
 from shared.db import unit_of_work
 from shared.errors import Problem
 from shared.ids import new_id
 
+#: The fingerprint's label: a case registration (shared.idempotency).
+REGISTRATION = b"refnet-intake-registration"
+
 
 def registration_fingerprint(data_key: bytes, body: schemas.CaseBody) -> bytes:
-    """What a retry must repeat to be the same registration: an HMAC of the request under the case's own
-    data key, so the stored fingerprint says nothing about the person and is shredded with the key."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(data_key, b"refnet-intake-registration\x00" + canonical, hashlib.sha256).digest()
+    return idempotency.fingerprint(data_key, REGISTRATION, body.model_dump(mode="json"))
 
 
 @dataclass(frozen=True)
@@ -110,11 +107,9 @@ class Cases:
         data_key = await self.res.data_key(session, row.id)
         if data_key is None:
             raise Problem(409, "case-erased", "The case registered with this Idempotency-Key was erased.")
-        fingerprint = registration_fingerprint(data_key, body)
-        if row.request_fingerprint is None or not hmac.compare_digest(bytes(row.request_fingerprint), fingerprint):
-            raise Problem(422, "idempotency-key-reused", "This Idempotency-Key was used for a different request.",
-                          title="Unprocessable Content",
-                          errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
+        stored = bytes(row.request_fingerprint) if row.request_fingerprint is not None else None
+        if not idempotency.same_request(stored, data_key, REGISTRATION, body.model_dump(mode="json")):
+            raise idempotency.key_reused()
         # The answer carries the person's data again: that is a read by the owner, recorded like any other.
         await self.res.access(session, principal, action="case.read", outcome="success", case_id=row.id,
                               purpose=purpose, categories=sorted(domain.ALL_CATEGORIES), role="owner", replay=True)

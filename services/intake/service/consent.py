@@ -16,7 +16,7 @@ from services.intake.service.common import Resources, actor, now, own_case
 from services.intake.store import CaseRow, ConsentRow
 from shared.auth import Principal
 from shared.db import unit_of_work
-from shared.errors import Problem, not_found
+from shared.errors import Problem, invalid, not_found
 from shared.ids import is_consent_id, new_id
 
 
@@ -25,8 +25,7 @@ def check_consent(body: schemas.ConsentBody, is_minor: bool | None, *, prefix: t
         domain.check_consent_for_case(body, case_is_minor=is_minor)
     except domain.ConsentRefused as refused:
         loc = [*prefix, refused.field]
-        raise Problem(422, "validation-error", f"The request is not valid: {'.'.join(loc)}.",
-                      title="Unprocessable Content", errors=[{"loc": loc, "msg": refused.message}]) from None
+        raise invalid(loc, refused.message) from None
 
 
 def state(r: ConsentRow) -> domain.ConsentState:

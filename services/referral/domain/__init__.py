@@ -64,7 +64,6 @@ from services.referral.domain.suggestions import (
     Need,
     Offer,
     Suggestion,
-    distance_km,
     rank_services,
 )
 from services.referral.domain.vocabulary import (
@@ -74,7 +73,6 @@ from services.referral.domain.vocabulary import (
     REJECT_REASONS,
     SENDER_CANCEL_REASONS,
     SYSTEM_CANCEL_REASONS,
-    TAXONOMY,
     TERMINAL_STATES,
     DataCategory,
     Party,
@@ -96,7 +94,6 @@ __all__ = [
     "SENDER_CANCEL_REASONS",
     "SUPPRESSED",
     "SYSTEM_CANCEL_REASONS",
-    "TAXONOMY",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "CaseFacts",
@@ -132,7 +129,6 @@ __all__ = [
     "consent_covers",
     "consent_still_current",
     "decide_transition",
-    "distance_km",
     "due_at",
     "free_text_shown",
     "is_overdue",

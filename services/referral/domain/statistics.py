@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from services.referral.domain.vocabulary import Pathway
+from shared.times import utc_text
 
 # --- statistics ---------------------------------------------------------------------------------------------
 #
@@ -221,7 +222,7 @@ def statistics_view(period: Period, values: Mapping[Cell, int], hidden: set[Cell
 
 
 def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    return utc_text(value)
 
 
 def protect_quarter(months: Sequence[tuple[Mapping[Cell, int], set[Cell]]]) -> tuple[dict[Cell, int], set[Cell]]:

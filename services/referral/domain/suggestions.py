@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared import geo
+
 # --- suggestions --------------------------------------------------------------------------------------------
 
 
@@ -44,13 +46,6 @@ class Suggestion:
     score: int
     reasons: tuple[str, ...]
     distance_km: float | None
-
-
-def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance (haversine, mean Earth radius)."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
 
 
 def _taxonomy_family(code: str) -> str:
@@ -102,7 +97,7 @@ def rank_services(offers: Iterable[Offer], need: Need) -> list[Suggestion]:
                 score -= 1
         distance = None
         if need.near is not None and offer.lat is not None and offer.lon is not None:
-            distance = round(distance_km(need.near, (offer.lat, offer.lon)), 1)
+            distance = round(geo.distance_km(*need.near, offer.lat, offer.lon), 1)
         suggestions.append(Suggestion(offer, score, tuple(reasons), distance))
     suggestions.sort(key=lambda s: (-s.score, s.distance_km if s.distance_km is not None else math.inf,
                                     s.offer.service_id))

@@ -51,13 +51,6 @@ class DataCategory(StrEnum):
     notes = "notes"
 
 
-#: Service taxonomy codes (DOMAIN.md "Service taxonomy"; the registry owns the labels).
-TAXONOMY: frozenset[str] = frozenset({
-    "shelter", "safety_security", "food_nfi_cash", "wash", "health.medical", "health.srh", "mhpss",
-    "legal.counselling", "legal.representation", "protection.rsd", "protection.resettlement", "avrr",
-    "reintegration.livelihood", "reintegration.education", "family_tracing", "child_protection.bia_bid",
-    "child_protection.guardianship", "law_enforcement_liaison", "interpretation", "case_management",
-})
 
 OPEN_STATES: frozenset[Status] = frozenset(
     {Status.requested, Status.received, Status.accepted, Status.in_progress, Status.on_hold}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import Problem
+from shared.errors import Problem, invalid
 
 Clock = Callable[[], datetime]
 
@@ -17,5 +17,7 @@ def system_clock() -> datetime:
 
 def field_problem(field: str, detail: str, slug: str = "validation-error", status: int = 422,
                   **extensions: Any) -> Problem:
+    if (status, slug) == (422, "validation-error") and not extensions:
+        return invalid(["body", field], detail, detail=detail)
     return Problem(status, slug, detail, title="Unprocessable Content",
                    errors=[{"loc": ["body", field], "msg": detail}], **extensions)

@@ -7,9 +7,6 @@ referrals it sent or received, nothing else (404 otherwise, so existence does no
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from services.referral.service.clock import Clock, field_problem, system_clock
 from services.referral.service.texts import ENVELOPE, FreeTexts, note_label, reason_label
 from services.referral.service.views import FreeTextView, party_of, referral_view
 from services.referral.store import FeedRow, ReferralRow, TransitionRow
-from shared import pagination
+from shared import idempotency, pagination
 from shared.auth import Principal
 from shared.crypto import Keyring
 from shared.db import unit_of_work
@@ -37,6 +34,9 @@ from shared.outbox import NewEvent, add_events
 from shared.topics import delivery_topic
 
 log = structlog.get_logger("refnet.referral")
+
+#: The fingerprint's label: a referral request (shared.idempotency).
+REQUEST = b"refnet-referral-request"
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,11 @@ class NewReferralRequest:
     reason: str
     shared_categories: list[domain.DataCategory]
 
-    def fingerprint(self, data_key: bytes) -> str:
-        """What a retry must repeat to be the same request: an HMAC under the case's data key, so the stored
-        fingerprint says nothing of the reason and is shredded with the key."""
-        body = {"case_id": self.case_id, "to_agency": self.to_agency, "service_id": self.service_id,
+    def comparable(self) -> dict[str, Any]:
+        """What a retry must repeat to be the same request (shared.idempotency fingerprints it)."""
+        return {"case_id": self.case_id, "to_agency": self.to_agency, "service_id": self.service_id,
                 "pathway": str(self.pathway), "service_type": self.service_type, "priority": str(self.priority),
                 "reason": self.reason, "shared_categories": sorted(map(str, self.shared_categories))}
-        canonical = json.dumps(body, sort_keys=True).encode()
-        return hmac.new(data_key, b"refnet-referral-request\x00" + canonical, hashlib.sha256).hexdigest()
 
 
 class _Replay(Exception):
@@ -168,7 +165,7 @@ class Referrals:
                     due_at=domain.due_at(request.priority, now, self.acknowledge_within),
                     created_at=now, updated_at=now, created_by_client=principal.client_id,
                     acting_user=principal.acting_user, idempotency_key=idempotency_key,
-                    request_hash=request.fingerprint(data_key),
+                    request_hash=idempotency.fingerprint(data_key, REQUEST, request.comparable()).hex(),
                 )
                 session.add(row)
                 transition = TransitionRow(referral_id=row.id, from_status=None, to_status=row.status,
@@ -205,10 +202,9 @@ class Referrals:
         data_key = await self.texts.data_key(session, row.case_id)
         if data_key is None:  # the case was erased since: nothing to answer with
             raise not_found("case")
-        if row.request_hash is None or not hmac.compare_digest(row.request_hash, request.fingerprint(data_key)):
-            raise Problem(422, "idempotency-key-reused",
-                          "This Idempotency-Key was used for a different request.", title="Unprocessable Content",
-                          errors=[{"loc": ["header", "Idempotency-Key"], "msg": "used for a different request"}])
+        stored = bytes.fromhex(row.request_hash) if row.request_hash else None
+        if not idempotency.same_request(stored, data_key, REQUEST, request.comparable()):
+            raise idempotency.key_reused()
         history = await store.history(session, row.id)
         return referral_view(row, history, texts=await self.texts.of_referral(session, row, history, Party.sender))
 

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.referral import domain, store
 from services.referral.service.clock import Clock, system_clock
-from shared.errors import Problem
+from shared.errors import invalid
 
 
 class Statistics:
@@ -25,8 +25,7 @@ class Statistics:
             period = domain.parse_period(label)
             domain.check_closed(period, self.clock())
         except domain.PeriodInvalid as refused:
-            raise Problem(422, "validation-error", str(refused), title="Unprocessable Content",
-                          errors=[{"loc": ["query", "period"], "msg": str(refused)}]) from None
+            raise invalid(["query", "period"], str(refused), detail=str(refused)) from None
         months = []
         async with self.sessions() as session:
             agencies = await store.stats_agencies(session)

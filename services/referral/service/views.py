@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from services.referral import domain
 from services.referral.domain import Party, Status
 from services.referral.store import ReferralRow, TransitionRow
+from shared.times import utc_text
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def party_of(row: ReferralRow, agency_id: str) -> Party | None:
 
 
 def timestamp(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+    return utc_text(value) if value is not None else None
 
 
 def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *, texts: FreeTextView,

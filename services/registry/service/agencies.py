@@ -19,7 +19,7 @@ from services.registry.schemas import AgencyCreate, AgencyPatch
 from services.registry.store import queries
 from services.registry.store.tables import Agency
 from shared.db import unit_of_work
-from shared.errors import Problem, not_found
+from shared.errors import Problem, invalid, not_found
 from shared.outbound import OutboundPolicy, require_callable_url
 from shared.outbox import add_event
 
@@ -147,8 +147,7 @@ class Agencies:
                 refused = domain.scopes_not_for_kind(agency.kind, body.scopes)
                 if refused:
                     detail = f"The scope(s) {' '.join(refused)} are only for oversight agencies."
-                    raise Problem(422, "validation-error", detail, title="Unprocessable Content",
-                                  errors=[{"loc": ["body", "scopes"], "msg": detail}])
+                    raise invalid(["body", "scopes"], detail, detail=detail)
                 agency.scopes = body.scopes
             if new_credentials:
                 credentials, secret = _credentials(body.jwks, body.jwks_uri, body.generate_secret)

@@ -42,6 +42,7 @@ from shared.errors import Problem
 from shared.ids import is_refnet_id
 from shared.outbound import OutboundPolicy
 from shared.outbox import add_event
+from shared.times import utc_text
 
 log = structlog.get_logger("refnet.registry")
 
@@ -297,7 +298,7 @@ class Authorization:
                 agency_id = str(claims.get("agency") or "")
                 payload = events.TokenRevokedPayload(
                     jti=jti, agency_id=agency_id, client_id=str(claims.get("sub")),
-                    expires_at=expires.isoformat().replace("+00:00", "Z"))
+                    expires_at=utc_text(expires))
                 await add_event(session, source=self.source, topic=events.TOPIC, type=events.TOKEN_REVOKED,
                                 aggregate_type="Token", aggregate_id=agency_id or jti,
                                 payload=payload.model_dump(), subject=jti)

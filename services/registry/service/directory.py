@@ -15,7 +15,7 @@ from services.registry.store import queries
 from services.registry.store.search import ServiceRecord, search_services
 from services.registry.store.tables import Agency, Location, Service
 from shared.db import unit_of_work
-from shared.errors import Problem, not_found
+from shared.errors import Problem, invalid, not_found
 from shared.outbox import add_event
 
 #: What ``null`` sets an optional service field to in a PATCH; the other fields may not be null.
@@ -102,8 +102,7 @@ class Directory:
             values = body.model_dump(exclude_unset=True, exclude={"locations"}, mode="json")
             for name, value in values.items():
                 if value is None and name not in NULL_MEANS:
-                    raise Problem(422, "validation-error", f"The request is not valid: body.{name}.",
-                                  errors=[{"loc": ["body", name], "msg": "may not be null"}])
+                    raise invalid(["body", name], "may not be null")
                 setattr(service, name, value if value is not None else NULL_MEANS[name])
             if "locations" in body.model_fields_set:
                 service.locations = _locations(service.id, body.locations or [])

@@ -14,8 +14,8 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from services.registry import domain
 from services.registry.store.tables import Agency, Location, Service
+from shared import geo
 
 
 async def search_services(
@@ -42,7 +42,7 @@ async def search_services(
     if point is not None:
         params.update(lat=point[0], lon=point[1])
         if radius_km is not None:
-            lat_min, lat_max, lon_min, lon_max = domain.bounding_box(point[0], point[1], radius_km)
+            lat_min, lat_max, lon_min, lon_max = geo.bounding_box(point[0], point[1], radius_km)
             params.update(radius_km=radius_km, lat_min=lat_min, lat_max=lat_max, lon_min=lon_min,
                           lon_max=lon_max)
     page_statement, count_statement = _search_statements(shape)
@@ -235,4 +235,4 @@ def _haversine() -> ColumnElement[float]:
     dlon = func.radians(Location.longitude - lon) / 2
     a = func.power(func.sin(dlat), 2) + func.cos(func.radians(lat)) * func.cos(
         func.radians(Location.latitude)) * func.power(func.sin(dlon), 2)
-    return 2 * domain.EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(a)))
+    return 2 * geo.EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(a)))

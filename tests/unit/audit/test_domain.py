@@ -317,7 +317,7 @@ def test_access_records_whose_ids_are_not_refnet_ids_are_refused(field: str, val
 
 
 def test_intake_s_access_records_pass() -> None:
-    """What intake records (services/intake/service.py ``_access``), shapes and formats included."""
+    """What intake records (services/intake/service/common.py ``access``), shapes and formats included."""
     consent, override = "consent-" + "ab" * 16, "override-" + "cd" * 16
     for record in (
         {"action": "case.read", "outcome": "denied", "case_id": _CASE, "resource_type": "Case", "resource_id": _CASE,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.intake import domain, schemas
-from services.intake.countries import ISO_3166_ALPHA2
+from shared.reference import COUNTRIES as ISO_3166_ALPHA2
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

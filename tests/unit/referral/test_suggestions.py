@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from services.referral.domain import Need, Offer, distance_km, rank_services
+from services.referral.domain import Need, Offer, rank_services
+from shared.geo import distance_km
 
 BASE = Offer(service_id="s", agency_id="a", agency_active=True, taxonomy="shelter", capacity_status="accepting",
              available=3, total=10, languages=frozenset({"ar"}), countries=frozenset({"SD"}),
@@ -57,4 +58,4 @@ def test_distance_breaks_ties_when_a_location_is_given() -> None:
 
 
 def test_haversine_known_distance() -> None:
-    assert distance_km((51.5074, -0.1278), (48.8566, 2.3522)) == pytest.approx(343.5, rel=0.01)
+    assert distance_km(51.5074, -0.1278, 48.8566, 2.3522) == pytest.approx(343.5, rel=0.01)

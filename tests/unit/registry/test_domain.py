@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.registry import domain
 from services.registry.domain import AssertionPolicy, OAuthError, check_assertion_claims, grant_scopes
+from shared import geo, reference
 
 NOW = 1_800_000_000.0
 POLICY = AssertionPolicy(audiences=frozenset({"https://reg/oauth/token", "https://reg"}))
@@ -90,19 +91,19 @@ def test_no_text_no_language() -> None:
 
 
 def test_distance_rome_naples_and_near_parsing() -> None:
-    assert domain.distance_km(41.9028, 12.4964, 40.8518, 14.2681) == pytest.approx(189, abs=3)
-    assert domain.parse_near("41.9,12.5") == (41.9, 12.5)
+    assert geo.distance_km(41.9028, 12.4964, 40.8518, 14.2681) == pytest.approx(189, abs=3)
+    assert geo.parse_near("41.9,12.5") == (41.9, 12.5)
     for bad in ("91,0", "0,181", "a,b", "1", "1,2,3", "nan,1"):
         with pytest.raises(ValueError):
-            domain.parse_near(bad)
+            geo.parse_near(bad)
 
 
 def test_taxonomy_codes_prefixes_and_countries() -> None:
-    assert len(domain.TAXONOMY) == 20
-    assert domain.is_taxonomy_code("protection.rsd") and not domain.is_taxonomy_code("protection")
-    assert domain.is_taxonomy_prefix("protection") and domain.is_taxonomy_prefix("health.srh")
-    assert not domain.is_taxonomy_prefix("heal") and not domain.is_taxonomy_prefix("spa")
-    assert len(domain.COUNTRIES) == 249 and domain.is_country("ER") and not domain.is_country("XX")
+    assert len(reference.TAXONOMY) == 20
+    assert reference.is_taxonomy_code("protection.rsd") and not reference.is_taxonomy_code("protection")
+    assert reference.is_taxonomy_prefix("protection") and reference.is_taxonomy_prefix("health.srh")
+    assert not reference.is_taxonomy_prefix("heal") and not reference.is_taxonomy_prefix("spa")
+    assert len(reference.COUNTRIES) == 249 and reference.is_country("ER") and not reference.is_country("XX")
     assert domain.check_capacity(3, 2) and domain.check_capacity(-1, 2) and domain.check_capacity(2, 2) is None
 
 
