@@ -32,7 +32,7 @@ run: $(STAMP)
 ## make test: lint, type-check, then every test (it starts and stops its own PostgreSQL and broker). Three
 ## pytest workers, a test file each at a time: most tests wait on stacks, brokers and databases, not the CPU.
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q -n 4 --dist loadfile --durations=25
+	$(BIN)/pytest -q -n 6 --dist loadfile --durations=25
 
 ## make reliability: the reliability suite at full size (2,000 referrals under faults, hostile input, isolation,
 ## token attacks, leak scan); writes what it injected, checked and measured to docs/reliability.md.

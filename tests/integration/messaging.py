@@ -7,9 +7,10 @@ with a serial ``applied`` number, so tests can count deliveries and check per-ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,3 +148,18 @@ def assert_exactly_once_in_order(rows: list[Any], expected_n: set[int]) -> None:
     for r in rows:
         assert r.n > last.get(r.key, -1), f"key {r.key}: {r.n} applied after {last[r.key]}"
         last[r.key] = r.n
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: object) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def harness(new_database: Callable[[str], str]) -> Harness:
+    return await Harness.create(new_database("backbone"))

@@ -1,56 +1,40 @@
 """The event backbone's promises, against the real PostgreSQL and the real broker.
 
 Nothing committed is lost, nothing rolled back is published, each event's effect happens once, one key's
-events apply in order -- also while the broker is paused, after it restarts empty, and after a consumer dies
-between its effect and its offset commit. Poison and undecodable messages go to the dead-letter topic.
+events apply in order -- also after a consumer dies between its effect and its offset commit. Poison and
+undecodable messages go to the dead-letter topic. The broker's own outages: test_broker_outages.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.launcher.infra import Broker
 from shared.db import unit_of_work
 from shared.envelope import ERROR_HEADER
 from shared.kafka import ensure_topics
 from shared.observability import EVENTS_CONSUMED
 from shared.outbox import add_event
 from tests.conftest import Infra
-from tests.integration.messaging import Harness, assert_exactly_once, assert_exactly_once_in_order
+from tests.integration.messaging import assert_exactly_once_in_order, harness, running
 
 
-@contextlib.asynccontextmanager
-async def running(*coros: object) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def harness(new_database: Callable[[str], str]) -> Harness:
-    return await Harness.create(new_database("backbone"))
-
-
-async def test_ten_thousand_events_arrive_once_each_in_order_per_key(infra: Infra, new_database) -> None:
+async def test_thousands_of_events_arrive_once_each_in_order_per_key(infra: Infra, new_database) -> None:
+    # 3,000 events over 100 keys in 300 transactions, every 7th rolled back: enough batches, interleaving and
+    # rollbacks to show loss, duplication or reordering; more only costs time (the benchmarks measure volume).
     h = await harness(new_database)
     async with running(h.relay(infra.bootstrap).run(), h.consumer(infra.bootstrap).run()):
-        written = await h.write_stream(10_000, keys=100, per_tx=10, rolled_back_every=7)
+        written = await h.write_stream(3_000, keys=100, per_tx=10, rolled_back_every=7)
         rows = await h.wait_for_effects(written, timeout=180)
         await asyncio.sleep(2)  # anything extra (a duplicate, a rolled-back event) would show up now
         rows = await h.effects()
-    assert written == 10_000
+    assert written == 3_000
     assert all(r.n >= 0 for r in rows), "an event of a rolled-back transaction was delivered"
     assert_exactly_once_in_order(rows, set(range(written)))
     assert await h.outbox_size() == 0
@@ -78,42 +62,6 @@ async def test_a_batch_reaching_a_new_topic_goes_out_at_once(infra: Infra, new_d
             await asyncio.sleep(0.1)
         took = time.monotonic() - started
     assert await h.outbox_size() == 0 and took < 5, f"published after {took:.1f} s"
-
-
-async def test_broker_paused_mid_stream_loses_nothing(private_broker: Broker, new_database) -> None:
-    h = await harness(new_database)
-    async with running(h.relay(private_broker.bootstrap).run(), h.consumer(private_broker.bootstrap).run()):
-        first = await h.write_stream(2_000, keys=100)
-        await h.wait_for_effects(1, timeout=60)
-        private_broker.pause()
-        try:
-            second = await h.write_stream(2_000, keys=100, start=first)  # written while the broker is frozen
-            await asyncio.sleep(15)
-        finally:
-            private_broker.resume()
-        rows = await h.wait_for_effects(first + second, timeout=180)
-    assert_exactly_once_in_order(rows, set(range(first + second)))
-
-
-async def test_backlog_survives_broker_restarted_empty(private_broker: Broker, new_database) -> None:
-    h = await harness(new_database)
-    async with running(h.relay(private_broker.bootstrap).run(), h.consumer(private_broker.bootstrap).run()):
-        before = await h.write_stream(500, keys=20)
-        await h.wait_for_effects(before, timeout=60)
-        private_broker.kill()
-        # The backlog builds up while there is no broker at all ...
-        for n in range(before, before + 1_000):
-            await h.write(f"k{n % 20}", n)
-        assert await h.outbox_size() > 0
-        # ... and a fresh, empty broker on the same port receives it.
-        private_broker.start()
-        rows = await h.wait_for_effects(before + 1_000, timeout=120)
-        assert await h.outbox_size() == 0, "the relay did not publish its backlog"
-    # Exactly once, but not per-key order: after losing its in-memory log, the embedded broker acknowledges
-    # some writes from a producer with stale metadata and drops them. The relay sees the offsets go back
-    # and publishes the batch again, so nothing is lost, but a re-sent event may follow a later one of its
-    # key. A durable, replicated broker (Apache Kafka in production) does not lose acknowledged writes.
-    assert_exactly_once(rows, set(range(before + 1_000)))
 
 
 CRASHING_CONSUMER = """

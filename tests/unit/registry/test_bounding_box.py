@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.registry.domain import bounding_box, distance_km
+from shared.geo import bounding_box, distance_km
 
 latitudes = st.floats(min_value=-89.999, max_value=89.999)
 longitudes = st.floats(min_value=-180.0, max_value=180.0)
@@ -30,7 +30,7 @@ def test_points_near_the_edge_of_the_radius_are_inside_the_box(lat: float, lon: 
     # A point at a given distance and bearing (spherical destination formula), often right at the edge.
     import math
 
-    from services.registry.domain import EARTH_RADIUS_KM
+    from shared.geo import EARTH_RADIUS_KM
 
     d = radius * fraction / EARTH_RADIUS_KM
     p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing)
