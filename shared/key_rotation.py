@@ -53,6 +53,7 @@ async def rewrap(sessions: async_sessionmaker[AsyncSession], sources: Sequence[W
     done = 0
     for source in sources:
         while True:
+            changed = 0
             async with unit_of_work(sessions) as session:
                 rows = await source.pending(session, new_key.key_id, batch)
                 for row in rows:
@@ -61,8 +62,11 @@ async def rewrap(sessions: async_sessionmaker[AsyncSession], sources: Sequence[W
                             continue
                         key = source.envelope.unwrap(slot.wrapped, old.by_id(slot.key_id), slot.binding)
                         slot.put(source.envelope.wrap(key, new_key, slot.binding), new_key.key_id)
-                        done += 1
-            if len(rows) < batch:
+                        changed += 1
+            done += changed
+            # A full batch that changed nothing would come back unchanged: stop rather than loop for ever
+            # (``count`` then reports those rows).
+            if len(rows) < batch or not changed:
                 break
     return done
 
