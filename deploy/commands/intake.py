@@ -11,7 +11,10 @@ from typing import Annotated
 
 import typer
 
-from services.intake.crypto import STAGED_SUFFIX, Keyring, MasterKey, write_key_file
+from deploy.commands.key_rotation import KeySettings, add_rotation_command
+from shared import key_rotation
+from shared.crypto import Keyring, MasterKey
+from shared.key_rotation import Wrapped, rotate_key_file
 
 
 async def rotate(database_url: str, key_file: Path, new_key: MasterKey | None = None,
@@ -22,51 +25,20 @@ async def rotate(database_url: str, key_file: Path, new_key: MasterKey | None = 
     The new key is staged beside the old one first (``<key_file>.new``), where a running intake also looks
     for it, so cases stay readable during the rotation; an interrupted rotation resumes with that key.
     """
-    from services.intake.service import count_data_keys_not_under, rewrap_data_keys
-    from shared.db import make_engine, make_sessionmaker
-
-    old = MasterKey.from_file(key_file)
-    staged, new_key = _stage(key_file, new_key)
-    ring = Keyring(old, (MasterKey.from_file(previous),) if previous else ())
-    engine = make_engine(database_url, pool_size=2)
-    sessions = make_sessionmaker(engine)
-    try:
-        count = await rewrap_data_keys(sessions, ring, new_key)
-        _install(staged, key_file)
-        # Cases a running intake registered under the old key while we worked: one more sweep.
-        count += await rewrap_data_keys(sessions, ring, new_key)
-        left = await count_data_keys_not_under(sessions, new_key)
-    finally:
-        await engine.dispose()
-    return new_key, count, left
+    return await rotate_key_file(database_url, _sources(), key_file, new_key, previous)
 
 
 async def rewrap_to_current(database_url: str, ring: Keyring) -> tuple[int, int]:
     """The two-key layout (read-only mounts): the new key is already the configured current key and the old
     one the configured previous key. Re-wrap every data key under the current key; write no file.
     -> (data keys re-wrapped, left under other keys)."""
-    from services.intake.service import count_data_keys_not_under, rewrap_data_keys
-    from shared.db import make_engine, make_sessionmaker
-
-    engine = make_engine(database_url, pool_size=2)
-    sessions = make_sessionmaker(engine)
-    try:
-        count = await rewrap_data_keys(sessions, ring, ring.current)
-        return count, await count_data_keys_not_under(sessions, ring.current)
-    finally:
-        await engine.dispose()
+    return await key_rotation.rewrap_to_current(database_url, _sources(), ring)
 
 
-def _stage(key_file: Path, new_key: MasterKey | None) -> tuple[Path, MasterKey]:
-    staged = Path(str(key_file) + STAGED_SUFFIX)
-    if new_key is None:
-        new_key = MasterKey.from_file(staged) if staged.exists() else MasterKey.generate()
-    write_key_file(staged, new_key)
-    return staged, new_key
+def _sources() -> list[Wrapped]:
+    from services.intake.service.keys import DATA_KEYS
 
-
-def _install(staged: Path, key_file: Path) -> None:
-    staged.replace(key_file)
+    return [DATA_KEYS]
 
 
 ERASE_ACTION = "case.erase"  # the audit action of a case.erased event (services/audit/domain.py)
@@ -144,42 +116,9 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
         for case_id in again:
             typer.echo(f"  erased again: {case_id}")
 
-    @keys.command("rotate-intake")
-    def rotate_intake(
-        new_key_file: Annotated[Path | None, typer.Option(
-            help="A file holding the new key (base64 of 32 bytes); generated when omitted")] = None,
-        previous_key_file: Annotated[Path | None, typer.Option(
-            help="An older key still wrapping some data keys (a rotation interrupted before)")] = None,
-        rewrap_only: Annotated[bool, typer.Option(
-            "--rewrap-only", help="Keys mounted read-only: the new key is already REFNET_INTAKE_MASTER_KEY_FILE "
-            "and the old one REFNET_INTAKE_PREVIOUS_MASTER_KEY_FILE; re-wrap under the new one, write no file")]
-            = False,
-    ) -> None:
-        """Re-wrap every case's data key with a new intake master key; the key file is replaced (or, with
-        --rewrap-only, left alone)."""
+    def settings() -> KeySettings:
         from services.intake.settings import IntakeSettings
 
-        settings = IntakeSettings()
-        if not settings.master_key_file:
-            raise typer.BadParameter("REFNET_INTAKE_MASTER_KEY_FILE is not set")
-        if rewrap_only:
-            if new_key_file or previous_key_file:
-                raise typer.BadParameter("--rewrap-only takes its keys from the settings, not from options")
-            if not settings.previous_master_key_file:
-                raise typer.BadParameter("--rewrap-only needs REFNET_INTAKE_PREVIOUS_MASTER_KEY_FILE (the old key)")
-            ring = settings.keyring()
-            count, left = asyncio.run(rewrap_to_current(settings.database_url, ring))
-            typer.echo(f"re-wrapped {count} data keys; master key is now {ring.current.key_id}; "
-                       f"{left} data keys are still wrapped by another key")
-            typer.echo("keep the old key escrowed while backups taken before this rotation exist")
-            if left:
-                raise typer.Exit(1)
-            return
-        given = MasterKey.from_file(new_key_file) if new_key_file else None
-        new_key, count, left = asyncio.run(
-            rotate(settings.database_url, Path(settings.master_key_file), given, previous_key_file))
-        typer.echo(f"re-wrapped {count} data keys; master key is now {new_key.key_id}; "
-                   f"{left} data keys are still wrapped by another key")
-        typer.echo("keep the old key escrowed while backups taken before this rotation exist")
-        if left:
-            raise typer.Exit(1)
+        return IntakeSettings()
+
+    add_rotation_command(keys, "intake", settings=settings, sources=_sources, what="data keys")

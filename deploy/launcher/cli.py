@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from deploy.launcher.stack import StackState
 
 #: The modules with each service's operator commands: ``register(app, keys) -> None``.
-SERVICE_COMMANDS = ("deploy.commands.registry", "deploy.commands.intake", "deploy.commands.audit")
+SERVICE_COMMANDS = ("deploy.commands.registry", "deploy.commands.intake", "deploy.commands.referral",
+                    "deploy.commands.audit")
 
 
 class _Commands(TyperGroup):

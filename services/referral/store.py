@@ -442,6 +442,18 @@ async def add_case_key(session: AsyncSession, case_id: str, wrapped_key: bytes, 
                                                     master_key_id=master_key_id).on_conflict_do_nothing())
 
 
+async def case_keys_not_under(session: AsyncSession, key_id: str, limit: int) -> list[CaseKeyRow]:
+    """Data keys wrapped by another master key than ``key_id``, locked (two rotations skip each other's rows)."""
+    return list((await session.execute(
+        select(CaseKeyRow).where(CaseKeyRow.master_key_id != key_id)
+        .order_by(CaseKeyRow.case_id).limit(limit).with_for_update(skip_locked=True))).scalars())
+
+
+async def count_case_keys_not_under(session: AsyncSession, key_id: str) -> int:
+    return int((await session.execute(select(func.count()).select_from(CaseKeyRow)
+                                      .where(CaseKeyRow.master_key_id != key_id))).scalar_one())
+
+
 async def case_consents(session: AsyncSession, case_ids: list[str]) -> dict[str, CaseConsentRow]:
     rows = (await session.execute(select(CaseConsentRow).where(CaseConsentRow.case_id.in_(case_ids)))).scalars()
     return {row.case_id: row for row in rows}
@@ -579,6 +591,25 @@ async def subscriptions_with_clear_secret(session: AsyncSession) -> list[Subscri
     """Subscriptions made before referral_0007 whose secret is still in clear, locked."""
     return list((await session.execute(
         select(SubscriptionRow).where(SubscriptionRow.secret.is_not(None)).with_for_update())).scalars())
+
+
+def _secret_not_under(key_id: str) -> Any:
+    # A NULL key id (no previous secret; a clear secret of before referral_0007) is nothing to re-wrap.
+    return or_(SubscriptionRow.secret_key_id != key_id, SubscriptionRow.previous_secret_key_id != key_id)
+
+
+async def subscriptions_with_secret_not_under(session: AsyncSession, key_id: str,
+                                              limit: int) -> list[SubscriptionRow]:
+    """Subscriptions (deleted ones too) whose secret or previous secret is wrapped by another master key than
+    ``key_id``, locked (rows being delivered or rotated meanwhile are skipped, for the next sweep)."""
+    return list((await session.execute(
+        select(SubscriptionRow).where(_secret_not_under(key_id))
+        .order_by(SubscriptionRow.id).limit(limit).with_for_update(skip_locked=True))).scalars())
+
+
+async def count_subscriptions_with_secret_not_under(session: AsyncSession, key_id: str) -> int:
+    return int((await session.execute(select(func.count()).select_from(SubscriptionRow)
+                                      .where(_secret_not_under(key_id)))).scalar_one())
 
 
 async def due_subscriptions(session: AsyncSession, now: datetime) -> list[tuple[str, str]]:

@@ -23,10 +23,10 @@ def new_secret() -> str:
 
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 -- the Standard Webhooks prefix, not a secret
-_ENVELOPE = Envelope("referral")
+SECRET_ENVELOPE = Envelope("referral")
 
 
-def _bound_to(subscription_id: str) -> str:
+def secret_binding(subscription_id: str) -> str:
     # The wrapping is bound to the subscription (and, by this prefix, can never pass for a case's data key).
     return f"webhook-secret:{subscription_id}"
 
@@ -34,11 +34,11 @@ def _bound_to(subscription_id: str) -> str:
 def seal_secret(secret: str, keyring: Keyring, subscription_id: str) -> tuple[bytes, str]:
     """-> (the secret wrapped under the current master key, that key's id)."""
     raw = base64.b64decode(secret.removeprefix(_SECRET_PREFIX))
-    return _ENVELOPE.wrap(raw, keyring.current, _bound_to(subscription_id)), keyring.current.key_id
+    return SECRET_ENVELOPE.wrap(raw, keyring.current, secret_binding(subscription_id)), keyring.current.key_id
 
 
 def open_secret(wrapped: bytes, key_id: str, keyring: Keyring, subscription_id: str) -> str:
-    raw = _ENVELOPE.unwrap(wrapped, keyring.by_id(key_id), _bound_to(subscription_id))
+    raw = SECRET_ENVELOPE.unwrap(wrapped, keyring.by_id(key_id), secret_binding(subscription_id))
     return _SECRET_PREFIX + base64.b64encode(raw).decode()
 
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.intake import domain, store
-from services.intake.crypto import Keyring, KeyUnavailable, MasterKey, Undecryptable, open_sealed, seal, unwrap, wrap
+from services.intake.crypto import Keyring, KeyUnavailable, MasterKey, Undecryptable, open_sealed, seal
 from services.intake.service.common import CASE_LABEL, DEMOGRAPHIC_COLUMNS, Resources, now, seal_clear_facts
+from shared.crypto import Envelope
 from shared.db import unit_of_work
+from shared.key_rotation import Slot, Wrapped, count_not_under, rewrap
 
 
 @dataclass(frozen=True)
@@ -43,24 +45,29 @@ class Sealing:
             after = rows[-1].id
 
 
+def _data_key_slots(row: store.CaseKeyRow) -> list[Slot]:
+    def put(wrapped: bytes, key_id: str) -> None:
+        row.wrapped_key, row.master_key_id, row.rewrapped_at = wrapped, key_id, now()
+
+    return [Slot(row.wrapped_key, row.master_key_id, row.case_id, put)]
+
+
+async def _pending(session: AsyncSession, key_id: str, limit: int) -> list[store.CaseKeyRow]:
+    return await store.case_keys_not_under(session, key_id, limit=limit)
+
+
+#: The cases' data keys, bound to their case (erased cases have none and stay that way); wrapped as
+#: ``services.intake.crypto.wrap`` wraps them.
+DATA_KEYS = Wrapped(envelope=Envelope("intake"), pending=_pending, slots=_data_key_slots,
+                    count=store.count_case_keys_not_under)
+
+
 async def rewrap_data_keys(sessions: async_sessionmaker[AsyncSession], old: Keyring, new_key: MasterKey,
                            batch: int = 200) -> int:
     """Re-wrap every data key not yet under ``new_key``; case data is not touched. Resumable: returns the
     number re-wrapped; erased cases have no key and stay that way."""
-    done = 0
-    while True:
-        async with unit_of_work(sessions) as session:
-            rows = await store.case_keys_not_under(session, new_key.key_id, limit=batch)
-            for row in rows:
-                data_key = unwrap(row.wrapped_key, old.by_id(row.master_key_id), row.case_id)
-                row.wrapped_key = wrap(data_key, new_key, row.case_id)
-                row.master_key_id = new_key.key_id
-                row.rewrapped_at = now()
-        done += len(rows)
-        if len(rows) < batch:
-            return done
+    return await rewrap(sessions, [DATA_KEYS], old, new_key, batch=batch)
 
 
 async def count_data_keys_not_under(sessions: async_sessionmaker[AsyncSession], key: MasterKey) -> int:
-    async with sessions() as session:
-        return await store.count_case_keys_not_under(session, key.key_id)
+    return await count_not_under(sessions, [DATA_KEYS], key)
