@@ -27,6 +27,7 @@ from shared.db import dependency_unreachable
 from shared.kafka import client_options, dlq_topic, end_offsets_of, event_ids_at, header, make_producer
 from shared.loops import stopping
 from shared.observability import CONSUMER_LAG, DLQ_MESSAGES, EVENTS_CONSUMED
+from shared.settings import ServiceSettings
 
 log = structlog.get_logger("refnet.consumer")
 
@@ -147,6 +148,18 @@ class EventConsumer:
         # set: a consumer that has caught up once is serving, whatever the broker does later.
         self.settled = False
         self.caught_up = False
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings, sessions: async_sessionmaker[AsyncSession], *, name: str,
+                      topics: list[str], handlers: Mapping[str, Handler],
+                      on_batch_applied: Callable[[], Awaitable[None]] | None = None) -> EventConsumer:
+        """A consumer as every service configures one: its broker, retries and dead-letter producer from the
+        service's settings (REFNET_CONSUMER_*, REFNET_KAFKA_*)."""
+        return cls(service=settings.service_name, name=name, topics=topics, handlers=handlers, sessions=sessions,
+                   bootstrap=settings.kafka_bootstrap, max_attempts=settings.consumer_max_attempts,
+                   retry_backoff_seconds=settings.consumer_retry_backoff_seconds,
+                   # The dead-letter producer: idempotent where the broker allows it, like every other producer.
+                   enable_idempotence=settings.kafka_enable_idempotence, on_batch_applied=on_batch_applied)
 
     async def run(self) -> None:
         while True:

@@ -31,17 +31,7 @@ def ingest_consumer(runtime: Runtime, ingest: Ingest, on_applied: Callable[[], A
                     ) -> EventConsumer:
     settings = runtime.settings
     assert isinstance(settings, AuditSettings)
-    consumer = EventConsumer(
-        service=settings.service_name,
-        name=settings.consumer_group,
-        topics=list(ALL_TOPICS),
-        handlers={},
-        sessions=runtime.sessions,
-        bootstrap=settings.kafka_bootstrap,
-        max_attempts=settings.consumer_max_attempts,
-        retry_backoff_seconds=settings.consumer_retry_backoff_seconds,
-        enable_idempotence=settings.kafka_enable_idempotence,
-        on_batch_applied=on_applied,
-    )
+    consumer = EventConsumer.from_settings(settings, runtime.sessions, name=settings.consumer_group,
+                                           topics=list(ALL_TOPICS), handlers={}, on_batch_applied=on_applied)
     consumer.handlers = _EveryType(ingest.record)
     return consumer

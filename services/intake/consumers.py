@@ -49,14 +49,9 @@ def build(settings: IntakeSettings, sessions: async_sessionmaker[AsyncSession]
           ) -> tuple[EventConsumer, EventConsumer]:
     """-> (the referral events' consumer, the registry's agency events' consumer)."""
     group = settings.consumer_group
-    common = {"service": settings.service_name, "sessions": sessions, "bootstrap": settings.kafka_bootstrap,
-              "max_attempts": settings.consumer_max_attempts,
-              "retry_backoff_seconds": settings.consumer_retry_backoff_seconds,
-              # The dead-letter producer: idempotent where the broker allows it, like every other producer.
-              "enable_idempotence": settings.kafka_enable_idempotence}
     return (
-        EventConsumer(name=f"{group}-referrals", topics=[ev.REFERRAL_EVENTS],
-                      handlers=dict.fromkeys(ev.REFERRAL_TYPES, on_referral), **common),  # type: ignore[arg-type]
-        EventConsumer(name=f"{group}-agencies", topics=[ev.REGISTRY_EVENTS],
-                      handlers=dict.fromkeys(ev.AGENCY_TYPES, on_agency), **common),  # type: ignore[arg-type]
+        EventConsumer.from_settings(settings, sessions, name=f"{group}-referrals", topics=[ev.REFERRAL_EVENTS],
+                                    handlers=dict.fromkeys(ev.REFERRAL_TYPES, on_referral)),
+        EventConsumer.from_settings(settings, sessions, name=f"{group}-agencies", topics=[ev.REGISTRY_EVENTS],
+                                    handlers=dict.fromkeys(ev.AGENCY_TYPES, on_agency)),
     )

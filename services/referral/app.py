@@ -115,16 +115,14 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
 
     def wiring(runtime: Runtime) -> Sequence[EventConsumer | Callable[[], Coroutine[Any, Any, None]]]:
         deps = runtime.need(Deps)
-        common = {"service": "referral", "sessions": runtime.sessions, "bootstrap": settings.kafka_bootstrap,
-                  "max_attempts": settings.consumer_max_attempts,
-                  "retry_backoff_seconds": settings.consumer_retry_backoff_seconds,
-                  "enable_idempotence": settings.kafka_enable_idempotence}
         jobs: list[EventConsumer | Callable[[], Coroutine[Any, Any, None]]] = [
-            EventConsumer(name=deps.registry_catchup.consumer, topics=[events.REGISTRY_EVENTS],
-                          handlers=consumers.registry_handlers(deps.referrals), **common),  # type: ignore[arg-type]
+            EventConsumer.from_settings(settings, runtime.sessions, name=deps.registry_catchup.consumer,
+                                        topics=[events.REGISTRY_EVENTS],
+                                        handlers=consumers.registry_handlers(deps.referrals)),
             deps.registry_catchup.run,
-            EventConsumer(name=f"{settings.consumer_group_prefix}-intake", topics=[events.INTAKE_EVENTS],
-                          handlers=consumers.intake_handlers(deps.referrals), **common),  # type: ignore[arg-type]
+            EventConsumer.from_settings(settings, runtime.sessions, name=f"{settings.consumer_group_prefix}-intake",
+                                        topics=[events.INTAKE_EVENTS],
+                                        handlers=consumers.intake_handlers(deps.referrals)),
             deps.deadlines.run,
             deps.webhooks.run,
         ]
