@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.db import with_ssl
 from shared.outbound import OutboundPolicy
@@ -103,15 +102,15 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore")
 
-    def __init__(self, **values: Any) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Shared defaults (REFNET_X) sit under the service's own values (REFNET_<SERVICE>_X).
-        prefix = f"REFNET_{type(self).service_name.upper()}_"
-        shared: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            env = os.environ.get(f"REFNET_{name.upper()}")
-            if env is not None and f"{prefix}{name.upper()}" not in os.environ:
-                shared[name] = env
-        super().__init__(**{**shared, **values})
+        shared = EnvSettingsSource(settings_cls, env_prefix="REFNET_")
+        return init_settings, env_settings, shared, dotenv_settings, file_secret_settings
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
