@@ -38,7 +38,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.referral.domain import MonthCounts
 from shared.db import NAMING
 
 
@@ -366,68 +365,6 @@ async def agency_for_share(session: AsyncSession, agency_id: str) -> AgencyRow |
     )).scalar_one_or_none()
 
 
-# --- statistics ---------------------------------------------------------------------------------------------
-
-
-async def stats_agencies(session: AsyncSession) -> list[str]:
-    """Every agency the registry knows, platform clients aside: each gets its cells, zero or not."""
-    return list((await session.execute(
-        select(AgencyRow.agency_id).where(AgencyRow.kind != "platform"))).scalars())
-
-
-def _acknowledgements() -> Any:
-    """The recipient's first move off ``requested``: the acknowledgement (one per referral)."""
-    return (TransitionRow.from_status == "requested") & (TransitionRow.party == "recipient")
-
-
-async def month_counts(session: AsyncSession, start: datetime, end: datetime) -> MonthCounts:
-    """The true counts of the events in [start, end), for ``domain.suppress`` (never published as such)."""
-    created = (await session.execute(
-        select(ReferralRow.pathway, ReferralRow.from_agency, ReferralRow.to_agency,
-               ReferralRow.consent_id.is_not(None), func.count())
-        .where(ReferralRow.created_at >= start, ReferralRow.created_at < end)
-        .group_by(ReferralRow.pathway, ReferralRow.from_agency, ReferralRow.to_agency,
-                  ReferralRow.consent_id.is_not(None)))).all()
-    in_period = (TransitionRow.at >= start) & (TransitionRow.at < end)
-    decided = (await session.execute(
-        select(ReferralRow.pathway, TransitionRow.to_status, func.count())
-        .join(ReferralRow, ReferralRow.id == TransitionRow.referral_id)
-        .where(in_period, TransitionRow.to_status.in_(["accepted", "rejected"]))
-        .group_by(ReferralRow.pathway, TransitionRow.to_status))).all()
-    on_time = TransitionRow.at <= ReferralRow.due_at
-    acknowledged = (await session.execute(
-        select(ReferralRow.pathway, on_time, func.count())
-        .join(ReferralRow, ReferralRow.id == TransitionRow.referral_id)
-        .where(in_period, _acknowledgements())
-        .group_by(ReferralRow.pathway, on_time))).all()
-    overdue = (await session.execute(
-        select(ReferralRow.pathway, func.count())
-        .where(ReferralRow.overdue_at >= start, ReferralRow.overdue_at < end)
-        .group_by(ReferralRow.pathway))).all()
-    return MonthCounts(
-        created={(p, s, r, bool(c)): n for p, s, r, c, n in created},
-        decided={(p, to == "accepted"): n for p, to, n in decided},
-        acknowledged={(p, bool(t)): n for p, t, n in acknowledged},
-        overdue={p: n for p, n in overdue},
-    )
-
-
-async def median_hours(session: AsyncSession, start: datetime, end: datetime) -> dict[tuple[str, str], float]:
-    """Per pathway, the median hours from referral to acknowledgement and to acceptance, over those made in
-    [start, end)."""
-    hours = func.extract("epoch", TransitionRow.at - ReferralRow.created_at) / 3600.0
-    median = func.percentile_cont(0.5).within_group(hours)
-    medians: dict[tuple[str, str], float] = {}
-    for name, condition in (("acknowledge", _acknowledgements()), ("accept", TransitionRow.to_status == "accepted")):
-        rows = (await session.execute(
-            select(ReferralRow.pathway, median)
-            .join(ReferralRow, ReferralRow.id == TransitionRow.referral_id)
-            .where(TransitionRow.at >= start, TransitionRow.at < end, condition)
-            .group_by(ReferralRow.pathway))).all()
-        medians.update({(pathway, name): float(value) for pathway, value in rows})
-    return medians
-
-
 # --- per-case keys and sealed free text -------------------------------------------------------------------
 
 
@@ -550,79 +487,22 @@ async def feed_page(session: AsyncSession, agency_id: str, *, after: int, limit:
         .order_by(FeedRow.seq).limit(limit))).scalars())
 
 
-# --- webhook subscriptions and deliveries -------------------------------------------------------------------
-
-
-async def lock_agency_subscriptions(session: AsyncSession, agency_id: str) -> None:
-    """Serialise an agency's subscription creations until the transaction ends (the per-agency limit)."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                          {"k": f"referral-subscriptions:{agency_id}"})
-
-
-async def subscription_count(session: AsyncSession, agency_id: str) -> int:
-    return int((await session.execute(select(func.count()).select_from(SubscriptionRow).where(
-        SubscriptionRow.agency_id == agency_id, SubscriptionRow.status != "deleted"))).scalar_one())
-
-
-async def last_feed_seq(session: AsyncSession) -> int | None:
-    return (await session.execute(select(FeedRow.seq).order_by(FeedRow.seq.desc()).limit(1))).scalar()
-
-
-async def subscription(session: AsyncSession, subscription_id: str, *,
-                       for_update: bool = False) -> SubscriptionRow | None:
-    return await session.get(SubscriptionRow, subscription_id, with_for_update=for_update)
-
-
-async def subscriptions_of(session: AsyncSession, agency_id: str) -> list[SubscriptionRow]:
-    return list((await session.execute(
-        select(SubscriptionRow).where(SubscriptionRow.agency_id == agency_id, SubscriptionRow.status != "deleted")
-        .order_by(SubscriptionRow.created_at))).scalars())
-
-
-async def deliveries_page(session: AsyncSession, subscription_id: str, *, after: int | None,
-                          limit: int) -> list[DeliveryRow]:
-    query = select(DeliveryRow).where(DeliveryRow.subscription_id == subscription_id)
-    if after is not None:
-        query = query.where(DeliveryRow.id > after)
-    return list((await session.execute(query.order_by(DeliveryRow.id).limit(limit))).scalars())
-
-
-async def subscriptions_with_clear_secret(session: AsyncSession) -> list[SubscriptionRow]:
-    """Subscriptions made before referral_0007 whose secret is still in clear, locked."""
-    return list((await session.execute(
-        select(SubscriptionRow).where(SubscriptionRow.secret.is_not(None)).with_for_update())).scalars())
-
-
-def _secret_not_under(key_id: str) -> Any:
-    # A NULL key id (no previous secret; a clear secret of before referral_0007) is nothing to re-wrap.
-    return or_(SubscriptionRow.secret_key_id != key_id, SubscriptionRow.previous_secret_key_id != key_id)
-
-
-async def subscriptions_with_secret_not_under(session: AsyncSession, key_id: str,
-                                              limit: int) -> list[SubscriptionRow]:
-    """Subscriptions (deleted ones too) whose secret or previous secret is wrapped by another master key than
-    ``key_id``, locked (rows being delivered or rotated meanwhile are skipped, for the next sweep)."""
-    return list((await session.execute(
-        select(SubscriptionRow).where(_secret_not_under(key_id))
-        .order_by(SubscriptionRow.id).limit(limit).with_for_update(skip_locked=True))).scalars())
-
-
-async def count_subscriptions_with_secret_not_under(session: AsyncSession, key_id: str) -> int:
-    return int((await session.execute(select(func.count()).select_from(SubscriptionRow)
-                                      .where(_secret_not_under(key_id)))).scalar_one())
-
-
-async def due_subscriptions(session: AsyncSession, now: datetime) -> list[tuple[str, str]]:
-    """(id, agency) of the active subscriptions due now with events waiting past their cursor."""
-    waiting = exists().where(or_(FeedRow.from_agency == SubscriptionRow.agency_id,
-                                 FeedRow.to_agency == SubscriptionRow.agency_id),
-                             FeedRow.seq > SubscriptionRow.cursor)
-    return [(row.id, row.agency_id) for row in await session.execute(
-        select(SubscriptionRow.id, SubscriptionRow.agency_id).where(
-            SubscriptionRow.status == "active", SubscriptionRow.next_attempt_at <= now, waiting))]
-
-
-async def advance_subscription(session: AsyncSession, subscription_id: str, *, cursor: int | None = None,
-                               next_attempt_at: datetime | None = None) -> None:
-    values = {k: v for k, v in (("cursor", cursor), ("next_attempt_at", next_attempt_at)) if v is not None}
-    await session.execute(update(SubscriptionRow).where(SubscriptionRow.id == subscription_id).values(**values))
+# The statistics' and the webhooks' queries, in modules of their own (they import the tables above).
+from services.referral.store.statistics import (  # noqa: E402, F401 -- re-exported: callers use store.<query>
+    median_hours,
+    month_counts,
+    stats_agencies,
+)
+from services.referral.store.webhooks import (  # noqa: E402, F401 -- re-exported: callers use store.<query>
+    advance_subscription,
+    count_subscriptions_with_secret_not_under,
+    deliveries_page,
+    due_subscriptions,
+    last_feed_seq,
+    lock_agency_subscriptions,
+    subscription,
+    subscription_count,
+    subscriptions_of,
+    subscriptions_with_clear_secret,
+    subscriptions_with_secret_not_under,
+)
