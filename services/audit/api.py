@@ -7,11 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime
 
-from services.audit.app import Deps
+from services.audit.deps import Deps, deps
 from services.audit.domain import utc_bound
 from services.audit.schemas import CosignatureIn
 from shared.access import DETAIL_VALUE
-from shared.app import deps_of
 from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
 from shared.text import Line
 
@@ -20,9 +19,6 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require_scopes("audit:read"))]
 Witness = Annotated[Principal, Depends(require_scopes("audit:witness"))]
 
-
-def deps(request: Request) -> Deps:
-    return deps_of(request, Deps)
 
 
 Audit = Annotated[Deps, Depends(deps)]

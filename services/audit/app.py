@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.audit import api
 from services.audit.consumers import ingest_consumer
+from services.audit.deps import Deps
 from services.audit.jobs import Sequencer, sign_checkpoints
 from services.audit.service import Checkpoints, Entries, Ingest, Proofs, Verification
 from services.audit.settings import AuditSettings
@@ -33,16 +34,6 @@ log = structlog.get_logger("refnet.audit")
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-@dataclass(frozen=True)
-class Deps:
-    """What audit's routes, consumer and jobs use: its use cases, and the sequencer the consumer wakes."""
-
-    ingest: Ingest
-    entries: Entries
-    checkpoints: Checkpoints
-    proofs: Proofs
-    verification: Verification
-    sequencer: Sequencer
 
 
 def act_as_writer(engine: AsyncEngine, role: str) -> None:
@@ -108,8 +99,6 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             verification=Verification(sessions, checkpoints, settings.full_verify_interval_seconds),
             sequencer=Sequencer(ingest, settings.sequencer_batch_size, settings.sequencer_poll_seconds),
         )
-
-    from services.audit import api  # here, not at the top: api.py imports ``Deps`` from this module
 
     return build_app(
         settings=settings,

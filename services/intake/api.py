@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from services.intake import domain, schemas
-from services.intake.service import Deps
-from shared.app import deps_of
+from services.intake.deps import Deps, deps
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
 from shared.idempotency import IdempotencyKey
@@ -18,9 +17,6 @@ router = APIRouter(tags=["cases"])
 
 PURPOSE_HEADER = "X-Purpose"
 
-
-def deps(request: Request) -> Deps:
-    return deps_of(request, Deps)
 
 
 Uses = Annotated[Deps, Depends(deps)]

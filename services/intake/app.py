@@ -1,6 +1,6 @@
 """intake: Cases, consent, and the personal data that only the right agency may read.
 
-``create_app`` assembles the service: its typed dependencies (``service.Deps``, built by ``provide`` around the
+``create_app`` assembles the service: its typed dependencies (``deps.Deps``, built by ``provide`` around the
 app's life; declared beside the use cases so that the routes can name it), its routes, its consumers and its
 background job.
 """
@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse
 
 from services.intake import api, consumers, jobs
 from services.intake.crypto import KeyUnavailable, Undecryptable
+from services.intake.deps import Deps
 from services.intake.service import (
     Cases,
     Consents,
-    Deps,
     Erasure,
     MasterKeys,
     Overrides,

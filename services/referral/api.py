@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.referral import domain
-from services.referral.app import Deps
+from services.referral.deps import Deps, deps
 from services.referral.schemas import (
     CreateReferral,
     Id,
@@ -20,7 +20,6 @@ from services.referral.schemas import (
 )
 from services.referral.service import NewReferralRequest
 from shared import geo, pagination, reference
-from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem, invalid
 from shared.idempotency import IdempotencyKey
@@ -30,9 +29,6 @@ __all__ = ["CreateReferral", "NewSubscription", "Transition", "router"]  # the m
 
 router = APIRouter(tags=["referrals"])
 
-
-def deps(request: Request) -> Deps:
-    return deps_of(request, Deps)
 
 
 Writer = Annotated[Principal, Depends(require_scopes("referrals:write"))]

@@ -18,9 +18,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.referral import consumers, events
+from services.referral import api, consumers, events
 from services.referral import jobs as background
 from services.referral.clearance import ClearanceClient, HttpClearanceClient
+from services.referral.deps import Deps
 from services.referral.jobs import DeadlineScheduler, RegistryCatchUp, WebhookDispatcher
 from services.referral.service import Clock, Feed, Referrals, Statistics, Subscriptions, Suggestions, system_clock
 from services.referral.settings import ReferralSettings
@@ -34,20 +35,6 @@ from shared.outbound import Resolver
 log = structlog.get_logger("refnet.referral")
 
 
-@dataclasses.dataclass(frozen=True)
-class Deps:
-    """What referral's routes, consumers and jobs use, built once per process by ``provide``."""
-
-    referrals: Referrals
-    subscriptions: Subscriptions
-    feed: Feed
-    statistics: Statistics
-    suggestions: Suggestions
-    clearance: ClearanceClient
-    keyring: Keyring | None  # None: no master key configured (free text and webhook secrets answer 503)
-    deadlines: DeadlineScheduler
-    registry_catchup: RegistryCatchUp
-    webhooks: WebhookDispatcher
 
 
 def create_app(settings: ReferralSettings | None = None, *, clearance: ClearanceClient | None = None,
@@ -56,7 +43,6 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
     """``clearance`` replaces the HTTP client of intake's clearance, ``webhook_transport`` the network
     under webhook deliveries and ``resolver`` the DNS lookups of webhook hosts (tests); ``clock`` drives the
     referral deadlines."""
-    from services.referral import api  # api.py reads ``Deps`` from this module
 
     settings = settings or ReferralSettings()
     policy = settings.outbound_policy()

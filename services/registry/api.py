@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.registry import domain
-from services.registry.app import Deps
+from services.registry.deps import Deps, deps
 from services.registry.domain import OAuthError
 from services.registry.hsds import hsds_organization, hsds_service
 from services.registry.schemas import (
@@ -30,7 +30,6 @@ from services.registry.schemas import (
 )
 from services.registry.views import agency_out, registered, service_out
 from shared import reference
-from shared.app import deps_of
 from shared.auth import Principal, require_scopes
 from shared.errors import invalid
 from shared.text import Line
@@ -44,10 +43,6 @@ AcceptLanguage = Annotated[str | None, Header(alias="Accept-Language", max_lengt
 FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-
-async def deps(request: Request) -> Deps:
-    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop on every request.
-    return deps_of(request, Deps)
 
 
 Registry = Annotated[Deps, Depends(deps)]

@@ -10,13 +10,14 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.registry import api, consumers
+from services.registry.deps import Deps
 from services.registry.domain import OAuthError
 from services.registry.keyvault import KeyUnavailable, SigningKeyVault, Undecryptable
 from services.registry.oauth import read_signing_key_file
@@ -29,21 +30,10 @@ from shared.outbound import Resolver
 log = structlog.get_logger("refnet.registry")
 
 
-@dataclass(frozen=True)
-class Deps:
-    """What registry's routes use: its settings and its use cases."""
-
-    settings: RegistrySettings
-    agencies: Agencies
-    authorization: Authorization
-    signing_keys: SigningKeys
-    directory: Directory
 
 
 def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver | None = None) -> FastAPI:
     """``resolver`` replaces the DNS lookups of agencies' jwks_uri hosts (tests)."""
-    # Here, not at the top: api.py imports ``Deps`` from this module.
-    from services.registry import api, consumers
 
     settings = settings or RegistrySettings()
 

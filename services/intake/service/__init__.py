@@ -12,8 +12,6 @@
 ``Deps`` is all of them as ``app.py`` provides them to the routes, the consumers and the job.
 """
 
-from dataclasses import dataclass
-
 from services.intake.service.cases import Cases
 from services.intake.service.common import MasterKeys, Resources
 from services.intake.service.consent import Consents
@@ -21,23 +19,6 @@ from services.intake.service.erasure import Erasure, reapply_erasures
 from services.intake.service.keys import Sealing, count_data_keys_not_under, rewrap_data_keys
 from services.intake.service.overrides import Overrides
 from services.intake.service.reads import Reads
-from shared.consumer import EventConsumer
 
-
-@dataclass(frozen=True)
-class Deps:
-    """What intake's routes, consumers and job use: its use cases, its master keys and its consumers."""
-
-    cases: Cases
-    consents: Consents
-    reads: Reads
-    overrides: Overrides
-    erasure: Erasure
-    sealing: Sealing
-    keys: MasterKeys
-    referral_events: EventConsumer
-    agency_events: EventConsumer
-
-
-__all__ = ["Cases", "Consents", "Deps", "Erasure", "MasterKeys", "Overrides", "Reads", "Resources", "Sealing",
+__all__ = ["Cases", "Consents", "Erasure", "MasterKeys", "Overrides", "Reads", "Resources", "Sealing",
            "count_data_keys_not_under", "reapply_erasures", "rewrap_data_keys"]

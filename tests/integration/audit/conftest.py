@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from deploy.launcher.infra import Broker
-from services.audit.app import Deps, create_app
+from services.audit.app import create_app
+from services.audit.deps import Deps
 from services.audit.settings import AuditSettings
 from services.audit.signing import generate_key_file
 from shared import envelope

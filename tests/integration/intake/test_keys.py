@@ -16,7 +16,7 @@ from deploy.commands import intake as cli
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.bootstrap import intake as bootstrap
 from services.intake.crypto import Keyring, MasterKey, Undecryptable, unwrap, wrap, write_key_file
-from services.intake.service import Deps
+from services.intake.deps import Deps
 from services.intake.store import CaseKeyRow, CaseRow
 from tests.integration.intake.conftest import Intake, agency, case_body, consent_body, unique_person
 

@@ -18,8 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from services.referral import consumers
-from services.referral.app import Deps, create_app
+from services.referral.app import create_app
 from services.referral.clearance import HttpClearanceClient
+from services.referral.deps import Deps
 from services.referral.service import Referrals
 from services.referral.settings import ReferralSettings
 from shared.crypto import MasterKey, write_key_file
