@@ -38,11 +38,10 @@ class Check:
     detail: str
 
 
-@dataclass
-class VerifyReport:
-    url: str
-    checkpoint: dict[str, Any] | None = None
-    checks: list[Check] = field(default_factory=list)
+class Checked:
+    """A report made of named checks: it passes when there are some and every one passed."""
+
+    checks: list[Check]
 
     @property
     def ok(self) -> bool:
@@ -51,6 +50,13 @@ class VerifyReport:
     def add(self, name: str, ok: bool, detail: str) -> bool:
         self.checks.append(Check(name, ok, detail))
         return ok
+
+
+@dataclass
+class VerifyReport(Checked):
+    url: str
+    checkpoint: dict[str, Any] | None = None
+    checks: list[Check] = field(default_factory=list)
 
 
 def state_file(state_dir: Path, url: str) -> Path:

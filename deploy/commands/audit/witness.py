@@ -16,7 +16,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.commands.audit.client import AuditCliError
-from deploy.commands.audit.verify import Check, VerifyReport, _check_consistency, _get_json
+from deploy.commands.audit.verify import Check, Checked, VerifyReport, _check_consistency, _get_json
 from services.audit.domain import parse_checkpoint_body
 from services.audit.signing import (
     VerifierKey,
@@ -35,19 +35,11 @@ WITNESS_SCOPE = "audit:witness"
 
 
 @dataclass
-class WitnessReport:
+class WitnessReport(Checked):
     url: str
     vkey: str
     checks: list[Check] = field(default_factory=list)
     cosigned: int | None = None  # the tree size cosigned this time
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(Check(name, ok, detail))
-        return ok
 
 
 def witness_identity(state_dir: Path, name: str | None) -> tuple[Ed25519PrivateKey, str]:
