@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated
 
 from fastapi import Query
-from pydantic import BaseModel, Field
 
 from shared.errors import Problem, invalid
 from shared.text import Line
-
-T = TypeVar("T")
 
 _ID = re.compile(r"[A-Za-z0-9_\-:.]{1,128}")
 _MAX_POSITION = 2**63 - 1  # a BIGINT
@@ -68,17 +64,3 @@ def decode_id(kind: str, cursor: str | None) -> str | None:
     if not _ID.fullmatch(value):
         raise invalid_cursor()
     return value
-
-
-class Page(BaseModel, Generic[T]):
-    """A page of a list: its items, and the cursor of the next page (null on the last)."""
-
-    items: list[T]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
-
-
-def page_of(rows: Sequence[T], limit: int, kind: str, position: str | int | None) -> tuple[list[T], str | None]:
-    """Given up to ``limit + 1`` rows (the store asks one more to know whether a next page exists) and the
-    position of the ``limit``-th: the page's rows and the next cursor."""
-    page = list(rows[:limit])
-    return page, encode(kind, position) if len(rows) > limit and position is not None else None

@@ -27,9 +27,3 @@ def test_anything_else_is_one_error(cursor: str) -> None:
 def test_an_id_cursor_holds_only_an_id() -> None:
     with pytest.raises(Problem):
         pagination.decode_id("id", pagination.encode("id", "a b"))
-
-
-def test_the_next_cursor_only_when_there_is_more() -> None:
-    assert pagination.page_of([1, 2, 3], 3, "seq", 3) == ([1, 2, 3], None)
-    rows, cursor = pagination.page_of([1, 2, 3, 4], 3, "seq", 3)
-    assert rows == [1, 2, 3] and pagination.decode_int("seq", cursor) == 3
