@@ -169,9 +169,7 @@ class TokenValidator:
 
     async def validate(self, token: str) -> Principal:
         """Return the caller a valid access token names, or raise a 401/503 ``Problem``."""
-        if self._verified_generation != self.keys.generation:  # the keys were fetched again: verify afresh
-            self._verified.clear()
-            self._verified_generation = self.keys.generation
+        self._forget_if_keys_changed()
         cached = self._verified.get(token)
         if cached is not None:
             principal, expires, not_before, issued = cached
@@ -192,13 +190,17 @@ class TokenValidator:
         principal, exp, nbf, iat = self._check_claims(claims)
         self._check_revocation(principal, iat)
         if self.verified_cache_size > 0:
-            if self._verified_generation != self.keys.generation:
-                self._verified.clear()
-                self._verified_generation = self.keys.generation
+            self._forget_if_keys_changed()  # a fetch may have happened while this token was checked
             if len(self._verified) >= self.verified_cache_size:
                 self._verified.popitem(last=False)  # the oldest
             self._verified[token] = (principal, exp, nbf, iat)
         return principal
+
+    def _forget_if_keys_changed(self) -> None:
+        """The keys were fetched again: what was verified under the old set is verified afresh."""
+        if self._verified_generation != self.keys.generation:
+            self._verified.clear()
+            self._verified_generation = self.keys.generation
 
     def _check_revocation(self, principal: Principal, issued_at: float | None) -> None:
         if self.revocations is not None:
