@@ -89,6 +89,7 @@ ScopeDependency = Callable[[Request, HTTPAuthorizationCredentials | None, str | 
 _ACTING_USER_PARAMETER: Any = Header(
     default=None, alias=ACTING_USER_HEADER,
     description="The person acting inside the calling agency (recorded with every access).",
+    examples=["caseworker-17"],
     # Documented, not enforced by FastAPI: a bad value is our 400 invalid-acting-user, not a generic 422.
     json_schema_extra={"pattern": f"^{ACTING_USER.pattern}$", "maxLength": 128},
 )
