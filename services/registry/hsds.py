@@ -37,7 +37,7 @@ def hsds_service(service: Service | ServiceRecord, agency: dict[str, Any] | None
         "url": service.contact.get("url"),
         "minimum_age": service.eligibility.get("min_age"),
         "maximum_age": service.eligibility.get("max_age"),
-        "languages": [{"id": f"{service.id}:{lang}", "service_id": service.id, "code": lang, "name": None}
+        "languages": [{"id": f"{service.id}:{lang}", "service_id": service.id, "code": lang}
                       for lang in service.languages],
         "service_areas": [{"id": f"{service.id}:{c}", "service_id": service.id, "name": c,
                            "extent_type": "text", "extent": c} for c in service.countries],
@@ -48,7 +48,7 @@ def hsds_service(service: Service | ServiceRecord, agency: dict[str, Any] | None
         "capacities": [{"id": f"{service.id}:capacity", "service_id": service.id, "available":
                         service.capacity_available, "maximum": service.capacity_total,
                         "unit": {"id": "places", "name": "places"},
-                        "description": service.capacity_status, "updated": service.updated_at.isoformat()}],
+                        "description": service.capacity_status, "updated": service.updated_at}],
         "attributes": [{"id": f"{service.id}:{service.taxonomy}", "link_id": service.id,
                         "link_type": "service", "link_entity": "service", "taxonomy_term_id": term_id,
                         "taxonomy_term": {"id": term_id, "code": service.taxonomy, "name": out.taxonomy_label,
@@ -62,11 +62,11 @@ def hsds_service(service: Service | ServiceRecord, agency: dict[str, Any] | None
                           "latitude": loc.latitude, "longitude": loc.longitude,
                           "addresses": [{"id": f"{loc.id}:address", "location_id": loc.id,
                                          "address_1": loc.address or "", "city": loc.city or "",
-                                         "region": None, "state_province": "", "postal_code": "",
+                                         "state_province": "", "postal_code": "",
                                          "country": loc.country, "address_type": "physical"}]}}
             for loc in service.locations
         ],
-        "last_modified": service.updated_at.isoformat(),
+        "last_modified": service.updated_at,
         "organization": agency,
     })
 
