@@ -100,3 +100,38 @@ async def test_every_hsds_answer_on_the_demo_directory_is_valid_hsds_3(
     kinds = Counter(violation.split(" (")[0] for violation in found)
     assert not found, f"{len(found)} HSDS 3.0 violations, by kind:\n" + "\n".join(
         f"{n:4} {kind}" for kind, n in kinds.most_common()) + "\nfirst:\n" + "\n".join(found[:10])
+
+
+async def test_hsds_query_parameters_filter_as_the_hsds_3_api_names_them(
+    demo: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    http, headers = demo
+    services = demo_services()
+
+    async def ids(**params: Any) -> set[str]:
+        answer = await http.get("/hsds/services", params={"per_page": 500, **params}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["total_items"] == body["size"]
+        return {item["id"] for item in body["contents"]}
+
+    everything = await ids()
+    assert everything == {service_id for service_id, _agency, _body in services}
+    clinic = {service_id for service_id, agency, _body in services if agency == "agy_clinic"}
+    assert clinic and await ids(organization_id="agy_clinic") == clinic
+    assert await ids(organization_id="agy_nobody") == set()
+    health = {service_id for service_id, _agency, body in services if body.taxonomy.startswith("health")}
+    assert await ids(taxonomy_term_id="refnet:health") == health == await ids(taxonomy_term_id="health")
+    assert await ids(taxonomy_id="refnet") == everything
+    assert await ids(taxonomy_id="another-taxonomy") == set()
+    rome = {service_id for service_id, _agency, body in services if "Rome" in body.names["en"]}
+    assert rome and await ids(search="rome") == rome
+    assert await ids(modified_after="2000-01-01T00:00:00Z") == everything
+    assert await ids(modified_after="2999-01-01T00:00:00+02:00") == set()
+    # A time without its offset is ambiguous: refused, naming the parameter.
+    naive = await http.get("/hsds/services", params={"modified_after": "2026-01-01T00:00:00"}, headers=headers)
+    assert naive.status_code == 422 and "modified_after" in naive.text
+    # What RefNet does not implement is refused by name, not ignored as if it had filtered.
+    for name in ("minimal", "full", "format"):
+        refused = await http.get("/hsds/services", params={name: "true"}, headers=headers)
+        assert refused.status_code == 422 and name in refused.json()["detail"], refused.text
