@@ -189,23 +189,23 @@ async def metadata(registry: Registry) -> AuthorizationServerMetadata:
     issuer = registry.settings.issuer.rstrip("/")
     auth_methods = ["private_key_jwt", "client_secret_basic"]
     algs = list(domain.ASSERTION_ALGORITHMS)
-    return AuthorizationServerMetadata(**{
-        "issuer": registry.settings.issuer,
-        "token_endpoint": issuer + "/oauth/token",
-        "jwks_uri": issuer + "/.well-known/jwks.json",
-        "introspection_endpoint": issuer + "/oauth/introspect",
-        "revocation_endpoint": issuer + "/oauth/revoke",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "scopes_supported": sorted(domain.SCOPES),
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": algs,
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_signing_alg_values_supported": algs,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_signing_alg_values_supported": algs,
-        "access_token_signing_alg_values_supported": ["ES256"],
-    })
+    return AuthorizationServerMetadata(
+        issuer=registry.settings.issuer,
+        token_endpoint=issuer + "/oauth/token",
+        jwks_uri=issuer + "/.well-known/jwks.json",
+        introspection_endpoint=issuer + "/oauth/introspect",
+        revocation_endpoint=issuer + "/oauth/revoke",
+        grant_types_supported=["client_credentials"],
+        response_types_supported=[],
+        scopes_supported=sorted(domain.SCOPES),
+        token_endpoint_auth_methods_supported=auth_methods,
+        token_endpoint_auth_signing_alg_values_supported=algs,
+        introspection_endpoint_auth_methods_supported=auth_methods,
+        introspection_endpoint_auth_signing_alg_values_supported=algs,
+        revocation_endpoint_auth_methods_supported=auth_methods,
+        revocation_endpoint_auth_signing_alg_values_supported=algs,
+        access_token_signing_alg_values_supported=["ES256"],
+    )
 
 
 @router.get("/.well-known/jwks.json", tags=["oauth"], summary="Signing keys (current and previous)",
