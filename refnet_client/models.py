@@ -221,10 +221,9 @@ class CaseAccess(Page[Access]):
     case_id: str
 
 
-class AuditEntry(BaseModel):
-    """An entry of the log exactly as it was hashed into the tree: ``model_dump()`` gives back its leaf's JSON."""
-
-    model_config = ConfigDict(extra="forbid")
+class AuditEntry(Model):
+    """An entry of the log exactly as it was hashed into the tree: ``model_dump()`` gives back its leaf's JSON
+    (every field, in the log's own text; a field a newer log adds is kept too)."""
 
     index: int
     recorded_at: str
