@@ -272,7 +272,7 @@ class RefNet(_Base):
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        trace: TracebackType | None) -> None:
+                  trace: TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:
@@ -307,7 +307,7 @@ class RefNet(_Base):
     # --- cases and consent (intake) -----------------------------------------------------------------------
 
     def create_case(self, person: dict[str, Any], screening: dict[str, Any], *,
-                          purpose: Purpose = "case_management", idempotency_key: str | None = None) -> Case:
+                    purpose: Purpose = "case_management", idempotency_key: str | None = None) -> Case:
         return self.send(calls.create_case(person, screening, purpose=purpose, idempotency_key=idempotency_key))
 
     def read_case(self, case_id: str, *, purpose: Purpose) -> Case:
@@ -326,26 +326,26 @@ class RefNet(_Base):
     # --- referrals, the pull feed, webhook subscriptions (referral) ---------------------------------------
 
     def create_referral(self, case_id: str, *, pathway: str, priority: str, reason: str,
-                              shared_categories: Sequence[DataCategory], to_agency: str | None = None,
-                              service_type: str | None = None, service_id: str | None = None,
-                              idempotency_key: str | None = None) -> Referral:
+                        shared_categories: Sequence[DataCategory], to_agency: str | None = None,
+                        service_type: str | None = None, service_id: str | None = None,
+                        idempotency_key: str | None = None) -> Referral:
         """Refer a case. Give your own ``idempotency_key`` and send it again on a retry after a lost answer: the
         same referral comes back, not a second one."""
         return self.send(calls.create_referral(
-            case_id, pathway=pathway, priority=priority, reason=reason, shared_categories=shared_categories,
-            to_agency=to_agency, service_type=service_type, service_id=service_id, idempotency_key=idempotency_key))
+      case_id, pathway=pathway, priority=priority, reason=reason, shared_categories=shared_categories,
+      to_agency=to_agency, service_type=service_type, service_id=service_id, idempotency_key=idempotency_key))
 
     def referrals(self, *, role: Literal["sent", "received"] = "received", status: str | None = None,
-                        pathway: str | None = None, overdue: bool | None = None, limit: int = 50,
-                        cursor: str | None = None) -> Page[Referral]:
+                  pathway: str | None = None, overdue: bool | None = None, limit: int = 50,
+                  cursor: str | None = None) -> Page[Referral]:
         return self.send(calls.referrals(role=role, status=status, pathway=pathway, overdue=overdue,
-                                               limit=limit, cursor=cursor))
+                                         limit=limit, cursor=cursor))
 
     def referral(self, referral_id: str) -> Referral:
         return self.send(calls.referral(referral_id))
 
     def transition(self, referral_id: str, to: str, *, reason_code: str | None = None,
-                         note: str | None = None) -> Referral:
+                   note: str | None = None) -> Referral:
         return self.send(calls.transition(referral_id, to, reason_code=reason_code, note=note))
 
     def events(self, *, after: str = "0", wait: float = 0, limit: int = 100) -> Page[FeedEvent]:
@@ -370,20 +370,20 @@ class RefNet(_Base):
         return self.send(calls.rotate_secret(subscription_id))
 
     def deliveries(self, subscription_id: str, *, limit: int = 50,
-                         cursor: str | None = None) -> Page[Delivery]:
+                   cursor: str | None = None) -> Page[Delivery]:
         return self.send(calls.deliveries(subscription_id, limit=limit, cursor=cursor))
 
     # --- the service directory and the token issuer's keys (registry) -------------------------------------
 
     def services(self, *, taxonomy: str | None = None, country: str | None = None,
-                       language: str | None = None, accepts_children: bool | None = None,
-                       accepting: bool | None = None, near: str | None = None, radius_km: float | None = None,
-                       q: str | None = None, limit: int = 20, cursor: str | None = None,
-                       accept_language: str | None = None) -> Page[Service]:
+                 language: str | None = None, accepts_children: bool | None = None,
+                 accepting: bool | None = None, near: str | None = None, radius_km: float | None = None,
+                 q: str | None = None, limit: int = 20, cursor: str | None = None,
+                 accept_language: str | None = None) -> Page[Service]:
         return self.send(calls.services(
-            taxonomy=taxonomy, country=country, language=language, accepts_children=accepts_children,
-            accepting=accepting, near=near, radius_km=radius_km, q=q, limit=limit, cursor=cursor,
-            accept_language=accept_language))
+      taxonomy=taxonomy, country=country, language=language, accepts_children=accepts_children,
+      accepting=accepting, near=near, radius_km=radius_km, q=q, limit=limit, cursor=cursor,
+      accept_language=accept_language))
 
     def service(self, service_id: str, *, accept_language: str | None = None) -> Service:
         return self.send(calls.service(service_id, accept_language=accept_language))
@@ -402,10 +402,10 @@ class RefNet(_Base):
         return self.send(calls.case_consent_entries(case_id))
 
     def audit_entries(self, *, case_id: str | None = None, agency: str | None = None,
-                            action: str | None = None, since: str | None = None, until: str | None = None,
-                            limit: int = 100, cursor: str | None = None) -> Page[AuditEntry]:
+                      action: str | None = None, since: str | None = None, until: str | None = None,
+                      limit: int = 100, cursor: str | None = None) -> Page[AuditEntry]:
         return self.send(calls.audit_entries(case_id=case_id, agency=agency, action=action, since=since,
-                                                   until=until, limit=limit, cursor=cursor))
+                                             until=until, limit=limit, cursor=cursor))
 
     def checkpoint(self) -> Checkpoint:
         return self.send(calls.checkpoint())
