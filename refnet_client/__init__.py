@@ -26,6 +26,7 @@ from refnet_client.models import (
     Checkpoint,
     Consent,
     ConsentBasis,
+    ConsistencyProof,
     Delivery,
     FeedEvent,
     InclusionProof,
@@ -39,7 +40,7 @@ from refnet_client.models import (
 
 __all__ = [
     "ASSERTION_LIFETIME_SECONDS", "Access", "AsyncRefNet", "AuditEntry", "Case", "CaseAccess", "CaseEntries",
-    "CaseEntry", "Checkpoint", "Consent", "ConsentBasis", "Credentials", "Delivery", "Endpoints", "FeedEvent",
-    "InclusionProof", "LogKey", "Page", "RefNet", "RefNetError", "Referral", "Service", "ShortPrivateKeyJWT",
-    "Subscription", "Transition",
+    "CaseEntry", "Checkpoint", "Consent", "ConsentBasis", "ConsistencyProof", "Credentials", "Delivery",
+    "Endpoints", "FeedEvent", "InclusionProof", "LogKey", "Page", "RefNet", "RefNetError", "Referral", "Service",
+    "ShortPrivateKeyJWT", "Subscription", "Transition",
 ]

@@ -15,6 +15,7 @@ from refnet_client.models import (
     CaseEntries,
     Checkpoint,
     Consent,
+    ConsistencyProof,
     DataCategory,
     Delivery,
     FeedEvent,
@@ -201,6 +202,11 @@ def checkpoint() -> Call[Checkpoint]:
 def inclusion_proof(index: int, *, tree_size: int | None = None) -> Call[InclusionProof]:
     return Call("GET", "audit", "/audit/proofs/inclusion", InclusionProof.model_validate,
                 params=_query(index=index, tree_size=tree_size))
+
+
+def consistency_proof(first: int, *, second: int | None = None) -> Call[ConsistencyProof]:
+    return Call("GET", "audit", "/audit/proofs/consistency", ConsistencyProof.model_validate,
+                params=_query(first=first, second=second))
 
 
 def log_key() -> Call[LogKey]:

@@ -28,6 +28,7 @@ from refnet_client.models import (
     CaseEntries,
     Checkpoint,
     Consent,
+    ConsistencyProof,
     DataCategory,
     Delivery,
     FeedEvent,
@@ -246,6 +247,9 @@ class AsyncRefNet(_Base):
     async def inclusion_proof(self, index: int, *, tree_size: int | None = None) -> InclusionProof:
         return await self.send(calls.inclusion_proof(index, tree_size=tree_size))
 
+    async def consistency_proof(self, first: int, *, second: int | None = None) -> ConsistencyProof:
+        return await self.send(calls.consistency_proof(first, second=second))
+
     async def log_key(self) -> LogKey:
         return await self.send(calls.log_key())
 
@@ -412,6 +416,9 @@ class RefNet(_Base):
 
     def inclusion_proof(self, index: int, *, tree_size: int | None = None) -> InclusionProof:
         return self.send(calls.inclusion_proof(index, tree_size=tree_size))
+
+    def consistency_proof(self, first: int, *, second: int | None = None) -> ConsistencyProof:
+        return self.send(calls.consistency_proof(first, second=second))
 
     def log_key(self) -> LogKey:
         return self.send(calls.log_key())

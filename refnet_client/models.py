@@ -286,3 +286,13 @@ class InclusionProof(Model):
     leaf_hash: str
     root_hash: str
     path: list[str]
+
+
+class ConsistencyProof(Model):
+    """RFC 9162: the log of size ``second`` extends the one of size ``first``."""
+
+    first: int
+    second: int
+    first_root_hash: str
+    second_root_hash: str
+    path: list[str]
