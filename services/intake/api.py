@@ -89,7 +89,7 @@ async def list_cases(
                                 examples=[50])] = 50,
     cursor: Annotated[Line | None, Query(max_length=200, description="The `next_cursor` of the previous page; "
                                                                      "absent: the first page.",
-                                         examples=["Y2FzZS0wYTFiMmMzZDRlNWY2MDcxODI5M2E0YjVjNmQ3ZThmOQ"])] = None,
+                                         examples=["Y2FzZTpjYXNlLTBhMWIyYzNkNGU1ZjYwNzE4MjkzYTRiNWM2ZDdlOGY5"])] = None,
 ) -> dict[str, Any]:
     return await uses.cases.list(principal, status=status_, trafficking_status=trafficking_status,
                                     needs=needs, limit=limit, cursor=cursor)
