@@ -437,21 +437,22 @@ class PersonView(Answer):
 
 class ScreeningView(Answer):
     """The screening as the reader may see it: a field of a category the reader may not see is absent, and so
-    is every sealed field once the case is erased."""
+    is every sealed field once the case is erased. (In the order the answers have always had: what stays in clear,
+    then what is sealed.)"""
 
     trafficking_status: TraffickingStatus | MISSING | None = doc(SCREENING, "trafficking_status", default=MISSING)
+    fear_of_return: bool | MISSING = doc(SCREENING, "fear_of_return", default=MISSING)
+    needs: list[ServiceCode] | MISSING = doc(SCREENING, "needs", default=MISSING)
+    bia_completed_at: date | MISSING | None = doc(SCREENING, "bia_completed_at", default=MISSING)
+    bid_completed_at: date | MISSING | None = doc(SCREENING, "bid_completed_at", default=MISSING)
     identified_by: IdentifiedBy | MISSING | None = doc(SCREENING, "identified_by", default=MISSING)
     country_of_exploitation: str | MISSING | None = doc(SCREENING, "country_of_exploitation", default=MISSING)
     exploitation_types: list[ExploitationType] | MISSING = doc(SCREENING, "exploitation_types", default=MISSING)
     means_of_control: list[MeansOfControl] | MISSING = doc(SCREENING, "means_of_control", default=MISSING)
     recruiter_relation: RecruiterRelation | MISSING | None = doc(SCREENING, "recruiter_relation", default=MISSING)
     migration_status: MigrationStatus | MISSING | None = doc(SCREENING, "migration_status", default=MISSING)
-    fear_of_return: bool | MISSING = doc(SCREENING, "fear_of_return", default=MISSING)
-    needs: list[ServiceCode] | MISSING = doc(SCREENING, "needs", default=MISSING)
     risk_level: RiskLevel | MISSING | None = doc(SCREENING, "risk_level", default=MISSING)
     notes: str | MISSING | None = doc(SCREENING, "notes", default=MISSING)
-    bia_completed_at: date | MISSING | None = doc(SCREENING, "bia_completed_at", default=MISSING)
-    bid_completed_at: date | MISSING | None = doc(SCREENING, "bid_completed_at", default=MISSING)
 
 
 class CaseView(Answer):
