@@ -59,7 +59,11 @@ ConsentId = Annotated[str, Path(description="The id of the consent version to wi
 
 @router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)",
              response_model=schemas.CaseView, openapi_extra=PURPOSE_REQUIRED,
-             responses={422: {"description": "Not valid, or the Idempotency-Key was used for another request "
+             responses={201: {"description": "The case, as its owner reads it", "headers": {"Idempotent-Replayed": {
+                 "description": "`true` when this is the case an earlier request with the same Idempotency-Key "
+                                "registered (absent otherwise).",
+                 "required": False, "schema": {"type": "string", "enum": ["true"]}, "example": "true"}}},
+                        422: {"description": "Not valid, or the Idempotency-Key was used for another request "
                                              "(`idempotency-key-reused`)"}})
 async def register_case(
     body: schemas.CaseBody, principal: CaseWriter, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
