@@ -42,7 +42,7 @@ class Case(Model):
     status: str
     owner_agency: str
     created_at: datetime
-    is_minor: bool
+    is_minor: bool | None = None  # absent for a recipient the demographics are not shared with
     age_band: str | None = None
     person: dict[str, Any] = Field(default_factory=dict)
     screening: dict[str, Any] = Field(default_factory=dict)

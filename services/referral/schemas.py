@@ -24,8 +24,12 @@ from pydantic import (
 from services.referral import domain
 from services.referral.events import OVERDUE, state_event_type
 from shared import reference
+from shared.envelope import full_type
 from shared.idempotency import IdempotencyKey
 from shared.text import FreeText, Line
+
+_REQUESTED = state_event_type("requested")  # the examples name real event types
+_REQUESTED_FULL = full_type(_REQUESTED)
 
 # Opaque ids: letters, digits and a few separators, bounded (they end up in events and logs).
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")]
@@ -222,7 +226,7 @@ class FeedEvent(Answer):
                         examples=["1042"])
     id: str = Field(description="The event's id (repeats on a redelivery: deduplicate on it).", examples=[EVENT_ID])
     type: str = Field(description="The event type (`org.refnet.referral.<state>.v1`, `org.refnet.referral."
-                      "overdue.v1`).", examples=["org.refnet.referral.requested.v1"])
+                      "overdue.v1`).", examples=[_REQUESTED_FULL])
     time: str = Field(description="When the event happened (RFC 3339).", examples=["2026-05-01T09:30:00.123456+00:00"])
     subject: str = Field(description="The referral it is about.", examples=[REFERRAL_ID])
     data: dict[str, Any] = Field(description="The event's payload, as the event type's schema in the contract "
@@ -336,7 +340,7 @@ class NewSubscription(BaseModel):
     event_types: Annotated[list[str] | None, AfterValidator(_event_types)] = Field(
         default=None, max_length=20, description="The event types to deliver (`referral.<state>.v1`, "
         "`referral.overdue.v1`, with or without `org.refnet.`); omit for all.",
-        examples=[["referral.requested.v1", "referral.overdue.v1"]])
+        examples=[[_REQUESTED, OVERDUE]])
 
 
 class Subscription(Answer):
@@ -346,7 +350,7 @@ class Subscription(Answer):
     url: str = Field(description="Where the events are delivered.",
                      examples=["https://case-system.example.org/refnet/hooks"])
     event_types: list[str] | None = Field(description="The event types delivered (null: all).",
-                                          examples=[["org.refnet.referral.requested.v1"]])
+                                          examples=[[_REQUESTED_FULL]])
     status: Literal["active", "disabled", "deleted"] = Field(
         description="`active`; `disabled` after repeated failures (reactivate it); `deleted`.", examples=["active"])
     consecutive_failures: int = Field(description="Failed deliveries in a row.", examples=[0])
@@ -378,7 +382,7 @@ class Delivery(Answer):
 
     id: str = Field(description="The attempt's id.", examples=["42"])
     event_id: str = Field(description="The event delivered.", examples=[EVENT_ID])
-    event_type: str = Field(description="Its type.", examples=["org.refnet.referral.requested.v1"])
+    event_type: str = Field(description="Its type.", examples=[_REQUESTED_FULL])
     attempt: int = Field(description="Which attempt at this event (1 the first).", examples=[1])
     outcome: Literal["delivered", "failed"] = Field(description="Whether the receiver took it (a 2xx).",
                                                     examples=["delivered"])
