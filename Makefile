@@ -16,7 +16,8 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # The browser tests (tests/browser/) drive Debian's headless Chromium and its driver. `make test` installs them
 # when missing, in the background while the virtualenv, ruff and mypy run, and waits for the install only before
 # pytest; apt's output goes to CHROMIUM_LOG. apt-get update runs only if the install fails without it (a
-# missing or stale package list); the lock timeout lets it queue behind another apt on the same machine.
+# missing or stale package list); the lock timeout lets it queue behind another apt on the same machine. A Ctrl-C
+# of make does not reach it: an interrupted dpkg would leave the packages half installed.
 CHROMIUM      := /usr/bin/chromium /usr/bin/chromedriver
 CHROMIUM_LOG  := .refnet/chromium-install.log
 CHROMIUM_RC   := .refnet/chromium-install.rc
@@ -53,7 +54,7 @@ chromium-start:
 	@mkdir -p .refnet && rm -f $(CHROMIUM_RC) $(CHROMIUM_RC).tmp
 	@if ls $(CHROMIUM) >/dev/null 2>&1; then echo 0 > $(CHROMIUM_RC); else \
 	  echo "· Chromium for the browser tests: installing in the background (log: $(CHROMIUM_LOG))"; \
-	  ( ( date -u "+started %FT%TZ"; \
+	  ( trap '' INT HUP; ( date -u "+started %FT%TZ"; \
 	    if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo="sudo -n"; \
 	    else echo "not root and no sudo: install the Debian packages chromium and chromium-driver as root"; exit 1; fi; \
 	    command -v apt-get >/dev/null || { echo "no apt-get: install Chromium at /usr/bin/chromium and its driver at /usr/bin/chromedriver"; exit 1; }; \
