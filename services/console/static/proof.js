@@ -20,7 +20,9 @@
  *     index,       // the entry's index (number, decimal string or BigInt)
  *     treeSize,    // optional: the proof's tree size (`tree_size`); must be the checkpoint's
  *     proof,       // the proof's hashes, leaf upwards (hex strings: `path`)
- *   }) -> Promise<{ok, code, reason, steps: [{code, ok, text}], checkpoint: {origin, treeSize, rootHash, keyId}}>
+ *   })
+ * Ask for the proof at the checkpoint's size, GET /audit/proofs/inclusion?index=I&tree_size=<checkpoint tree_size>:
+ * without tree_size the audit service answers for the log as it is now, which may have grown since it signed. -> Promise<{ok, code, reason, steps: [{code, ok, text}], checkpoint: {origin, treeSize, rootHash, keyId}}>
  *   RefNetProof.render(element, result, messages?)  // the result in plain words, into element
  * Or declaratively: <div data-refnet-proof="ID"> with <script type="application/json" id="ID"> holding the same
  * input; the optional data-refnet-proof-messages="ID2" names a JSON object of translated messages (see MESSAGES).
@@ -275,7 +277,7 @@
     };
     try {
       if (!subtle) return fail("no_webcrypto");
-      input = input || {};
+      if (!input || typeof input !== "object") return fail("failed", { problem: "nothing to check was given" });
 
       let key;
       try { key = await parseVerifierKey(input.publicKey); }
