@@ -26,7 +26,7 @@ from services.audit.domain import checkpoint_body
 from services.audit.leaf import entry_json, leaf_bytes
 from services.audit.merkle import append_plan, hash_leaf, inclusion_plan, proof_from_nodes, verify_inclusion
 from services.audit.service.checkpoints import checkpoint_json
-from services.audit.signing import CheckpointSigner, log_vkey
+from services.audit.signing import CheckpointSigner, cosign, log_vkey
 from tests.browser.harness import (
     HERE,
     REPO,
@@ -194,9 +194,13 @@ def test_every_entry_of_a_checkpoint_signed_by_audit_verifies(proof_page: webdri
     inputs = [log.input(i) for i in range(SIZE)]
     # The entry alone (its leaf hash computed in the browser) and the leaf hash alone verify as well.
     inputs += [{**log.input(2), "leafHash": None}, {**log.input(5), "entry": None}]
+    # A witness's cosignature after the log's own line (as GET /audit/checkpoint gives it) changes nothing.
+    witness_line = cosign(Ed25519PrivateKey.generate(), "witness.test", log.checkpoint["body"], 1_764_000_000)
+    inputs.append({**log.input(4), "checkpoint": _with_note(log.checkpoint, log.checkpoint["note"] + witness_line
+                                                            + "\n")})
     results = verify_all(proof_page, inputs)
-    assert results[-1]["steps"][3]["code"] == "leaf_given"  # says the entry itself was not checked
-    assert "not checked" in results[-1]["steps"][3]["text"]
+    assert results[SIZE + 1]["steps"][3]["code"] == "leaf_given"  # says the entry itself was not checked
+    assert "not checked" in results[SIZE + 1]["steps"][3]["text"]
     for result in results:
         assert result["ok"], result["reason"]
         assert result["code"] == "verified" and result["reason"] is None
