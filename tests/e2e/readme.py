@@ -18,8 +18,11 @@ a string, any text. `$NAME` in an expected block is the value the shell variable
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -30,6 +33,7 @@ from typing import Any
 ELLIPSIS = "..."
 NOT_RUN = "<!-- not run"
 VARIABLE = re.compile(r"\$([A-Z][A-Z0-9_]*)")
+UNFINISHED = -1  # the status of a step stopped at the time limit
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Ran:
 
 def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 150) -> list[Ran]:
     """Every step in one bash session, in `cwd`; what each printed (stdout and stderr), its exit status, and the
-    variables its expected block names."""
+    variables its expected block names. If the time runs out, the last result is the unfinished step's."""
     marker = f"README-STEP-{uuid.uuid4().hex}"
     script = ["exec 2>&1"]
     scripts = cwd / ".readme-steps"
@@ -116,12 +120,22 @@ def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 
         script.append(f"started=$EPOCHREALTIME; . {path} </dev/null")
         script.append(f"printf '\\n%s status=%d %s %s\\n' {marker} $? \"$started\" \"$EPOCHREALTIME\"")
         script += [f"printf '%s var {name}=%s\\n' {marker} \"${{{name}-}}\"" for name in names]
-    done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=dict(env), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    # Its own session, so that a step that never ends (or leaves something running) is stopped with its children.
+    bash = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        printed, _ = bash.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(bash.pid, signal.SIGKILL)
+        printed, _ = bash.communicate()
+        printed += f"\n(stopped after {timeout:.0f} s)"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bash.pid, signal.SIGKILL)
     ran: list[Ran] = []
     output: list[str] = []
     variables: dict[str, str] = {}
-    for line in done.stdout.splitlines(keepends=True):
+    for line in printed.splitlines(keepends=True):
         if line.startswith(marker + " status="):
             text = "".join(output).removesuffix("\n")
             status, started, ended = line.split("=", 1)[1].split()
@@ -132,7 +146,8 @@ def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 
             variables[name] = value
         else:
             output.append(line)
-    assert len(ran) == len(steps_), f"bash stopped after {len(ran)} of {len(steps_)} steps:\n{done.stdout[-3000:]}"
+    if len(ran) < len(steps_):  # this step never finished: the steps after it did not run
+        ran.append(Ran("".join(output), UNFINISHED, {}, timeout))
     return ran
 
 
@@ -341,6 +356,8 @@ def substitute(text: str, variables: Mapping[str, str]) -> str:
 def check(step: Step, ran: Ran) -> list[str]:
     """What is wrong with a step's run, each naming its README line."""
     where = f"README.md:{step.line}"
+    if ran.status == UNFINISHED:
+        return [f"{where}: did not finish (nor did any step after it run); it printed:\n{ran.output[-1500:]}"]
     found = [] if ran.status == 0 else [f"exit status {ran.status}:\n{ran.output[-1500:]}"]
     if step.expected is not None and not found:
         expected = substitute(step.expected.body, ran.variables)
