@@ -103,7 +103,6 @@ class Ran:
     output: str
     status: int
     variables: dict[str, str]
-    seconds: float
 
 
 def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 150) -> list[Ran]:
@@ -117,8 +116,8 @@ def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 
         path = scripts / f"{n:02d}.sh"
         path.write_text(step.command)
         names = sorted(set(VARIABLE.findall(step.expected.body))) if step.expected else []
-        script.append(f"started=$EPOCHREALTIME; . {path} </dev/null")
-        script.append(f"printf '\\n%s status=%d %s %s\\n' {marker} $? \"$started\" \"$EPOCHREALTIME\"")
+        script.append(f". {path} </dev/null")
+        script.append(f"printf '\\n%s status=%d\\n' {marker} $?")
         script += [f"printf '%s var {name}=%s\\n' {marker} \"${{{name}-}}\"" for name in names]
     # Its own session, so that a step that never ends (or leaves something running) is stopped with its children.
     bash = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
@@ -138,8 +137,7 @@ def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 
     for line in printed.splitlines(keepends=True):
         if line.startswith(marker + " status="):
             text = "".join(output).removesuffix("\n")
-            status, started, ended = line.split("=", 1)[1].split()
-            ran.append(Ran(text, int(status), variables := {}, float(ended) - float(started)))
+            ran.append(Ran(text, int(line.split("=", 1)[1]), variables := {}))
             output = []
         elif line.startswith(marker + " var "):
             name, value = line.removeprefix(marker + " var ").rstrip("\n").split("=", 1)
@@ -147,7 +145,7 @@ def run(steps_: list[Step], cwd: Path, env: Mapping[str, str], timeout: float = 
         else:
             output.append(line)
     if len(ran) < len(steps_):  # this step never finished: the steps after it did not run
-        ran.append(Ran("".join(output), UNFINISHED, {}, timeout))
+        ran.append(Ran("".join(output), UNFINISHED, {}))
     return ran
 
 
