@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -91,6 +92,12 @@ async def new_person(registry: Registry, admin_headers: dict[str, str], agency: 
     done, secret = await enrol(registry, invited["link"])
     assert done.status_code == 200 and 'id="done"' in done.text, done.text
     return Person(invited["person"]["id"], agency, agency.agency_id, login, PASSWORD, secret)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    part = token.split(".")[1]
+    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return result
 
 
 def pkce() -> tuple[str, str]:

@@ -24,7 +24,7 @@ from tests.integration.registry.people_support import (
     Person,
     authorize_url,
     browser,
-    code_of,
+    claims_of,
     code_step,
     enrol,
     ensure_console,
@@ -38,12 +38,6 @@ from tests.integration.registry.people_support import (
     refresh,
     sign_in,
 )
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    part = token.split(".")[1]
-    result: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return result
 
 
 def header_of(token: str) -> dict[str, Any]:
