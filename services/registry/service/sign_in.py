@@ -30,6 +30,7 @@ import structlog
 from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
@@ -721,6 +722,10 @@ class SignIn:
 
     # --- the token endpoint's person grants ---
 
+    async def is_first_party(self, client_id: str) -> bool:
+        async with unit_of_work(self.sessions) as session:
+            return await store.first_party_client(session, client_id) is not None
+
     async def token(self, request: PreparedRequest) -> Answer:
         def grant() -> Answer:
             return Answer(*self.provider.create_token_response(request))
@@ -784,6 +789,10 @@ async def token_grant(sign_in: SignIn, form: dict[str, str], basic: str | None) 
     """The token endpoint's person grants (authorization_code, refresh_token): the token response, or the
     OAuthError the endpoint answers with."""
     headers = {"Authorization": "Basic " + basic} if basic is not None else {}
+    client_id = extract_basic_authorization(headers)[0] if basic is not None else form.get("client_id")
+    if not isinstance(client_id, str) or not await sign_in.is_first_party(client_id):
+        # An agency's system (or anyone else) has the client credentials grant only, as before.
+        raise domain.OAuthError("unsupported_grant_type", "Only the client_credentials grant is supported.")
     request = PreparedRequest("POST", sign_in.settings.token_url, headers, list(form.items()))
     answer = await sign_in.token(request)
     if answer.status != 200 or not isinstance(answer.body, dict):
