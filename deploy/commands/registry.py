@@ -254,12 +254,14 @@ def keys_rotate_kek(
     new_kek_file: Annotated[Path | None, typer.Option(
         help="a file holding the new KEK (base64 of 32 bytes); generated when omitted")] = None,
 ) -> None:
-    """Re-wrap the registry's signing keys under a new key-encryption key; the KEK file is replaced.
+    """Re-wrap the registry's signing keys (and the staff's TOTP secrets) under a new key-encryption key; the
+    KEK file is replaced.
 
     The new KEK is staged beside the current one first (<kek file>.new), where a running registry also
     looks for it, so tokens keep being issued during the rotation; an interrupted rotation resumes with it.
     """
     from services.registry.service import count_signing_keys_not_under, rewrap_signing_keys
+    from services.registry.service.people import rewrap_totp_secrets
     from shared.db import make_engine, make_sessionmaker, unit_of_work
     from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
 
@@ -280,11 +282,14 @@ def keys_rotate_kek(
         try:
             async with unit_of_work(sessions) as session:
                 count = await rewrap_signing_keys(session, ring)
+                count += (await rewrap_totp_secrets(session, ring))[0]  # the staff's second factors too
             await asyncio.to_thread(staged.replace, key_file)
             # Keys a running registry wrapped under the old KEK while we worked: one more sweep.
             async with unit_of_work(sessions) as session:
                 count += await rewrap_signing_keys(session, ring)
-                left = await count_signing_keys_not_under(session, new)
+                totp_count, totp_left = await rewrap_totp_secrets(session, ring)
+                count += totp_count
+                left = await count_signing_keys_not_under(session, new) + totp_left
         finally:
             await engine.dispose()
         return count, left

@@ -277,7 +277,8 @@ class Staff:
                     link.totp_secret_wrapped = wrap_totp(secret, person.id, self.vault.current)
                     link.totp_kek_id = self.vault.current.key_id
                 else:
-                    secret = unwrap_totp(link.totp_secret_wrapped, link.totp_kek_id, person.id, self.vault.ring)
+                    secret = unwrap_totp(link.totp_secret_wrapped, link.totp_kek_id, person.id,
+                                             self.vault.ring_for(link.totp_kek_id))
             return Enrolment(person.login, agency.name, secret,
                              totp_uri(secret, person.login, agency.short_name or agency.id) if secret else None)
 
@@ -292,7 +293,8 @@ class Staff:
                 if link.totp_secret_wrapped is None or link.totp_kek_id is None:
                     raise Problem(409, "totp-not-offered", "Open the link first: it shows the second factor to "
                                                            "add to your authenticator app.")
-                secret = unwrap_totp(link.totp_secret_wrapped, link.totp_kek_id, person.id, self.vault.ring)
+                secret = unwrap_totp(link.totp_secret_wrapped, link.totp_kek_id, person.id,
+                                             self.vault.ring_for(link.totp_kek_id))
                 step = accepted_totp_step(secret, code or "", None, now)
                 if step is None:
                     raise invalid(["body", "code"], "the code does not match the second factor shown; "
@@ -334,3 +336,17 @@ async def register_client(session: AsyncSession, client_id: str, name: str, redi
     if secret_hash is not None:
         row.secret_hash = secret_hash
     return "updated"
+
+
+async def rewrap_totp_secrets(session: AsyncSession, ring: KeyRing) -> tuple[int, int]:
+    """A KEK rotation's part for people: every TOTP secret (enrolled, or offered on an open link) wrapped
+    under ``ring.current``. Returns (re-wrapped, left under another KEK)."""
+    rewrapped = 0
+    for row in await store.totp_secrets_not_under(session, ring.current.key_id):
+        person_id = row.id if isinstance(row, Person) else row.person_id
+        assert row.totp_secret_wrapped is not None and row.totp_kek_id is not None
+        secret = unwrap_totp(row.totp_secret_wrapped, row.totp_kek_id, person_id, ring)
+        row.totp_secret_wrapped, row.totp_kek_id = wrap_totp(secret, person_id, ring.current), ring.current.key_id
+        rewrapped += 1
+    await session.flush()
+    return rewrapped, len(await store.totp_secrets_not_under(session, ring.current.key_id))

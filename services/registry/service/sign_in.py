@@ -20,7 +20,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -183,7 +183,7 @@ class _Call:
     access_jti: str | None = None
     access_expires: datetime | None = None
 
-    def run(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def run(self, query: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``query(session, *args)`` on the event loop, from authlib's worker thread."""
         return anyio.from_thread.run(query, self.session, *args)
 
@@ -208,7 +208,7 @@ class _Payload(OAuth2Payload):
         return self._data
 
     @property
-    def datalist(self) -> dict[str, list[str]]:  # type: ignore[override]
+    def datalist(self) -> dict[str, list[str]]:
         return self._datalist
 
 
@@ -326,7 +326,8 @@ class CodeGrant(AuthorizationCodeGrant):
     def validate_authorization_request(self) -> str:
         if not self.request.payload.redirect_uri:
             raise InvalidRequestError("redirect_uri is required.")
-        return super().validate_authorization_request()  # type: ignore[no-any-return]
+        redirect_uri: str = super().validate_authorization_request()
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         call = _call()
@@ -707,7 +708,8 @@ class SignIn:
                 sign_in.ended_at = now
                 return SignInStep(refused="This account is locked after too many failed attempts. Try again "
                                           "later, or ask your agency's administrator to reset it.")
-            secret = people.unwrap_totp(person.totp_secret_wrapped, person.totp_kek_id, person.id, self.vault.ring)
+            secret = people.unwrap_totp(person.totp_secret_wrapped, person.totp_kek_id, person.id,
+                                        self.vault.ring_for(person.totp_kek_id))
             step = people.accepted_totp_step(secret, code, person.totp_last_step, now)
             if step is None:
                 await self._refuse(session, person, now, "second_factor")
@@ -781,7 +783,7 @@ def _oauth_error(answer: Answer) -> domain.OAuthError:
     known = ("invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
              "invalid_scope")
     description = str(body.get("error_description") or "The token request was refused.")[:300]
-    return domain.OAuthError(error if error in known else "invalid_request", description,  # type: ignore[arg-type]
+    return domain.OAuthError(error if error in known else "invalid_request", description,
                              status=answer.status if 400 <= answer.status < 500 else 400)
 
 

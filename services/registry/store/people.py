@@ -115,3 +115,13 @@ async def revoke_refresh_tokens(session: AsyncSession, now: datetime, *, family_
         if expires > now:
             alive.setdefault(client_id, []).append((jti, expires))
     return alive
+
+
+async def totp_secrets_not_under(session: AsyncSession, kek_id: str) -> list[Person | PersonInvite]:
+    """People and open links whose TOTP secret is wrapped under another KEK than ``kek_id``, locked."""
+    people = (await session.execute(select(Person).where(
+        Person.totp_kek_id.is_not(None), Person.totp_kek_id != kek_id).with_for_update())).scalars().all()
+    links = (await session.execute(select(PersonInvite).where(
+        PersonInvite.totp_kek_id.is_not(None), PersonInvite.totp_kek_id != kek_id,
+        PersonInvite.used_at.is_(None)).with_for_update())).scalars().all()
+    return [*people, *links]

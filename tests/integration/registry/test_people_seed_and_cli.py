@@ -41,6 +41,12 @@ async def test_the_demo_people_sign_in_with_their_seeded_secrets_which_a_second_
     assert {"iom-caseworker.json", "iom-supervisor.json", "oversight-auditor.json"} <= set(first)
     for path in people_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # A KEK rotation re-wraps the TOTP secrets with the signing keys: people still sign in under the new KEK.
+    rotated = await asyncio.to_thread(CliRunner().invoke, refnet, ["keys", "rotate-kek"],
+                                      env={"REFNET_HOME": str(tmp_path), "REFNET_REGISTRY_DATABASE_URL": url})
+    assert rotated.exit_code == 0, rotated.output
+    assert json.loads(rotated.stdout)["left_under_other_keks"] == 0
+    assert json.loads(rotated.stdout)["rewrapped"] >= len(DEMO_PEOPLE)
 
     settings = make_settings(url, signing_key_file=ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"],
                              kek_file=ctx.env["REFNET_REGISTRY_KEK_FILE"])
