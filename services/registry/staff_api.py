@@ -15,6 +15,7 @@ from services.registry.service.people import Invitation
 from services.registry.store.tables import Person
 from shared.auth import Principal, require_scopes
 from shared.errors import not_found
+from shared.ids import is_refnet_id
 
 router = APIRouter(tags=["staff"])
 
@@ -40,6 +41,16 @@ def _link(invitation: Invitation) -> StaffLink:
                      expires_at=invitation.expires_at)
 
 
+def _actor(caller: Principal) -> tuple[str | None, str | None]:
+    """(client_id, acting_user) for the audit log: a person's token names the person who acted (its ``sub``);
+    an agency system's names its client and the user it asserts."""
+    person = getattr(caller, "person", None)  # shared/auth's reading of a person's token (issue #20 part 3)
+    if person is None and not is_refnet_id(caller.client_id, "client"):
+        person = caller.client_id  # before part 3, a person's token is read with its sub as the client id
+    client = caller.client_id if is_refnet_id(caller.client_id, "client") else None
+    return client, person or caller.acting_user
+
+
 def _may_manage(caller: Principal, agency_id: str) -> None:
     if not domain.may_manage_staff(caller.scopes, caller.agency_id, agency_id):
         raise not_found("agency")
@@ -50,8 +61,9 @@ async def invite(agency_id: AgencyId, body: StaffInvite, caller: Caller, registr
     """A new person with a one-time link to set a password and enrol the second factor. Needs the platform's
     `admin` scope, or `staff:admin` (an agency admin's token) for one's own agency; other callers get 404."""
     _may_manage(caller, agency_id)
-    invitation = await registry.staff.invite(agency_id, body.login, body.roles, client_id=caller.client_id,
-                                             acting_user=caller.acting_user)
+    client_id, acting_user = _actor(caller)
+    invitation = await registry.staff.invite(agency_id, body.login, body.roles, client_id=client_id,
+                                             acting_user=acting_user)
     return _link(invitation)
 
 
@@ -66,6 +78,6 @@ async def reset(agency_id: AgencyId, person_id: PersonId, caller: Caller, regist
     """The person's password and second factor are cleared, the lockout lifted, their sign-ins and refresh
     tokens ended; a new one-time link (earlier ones stop working) lets them set both again."""
     _may_manage(caller, agency_id)
-    invitation = await registry.staff.reset(agency_id, person_id, client_id=caller.client_id,
-                                            acting_user=caller.acting_user)
+    client_id, acting_user = _actor(caller)
+    invitation = await registry.staff.reset(agency_id, person_id, client_id=client_id, acting_user=acting_user)
     return _link(invitation)

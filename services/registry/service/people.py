@@ -218,12 +218,12 @@ class Staff:
         return agency
 
     async def _record(self, session: AsyncSession, action: str, agency: Agency, person: Person,
-                      client_id: str, acting_user: str | None) -> None:
+                      client_id: str | None, acting_user: str | None) -> None:
         await record_access(session, source=self.source, record=AccessRecord(
             action=action, outcome="success", agency=agency.id, client_id=client_id, acting_user=acting_user,
-            resource_type="Agency", resource_id=agency.id, details={"person": person.id, "roles": person.roles}))
+            resource_type="Agency", resource_id=agency.id, details={"staff_id": person.id, "roles": person.roles}))
 
-    async def invite(self, agency_id: str, login: str, roles: list[str], *, client_id: str,
+    async def invite(self, agency_id: str, login: str, roles: list[str], *, client_id: str | None,
                      acting_user: str | None) -> Invitation:
         now = datetime.now(UTC)
         async with unit_of_work(self.sessions) as session:
@@ -239,7 +239,7 @@ class Staff:
             await self._agency(session, agency_id)
             return await store.people_of(session, agency_id)
 
-    async def reset(self, agency_id: str, person_id: str, *, client_id: str,
+    async def reset(self, agency_id: str, person_id: str, *, client_id: str | None,
                     acting_user: str | None) -> Invitation:
         now = datetime.now(UTC)
         async with unit_of_work(self.sessions) as session:
@@ -308,7 +308,7 @@ class Staff:
             await record_access(session, source=self.source, record=AccessRecord(
                 action="staff.enrol", outcome="success", agency=agency.id, acting_user=person.id,
                 resource_type="Agency", resource_id=agency.id,
-                details={"person": person.id, "purpose": link.purpose, "second_factor": secret is not None}))
+                details={"staff_id": person.id, "purpose": link.purpose, "second_factor": secret is not None}))
         log.info("staff_enrolled", person=person.id)
         return person.id
 

@@ -502,9 +502,11 @@ async def _save_refresh(session: AsyncSession, row: RefreshToken, user: SignedIn
     if sign_in is not None:
         sign_in.last_seen_at = call.now  # a refresh is activity: the session stays alive
     await record_access(session, source=_settings().source, record=AccessRecord(
-        action="token.issue", outcome="success", agency=user.agency_id, client_id=row.client_id,
-        acting_user=user.person_id, resource_type="Token", resource_id=call.access_jti,
-        details={"grant_type": grant_type, "amr": list(user.amr), "roles": list(user.roles)}))
+        # The first-party client is named in the details: the client_id column holds agencies' clients only.
+        action="token.issue", outcome="success", agency=user.agency_id, acting_user=user.person_id,
+        resource_type="Token", resource_id=call.access_jti,
+        details={"grant_type": grant_type, "first_party_client": row.client_id, "amr": list(user.amr),
+                 "roles": list(user.roles)}))
     await session.flush()
 
 
