@@ -184,7 +184,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                              302: {"description": "Back to the client's redirect URI with a code (or an error)."},
                              400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
                              401: {"description": "A sign-in step was refused (the form again, saying so).",
-                                   **_HTML}},
+                                   **_HTML},
+                             429: {"description": "Too many sign-in attempts from this address.", **_HTML}},
                   openapi_extra=_AUTHORIZE_FORM)
 async def authorize(
     request: Request, registry: Registry,
@@ -224,6 +225,8 @@ async def authorize(
             return _with_cookies(_code_form(action, csrf), registry, csrf=csrf)
         return _with_cookies(_password_form(action, csrf), registry, csrf=csrf)
 
+    if not sign_in.limiter.allow("sign-in|" + (request.client.host if request.client else "unknown")):
+        return _page("Too many attempts", _message("Too many sign-in attempts from here; wait a minute."), 429)
     form = await _form(request)
     if not _csrf_ok(request, form):
         return _with_cookies(_password_form(action, csrf, "The form has expired; please sign in again.", 400),

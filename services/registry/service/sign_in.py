@@ -39,7 +39,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain
 from services.registry.keyvault import SigningKeyVault
-from services.registry.oauth import ACCESS_TOKEN_ALG, sign_access_token, verify_access_token, verify_secret
+from services.registry.oauth import (
+    ACCESS_TOKEN_ALG,
+    RateLimiter,
+    sign_access_token,
+    verify_access_token,
+    verify_secret,
+)
 from services.registry.service import people
 from services.registry.service.signing_keys import published_jwks, signing_key
 from services.registry.settings import RegistrySettings
@@ -573,6 +579,9 @@ class SignIn:
         self.provider.register_grant(CodeGrant, [S256Challenge(required=True), IdToken(settings)])
         self.provider.register_grant(RotatingRefreshGrant)
         self.provider.register_endpoint(EndSession)
+        # Sign-in attempts per address, as the token endpoint's per client: the lockout stops guessing one
+        # account's password, this slows trying one password on many accounts.
+        self.limiter = RateLimiter(settings.token_requests_per_minute, settings.token_burst)
         self.lockout = domain.LockoutPolicy(settings.sign_in_max_failures, settings.sign_in_failure_window_seconds,
                                             settings.sign_in_lock_seconds)
 

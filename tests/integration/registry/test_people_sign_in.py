@@ -411,3 +411,25 @@ async def test_every_record_of_the_people_flows_is_one_the_audit_log_accepts(
         draft = draft_from_event(event)  # raises NotAuditable otherwise
         actions.add(draft.action)
     assert {"staff.invite", "staff.enrol", "sign_in.refused", "token.issue", "staff.reset"} <= actions
+
+
+@pytest.mark.parametrize("hint", ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "x" * 3000, '"quoted"\\'])
+async def test_a_bad_id_token_hint_is_a_client_error(registry: Registry, hint: str) -> None:
+    async with browser(registry) as http:
+        response = await http.get("/oauth/end_session", params={"id_token_hint": hint,
+                                                                "post_logout_redirect_uri": LOGGED_OUT})
+    assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("params", [
+    {"client_id": "x" * 500}, {"client_id": "refnet-console", "redirect_uri": "\\u0000"},
+    {"response_type": "token", "client_id": "refnet-console", "redirect_uri": REDIRECT},
+    {"client_id": "refnet-console", "redirect_uri": REDIRECT, "response_type": "code", "code_challenge": "!" * 50,
+     "code_challenge_method": "S256"},
+])
+async def test_hostile_authorization_requests_are_client_errors(registry: Registry, params: dict[str, str]) -> None:
+    await ensure_console(registry)
+    async with browser(registry) as http:
+        response = await http.get("/oauth/authorize", params=params)
+    assert response.status_code in (302, 400, 422), response.text
