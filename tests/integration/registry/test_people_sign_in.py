@@ -433,3 +433,28 @@ async def test_hostile_authorization_requests_are_client_errors(registry: Regist
     async with browser(registry) as http:
         response = await http.get("/oauth/authorize", params=params)
     assert response.status_code in (302, 400, 422), response.text
+
+
+async def test_nul_bytes_in_sign_in_input_are_client_errors(registry: Registry, admin: dict[str, str]) -> None:
+    nul = "bad\x00value"
+    person = await caseworker(registry, admin)
+    async with browser(registry) as http:
+        responses = [await http.get("/oauth/authorize", params={"client_id": nul, "response_type": "code",
+                                                                "redirect_uri": REDIRECT})]
+        for who in ({"agency": nul}, {"login": nul}):
+            page = await http.get(authorize_url(pkce()[1]))
+            responses.append(await http.post(form_action(page.text), data={
+                "csrf": field(page.text, "csrf"), "step": "password", "agency": person.agency_ref,
+                "login": person.login, "password": "whatever it is", **who}))
+    responses += [
+        await registry.http.post("/oauth/token", data={"grant_type": "authorization_code", "code": "c",
+                                                       "client_id": nul, "code_verifier": "v" * 43}),
+        await registry.http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": nul,
+                                                       "client_id": CONSOLE}),
+        await registry.http.post(f"/agencies/{person.agency.agency_id}/staff", headers=admin,
+                                 json={"login": nul, "roles": ["caseworker"]}),
+        await registry.http.get("/staff/enrol", params={"invite": nul}),
+        await registry.http.get("/oauth/end_session", params={"client_id": nul}),
+    ]
+    for response in responses:
+        assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
