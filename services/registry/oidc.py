@@ -206,21 +206,22 @@ async def authorize(
     sign_in = registry.sign_in
     query = list(request.query_params.multi_items())
     prepared = _prepared(request, query, "GET")
-    refused = await sign_in.check_request(prepared)
+    session_token = request.cookies.get(SESSION_COOKIE)
+    # A live sign-in answers at once (unless the client asks for a new one); prompt=none without one goes
+    # back to the client with login_required (authlib's OpenID Connect prompt rules).
+    user = await sign_in.current(session_token) if request.method == "GET" and prompt != "login" else None
+    refused = await sign_in.check_request(prepared, user)
     if refused is not None:
         return _answer(refused)
     action = "/oauth/authorize?" + urlencode(query)
     csrf = _csrf(request)
-    session_token = request.cookies.get(SESSION_COOKIE)
 
     async def signed_in(user: SignedIn, new_session: str | None = None) -> Response:
         return _with_cookies(_answer(await sign_in.issue_code(prepared, user)), registry, session_token=new_session)
 
     if request.method == "GET":
-        if prompt != "login":
-            user = await sign_in.current(session_token)
-            if user is not None:
-                return await signed_in(user)
+        if user is not None:
+            return await signed_in(user)
         if await sign_in.pending_second_factor(session_token):
             return _with_cookies(_code_form(action, csrf), registry, csrf=csrf)
         return _with_cookies(_password_form(action, csrf), registry, csrf=csrf)

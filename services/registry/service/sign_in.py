@@ -600,13 +600,14 @@ class SignIn:
 
     # --- the authorization endpoint ---
 
-    async def check_request(self, request: PreparedRequest) -> Answer | None:
-        """None when the authorization request is acceptable; else the answer: a redirect to the client with
-        the error once its redirect URI is known to be the client's, a 400 otherwise."""
+    async def check_request(self, request: PreparedRequest, user: SignedIn | None = None) -> Answer | None:
+        """None when the authorization request is acceptable (for ``user``, the person already signed in, if
+        any); else the answer: a redirect to the client with the error once its redirect URI is known to be the
+        client's, a 400 otherwise."""
 
         def validate() -> Answer | None:
             try:
-                self.provider.get_consent_grant(request)
+                self.provider.get_consent_grant(request, end_user=user)
             except OAuth2Error as error:
                 return Answer(*self.provider.handle_error_response(request, error))
             return None

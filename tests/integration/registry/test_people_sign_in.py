@@ -28,6 +28,7 @@ from tests.integration.registry.people_support import (
     authorize_url,
     browser,
     claims_of,
+    code_of,
     code_step,
     enrol,
     ensure_console,
@@ -458,3 +459,22 @@ async def test_nul_bytes_in_sign_in_input_are_client_errors(registry: Registry, 
     ]
     for response in responses:
         assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
+
+
+async def test_prompt_none_without_a_sign_in_goes_back_with_login_required(registry: Registry) -> None:
+    await ensure_console(registry)
+    async with browser(registry) as http:
+        response = await http.get(authorize_url(pkce()[1], prompt="none"))
+    assert response.status_code == 302 and "error=login_required" in response.headers["location"]
+
+
+async def test_a_live_sign_in_gets_a_code_at_once_and_prompt_login_asks_again(
+        registry: Registry, admin: dict[str, str]) -> None:
+    person = await caseworker(registry, admin)
+    _, challenge = pkce()
+    async with browser(registry) as http:
+        await sign_in(http, person, challenge)
+        assert code_of(await http.get(authorize_url(challenge, prompt="none")))
+        assert code_of(await http.get(authorize_url(challenge)))
+        again = await http.get(authorize_url(challenge, prompt="login"))
+        assert again.status_code == 200 and 'name="password"' in again.text
