@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.registry.hsds_ids import hsds_uuid
 from services.registry.store.tables import Agency, RevokedToken, Service, UsedAssertion
 
 # --- agencies ----------------------------------------------------------------------------------------------
@@ -42,11 +43,13 @@ async def service_for_update(session: AsyncSession, service_id: str) -> Service 
     return await session.get(Service, service_id, with_for_update=True)
 
 
-async def active_service(session: AsyncSession, service_id: str) -> Service | None:
-    """The service if it and its agency are both active."""
+async def active_service(session: AsyncSession, service_id: str, *, hsds: bool = False) -> Service | None:
+    """The service if it and its agency are both active; with ``hsds``, by its HSDS id (hsds_ids.py) too."""
+    hsds_id = hsds_uuid(service_id) if hsds else None
     return (await session.execute(
         select(Service).join(Agency, Agency.id == Service.agency_id)
-        .where(Service.id == service_id, Service.status == "active", Agency.status == "active")
+        .where(or_(Service.id == service_id, Service.hsds_id == hsds_id) if hsds_id else Service.id == service_id,
+               Service.status == "active", Agency.status == "active")
     )).scalar_one_or_none()
 
 
