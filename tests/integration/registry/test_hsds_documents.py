@@ -106,6 +106,9 @@ async def test_every_hsds_answer_on_the_demo_directory_is_valid_hsds_3(
         answer = await http.get(f"/hsds/services/{service_id}", headers=headers)
         assert answer.status_code == 200, answer.text
         found += violations(SERVICE, answer.json(), f"/hsds/services/{service_id}")
+        # Each service stored its HSDS id on insert: the id it is shown with finds it.
+        again = await http.get(f"/hsds/services/{answer.json()['id']}", headers=headers)
+        assert again.status_code == 200 and again.json() == answer.json(), again.text
     kinds = Counter(violation.split(" (")[0] for violation in found)
     assert not found, f"{len(found)} HSDS 3.0 violations, by kind:\n" + "\n".join(
         f"{n:4} {kind}" for kind, n in kinds.most_common()) + "\nfirst:\n" + "\n".join(found[:10])
