@@ -249,9 +249,11 @@ class WithdrawBody(Strict):
 
 
 class OverrideBody(Strict):
+    """A request for a risk-to-life override, by the person whose token calls: no approver here -- a second
+    person approves with their own token (POST .../approval)."""
+
     recipient_agency: AgencyId
     justification: Annotated[FreeText, StringConstraints(min_length=20, max_length=4000)]
-    approver: UserId
 
 
 class ClearanceBody(Strict):
