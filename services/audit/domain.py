@@ -341,7 +341,7 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
             if isinstance(recipient, str):
                 overrides.add(recipient)
         elif action == "consent.override.revoke" and entry.get("outcome", "success") == "success":
-            overrides.discard(details.get("recipient_agency"))  # type: ignore[arg-type]
+            overrides.discard(details.get("recipient_agency"))
         elif is_access(action, entry.get("purpose")):
             if "consent_id" in details or "consent_version" in details:
                 result[entry["index"]] = ConsentInForce(

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from tests.e2e.network import Network, eventually
+from tests.e2e.staff import Staff
 from tests.reliability.flows import consent, consent_id, refer, register_case
-from tests.reliability.people import People
 from tests.reliability.report import Report
 from tests.reliability.stack import Operation, operations, token_with
 from tests.support.issuer import role_scopes
@@ -106,7 +106,7 @@ async def make_resources(http: httpx.AsyncClient, net: Network) -> OwnersResourc
     case = await register_case(http, net, OWNER, RECIPIENT)
     consent = await consent_id(http, net, OWNER, case["id"])
     # A risk-to-life override, requested by one of the owner's caseworkers with their own token (issue 20).
-    override = await http.post(net.url("intake") + f"/cases/{case['id']}/overrides", headers=People(net).headers(
+    override = await http.post(net.url("intake") + f"/cases/{case['id']}/overrides", headers=Staff(net).headers(
         OWNER), json={"recipient_agency": net.agency(STRANGER), "justification": "Threat to life, isolation test"})
     assert override.status_code == 201, override.text
     referral = await refer(http, net, OWNER, case["id"], RECIPIENT)
@@ -131,7 +131,7 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
     # approving an override needs -- a scope no system token is given.
     system_scopes = set(net.credentials(STRANGER)["scopes"])
     person_scopes = set(role_scopes(("supervisor",)).split())
-    people = People(net)
+    staff = Staff(net)
     answers: dict[str, int] = {}
     uncalled: list[str] = []
     async with httpx.AsyncClient(timeout=30) as http:
@@ -145,7 +145,7 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
             body = route.body(net)
             callers = {"system": lambda: net.headers(STRANGER)} if _holds(op, system_scopes) else {}
             if _holds(op, person_scopes):
-                callers["person"] = lambda: people.headers(STRANGER, ("supervisor",))
+                callers["person"] = lambda: staff.headers(STRANGER, ("supervisor",))
             if not callers:
                 uncalled.append(op.label)
             for caller, headers in callers.items():
@@ -242,7 +242,7 @@ def _holder(net: Network, scopes: tuple[str, ...]) -> str:
 def _token_without(net: Network, holder: str, scope: str) -> str:
     if holder == PERSON:
         held = [s for s in role_scopes(("supervisor",)).split() if s not in scope.split()]
-        return People(net).token(OWNER, ("supervisor",), scope=" ".join(held))
+        return Staff(net).token(OWNER, ("supervisor",), scope=" ".join(held))
     return token_with(net, holder, [s for s in net.credentials(holder)["scopes"] if s not in scope.split()])
 
 

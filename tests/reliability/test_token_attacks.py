@@ -29,7 +29,7 @@ from joserfc.jwk import ECKey
 
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from tests.e2e.network import Network, eventually
-from tests.reliability.people import People
+from tests.e2e.staff import Staff
 from tests.reliability.report import FULL, Report
 from tests.reliability.stack import (
     TOKEN_LIFETIME_SECONDS,
@@ -177,7 +177,7 @@ def test_forged_none_confused_expired_and_misaddressed_tokens_are_refused_everyw
 # --- people's tokens (issue 20) ------------------------------------------------------------------------------
 
 
-def person_attacks(people: People, valid_caseworker_token: str) -> dict[str, str]:
+def person_attacks(staff: Staff, valid_caseworker_token: str) -> dict[str, str]:
     """A person's token changed the ways an insider or a thief would want: more roles, another agency, longer life."""
     attacker = ECKey.generate_key("P-256")
     head, payload, signature = valid_caseworker_token.split(".")
@@ -190,35 +190,35 @@ def person_attacks(people: People, valid_caseworker_token: str) -> dict[str, str
     return {
         "person: roles widened to supervisor, signature kept": kept_signature(
             roles=["supervisor"], scope=real["scope"] + " overrides:approve"),
-        "person: another agency claimed, signature kept": kept_signature(agency=people.net.agency("unhcr")),
+        "person: another agency claimed, signature kept": kept_signature(agency=staff.net.agency("unhcr")),
         "person: someone else's subject, signature kept": kept_signature(sub=new_person()),
-        "person: supervisor signed by the attacker's key": people.sign(people.claims("iom", ("supervisor",)), attacker),
-        "person: wrong issuer (real key)": people.token("iom", iss="https://evil.example"),
-        "person: wrong audience (real key)": people.token("iom", aud="another-api"),
-        "person: expired (real key)": people.token("iom", iat=now - 900, exp=now - 120),
-        "person: lives an hour, beyond the profile's ten minutes (real key)": people.token("iom", exp=now + 3600),
-        "person: no iat (real key)": people.token("iom", iat=None),
-        "person: a role RefNet does not know (real key)": people.token("iom", ("root",), scope="cases:read"),
-        "person: roles not a list (real key)": people.token("iom", roles="supervisor"),
-        "person: a subject that is no id (real key)": people.token("iom", person="Example Person"),
+        "person: supervisor signed by the attacker's key": staff.sign(staff.claims("iom", ("supervisor",)), attacker),
+        "person: wrong issuer (real key)": staff.token("iom", iss="https://evil.example"),
+        "person: wrong audience (real key)": staff.token("iom", aud="another-api"),
+        "person: expired (real key)": staff.token("iom", iat=now - 900, exp=now - 120),
+        "person: lives an hour, beyond the profile's ten minutes (real key)": staff.token("iom", exp=now + 3600),
+        "person: no iat (real key)": staff.token("iom", iat=None),
+        "person: a role RefNet does not know (real key)": staff.token("iom", ("root",), scope="cases:read"),
+        "person: roles not a list (real key)": staff.token("iom", roles="supervisor"),
+        "person: a subject that is no id (real key)": staff.token("iom", person="Example Person"),
     }
 
 
 def test_forged_and_misaddressed_people_tokens_are_refused_everywhere(
         reliability_network: Network, report: Report) -> None:
     net = reliability_network
-    people = People(net)
+    staff = Staff(net)
     secured = [op for op in operations(net) if op.scopes is not None]
     accepted: dict[str, list[str]] = {}
     tried = 0
     with httpx.Client(timeout=30) as http:
         # The control: a caseworker's token as the registry issues it is accepted where a caseworker may read.
-        control = people.token("iom")
+        control = staff.token("iom")
         for service, path in PROBES.items():
             if service != "audit":  # audit:read is the auditor's, not the caseworker's
                 answer = http.get(net.url(service) + path, headers={"Authorization": f"Bearer {control}"})
                 assert answer.status_code == 200, f"a person's token is refused by {service}: {answer.text}"
-        attacks_made = person_attacks(people, control)
+        attacks_made = person_attacks(staff, control)
         for name, token in attacks_made.items():
             for op in secured:
                 response = _request(http, net, op, f"Bearer {token}")
@@ -240,10 +240,10 @@ def test_a_person_cannot_act_as_someone_else_anywhere(reliability_network: Netwo
     """With a person's own token, X-Acting-User may only repeat the person: naming anyone else is refused by every
     secured operation (before its scope or body is looked at), so no audit entry can name the wrong person."""
     net = reliability_network
-    people = People(net)
+    staff = Staff(net)
     secured = [op for op in operations(net) if op.scopes is not None]
     person = new_person()
-    token = people.token("iom", ("supervisor",), person=person)
+    token = staff.token("iom", ("supervisor",), person=person)
     wrong: dict[str, str] = {}
     with httpx.Client(timeout=30) as http:
         for op in secured:

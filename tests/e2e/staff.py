@@ -1,4 +1,4 @@
-"""People's access tokens in the reliability stack (issue 20's profile), for the isolation and token suites.
+"""People's access tokens in a running stack (issue 20's profile), for the scenarios and the isolation and token suites.
 
 Until the registry signs people in, they are minted here with the registry's own signing key from the stack's key
 file -- exactly as its token endpoint will issue them: same issuer, key and audience as agencies' system tokens,
@@ -21,8 +21,8 @@ from tests.e2e.network import Network
 from tests.support.issuer import ACR_MFA, CONSOLE_CLIENT, new_person, role_scopes
 
 
-class People:
-    """Mints people's tokens for the demo agencies of ``net``, signed by the registry's key."""
+class Staff:
+    """Mints staff members' tokens -- people's tokens for the demo agencies of ``net``, signed by the registry's key."""
 
     def __init__(self, net: Network) -> None:
         self.net = net
