@@ -99,6 +99,9 @@ class ConsentRow(Base):
     recorded_by_agency: Mapped[str] = mapped_column(String(128))
     recorded_by_client: Mapped[str] = mapped_column(String(128))
     recorded_by_user: Mapped[str | None] = mapped_column(String(128))
+    # On whose authentication recorded_by_user is named: "token" (the person's own), "system" (asserted by the
+    # agency's system); None when nobody is named, or recorded before intake_0006.
+    recorded_by_attested_by: Mapped[str | None] = mapped_column(String(8))
     # Free text (capacity note, witness, withdrawal reason), sealed with the case's data key.
     sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

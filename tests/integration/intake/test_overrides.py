@@ -15,7 +15,7 @@ from sqlalchemy import update
 from services.intake.store import OverrideRow
 from shared.db import unit_of_work
 from shared.topics import AUDIT_ACCESS, INTAKE_EVENTS
-from tests.integration.intake.conftest import Intake, agency, case_body, topic_events
+from tests.integration.intake.conftest import Intake, agency, case_body, consent_body, topic_events
 from tests.support.issuer import new_person
 
 JUSTIFICATION = "credible threat to life reported by shelter staff tonight"
@@ -221,3 +221,13 @@ async def test_a_systems_asserted_user_is_recorded_as_asserted(intake: Intake) -
                                  and e.data["action"] == "case.read", expect=2)
     assert {(r.data["acting_user"], r.data["attested_by"]) for r in records} == {
         ("officer.7", "system"), (owner.alice, "token")}
+    # A consent version says who recorded it, and on whose authentication; so does its event.
+    url = f"/cases/{created['id']}/consents"
+    assert (await intake.client.post(url, headers=owner.caseworker(), json=consent_body())).status_code == 201
+    history = await intake.client.get(url, headers=owner.system(acting_user="officer.7") | purpose)
+    assert history.status_code == 200, history.text
+    assert [(c["recorded_by_user"], c["recorded_by_attested_by"]) for c in history.json()["items"]] == [
+        (owner.alice, "token")]
+    [granted] = await topic_events(intake.bootstrap, INTAKE_EVENTS, lambda e: e.partition_key == created["id"]
+                                   and e.short_type == "consent.granted.v1")
+    assert (granted.data["acting_user"], granted.data["attested_by"]) == (owner.alice, "token")

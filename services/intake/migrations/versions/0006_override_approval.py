@@ -7,6 +7,9 @@ while pending; ``approved_at``, ``revoked_by`` and ``revoked_at`` are new. Overr
 were in force from their creation: they keep that (``approved_at`` = ``created_at``) and run out at their
 ``valid_until`` as before -- revocable now like any other.
 
+Consent versions say on whose authentication ``recorded_by_user`` is named (``recorded_by_attested_by``:
+``token`` or ``system``; unknown, so empty, for versions recorded before).
+
 Revision ID: intake_0006
 """
 
@@ -29,6 +32,8 @@ def upgrade() -> None:
     op.add_column("overrides", sa.Column("revoked_by", sa.String(128)))
     op.add_column("overrides", sa.Column("revoked_at", TS))
     op.execute("UPDATE overrides SET approved_at = created_at")
+    # A new column, not a change of any version: the append-only trigger guards rows, not the table's shape.
+    op.add_column("consents", sa.Column("recorded_by_attested_by", sa.String(8)))
     # The two-person rule and the approval's parts, held by the database too, whatever the code does.
     op.create_check_constraint("ck_overrides_second_person", "overrides",
                                "approved_by IS NULL OR approved_by <> requested_by")
@@ -45,6 +50,7 @@ def downgrade() -> None:
     op.drop_constraint("ck_overrides_revocation_whole", "overrides", type_="check")
     op.drop_constraint("ck_overrides_approval_whole", "overrides", type_="check")
     op.drop_constraint("ck_overrides_second_person", "overrides", type_="check")
+    op.drop_column("consents", "recorded_by_attested_by")
     op.execute("DELETE FROM overrides WHERE approved_at IS NULL")
     op.execute("UPDATE overrides SET valid_until = LEAST(valid_until, revoked_at) WHERE revoked_at IS NOT NULL")
     op.drop_column("overrides", "revoked_at")
