@@ -60,6 +60,9 @@ _VERSION_SUFFIX = re.compile(r"\.v\d+$")
 ATTESTED_BY = "attested_by"
 ATTESTATIONS = frozenset({"token", "system"})
 
+#: The id of a first-party client people sign in through (``refnet-console``), as a person's token names it.
+FIRST_PARTY_CLIENT = re.compile(r"[a-z][a-z0-9._-]{0,63}")
+
 # Short event types (without org.refnet. and version) whose action name differs from the type.
 ACTION_BY_TYPE = {
     "case.registered": "case.create",
@@ -261,7 +264,7 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
     if ATTESTED_BY in record.details:  # only the record's own field says it, checked by its schema
         raise NotAuditable("access record details name attested_by")
     _check_access_ids(record.case_id, record.resource_type, record.resource_id, record.agency, record.client_id,
-                      record.acting_user)
+                      record.acting_user, record.attested_by)
     return EntryDraft(
         action=record.action,
         outcome=record.outcome,
@@ -290,7 +293,8 @@ def with_attestation(details: Mapping[str, Any], attested_by: str | None) -> dic
 
 
 def _check_access_ids(case_id: str | None, resource_type: str | None, resource_id: str | None,
-                      agency: str | None, client_id: str | None, acting_user: str | None) -> None:
+                      agency: str | None, client_id: str | None, acting_user: str | None,
+                      attested_by: str | None = None) -> None:
     """An access record names things by the ids RefNet issues, and people by an identifier: anything else is
     what someone typed (a URL path, a claimed client id) and must not become permanent. Names fields only."""
     bad = [name for name, ok in (
@@ -299,7 +303,10 @@ def _check_access_ids(case_id: str | None, resource_type: str | None, resource_i
         ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)
          or (resource_id == case_id and is_refnet_id(case_id, "case"))),
         ("agency", agency is None or is_refnet_id(agency, "agency")),
-        ("client_id", client_id is None or is_refnet_id(client_id, "client")),
+        # A person signs in through a first-party client the operator registered (the console): its id is the
+        # registry's choice, not an agency's cli_ id.
+        ("client_id", client_id is None or is_refnet_id(client_id, "client")
+         or (attested_by == "token" and FIRST_PARTY_CLIENT.fullmatch(client_id) is not None)),
         ("acting_user", acting_user is None or is_acting_user(acting_user)),
     ) if not ok]
     if bad:

@@ -847,6 +847,11 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
 
         listed = await eventually(overrides, lambda es: {e["outcome"] for e in es} == {"success", "denied"})
         approved_entries = [e for e in listed if e["outcome"] == "success"]
+        assert [(e["acting_user"], e["details"].get("reason"), e["details"].get("attested_by"))
+                for e in listed if e["outcome"] == "denied"] == [(caseworker, "self-approval", "token")], listed
+        requests = await api.entries(action="consent.override.request", case_id=case_id)
+        assert sorted((e["outcome"], e["acting_user"]) for e in requests) == sorted(
+            [("denied", "caseworker.1"), ("success", caseworker)]), requests
         assert approved_entries and all(
             e["agency"] == api.id("iom") and e["acting_user"] == e["details"].get("approver") == supervisor
             and e["details"].get("requested_by") == caseworker and e["details"].get("attested_by") == "token"

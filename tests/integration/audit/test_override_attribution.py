@@ -24,7 +24,7 @@ async def test_an_override_shows_both_people_and_old_entries_still_prove(audit: 
         "valid_until": "2026-11-25T09:30:01Z"}, key=CASE)
     # After: the request, by a caseworker with her own token ...
     await audit.send(AUDIT_ACCESS, "access.recorded.v1", {
-        "action": "consent.override.request", "outcome": "success", "agency": "agy_iom", "client_id": None,
+        "action": "consent.override.request", "outcome": "success", "agency": "agy_iom", "client_id": "refnet-console",
         "acting_user": REQUESTER, "attested_by": "token", "resource_type": "Override", "resource_id": OVERRIDE,
         "case_id": CASE, "details": {"recipient_agency": "agy_clinic"}}, key=CASE)
     # ... the approval, by a supervisor with his ...
@@ -40,7 +40,7 @@ async def test_an_override_shows_both_people_and_old_entries_still_prove(audit: 
         "resource_id": CASE, "case_id": CASE, "details": {}}, key=CASE)
     # ... and the revocation, by the requester.
     await audit.send(AUDIT_ACCESS, "access.recorded.v1", {
-        "action": "consent.override.revoke", "outcome": "success", "agency": "agy_iom", "client_id": None,
+        "action": "consent.override.revoke", "outcome": "success", "agency": "agy_iom", "client_id": "refnet-console",
         "acting_user": REQUESTER, "attested_by": "token", "resource_type": "Override", "resource_id": OVERRIDE,
         "case_id": CASE, "details": {"recipient_agency": "agy_clinic"}}, key=CASE)
     await audit.wait_for_size(5)

@@ -128,3 +128,14 @@ def test_a_revoked_override_is_no_basis_for_later_reads() -> None:
     ]
     found = consents_in_force(history)
     assert {i: c.basis for i, c in found.items()} == {1: "none", 3: "override", 5: "override", 7: "none"}
+
+
+def test_a_persons_record_names_the_first_party_client_they_signed_in_through() -> None:
+    record = {**OLD_RECORD, "acting_user": PERSON, "client_id": "refnet-console", "attested_by": "token"}
+    assert draft_from_event(event("access.recorded.v1", record, "ev-1")).client_id == "refnet-console"
+    # An agency's system is a cli_ client: a record it makes names no other.
+    for attested_by in ("system", None):
+        with pytest.raises(NotAuditable):
+            draft_from_event(event("access.recorded.v1", {**record, "attested_by": attested_by}, "ev-2"))
+    with pytest.raises(NotAuditable):  # still no free text
+        draft_from_event(event("access.recorded.v1", {**record, "client_id": "Example Console"}, "ev-3"))
