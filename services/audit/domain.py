@@ -333,7 +333,7 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
     revoked since counts when no consent does.
     """
     active: dict[str, Any] = {}  # consent_id -> version, in grant order
-    overrides: set[str] = set()
+    overrides: dict[object, str] = {}  # override (its id, else its entry) -> recipient agency, while in force
     result: dict[int, ConsentInForce] = {}
     for entry in sorted(entries, key=lambda e: (e["occurred_at"], e["index"])):
         action, details = entry["action"], entry.get("details") or {}
@@ -346,9 +346,9 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
         elif action == "consent.override" and entry.get("outcome", "success") == "success":
             recipient = details.get("recipient_agency")
             if isinstance(recipient, str):
-                overrides.add(recipient)
+                overrides[entry.get("resource_id") or entry["index"]] = recipient
         elif action == "consent.override.revoke" and entry.get("outcome", "success") == "success":
-            overrides.discard(details.get("recipient_agency"))
+            overrides.pop(entry.get("resource_id"), None)  # that override; another for the same agency stays
         elif is_access(action, entry.get("purpose")):
             if "consent_id" in details or "consent_version" in details:
                 result[entry["index"]] = ConsentInForce(
@@ -359,7 +359,7 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
             elif active:
                 cid, version = next(reversed(active.items()))
                 result[entry["index"]] = ConsentInForce(cid, version, "log")
-            elif entry.get("agency") in overrides:
+            elif entry.get("agency") in overrides.values():
                 result[entry["index"]] = ConsentInForce(None, None, "override")
             else:
                 result[entry["index"]] = ConsentInForce(None, None, "none")

@@ -111,23 +111,29 @@ def test_an_access_record_cannot_slip_an_attestation_into_its_details() -> None:
 def test_a_revoked_override_is_no_basis_for_later_reads() -> None:
     from services.audit.domain import consents_in_force
 
-    def e(index: int, action: str, agency: str = "agy_iom", outcome: str = "success", **details: Any
-          ) -> dict[str, Any]:
-        return {"index": index, "occurred_at": f"2026-01-01T00:00:0{index}Z", "action": action, "agency": agency,
-                "outcome": outcome, "resource_type": None, "resource_id": None, "purpose": None, "details": details}
+    def e(index: int, action: str, agency: str = "agy_iom", outcome: str = "success", override: str | None = None,
+          **details: Any) -> dict[str, Any]:
+        return {"index": index, "occurred_at": f"2026-01-01T00:00:{index:02d}Z", "action": action,
+                "agency": agency, "outcome": outcome, "resource_type": "Override" if override else None,
+                "resource_id": override, "purpose": None, "details": details}
 
+    one, two = "override-" + "1" * 32, "override-" + "2" * 32
     history = [
-        e(0, "consent.override.request", recipient_agency="agy_clinic"),
+        e(0, "consent.override.request", override=one, recipient_agency="agy_clinic"),
         e(1, "case.read", agency="agy_clinic"),  # requested, not approved: no basis
-        e(2, "consent.override", recipient_agency="agy_clinic"),
+        e(2, "consent.override", override=one, recipient_agency="agy_clinic"),
         e(3, "case.read", agency="agy_clinic"),
-        e(4, "consent.override.revoke", outcome="denied", recipient_agency="agy_clinic"),
+        e(4, "consent.override.revoke", outcome="denied", override=one, recipient_agency="agy_clinic"),
         e(5, "case.read", agency="agy_clinic"),
-        e(6, "consent.override.revoke", recipient_agency="agy_clinic"),
-        e(7, "case.read", agency="agy_clinic"),
+        e(6, "consent.override", override=two, recipient_agency="agy_clinic"),
+        e(7, "consent.override.revoke", override=one, recipient_agency="agy_clinic"),
+        e(8, "case.read", agency="agy_clinic"),  # the second override still stands
+        e(9, "consent.override.revoke", override=two, recipient_agency="agy_clinic"),
+        e(10, "case.read", agency="agy_clinic"),
     ]
     found = consents_in_force(history)
-    assert {i: c.basis for i, c in found.items()} == {1: "none", 3: "override", 5: "override", 7: "none"}
+    assert {i: c.basis for i, c in found.items()} == {1: "none", 3: "override", 5: "override", 8: "override",
+                                                      10: "none"}
 
 
 def test_a_persons_record_names_the_first_party_client_they_signed_in_through() -> None:
