@@ -2,10 +2,10 @@
 
 Every read of case data (granted or refused), every issued or refused token, every consent action is an
 access record on ``refnet.audit.access``, written through the outbox in the same transaction as the thing
-it records. The audit service turns each into a log entry (CONTRACT.md, audit). The schema is closed:
+it records. The audit service turns each into a log entry (docs/contract.md, audit). The schema is closed:
 ids, enumerations and timestamps only -- never a name, a birth date, a contact or free text. Who acted is
 ``acting_user`` with ``attested_by``: whether a person's own verified token named them, or the agency's
-system asserted it (DOMAIN.md rule 10).
+system asserted it (docs/domain.md rule 10).
 """
 
 from __future__ import annotations

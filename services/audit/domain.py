@@ -1,6 +1,6 @@
 """The audit log's rules, free of I/O: what an entry is, how an event becomes one, what a checkpoint says.
 
-An entry is shaped after FHIR AuditEvent (CONTRACT.md, audit) and carries ids and enumerations only. An
+An entry is shaped after FHIR AuditEvent (docs/contract.md, audit) and carries ids and enumerations only. An
 event that would put anything else into the log -- a field outside the entry schema whose value is free
 text, a nested object, a long string -- is refused (:class:`NotAuditable`), so personal data can never be
 stored by accident: refusing loses nothing (the event goes to the dead-letter topic for a human to look
@@ -41,7 +41,7 @@ MAX_DETAILS = 32
 MAX_LIST_ITEMS = 64
 MAX_RECORD_FIELDS = 16
 MAX_RECORDS = 16
-# The case record's personal fields (CONTRACT.md: identity, contact, notes) and free-text fields of
+# The case record's personal fields (docs/contract.md: identity, contact, notes) and free-text fields of
 # requests: refused by name wherever they appear, even when the value would pass for an identifier
 # (a phone number does).
 PERSONAL_FIELDS = frozenset({

@@ -41,7 +41,7 @@ def read_purpose(
     # that a missing or unknown purpose is a 400.
     x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER, include_in_schema=False)] = None,
 ) -> str:
-    """Every read of case data names why (ARCHITECTURE.md); the purpose is recorded with the access."""
+    """Every read of case data names why (docs/domain.md rule 1); the purpose is recorded with the access."""
     if x_purpose is None or not x_purpose.strip():
         raise Problem(400, "purpose-required", f"The {PURPOSE_HEADER} header is required to read case data.",
                       errors=[{"loc": ["header", PURPOSE_HEADER], "msg": "required"}])

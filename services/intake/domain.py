@@ -17,7 +17,7 @@ from shared.consent import provisions_permit
 if TYPE_CHECKING:  # the bodies the rules read; schemas imports this module's types
     from services.intake.schemas import ConsentBody, Person
 
-# --- enumerations (DOMAIN.md, "The case record"; HTCDS 2.0) -------------------------------------------
+# --- enumerations (docs/domain.md, "The case record"; HTCDS 2.0) -------------------------------------------
 
 Gender = Literal["feminine", "masculine", "transgender_feminine", "transgender_masculine", "non_conforming",
                  "unknown"]
@@ -58,7 +58,7 @@ Decision = Literal["permit", "deny"]
 READ_PURPOSES: frozenset[str] = frozenset({*Purpose.__args__, "audit"})  # type: ignore[attr-defined]
 ALL_CATEGORIES: tuple[str, ...] = DataCategory.__args__  # type: ignore[attr-defined]
 
-#: Referral states in which the recipient may read (CONTRACT.md, "Open states" plus accepted).
+#: Referral states in which the recipient may read (docs/contract.md, "Open states" plus accepted).
 READABLE_REFERRAL_STATES: frozenset[str] = frozenset(
     {"requested", "received", "accepted", "in_progress", "on_hold"}
 )
@@ -115,7 +115,7 @@ SEALED_FACTS: tuple[str, ...] = ("identified_by", "country_of_exploitation", "ex
                                  "means_of_control", "recruiter_relation", "migration_status", "risk_level")
 
 
-# --- data categories -> fields (CONTRACT.md) -----------------------------------------------------------
+# --- data categories -> fields (docs/contract.md) -----------------------------------------------------------
 
 #: Where each category's fields sit in the case view: (section, field). Section "" is the top level.
 CATEGORY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {

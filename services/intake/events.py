@@ -1,4 +1,4 @@
-"""The events intake emits and consumes (CONTRACT.md, "Events").
+"""The events intake emits and consumes (docs/contract.md, "Events").
 
 Payloads are closed pydantic models of ids, enumerations, dates and booleans: never a name, a birth date,
 a contact or free text. Emitted on ``refnet.intake.events``, keyed by case id.
@@ -107,7 +107,7 @@ class ConsentWithdrawn(_Payload):
 
 
 class ConsentOverridden(_Payload):
-    """A risk-to-life override was approved (DOMAIN.md rule 6): the actor is the approving person; the person
+    """A risk-to-life override was approved (docs/domain.md rule 6): the actor is the approving person; the person
     who requested it is ``requested_by``. Both are ids from their own access tokens (issue 20)."""
 
     override_id: str

@@ -573,7 +573,7 @@ class ConsentList(Answer):
 
 
 class OverrideView(Answer):
-    """A risk-to-life override (DOMAIN.md rule 6): requested by one person, in force only once a different
+    """A risk-to-life override (docs/domain.md rule 6): requested by one person, in force only once a different
     supervisor of the same agency approved it, until `valid_until` or a revocation. People are named by the ids
     their own access tokens carry; the justification is never shown."""
 

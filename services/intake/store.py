@@ -108,7 +108,7 @@ class ConsentRow(Base):
 
 
 class OverrideRow(Base):
-    """A risk-to-life override (DOMAIN.md rule 6): requested by one person, approved by another (intake_0006)."""
+    """A risk-to-life override (docs/domain.md rule 6): requested by one person, approved by another (intake_0006)."""
 
     __tablename__ = "overrides"
 

@@ -355,7 +355,7 @@ class ServiceList(_Out):
 
 
 class ServiceSearch(BaseModel):
-    """``GET /services`` filters (CONTRACT.md)."""
+    """``GET /services`` filters (docs/contract.md)."""
 
     taxonomy: str | None = Field(default=None, description="A taxonomy code or a prefix of codes (GET /taxonomy).",
                                  examples=["health"])

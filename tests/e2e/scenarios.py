@@ -46,7 +46,7 @@ REQUESTED, RECEIVED, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED, OVERDUE = (
     f"org.refnet.referral.{s}.v1"
     for s in ("requested", "received", "accepted", "in_progress", "completed", "cancelled", "overdue"))
 
-# Fields of the case view by data category (CONTRACT.md), to check what a recipient is shown.
+# Fields of the case view by data category (docs/contract.md), to check what a recipient is shown.
 PERSON_FIELDS = {"identity": {"given_name", "family_name", "other_names", "birth_date", "estimated_age"},
                  "contact": {"phone", "email", "address"}, "demographics": {"gender", "citizenship", "languages"},
                  "documents": {"documents"}}
@@ -63,7 +63,7 @@ SCREENING_FIELDS = {
 
 @dataclass(frozen=True)
 class Person:
-    """Everything personal that intake accepts about one person (DOMAIN.md: encrypted at rest, never in an
+    """Everything personal that intake accepts about one person (docs/domain.md: encrypted at rest, never in an
     event, a log line or the audit log): the case's person and notes, and the free text of consent,
     withdrawal and override bodies."""
 

@@ -1,4 +1,4 @@
-"""The risk-to-life override (DOMAIN.md rule 6): disclosure to one recipient without consent, for a while --
+"""The risk-to-life override (docs/domain.md rule 6): disclosure to one recipient without consent, for a while --
 requested by one person, approved by a different supervisor of the same agency, each with their own access
 token; revocable. The rules are ``domain``'s; here: the case, the row, the audit entries and the event.
 

@@ -1,4 +1,4 @@
-"""Auditors list overrides with both people (issue 20, DOMAIN.md rules 6 and 10): the request, the approval and the
+"""Auditors list overrides with both people (issue 20, docs/domain.md rules 6 and 10): the request, the approval and the
 revocation are each an entry naming its person and on whose authentication -- and entries from before, which
 name none, still prove into the same log."""
 

@@ -1,4 +1,4 @@
-"""The risk-to-life override as two people's authenticated act (DOMAIN.md rule 6, issue 20): requested by one
+"""The risk-to-life override as two people's authenticated act (docs/domain.md rule 6, issue 20): requested by one
 person with a justification, pending and without effect until a different supervisor of the same agency
 approves with their own token, in force for a bounded time, revocable -- and every step an audit entry naming
 its person. A system's token alone can do none of it (the attack of issue 20: one system token, X-Acting-User

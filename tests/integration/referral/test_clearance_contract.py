@@ -1,5 +1,5 @@
 """The clearance contract, written once: what referral relies on when it asks intake whether a case may be
-referred (DOMAIN.md rules 1, 2, 4, 5 and 6), as referral's ``ClearanceClient`` answers it.
+referred (docs/domain.md rules 1, 2, 4, 5 and 6), as referral's ``ClearanceClient`` answers it.
 
 Every test runs against each implementation referral is run with (the ``world`` fixture):
 

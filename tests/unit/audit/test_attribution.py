@@ -1,4 +1,4 @@
-"""Who acted, on whose authentication (issue 20, DOMAIN.md rule 10): an entry names the acting user and, in its
+"""Who acted, on whose authentication (issue 20, docs/domain.md rule 10): an entry names the acting user and, in its
 details, ``attested_by`` -- ``token`` (the person's own verified token) or ``system`` (the agency's system
 asserted it). Entries written before keep exactly their leaves, so their proofs still verify."""
 

@@ -1,4 +1,4 @@
-"""The risk-to-life override becomes an authenticated act of two people (issue 20, DOMAIN.md rule 6): a request
+"""The risk-to-life override becomes an authenticated act of two people (issue 20, docs/domain.md rule 6): a request
 (pending, no effect), then an approval by a different person -- from then on in force until ``valid_until`` --
 and a revocation.
 
