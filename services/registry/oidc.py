@@ -25,7 +25,7 @@ from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
 from shared.auth.problems import missing_token
-from shared.errors import Problem
+from shared.errors import PROBLEM_MEDIA_TYPE, Problem
 from shared.text import Line
 
 router = APIRouter(tags=["sign-in"])
@@ -38,6 +38,10 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": "default-src 'none'; form-action 'self'",
                  "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 _HTML = {"content": {"text/html": {"schema": {"type": "string", "description": "An HTML page."}}}}
+#: A status the page answers with HTML (to a browser) and RefNet's own checks with a problem (RFC 9457): a
+#: parameter that is not valid (422), a body that is not a form (400).
+_HTML_OR_PROBLEM = {"content": {**_HTML["content"], PROBLEM_MEDIA_TYPE: {
+    "schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
 def _get_and_post(path: str, name: str, **kwargs: Any) -> Callable[[F], F]:
@@ -183,7 +187,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   summary="Authorization endpoint: sign in, then back to the client with a code",
                   responses={200: {"description": "The sign-in form (password, then the second factor).", **_HTML},
                              302: {"description": "Back to the client's redirect URI with a code (or an error)."},
-                             400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
+                             400: {"description": "The authorization request is not valid (an HTML page), or "
+                                                  "the body is not a form (a problem).", **_HTML_OR_PROBLEM},
                              401: {"description": "A sign-in step was refused (the form again, saying so).",
                                    **_HTML},
                              429: {"description": "Too many sign-in attempts from this address.", **_HTML}},
@@ -268,7 +273,9 @@ async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationC
                   summary="RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0)",
                   responses={200: {"description": "Signed out, or the confirmation asked first (HTML page).",
                                    **_HTML},
-                             302: {"description": "Signed out; back to the client's registered post-logout URI."}})
+                             302: {"description": "Signed out; back to the client's registered post-logout URI."},
+                             400: {"description": "The logout request is not valid, say its ID token (an HTML page), "
+                                                  "or the body is not a form (a problem).", **_HTML_OR_PROBLEM}})
 async def end_session(
     request: Request, registry: Registry,
     id_token_hint: Annotated[Line | None, _q("An ID token the provider issued to the client (it may have "
@@ -334,8 +341,10 @@ _ENROL_FORM = {"requestBody": {"required": False, "content": {"application/x-www
                   summary="A one-time link's page: set a password and enrol the second factor",
                   responses={200: {"description": "The enrolment form, or done.", **_HTML},
                              404: {"description": "The link was used, has expired or was replaced.", **_HTML},
-                             422: {"description": "The password or the code is not acceptable (the form again).",
-                                   **_HTML}},
+                             400: {"description": "The form has expired (the form again), or the body is not a "
+                                                  "form (a problem).", **_HTML_OR_PROBLEM},
+                             422: {"description": "The password or the code is not acceptable (the form again), "
+                                                  "or a parameter is not valid (a problem).", **_HTML_OR_PROBLEM}},
                   openapi_extra=_ENROL_FORM)
 async def enrol(request: Request, registry: Registry,
                 invite: Annotated[Line | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:
