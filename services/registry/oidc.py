@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import re
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -25,7 +26,7 @@ from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
 from shared.auth.problems import missing_token
-from shared.errors import PROBLEM_MEDIA_TYPE, Problem
+from shared.errors import PROBLEM_MEDIA_TYPE, Problem, problem_response
 from shared.text import Line
 
 router = APIRouter(tags=["sign-in"])
@@ -142,15 +143,25 @@ autocomplete="one-time-code"></label></p>
 <p><button type="submit">Sign in</button></p></form>""", status)
 
 
-def _answer(answer: Answer) -> Response:
+def _wants_page(request: Request) -> bool:
+    """Whether the caller is a browser (its Accept names HTML): it gets pages, anyone else problems."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _answer(answer: Answer, request: Request) -> Response:
     """authlib's answer: a redirect to the client (a code, or an error once the redirect URI is the
-    client's), else an error page that names what is wrong with the request."""
+    client's), else what is wrong with the request: a page for a browser, a problem (RFC 9457) for others."""
     if answer.location is not None and 300 <= answer.status < 400:
         return RedirectResponse(answer.location, status_code=302, headers=NO_STORE)
     body = answer.body if isinstance(answer.body, dict) else dict(answer.body or [])
-    description = str(body.get("error_description") or body.get("error") or "invalid request")
-    return _page("The sign-in request is not valid", _message(f"{body.get('error', 'invalid_request')}: "
-                                                              f"{description}"), answer.status or 400)
+    error = str(body.get("error") or "invalid_request")
+    said = f"{error}: {body.get('error_description') or error}"
+    status = answer.status or 400
+    if not _wants_page(request):
+        # authlib's description names the parameter that is wrong (never a person's data).
+        slug = re.sub(r"[^a-z0-9-]", "-", error.lower())  # invalid_request -> invalid-request
+        return problem_response(Problem(status, slug, said, headers=NO_STORE), request)
+    return _page("The sign-in request is not valid", _message(said), status)
 
 
 def _prepared(request: Request, params: list[tuple[str, str]], method: str | None = None) -> PreparedRequest:
@@ -187,8 +198,9 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   summary="Authorization endpoint: sign in, then back to the client with a code",
                   responses={200: {"description": "The sign-in form (password, then the second factor).", **_HTML},
                              302: {"description": "Back to the client's redirect URI with a code (or an error)."},
-                             400: {"description": "The authorization request is not valid (an HTML page), or "
-                                                  "the body is not a form (a problem).", **_HTML_OR_PROBLEM},
+                             400: {"description": "The authorization request is not valid: an HTML page for a "
+                                                  "browser (Accept: text/html), else a problem; or the body is "
+                                                  "not a form (a problem).", **_HTML_OR_PROBLEM},
                              401: {"description": "A sign-in step was refused (the form again, saying so).",
                                    **_HTML},
                              429: {"description": "Too many sign-in attempts from this address.", **_HTML}},
@@ -218,12 +230,13 @@ async def authorize(
     user = await sign_in.current(session_token) if request.method == "GET" and prompt != "login" else None
     refused = await sign_in.check_request(prepared, user)
     if refused is not None:
-        return _answer(refused)
+        return _answer(refused, request)
     action = "/oauth/authorize?" + urlencode(query)
     csrf = _csrf(request)
 
     async def signed_in(user: SignedIn, new_session: str | None = None) -> Response:
-        return _with_cookies(_answer(await sign_in.issue_code(prepared, user)), registry, session_token=new_session)
+        return _with_cookies(_answer(await sign_in.issue_code(prepared, user), request), registry,
+                             session_token=new_session)
 
     if request.method == "GET":
         if user is not None:
@@ -274,8 +287,9 @@ async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationC
                   responses={200: {"description": "Signed out, or the confirmation asked first (HTML page).",
                                    **_HTML},
                              302: {"description": "Signed out; back to the client's registered post-logout URI."},
-                             400: {"description": "The logout request is not valid, say its ID token (an HTML page), "
-                                                  "or the body is not a form (a problem).", **_HTML_OR_PROBLEM}})
+                             400: {"description": "The logout request is not valid, say its ID token: an HTML page "
+                                                  "for a browser (Accept: text/html), else a problem.",
+                                   **_HTML_OR_PROBLEM}})
 async def end_session(
     request: Request, registry: Registry,
     id_token_hint: Annotated[Line | None, _q("An ID token the provider issued to the client (it may have "
@@ -300,7 +314,7 @@ async def end_session(
         return _with_cookies(RedirectResponse(answer.location, status_code=302, headers=NO_STORE), registry,
                              clear_session=True)
     if answer is not None and answer.status >= 400:
-        return _with_cookies(_answer(answer), registry, clear_session=True)
+        return _with_cookies(_answer(answer, request), registry, clear_session=True)
     return _with_cookies(_page("Signed out", "<p>You are signed out of RefNet.</p>"), registry, clear_session=True)
 
 

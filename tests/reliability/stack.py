@@ -23,6 +23,8 @@ from joserfc.jwk import ECKey
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from shared.settings import SERVICE_NAMES
 from tests.e2e.network import Network, running_stack
+from tests.e2e.staff import Staff
+from tests.support.issuer import ROLE_SCOPES
 
 RELIABILITY_ENV = {
     "REFNET_REFERRAL_FEED_MAX_WAIT_SECONDS": "1",
@@ -151,3 +153,14 @@ def register_agency(net: Network, name: str, scopes: list[str]) -> NewAgency:
     assert created.status_code == 201, created.text
     pem = key.as_pem(private=True).decode()
     return NewAgency(created.json()["id"], created.json()["client_id"], pem)
+
+
+def person_token(net: Network, agency: str, scopes: tuple[str, ...]) -> str | None:
+    """A token of a person of demo agency ``agency`` in the one role that gives every one of ``scopes`` -- for the
+    operations only people may call (``overrides:approve`` is a supervisor's, ``staff:admin`` an agency admin's;
+    no system token holds them) -- minted as the registry issues people's tokens (tests/e2e/staff.py); None when
+    no role gives them all."""
+    for role, held in ROLE_SCOPES.items():
+        if set(scopes) <= set(held):
+            return Staff(net).token(agency, (role,))
+    return None
