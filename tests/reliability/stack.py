@@ -155,6 +155,14 @@ def register_agency(net: Network, name: str, scopes: list[str]) -> NewAgency:
     return NewAgency(created.json()["id"], created.json()["client_id"], pem)
 
 
+#: Secured operations that only a signed-in person's live token may call, with why. They declare no scope: what they
+#: need is a person, not a permission. The suites call them with a token from a real sign-in (people.py).
+PERSON_ONLY: dict[tuple[str, str, str], str] = {
+    ("registry", method, "/oauth/userinfo"): "OpenID Connect userinfo (OIDC Core 5.3) tells a signed-in person who "
+    "they are; a system's token names no person (401 invalid_token), and what a person's token may do is its "
+    "roles' scopes, not one of userinfo's own" for method in ("GET", "POST")}
+
+
 def person_token(net: Network, agency: str, scopes: tuple[str, ...]) -> str | None:
     """A token of a person of demo agency ``agency`` in the one role that gives every one of ``scopes`` -- for the
     operations only people may call (``overrides:approve`` is a supervisor's, ``staff:admin`` an agency admin's;

@@ -28,7 +28,7 @@ from tests.e2e.staff import Staff
 from tests.reliability.flows import consent, consent_id, refer, register_case
 from tests.reliability.people import signed_in_token
 from tests.reliability.report import Report
-from tests.reliability.stack import Operation, operations, token_with
+from tests.reliability.stack import PERSON_ONLY, Operation, operations, token_with
 from tests.support.issuer import role_scopes
 
 OWNER, RECIPIENT, STRANGER = "iom", "unhcr", "legalaid"
@@ -90,13 +90,6 @@ ROUTES: dict[tuple[str, str, str], PartyOnly | OpenToScope] = {
     ("registry", "GET", "/agencies/{agency_id}/staff"): PartyOnly(whatever_scopes=True),
     ("registry", "POST", "/agencies/{agency_id}/staff/{person_id}/reset"): PartyOnly(whatever_scopes=True),
 }
-
-#: Secured operations that only a signed-in person's live token may call (they declare no scope: what they need is
-#: a person, not a permission), with why.
-PERSON_ONLY: dict[tuple[str, str, str], str] = {
-    ("registry", method, "/oauth/userinfo"): "OpenID Connect userinfo (OIDC Core 5.3) tells a signed-in person who "
-    "they are; a system's token names no person (401 invalid_token), and the person's roles already say what their "
-    "token holds" for method in ("GET", "POST")}
 
 
 def _key(op: Operation) -> tuple[str, str, str]:

@@ -30,8 +30,10 @@ from joserfc.jwk import ECKey
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from tests.e2e.network import Network, eventually
 from tests.e2e.staff import Staff
+from tests.reliability.people import demo_person, signed_in_token
 from tests.reliability.report import FULL, Report
 from tests.reliability.stack import (
+    PERSON_ONLY,
     TOKEN_LIFETIME_SECONDS,
     NewAgency,
     Operation,
@@ -244,26 +246,33 @@ def test_a_person_cannot_act_as_someone_else_anywhere(reliability_network: Netwo
     secured = [op for op in operations(net) if op.scopes is not None]
     person = new_person()
     token = staff.token("iom", ("supervisor",), person=person)
+    # What answers only a signed-in person's live token (userinfo) gets one from a real sign-in of iom's supervisor.
+    live_person = demo_person(net, "iom-supervisor")["person_id"]
+    live = signed_in_token(net, "iom-supervisor")
     wrong: dict[str, str] = {}
     with httpx.Client(timeout=30) as http:
         for op in secured:
-            headers = {"Authorization": f"Bearer {token}", "X-Purpose": "case_management",
+            own = (live, live_person) if (op.service, op.method.upper(), op.path) in PERSON_ONLY else (token, person)
+            headers = {"Authorization": f"Bearer {own[0]}", "X-Purpose": "case_management",
                        "X-Acting-User": "caseworker.1"}
             response = http.request(op.method.upper(), op.url(net, **dict.fromkeys(op.path_params, "x1")),
                                     headers=headers, json={} if op.body_media_type == "application/json" else None)
             if response.status_code != 403 or response.json().get("type") != \
-                    "urn:refnet:problem:acting-user-contradicts-token" or person in response.text:
+                    "urn:refnet:problem:acting-user-contradicts-token" or own[1] in response.text:
                 wrong[op.label] = f"{response.status_code} {response.text[:200]}"
         same = http.get(net.url("intake") + "/cases", headers={"Authorization": f"Bearer {token}",
                                                                "X-Acting-User": person})
+        same_live = http.get(net.url("registry") + "/oauth/userinfo", headers={"Authorization": f"Bearer {live}",
+                                                                                "X-Acting-User": live_person})
     report.add("token attacks: acting as someone else",
                injected="a supervisor's own token with X-Acting-User naming another user",
                checked="403 acting-user-contradicts-token on every secured operation; the header repeating the "
                        "token's subject is accepted",
                figures={"secured operations": len(secured), "accepted": len(wrong)},
-               failures=len(wrong) + (same.status_code != 200))
+               failures=len(wrong) + (same.status_code != 200) + (same_live.status_code != 200))
     assert not wrong, json.dumps(wrong, indent=1)
     assert same.status_code == 200, same.text
+    assert same_live.status_code == 200, same_live.text
 
 
 # --- revocation and suspension -----------------------------------------------------------------------------
