@@ -13,7 +13,7 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import StaffInvite, StaffLink, StaffList, StaffMember
 from services.registry.service.people import Invitation
 from services.registry.store.tables import Person
-from shared.auth import Principal, require_scopes
+from shared.auth import Principal, authenticate
 from shared.errors import not_found
 from shared.ids import is_refnet_id
 
@@ -22,8 +22,9 @@ router = APIRouter(tags=["staff"])
 Registry = Annotated[Deps, Depends(deps)]
 
 # Any valid token; who may manage which agency's staff is domain.may_manage_staff's to say: the platform's
-# operator (`admin`) any agency's, an agency admin (`staff:admin`) their own; anyone else gets 404.
-Caller = Annotated[Principal, Depends(require_scopes())]
+# operator (`admin`) any agency's, an agency admin (`staff:admin`) their own; anyone else gets 404. (authenticate,
+# not require_scopes(): that would add a requirement of no scope to the document's alternatives below.)
+Caller = Annotated[Principal, Depends(authenticate)]
 #: How the staff routes say so in OpenAPI: either scope is enough (one requirement each; FastAPI would AND them).
 ADMIN_OR_STAFF_ADMIN = {"security": [{"HTTPBearer": ["admin"]}, {"HTTPBearer": ["staff:admin"]}]}
 AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The agency's id.",

@@ -167,7 +167,7 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
                 if _holds(op, system_scopes) or route.whatever_scopes else {}
             for role in roles:
                 if _holds(op, set(role_scopes((role,)).split())) or route.whatever_scopes:
-                    callers[role] = lambda role=role: staff.headers(STRANGER, (role,))  # type: ignore[misc]
+                    callers[role] = lambda role=role: staff.headers(STRANGER, (role,))
             if not callers:
                 uncalled.append(op.label)
             for caller, headers in callers.items():
