@@ -86,7 +86,8 @@ class SignedIn:
 
     @property
     def acr(self) -> str:
-        return domain.authentication_context(domain.AMR_OTP in self.amr)[1]
+        # "mfa": a second factor an agency's own provider proved (service/federation.py).
+        return domain.authentication_context(bool({domain.AMR_OTP, "mfa"} & set(self.amr)))[1]
 
     def get_user_id(self) -> str:
         return self.person_id
