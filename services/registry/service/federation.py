@@ -455,3 +455,16 @@ async def remove_trust(session: AsyncSession, source: str, idp_id: str, *, actin
 
 def return_query_params(query: str) -> list[tuple[str, str]]:
     return parse_qsl(query, keep_blank_values=True)
+
+
+async def rewrap_client_secrets(session: AsyncSession, ring: KeyRing) -> tuple[int, int]:
+    """A KEK rotation's part for the trusts: every client secret wrapped under ``ring.current``. Returns
+    (re-wrapped, left under another KEK)."""
+    rewrapped = 0
+    for row in await store.secrets_not_under(session, ring.current.key_id):
+        assert row.client_secret_wrapped is not None and row.client_secret_kek_id is not None
+        secret = unwrap_client_secret(row.client_secret_wrapped, row.client_secret_kek_id, row.id, ring)
+        row.client_secret_wrapped, row.client_secret_kek_id = wrap_client_secret(secret, row.id, ring)
+        rewrapped += 1
+    await session.flush()
+    return rewrapped, len(await store.secrets_not_under(session, ring.current.key_id))

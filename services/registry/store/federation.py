@@ -51,3 +51,10 @@ async def login(session: AsyncSession, state_hash: str) -> FederatedLogin | None
 async def purge_logins(session: AsyncSession, now: datetime) -> None:
     """Sign-ins that never came back (or came back) are of no use once expired."""
     await session.execute(delete(FederatedLogin).where(FederatedLogin.expires_at < now))
+
+
+async def secrets_not_under(session: AsyncSession, kek_id: str) -> list[IdentityProvider]:
+    """Trusts whose client secret is wrapped under another KEK than ``kek_id``, locked."""
+    return list((await session.execute(select(IdentityProvider).where(
+        IdentityProvider.client_secret_kek_id.is_not(None), IdentityProvider.client_secret_kek_id != kek_id)
+        .with_for_update())).scalars())
