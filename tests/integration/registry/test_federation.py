@@ -5,17 +5,26 @@ lists is tried against the real flow."""
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from services.intake.app import create_app as create_intake
+from services.intake.crypto import MasterKey, write_key_file
+from services.intake.settings import IntakeSettings
+from shared.auth import TokenValidator
 from shared.db import unit_of_work
+from shared.migrations import upgrade
 from tests.integration.registry.conftest import ISSUER, Client, Registry
+from tests.integration.intake.conftest import case_body
 from tests.integration.registry.people_support import (
     authorize_url,
     browser,
@@ -144,6 +153,59 @@ async def test_a_person_of_the_trusting_agency_signs_in_through_its_provider(
     records = [r["payload"]["data"] for r in await registry.outbox("access.recorded.v1")]
     records = [r for r in records if r.get("action") == "sign_in.federated" and r.get("acting_user") == access["sub"]]
     assert len(records) == 2 and records[0]["details"]["identity_provider"] == trusted.idp["id"]
+
+
+async def test_the_brokered_persons_token_reads_their_agencys_cases_at_intake(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider,
+        new_database: Callable[[str], str]) -> None:
+    """The registry's token from a brokered sign-in works at intake like any other: the person registers a case
+    for their agency and reads the agency's case list; another agency's person sees none of it."""
+    url = new_database("intake_fed")
+    await asyncio.to_thread(upgrade, "intake", url)
+    key_file = Path(tempfile.mkdtemp(prefix="intake-key-")) / "master.b64"
+    write_key_file(key_file, MasterKey.generate())
+    intake = create_intake(IntakeSettings(database_url=url, kafka_bootstrap="127.0.0.1:9", log_json=False,
+                                          issuer=ISSUER, master_key_file=str(key_file)))
+    async with intake.router.lifespan_context(intake):
+        # intake checks the registry's tokens with the registry's keys, fetched from the registry itself.
+        await intake.state.token_validator.aclose()
+        intake.state.token_validator = TokenValidator(ISSUER, registry.settings.audience,
+                                                      registry.settings.effective_jwks_url,
+                                                      http_client=registry.http, min_refetch_seconds=0)
+        trusted = await trust(registry, admin, upstream)
+        token = (await sign_in_through(registry, trusted.idp["id"]))["access_token"]
+        with UpstreamProvider() as other_upstream:
+            other_upstream.redirect_uris, other_upstream.user = [CALLBACK], dict(upstream.user)
+            other = await trust(registry, admin, other_upstream)
+            other_token = (await sign_in_through(registry, other.idp["id"]))["access_token"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=intake), base_url="http://intake") as http:
+            headers = {"Authorization": "Bearer " + token, "X-Purpose": "case_management"}
+            created = await http.post("/cases", json=case_body(), headers=headers)
+            assert created.status_code == 201, created.text
+            listed = await http.get("/cases", headers=headers)
+            assert listed.status_code == 200, listed.text
+            assert [c["id"] for c in listed.json()["items"]] == [created.json()["id"]]
+            theirs = await http.get("/cases", headers={"Authorization": "Bearer " + other_token})
+            assert theirs.status_code == 200 and theirs.json()["items"] == []
+            read = await http.get(f"/cases/{created.json()['id']}", headers={
+                "Authorization": "Bearer " + other_token, "X-Purpose": "case_management"})
+            assert read.status_code == 404
+
+
+async def test_the_registry_can_authenticate_at_the_provider_with_its_own_key(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
+    """private_key_jwt: the provider knows the registry's JWKS; no client secret is kept anywhere."""
+    upstream.client_jwks = (await registry.http.get("/.well-known/jwks.json")).json()
+    trusted = await trust(registry, admin, upstream, auth_method="private_key_jwt", client_secret=None)
+    assert trusted.idp["has_client_secret"] is False
+    access = claims_of((await sign_in_through(registry, trusted.idp["id"]))["access_token"])
+    assert access["agency"] == trusted.agency.agency_id
+    # Without the registry's keys the provider refuses the client, and so no one is signed in.
+    upstream.client_jwks = {"keys": []}
+    _, challenge = pkce()
+    async with browser(registry) as http:
+        back = await through_upstream(http, trusted.idp["id"], challenge)
+    assert back.status_code == 403 and "did not complete" in back.text
 
 
 async def test_the_sign_in_form_sends_a_person_of_such_an_agency_to_its_provider(
