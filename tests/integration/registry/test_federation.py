@@ -23,8 +23,8 @@ from services.intake.settings import IntakeSettings
 from shared.auth import TokenValidator
 from shared.db import unit_of_work
 from shared.migrations import upgrade
-from tests.integration.registry.conftest import ISSUER, Client, Registry
 from tests.integration.intake.conftest import case_body
+from tests.integration.registry.conftest import ISSUER, Client, Registry
 from tests.integration.registry.people_support import (
     authorize_url,
     browser,
