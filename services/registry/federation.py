@@ -153,7 +153,7 @@ def mapped_roles(claims: Mapping[str, Any], trust: Trust, agency_kind: str) -> l
     empty when nothing maps (the sign-in is refused then)."""
     upstream = set(_strings(claim_at(claims, trust.roles_claim)))
     roles = {trust.role_map[v] for v in upstream if v in trust.role_map}
-    chosen = [r for r in domain.ROLES if r in roles]
+    chosen: list[str] = [r for r in domain.ROLES if r in roles]
     return chosen if chosen and domain.check_roles(agency_kind, chosen) is None else []
 
 

@@ -70,7 +70,7 @@ async def list_identity_providers(
     agency_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Only this agency's.",
                                            examples=["agy_3f2a9c1d7e5b4a60"])] = None,
 ) -> IdentityProviderList:
-    return IdentityProviderList(items=[_out(r, registry) for r in await registry.federation.list(agency_id)])
+    return IdentityProviderList(items=[_out(r, registry) for r in await registry.federation.trusts(agency_id)])
 
 
 @router.delete("/identity-providers/{idp_id}", status_code=204, tags=["identity providers"],

@@ -128,7 +128,7 @@ class Federation:
             return await add_trust(session, self.settings, self.vault.ring, agency_ref, trust, client_secret,
                                    acting_user=acting_user, client_id=client_id)
 
-    async def list(self, agency_id: str | None = None) -> list[IdentityProvider]:
+    async def trusts(self, agency_id: str | None = None) -> list[IdentityProvider]:
         async with unit_of_work(self.sessions) as session:
             return await store.providers(session, agency_id)
 
