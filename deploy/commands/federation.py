@@ -16,6 +16,8 @@ import typer
 
 from deploy.commands.registry import _kek_ring, _problem_text, _run_in_registry, _settings_and_database
 
+SECRET_ENV = "REFNET_IDP_CLIENT_SECRET"  # noqa: S105 -- the name of a variable, not a secret
+
 
 def _view(row: Any) -> dict[str, Any]:
     return {"id": row.id, "agency_id": row.agency_id, "issuer": row.issuer, "discovery_url": row.discovery_url,
@@ -37,7 +39,7 @@ def idp_add(
     auth_method: Annotated[str, typer.Option(help="client_secret_basic, client_secret_post or private_key_jwt "
                                                   "(signed with the registry's key)")] = "client_secret_basic",
     client_secret_env: Annotated[str, typer.Option(help="the environment variable holding the client secret "
-                                                        "(asked for when unset)")] = "REFNET_IDP_CLIENT_SECRET",  # noqa: S107 -- a variable name
+                                                        "(asked for when unset)")] = SECRET_ENV,
     discovery_url: Annotated[str | None, typer.Option(help="default <issuer>/.well-known/openid-configuration")]
     = None,
     jwks_uri: Annotated[str | None, typer.Option(help="when not the discovery document's")] = None,

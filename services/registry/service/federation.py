@@ -34,6 +34,7 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain
@@ -248,8 +249,12 @@ class Federation:
             if error is not None or not code:
                 raise Refused("upstream_error")
             claims = await self._verified_claims(row, trust, code, verifier, nonce)
-            async with unit_of_work(self.sessions) as session:
-                token = await self._signed_in(session, row, trust, claims, now)
+            try:
+                async with unit_of_work(self.sessions) as session:
+                    token = await self._signed_in(session, row, trust, claims, now)
+            except IntegrityError:
+                # The same upstream account's first sign-in twice at once: one linked it; this one starts again.
+                raise Refused("expired") from None
         except Refused as refused:
             await self._record_refusal(agency_id, row.id, refused.reason)
             return Finished(agency_name, return_query, refused=refused.reason)
