@@ -2,7 +2,7 @@
 client, and a directory of services across the taxonomy. Idempotent: run it as often as you like.
 
 Each client's private key lives only in its credentials file (``.refnet/credentials/<name>.json``, mode
-0600, CONTRACT.md's fields); the registry stores the public half. A credentials file that is kept is reused;
+0600, docs/contract.md's fields); the registry stores the public half. A credentials file that is kept is reused;
 a missing one gets a fresh key, and the registry is told the new public key.
 """
 

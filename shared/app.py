@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaClient
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -163,15 +164,36 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+class Alive(BaseModel):
+    status: Literal["ok"] = Field(description="Always `ok`: the process answers.", examples=["ok"])
+
+
+class Readiness(BaseModel):
+    """What `/readyz` reports (the same shape with 200 and 503)."""
+
+    status: Literal["ready", "not_ready"] = Field(description="`ready` when the database answers and the read "
+                                                  "models have caught up once.", examples=["ready"])
+    database: bool = Field(description="The service's database answered.", examples=[True])
+    broker: bool = Field(description="The broker answered (reported, not a condition once caught up).",
+                         examples=[True])
+    read_models: bool = Field(description="The relay and every consumer have caught up with the broker once.",
+                              examples=[True])
+    outbox: dict[str, Any] | None = Field(
+        default=None, description="The outbox: `retained` published rows kept, `unpublished` rows waiting, and "
+        "the `last_republish` after a broker lost its log (absent when the database did not answer).",
+        examples=[{"retained": 120, "unpublished": 0, "last_republish": None}])
+
+
 def health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Alive:
+        return Alive(status="ok")
 
     @router.get("/readyz", summary="Database reachable and read models caught up (the broker is reported)",
-                responses={503: {"description": "not ready"}})
+                responses={200: {"model": Readiness, "description": "ready"},
+                           503: {"model": Readiness, "description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
         # The broker is not a condition once the read models have caught up: a broker outage is what the outbox
         # rides out, and taking every pod of every service out of the load balancer for it would turn a blip

@@ -2,7 +2,7 @@
 
 Every error a client can see -- our own refusals, FastAPI's validation errors, unknown routes, and
 unhandled exceptions -- leaves as ``application/problem+json``. A ``type`` is ``urn:refnet:problem:<slug>``;
-clients match on the slug (CONTRACT.md: "a problem whose type ends with the failed guard").
+clients match on the slug (docs/contract.md: "a problem whose type ends with the failed guard").
 """
 
 from __future__ import annotations
@@ -202,18 +202,27 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],
     "properties": {
-        "type": {"type": "string", "pattern": "^urn:refnet:problem:[a-z0-9-]+$"},
-        "title": {"type": "string"},
-        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
+        "type": {"type": "string", "pattern": "^urn:refnet:problem:[a-z0-9-]+$",
+                 "description": "What went wrong, as a stable slug to match on (the last segment).",
+                 "examples": ["urn:refnet:problem:consent-missing"]},
+        "title": {"type": "string", "description": "The HTTP status's phrase.", "examples": ["Conflict"]},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599, "description": "The HTTP status code.",
+                   "examples": [409]},
+        "detail": {"type": "string", "description": "What happened, for a person to read; ids and field names, "
+                   "never personal data.",
+                   "examples": ["The case's consent does not cover this recipient and purpose."]},
+        "instance": {"type": "string", "description": "The request path the problem is about.",
+                     "examples": ["/referrals"]},
         "errors": {
             "type": "array",
             "maxItems": MAX_LISTED_ERRORS,
+            "description": "Each invalid input: where it is and what is wrong with it.",
+            "examples": [[{"loc": ["body", "case_id"], "msg": "Field required"}]],
             "items": {
                 "type": "object",
                 "required": ["loc", "msg"],
-                "properties": {"loc": {"type": "array", "items": {"type": "string"}}, "msg": {"type": "string"}},
+                "properties": {"loc": {"type": "array", "items": {"type": "string"}},
+                               "msg": {"type": "string"}},
             },
         },
     },

@@ -8,23 +8,39 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 
 from services.registry import domain
 from services.registry.deps import Deps, deps
 from services.registry.domain import OAuthError
-from services.registry.hsds import hsds_organization, hsds_service
+from services.registry.hsds import (
+    hsds_organization,
+    hsds_service,
+    hsds_taxonomy_term_id,
+    is_refnet_taxonomy,
+    taxonomy_code,
+)
+from services.registry.hsds_ids import hsds_id
 from services.registry.schemas import (
     AgencyCreate,
     AgencyList,
     AgencyOut,
     AgencyPatch,
     AgencyRegistered,
+    AuthorizationServerMetadata,
     CapacityIn,
+    HsdsPage,
+    HsdsService,
+    IntrospectionOut,
+    JwksOut,
     ServiceCreate,
     ServiceList,
     ServiceOut,
     ServicePatch,
     ServiceSearch,
+    TaxonomyList,
+    TaxonomyTermOut,
+    TokenOut,
     decode_cursor,
     encode_cursor,
 )
@@ -39,15 +55,23 @@ router = APIRouter()
 Admin = Annotated[Principal, Depends(require_scopes("admin"))]
 Reader = Annotated[Principal, Depends(require_scopes("registry:read"))]
 Writer = Annotated[Principal, Depends(require_scopes("registry:write"))]
-AcceptLanguage = Annotated[str | None, Header(alias="Accept-Language", max_length=500)]
+AcceptLanguage = Annotated[str | None, Header(
+    alias="Accept-Language", max_length=500, examples=["fr, en;q=0.8"],
+    description="The languages the caller reads, by preference (RFC 9110): names, descriptions and taxonomy "
+                "labels are given in the first one the service has.")]
 FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 
 Registry = Annotated[Deps, Depends(deps)]
-AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-ServiceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The agency's id.",
+                                examples=["agy_3f9c2a1b7d4e5f60"])]
+ServiceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The service's id.",
+                                examples=["svc_5d2e8a0c4b1f7e93"])]
+HsdsServiceId = Annotated[str, Path(
+    pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The service's HSDS id (a UUID), or RefNet's service id.",
+    examples=[str(hsds_id("service", "svc_5d2e8a0c4b1f7e93"))])]
 
 
 # --- OAuth 2.0 ----------------------------------------------------------------------------------------------
@@ -123,8 +147,10 @@ TOKEN_FORM = _oauth_form({"grant_type": {"type": "string", "enum": ["client_cred
 TOKEN_ACTION_FORM = _oauth_form({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
+# The OAuth endpoints answer with JSONResponse (RFC 6749 headers and error bodies), so ``response_model`` only
+# documents their success answer; it does not filter it.
 @router.post("/oauth/token", tags=["oauth"], summary="Token endpoint (client credentials grant)",
-             responses=TOKEN_RESPONSES, openapi_extra=TOKEN_FORM)
+             responses=TOKEN_RESPONSES, openapi_extra=TOKEN_FORM, response_model=TokenOut)
 async def token(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:
@@ -142,7 +168,7 @@ async def token(request: Request, registry: Registry) -> JSONResponse:
 
 
 @router.post("/oauth/introspect", tags=["oauth"], summary="Token introspection (RFC 7662)",
-             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_ACTION_FORM)
+             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_ACTION_FORM, response_model=IntrospectionOut)
 async def introspect(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
     try:
@@ -154,7 +180,9 @@ async def introspect(request: Request, registry: Registry) -> JSONResponse:
 
 
 @router.post("/oauth/revoke", tags=["oauth"], summary="Token revocation (RFC 7009)",
-             responses=OAUTH_RESPONSES, openapi_extra=TOKEN_ACTION_FORM)
+             responses={200: {"description": "Revoked, or not a token of this registry (RFC 7009 2.2): no body"},
+                        **OAUTH_RESPONSES},
+             openapi_extra=TOKEN_ACTION_FORM, response_class=Response)
 async def revoke(request: Request, registry: Registry) -> Response:
     basic_used = "authorization" in request.headers
     try:
@@ -167,30 +195,31 @@ async def revoke(request: Request, registry: Registry) -> Response:
 
 
 @router.get("/.well-known/oauth-authorization-server", tags=["oauth"], summary="RFC 8414 metadata")
-async def metadata(registry: Registry) -> dict[str, Any]:
+async def metadata(registry: Registry) -> AuthorizationServerMetadata:
     issuer = registry.settings.issuer.rstrip("/")
     auth_methods = ["private_key_jwt", "client_secret_basic"]
     algs = list(domain.ASSERTION_ALGORITHMS)
-    return {
-        "issuer": registry.settings.issuer,
-        "token_endpoint": issuer + "/oauth/token",
-        "jwks_uri": issuer + "/.well-known/jwks.json",
-        "introspection_endpoint": issuer + "/oauth/introspect",
-        "revocation_endpoint": issuer + "/oauth/revoke",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "scopes_supported": sorted(domain.SCOPES),
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": algs,
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_signing_alg_values_supported": algs,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_signing_alg_values_supported": algs,
-        "access_token_signing_alg_values_supported": ["ES256"],
-    }
+    return AuthorizationServerMetadata(
+        issuer=registry.settings.issuer,
+        token_endpoint=issuer + "/oauth/token",
+        jwks_uri=issuer + "/.well-known/jwks.json",
+        introspection_endpoint=issuer + "/oauth/introspect",
+        revocation_endpoint=issuer + "/oauth/revoke",
+        grant_types_supported=["client_credentials"],
+        response_types_supported=[],
+        scopes_supported=sorted(domain.SCOPES),
+        token_endpoint_auth_methods_supported=auth_methods,
+        token_endpoint_auth_signing_alg_values_supported=algs,
+        introspection_endpoint_auth_methods_supported=auth_methods,
+        introspection_endpoint_auth_signing_alg_values_supported=algs,
+        revocation_endpoint_auth_methods_supported=auth_methods,
+        revocation_endpoint_auth_signing_alg_values_supported=algs,
+        access_token_signing_alg_values_supported=["ES256"],
+    )
 
 
-@router.get("/.well-known/jwks.json", tags=["oauth"], summary="Signing keys (current and previous)")
+@router.get("/.well-known/jwks.json", tags=["oauth"], summary="Signing keys (current and previous)",
+            response_model=JwksOut)
 async def jwks(registry: Registry) -> JSONResponse:
     # Shorter than the time a rotated-in key is published before it signs (refnet keys rotate --activate-in).
     return JSONResponse(await registry.signing_keys.jwks(), headers={"Cache-Control": "public, max-age=30"})
@@ -209,8 +238,9 @@ async def register_agency(body: AgencyCreate, _: Admin, registry: Registry, resp
 @router.get("/agencies", tags=["agencies"])
 async def list_agencies(
     _: Reader, registry: Registry,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[Line | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Agencies per page.", examples=[50])] = 50,
+    cursor: Annotated[Line | None, Query(max_length=64, description="``next_cursor`` of the previous page.",
+                                         examples=["b2Zmc2V0OjUw"])] = None,
 ) -> AgencyList:
     offset = decode_cursor(cursor)
     agencies, more = await registry.agencies.page(limit, offset)
@@ -294,31 +324,64 @@ async def set_capacity(service_id: ServiceId, body: CapacityIn, principal: Write
 
 
 @router.get("/taxonomy", tags=["directory"])
-async def taxonomy(_: Reader, accept_language: AcceptLanguage = None) -> dict[str, Any]:
+async def taxonomy(_: Reader, accept_language: AcceptLanguage = None) -> TaxonomyList:
     items = []
     for code, labels in reference.TAXONOMY.items():
         language = domain.pick_language(accept_language, labels) or "en"
-        items.append({"code": code, "name": labels[language], "language": language,
-                      "parent": code.split(".")[0] if "." in code else None})
-    return {"items": items, "next_cursor": None}
+        items.append(TaxonomyTermOut(code=code, name=labels[language], language=language,
+                                     parent=code.split(".")[0] if "." in code else None))
+    return TaxonomyList(items=items, next_cursor=None)
 
 
 # --- HSDS 3.0 -----------------------------------------------------------------------------------------------
 
 
-@router.get("/hsds/services", tags=["directory"], summary="The directory as HSDS 3.0 JSON")
+#: The HSDS 3.0 API's own parameter names (its ``schema/openapi.json``); the ones RefNet does not implement
+#: (minimal, full, format, ...) are not declared, so they are a 422 naming them, not silently ignored.
+HSDS_TAXONOMY = "refnet"
+_HSDS_UNSUPPORTED = ("Not supported, so refused with a 422 that names them: ``minimal``, ``full``, ``format`` "
+                     "(JSON only), ``postcode``, ``proximity`` (use GET /services with ``near``).")
+
+
+@router.get("/hsds/services", tags=["directory"], summary="The directory as HSDS 3.0 JSON",
+            response_model=HsdsPage, response_model_exclude_none=True, description=(
+                "Active services of active agencies, oldest first, as the HSDS 3.0 API's ``GET /services`` "
+                "answers: a page envelope whose ``contents`` are HSDS 3.0 services. Supported HSDS 3.0 "
+                "parameters: ``page``, ``per_page``, ``search``, ``taxonomy_term_id``, ``taxonomy_id``, "
+                "``organization_id``, ``modified_after``. " + _HSDS_UNSUPPORTED))
 async def hsds_services(
     _: Reader, registry: Registry,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
-    taxonomy_term_id: Annotated[Line | None, Query(max_length=80)] = None,
+    page: Annotated[int, Query(ge=1, le=10_000, description="The page to answer, from 1.", examples=[1])] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500, description="Services per page.", examples=[50])] = 50,
+    search: Annotated[Line | None, Query(
+        min_length=1, max_length=200, examples=["shelter"],
+        description="Words in a service's name or description, in any language.")] = None,
+    taxonomy_term_id: Annotated[Line | None, Query(
+        max_length=80, examples=[hsds_taxonomy_term_id("health")],
+        description="A taxonomy term's HSDS id, or RefNet's ``refnet:<code>`` or bare code; a parent term "
+                    "takes in its children (``health`` finds ``health.medical``).")] = None,
+    taxonomy_id: Annotated[Line | None, Query(
+        max_length=80, examples=[HSDS_TAXONOMY],
+        description="Services with a term of this taxonomy: every service's term is in ``refnet`` (HSDS id "
+                    f"``{hsds_id('taxonomy', HSDS_TAXONOMY)}``), so any other value finds none.")] = None,
+    organization_id: Annotated[Line | None, Query(
+        max_length=80, examples=[str(hsds_id("organization", "agy_3f9c2a1b7d4e5f60"))],
+        description="Services this agency provides: the organization's HSDS id, or RefNet's agency id.")
+    ] = None,
+    modified_after: Annotated[AwareDatetime | None, Query(
+        examples=["2026-03-14T00:00:00Z"],
+        description="Services changed at or after this time (RFC 3339, with its offset).")] = None,
     accept_language: AcceptLanguage = None,
 ) -> dict[str, Any]:
-    taxonomy = taxonomy_term_id.removeprefix("refnet:") if taxonomy_term_id else None
-    if taxonomy is not None and not reference.is_taxonomy_prefix(taxonomy):
+    taxonomy = taxonomy_code(taxonomy_term_id) if taxonomy_term_id else None
+    if taxonomy_term_id and (taxonomy is None or not reference.is_taxonomy_prefix(taxonomy)):
         raise invalid(["query", "taxonomy_term_id"], "not a taxonomy term")
-    rows, total = await registry.directory.search(taxonomy=taxonomy, offset=(page - 1) * per_page, limit=per_page,
-                                        count=True)
+    rows: list[Any] = []
+    total: int | None = 0
+    if taxonomy_id is None or is_refnet_taxonomy(taxonomy_id):
+        rows, total = await registry.directory.search(
+            taxonomy=taxonomy, q=search, agency_id=organization_id, modified_after=modified_after,
+            offset=(page - 1) * per_page, limit=per_page, count=True)
     total = total or 0
     agencies = await registry.agencies.by_id({service.agency_id for service, _ in rows})
     contents = [hsds_service(service, hsds_organization(agencies.get(service.agency_id)), accept_language)
@@ -329,9 +392,13 @@ async def hsds_services(
             "contents": contents}
 
 
-@router.get("/hsds/services/{service_id}", tags=["directory"], summary="One service as HSDS 3.0 JSON")
-async def hsds_service_by_id(service_id: ServiceId, _: Reader, registry: Registry,
+@router.get("/hsds/services/{service_id}", tags=["directory"], summary="One service as HSDS 3.0 JSON",
+            response_model=HsdsService, response_model_exclude_none=True, description=(
+                "An active service of an active agency as an HSDS 3.0 ``service``, with its organization, "
+                "locations and taxonomy term (the HSDS 3.0 API's ``GET /services/{id}``), by its HSDS id or "
+                "by RefNet's service id. It takes no query parameter."))
+async def hsds_service_by_id(service_id: HsdsServiceId, _: Reader, registry: Registry,
                              accept_language: AcceptLanguage = None) -> dict[str, Any]:
-    service = await registry.directory.get(service_id)
+    service = await registry.directory.get(service_id, hsds=True)
     agency = (await registry.agencies.by_id({service.agency_id})).get(service.agency_id)
     return hsds_service(service, hsds_organization(agency), accept_language)

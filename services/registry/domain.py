@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 # --- scopes and agencies -----------------------------------------------------------------------------------
 
-#: Every scope the registry can grant (CONTRACT.md "Scopes", plus the referral service's own clearance scope
+#: Every scope the registry can grant (docs/contract.md "Scopes", plus the referral service's own clearance scope
 #: for its service-to-service calls to intake).
 SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
@@ -37,7 +37,7 @@ PLATFORM_SCOPES: frozenset[str] = frozenset({"admin", "cases:clearance"})
 
 AgencyStatus = Literal["active", "suspended"]
 
-#: Scopes only an agency of a given kind may hold: platform statistics are for oversight (DOMAIN.md rule 9).
+#: Scopes only an agency of a given kind may hold: platform statistics are for oversight (docs/domain.md rule 9).
 SCOPES_OF_KIND: Mapping[str, str] = {"stats:read": "oversight"}
 
 
@@ -72,7 +72,7 @@ def may_introspect(caller_kind: str, caller_client_id: str, token_client_id: obj
     tokens issued to itself."""
     return caller_kind == PLATFORM_KIND or token_client_id == caller_client_id
 
-# --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
+# --- the service taxonomy (docs/domain.md "Service taxonomy") --------------------------------------------------
 
 # BCP 47-ish: a primary language subtag, optionally a region or script ("en", "fr", "pt-BR", "zh-Hant").
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")

@@ -190,7 +190,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                              302: {"description": "Back to the client's redirect URI with a code (or an error)."},
                              400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
                              401: {"description": "A sign-in step was refused (the form again, saying so).",
-                                   **_HTML}},
+                                   **_HTML},
+                             429: {"description": "Too many sign-in attempts from this address.", **_HTML}},
                   openapi_extra=_AUTHORIZE_FORM)
 async def authorize(
     request: Request, registry: Registry,
@@ -211,25 +212,28 @@ async def authorize(
     sign_in = registry.sign_in
     query = list(request.query_params.multi_items())
     prepared = _prepared(request, query, "GET")
-    refused = await sign_in.check_request(prepared)
+    session_token = request.cookies.get(SESSION_COOKIE)
+    # A live sign-in answers at once (unless the client asks for a new one); prompt=none without one goes
+    # back to the client with login_required (authlib's OpenID Connect prompt rules).
+    user = await sign_in.current(session_token) if request.method == "GET" and prompt != "login" else None
+    refused = await sign_in.check_request(prepared, user)
     if refused is not None:
         return _answer(refused)
     action = "/oauth/authorize?" + urlencode(query)
     csrf = _csrf(request)
-    session_token = request.cookies.get(SESSION_COOKIE)
 
     async def signed_in(user: SignedIn, new_session: str | None = None) -> Response:
         return _with_cookies(_answer(await sign_in.issue_code(prepared, user)), registry, session_token=new_session)
 
     if request.method == "GET":
-        if prompt != "login":
-            user = await sign_in.current(session_token)
-            if user is not None:
-                return await signed_in(user)
+        if user is not None:
+            return await signed_in(user)
         if await sign_in.pending_second_factor(session_token):
             return _with_cookies(_code_form(action, csrf), registry, csrf=csrf)
         return _with_cookies(_password_form(action, csrf), registry, csrf=csrf)
 
+    if not sign_in.limiter.allow("sign-in|" + (request.client.host if request.client else "unknown")):
+        return _page("Too many attempts", _message("Too many sign-in attempts from here; wait a minute."), 429)
     form = await _form(request)
     if not _csrf_ok(request, form):
         return _with_cookies(_password_form(action, csrf, "The form has expired; please sign in again.", 400),

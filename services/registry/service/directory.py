@@ -129,10 +129,10 @@ class Directory:
             await emit_service(session, self.source, events.SERVICE_CAPACITY_CHANGED, service)
         return service
 
-    async def get(self, service_id: str) -> Service:
-        """An active service of an active agency (404 otherwise)."""
+    async def get(self, service_id: str, *, hsds: bool = False) -> Service:
+        """An active service of an active agency (404 otherwise); with ``hsds``, by its HSDS id too."""
         async with unit_of_work(self.sessions) as session:
-            row = await queries.active_service(session, service_id)
+            row = await queries.active_service(session, service_id, hsds=hsds)
         if row is None:
             raise not_found("service")
         return row
@@ -141,9 +141,11 @@ class Directory:
                      language: str | None = None, accepts_children: bool | None = None,
                      accepting: bool | None = None, point: tuple[float, float] | None = None,
                      radius_km: float | None = None, q: str | None = None, offset: int = 0, limit: int = 50,
-                     count: bool = False) -> tuple[list[tuple[ServiceRecord, float | None]], int | None]:
+                     count: bool = False, agency_id: str | None = None, modified_after: datetime | None = None,
+                     ) -> tuple[list[tuple[ServiceRecord, float | None]], int | None]:
         """Active services of active agencies matching every filter given; by distance when ``point``."""
         return await search_services(
             self.sessions, taxonomy=taxonomy, country=country, language=language,
             accepts_children=accepts_children, accepting=accepting, point=point, radius_km=radius_km, q=q,
-            offset=offset, limit=limit, count=count)
+            offset=offset, limit=limit, count=count, agency_id=agency_id,
+            modified_after=modified_after)

@@ -39,7 +39,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain
 from services.registry.keyvault import SigningKeyVault
-from services.registry.oauth import ACCESS_TOKEN_ALG, sign_access_token, verify_access_token, verify_secret
+from services.registry.oauth import (
+    ACCESS_TOKEN_ALG,
+    RateLimiter,
+    sign_access_token,
+    verify_access_token,
+    verify_secret,
+)
 from services.registry.service import people
 from services.registry.service.signing_keys import published_jwks, signing_key
 from services.registry.settings import RegistrySettings
@@ -574,6 +580,9 @@ class SignIn:
         self.provider.register_grant(CodeGrant, [S256Challenge(required=True), IdToken(settings)])
         self.provider.register_grant(RotatingRefreshGrant)
         self.provider.register_endpoint(EndSession)
+        # Sign-in attempts per address, as the token endpoint's per client: the lockout stops guessing one
+        # account's password, this slows trying one password on many accounts.
+        self.limiter = RateLimiter(settings.token_requests_per_minute, settings.token_burst)
         self.lockout = domain.LockoutPolicy(settings.sign_in_max_failures, settings.sign_in_failure_window_seconds,
                                             settings.sign_in_lock_seconds)
 
@@ -592,13 +601,14 @@ class SignIn:
 
     # --- the authorization endpoint ---
 
-    async def check_request(self, request: PreparedRequest) -> Answer | None:
-        """None when the authorization request is acceptable; else the answer: a redirect to the client with
-        the error once its redirect URI is known to be the client's, a 400 otherwise."""
+    async def check_request(self, request: PreparedRequest, user: SignedIn | None = None) -> Answer | None:
+        """None when the authorization request is acceptable (for ``user``, the person already signed in, if
+        any); else the answer: a redirect to the client with the error once its redirect URI is known to be the
+        client's, a 400 otherwise."""
 
         def validate() -> Answer | None:
             try:
-                self.provider.get_consent_grant(request)
+                self.provider.get_consent_grant(request, end_user=user)
             except OAuth2Error as error:
                 return Answer(*self.provider.handle_error_response(request, error))
             return None

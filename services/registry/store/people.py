@@ -3,11 +3,13 @@ sessions, authorization codes and refresh tokens. Secrets are looked up by their
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.registry import domain
 from services.registry.store.tables import (
     Agency,
     AuthorizationCode,
@@ -21,8 +23,15 @@ from services.registry.store.tables import (
 # --- people and their links --------------------------------------------------------------------------------
 
 
+# What people type and clients send is looked up only when it has the form of what it names: anything else
+# (a NUL byte, which PostgreSQL text cannot hold, or a megabyte) names nothing.
+_REFERENCE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 async def agency_by_reference(session: AsyncSession, reference: str) -> Agency | None:
     """An agency by its id or its short name (what a person types on the sign-in form)."""
+    if not _REFERENCE.fullmatch(reference):
+        return None
     return (await session.execute(select(Agency).where(
         or_(Agency.id == reference, Agency.short_name == reference)))).scalars().first()
 
@@ -33,6 +42,8 @@ async def person(session: AsyncSession, person_id: str, *, for_update: bool = Fa
 
 async def person_by_login(session: AsyncSession, agency_id: str, login: str, *,
                           for_update: bool = False) -> Person | None:
+    if not domain.LOGIN.fullmatch(login):
+        return None
     statement = select(Person).where(Person.agency_id == agency_id, Person.login == login)
     if for_update:
         statement = statement.with_for_update()
@@ -58,6 +69,8 @@ async def spend_open_invites(session: AsyncSession, person_id: str, now: datetim
 
 
 async def first_party_client(session: AsyncSession, client_id: str) -> FirstPartyClient | None:
+    if not domain.LOGIN.fullmatch(client_id):
+        return None
     return await session.get(FirstPartyClient, client_id)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from services.registry.hsds_ids import hsds_uuid
 from services.registry.store.tables import Agency, Location, Service
 from shared import geo
 
@@ -22,14 +23,21 @@ async def search_services(
     sessions: async_sessionmaker[AsyncSession], *, taxonomy: str | None = None, country: str | None = None,
     language: str | None = None, accepts_children: bool | None = None, accepting: bool | None = None,
     point: tuple[float, float] | None = None, radius_km: float | None = None, q: str | None = None,
+    agency_id: str | None = None, modified_after: datetime | None = None,
     offset: int = 0, limit: int = 50, count: bool = False,
 ) -> tuple[list[tuple[ServiceRecord, float | None]], int | None]:
     """Active services of active agencies matching every filter given; by distance when ``point``; with the
     total of matches when ``count``."""
     shape = SearchShape(taxonomy=bool(taxonomy), country=bool(country), language=bool(language),
                         accepts_children=accepts_children, accepting=accepting, near=point is not None,
-                        radius=point is not None and radius_km is not None, q=bool(q))
+                        radius=point is not None and radius_km is not None, q=bool(q),
+                        agency=agency_id is not None, modified_after=modified_after is not None)
     params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if agency_id is not None:
+        # RefNet's agency id or the organization's HSDS id (services/registry/hsds_ids.py).
+        params.update(agency_id=agency_id, agency_hsds_id=hsds_uuid(agency_id))
+    if modified_after is not None:
+        params["modified_after"] = modified_after
     if taxonomy:
         params.update(taxonomy=taxonomy, taxonomy_like=_like_prefix(taxonomy),
                       taxonomy_root=taxonomy.split(".", 1)[0])
@@ -73,6 +81,8 @@ class SearchShape:
     near: bool
     radius: bool
     q: bool
+    agency: bool = False
+    modified_after: bool = False
 
 
 @functools.cache
@@ -101,6 +111,11 @@ def _search_statements(shape: SearchShape) -> tuple[Select[Any], Select[Any]]:
         pattern = bindparam("q_pattern", type_=Text)
         conditions.append(or_(_any_text_matches(Service.names, pattern),
                               _any_text_matches(Service.descriptions, pattern)))
+    if shape.agency:
+        conditions.append(or_(Service.agency_id == bindparam("agency_id", type_=Text),
+                              Agency.hsds_id == bindparam("agency_hsds_id", type_=Agency.hsds_id.type)))
+    if shape.modified_after:
+        conditions.append(Service.updated_at >= bindparam("modified_after", type_=Service.updated_at.type))
     query: Any = select(*(Service.__table__.c[name] for name in _SERVICE_COLUMNS)).join(
         Agency, Agency.id == Service.agency_id)
     if shape.near:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -18,16 +19,24 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from services.registry.hsds_ids import Kind, hsds_id
 from shared.db import NAMING
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def _hsds_id_of(kind: Kind) -> Any:
+    """The insert default of an ``hsds_id`` column: derived from the row's ``id`` (services/registry/hsds_ids.py),
+    so every way of adding the row fills it."""
+    return lambda context: hsds_id(kind, context.get_current_parameters()["id"])
 
 
 class Agency(Base):
@@ -36,6 +45,10 @@ class Agency(Base):
     __tablename__ = "agencies"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Its id in the HSDS output (the organization's), for the organization_id filter to look up. NULL only
+    # on a row an older release added during the upgrade to registry_0008 (docs/operations.md).
+    hsds_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True,
+                                                     default=_hsds_id_of("organization"))
     client_id: Mapped[str] = mapped_column(String(128), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     short_name: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -102,6 +115,9 @@ class Service(Base):
     __tablename__ = "services"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Its id in the HSDS output, for GET /hsds/services/{id} to look up (NULL as ``Agency.hsds_id``).
+    hsds_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True,
+                                                     default=_hsds_id_of("service"))
     agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
     taxonomy: Mapped[str] = mapped_column(String(64), index=True)
     names: Mapped[dict[str, str]] = mapped_column(JSONB)

@@ -28,6 +28,7 @@ from tests.integration.registry.people_support import (
     authorize_url,
     browser,
     claims_of,
+    code_of,
     code_step,
     enrol,
     ensure_console,
@@ -411,3 +412,69 @@ async def test_every_record_of_the_people_flows_is_one_the_audit_log_accepts(
         draft = draft_from_event(event)  # raises NotAuditable otherwise
         actions.add(draft.action)
     assert {"staff.invite", "staff.enrol", "sign_in.refused", "token.issue", "staff.reset"} <= actions
+
+
+@pytest.mark.parametrize("hint", ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "x" * 3000, '"quoted"\\'])
+async def test_a_bad_id_token_hint_is_a_client_error(registry: Registry, hint: str) -> None:
+    async with browser(registry) as http:
+        response = await http.get("/oauth/end_session", params={"id_token_hint": hint,
+                                                                "post_logout_redirect_uri": LOGGED_OUT})
+    assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("params", [
+    {"client_id": "x" * 500}, {"client_id": "refnet-console", "redirect_uri": "\\u0000"},
+    {"response_type": "token", "client_id": "refnet-console", "redirect_uri": REDIRECT},
+    {"client_id": "refnet-console", "redirect_uri": REDIRECT, "response_type": "code", "code_challenge": "!" * 50,
+     "code_challenge_method": "S256"},
+])
+async def test_hostile_authorization_requests_are_client_errors(registry: Registry, params: dict[str, str]) -> None:
+    await ensure_console(registry)
+    async with browser(registry) as http:
+        response = await http.get("/oauth/authorize", params=params)
+    assert response.status_code in (302, 400, 422), response.text
+
+
+async def test_nul_bytes_in_sign_in_input_are_client_errors(registry: Registry, admin: dict[str, str]) -> None:
+    nul = "bad\x00value"
+    person = await caseworker(registry, admin)
+    async with browser(registry) as http:
+        responses = [await http.get("/oauth/authorize", params={"client_id": nul, "response_type": "code",
+                                                                "redirect_uri": REDIRECT})]
+        for who in ({"agency": nul}, {"login": nul}):
+            page = await http.get(authorize_url(pkce()[1]))
+            responses.append(await http.post(form_action(page.text), data={
+                "csrf": field(page.text, "csrf"), "step": "password", "agency": person.agency_ref,
+                "login": person.login, "password": "whatever it is", **who}))
+    responses += [
+        await registry.http.post("/oauth/token", data={"grant_type": "authorization_code", "code": "c",
+                                                       "client_id": nul, "code_verifier": "v" * 43}),
+        await registry.http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": nul,
+                                                       "client_id": CONSOLE}),
+        await registry.http.post(f"/agencies/{person.agency.agency_id}/staff", headers=admin,
+                                 json={"login": nul, "roles": ["caseworker"]}),
+        await registry.http.get("/staff/enrol", params={"invite": nul}),
+        await registry.http.get("/oauth/end_session", params={"client_id": nul}),
+    ]
+    for response in responses:
+        assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
+
+
+async def test_prompt_none_without_a_sign_in_goes_back_with_login_required(registry: Registry) -> None:
+    await ensure_console(registry)
+    async with browser(registry) as http:
+        response = await http.get(authorize_url(pkce()[1], prompt="none"))
+    assert response.status_code == 302 and "error=login_required" in response.headers["location"]
+
+
+async def test_a_live_sign_in_gets_a_code_at_once_and_prompt_login_asks_again(
+        registry: Registry, admin: dict[str, str]) -> None:
+    person = await caseworker(registry, admin)
+    _, challenge = pkce()
+    async with browser(registry) as http:
+        await sign_in(http, person, challenge)
+        assert code_of(await http.get(authorize_url(challenge, prompt="none")))
+        assert code_of(await http.get(authorize_url(challenge)))
+        again = await http.get(authorize_url(challenge, prompt="login"))
+        assert again.status_code == 200 and 'name="password"' in again.text

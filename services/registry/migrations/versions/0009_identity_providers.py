@@ -3,8 +3,7 @@ provider. ``identity_providers`` holds the trusts an operator registered; ``fede
 upstream (issuer, subject) to a person of the registry; ``federated_logins`` holds a sign-in on its way through
 the upstream (state, nonce, PKCE verifier; minutes long, single use).
 
-Chained after the people revision (registry_0007); registry_0008 (HSDS ids) is on another branch: the lead
-re-chains whichever lands second.
+Only new tables: nothing for replicas of the previous release to trip over during a rolling upgrade.
 
 Revision ID: registry_0009
 """
@@ -14,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 revision = "registry_0009"
-down_revision = "registry_0007"
+down_revision = "registry_0008"
 branch_labels = None
 depends_on = None
 
