@@ -347,7 +347,8 @@ class Federation:
         token, token_hash = people.new_secret_token()
         sign_in = SignInSession(id=new_id("signin"), token_hash=token_hash, person_id=person.id,
                                 amr=rules.session_amr(claims, proven), complete=True, auth_time=now,
-                                last_seen_at=now)
+                                last_seen_at=now,
+                                expires_at=now + timedelta(seconds=self.settings.federated_session_max_seconds))
         session.add(sign_in)
         await record_access(session, source=self.source, record=AccessRecord(
             action="sign_in.federated", outcome="success", agency=agency.id, acting_user=person.id,

@@ -378,6 +378,27 @@ async def test_removing_the_trust_ends_its_peoples_sessions(
     assert gone.status_code == 404
 
 
+async def test_a_brokered_sign_in_ends_after_its_maximum_however_active(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
+    """A person removed at the agency's provider loses RefNet within the maximum: refreshing does not stretch it."""
+    trusted = await trust(registry, admin, upstream)
+    body = await sign_in_through(registry, trusted.idp["id"])
+    renewed = await registry.http.post("/oauth/token", data={
+        "grant_type": "refresh_token", "client_id": "refnet-console", "refresh_token": body["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    async with unit_of_work(registry.sessions) as session:
+        ends = (await session.execute(text(
+            "SELECT expires_at - auth_time FROM sign_in_sessions WHERE person_id = :p"),
+            {"p": claims_of(body["access_token"])["sub"]})).scalar_one()
+        assert ends.total_seconds() == registry.settings.federated_session_max_seconds
+        await session.execute(text("UPDATE sign_in_sessions SET expires_at = now() - interval '1 second' "
+                                   "WHERE person_id = :p"), {"p": claims_of(body["access_token"])["sub"]})
+    again = await registry.http.post("/oauth/token", data={
+        "grant_type": "refresh_token", "client_id": "refnet-console",
+        "refresh_token": renewed.json()["refresh_token"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
 async def test_the_callback_is_bound_to_the_browser_and_good_once(
         registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
     trusted = await trust(registry, admin, upstream)

@@ -3,7 +3,8 @@ provider. ``identity_providers`` holds the trusts an operator registered; ``fede
 upstream (issuer, subject) to a person of the registry; ``federated_logins`` holds a sign-in on its way through
 the upstream (state, nonce, PKCE verifier; minutes long, single use).
 
-Only new tables: nothing for replicas of the previous release to trip over during a rolling upgrade.
+New tables, and a nullable column on ``sign_in_sessions`` (``expires_at``: a brokered sign-in's end): nothing
+for replicas of the previous release to trip over during a rolling upgrade.
 
 Revision ID: registry_0009
 """
@@ -66,8 +67,11 @@ def upgrade() -> None:
         sa.Column("expires_at", TS, nullable=False, index=True),
         sa.Column("used_at", TS),
     )
+    # A brokered sign-in's end, however active (REFNET_REGISTRY_FEDERATED_SESSION_MAX_SECONDS); NULL for others.
+    op.add_column("sign_in_sessions", sa.Column("expires_at", TS))
 
 
 def downgrade() -> None:
+    op.drop_column("sign_in_sessions", "expires_at")
     for table in ("federated_logins", "federated_identities", "identity_providers"):
         op.drop_table(table)
