@@ -18,6 +18,7 @@ from services.registry.store.federation_tables import IdentityProvider
 from shared.auth import Principal, require_scopes
 from shared.errors import Problem
 from shared.ids import is_refnet_id
+from shared.text import Line
 
 router = APIRouter()
 Registry = Annotated[Deps, Depends(deps)]
@@ -93,11 +94,11 @@ async def remove_identity_provider(idp_id: IdpId, caller: Admin, registry: Regis
                        403: {"description": "The provider's answer was refused (HTML page saying why).", **_HTML}})
 async def federated_callback(
     request: Request, registry: Registry,
-    state: Annotated[str | None, Query(max_length=200, description="The state the registry sent.",
+    state: Annotated[Line | None, Query(max_length=200, description="The state the registry sent.",
                                        examples=["Zm9vYmFy..."])] = None,
-    code: Annotated[str | None, Query(max_length=4096, description="The provider's authorization code.",
+    code: Annotated[Line | None, Query(max_length=4096, description="The provider's authorization code.",
                                       examples=["SplxlOBeZQQYbYS6WxSbIA"])] = None,
-    error: Annotated[str | None, Query(max_length=200, description="The provider's error, if it refused.",
+    error: Annotated[Line | None, Query(max_length=200, description="The provider's error, if it refused.",
                                        examples=["access_denied"])] = None,
 ) -> Response:
     cookie = request.cookies.get(FEDERATION_COOKIE)
@@ -125,18 +126,18 @@ async def federated_callback(
                        503: {"description": "The agency's provider cannot be reached (HTML page).", **_HTML}})
 async def federated_start(
     idp_id: IdpId, request: Request, registry: Registry,
-    response_type: Annotated[str | None, _q("Must be `code`.", "code")] = None,
-    client_id: Annotated[str | None, _q("The first-party client's id.", "refnet-console")] = None,
-    redirect_uri: Annotated[str | None, _q("One of the client's registered redirect URIs (exact match).",
+    response_type: Annotated[Line | None, _q("Must be `code`.", "code")] = None,
+    client_id: Annotated[Line | None, _q("The first-party client's id.", "refnet-console")] = None,
+    redirect_uri: Annotated[Line | None, _q("One of the client's registered redirect URIs (exact match).",
                                            "http://127.0.0.1:8005/auth/callback")] = None,
-    scope: Annotated[str | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
+    scope: Annotated[Line | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
                                     "openid")] = None,
-    state: Annotated[str | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
-    nonce: Annotated[str | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
-    code_challenge: Annotated[str | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
+    state: Annotated[Line | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
+    nonce: Annotated[Line | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
+    code_challenge: Annotated[Line | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
                                              "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")] = None,
-    code_challenge_method: Annotated[str | None, _q("PKCE method: `S256`.", "S256")] = None,
-    prompt: Annotated[str | None, _q("Ignored here: the agency's provider signs the person in afresh.",
+    code_challenge_method: Annotated[Line | None, _q("PKCE method: `S256`.", "S256")] = None,
+    prompt: Annotated[Line | None, _q("Ignored here: the agency's provider signs the person in afresh.",
                                      "login")] = None,
 ) -> Response:
     """Takes the same query as `/oauth/authorize` (checked the same way), and goes on with it once the agency's

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.registry import federation as rules
+from shared.text import Line
 
 _IDP = "idp-5b0e3f1c2a9d4e8f9a1b2c3d4e5f6a7b"
 _AGENCY = "agy_3f2a9c1d7e5b4a60"
@@ -19,49 +20,49 @@ class IdentityProviderIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agency: str = Field(..., min_length=1, max_length=64, description="The agency's id or short name.",
+    agency: Line = Field(..., min_length=1, max_length=64, description="The agency's id or short name.",
                         examples=["iom"])
-    issuer: str = Field(..., max_length=500, description="The provider's issuer, exactly as its ID tokens' "
+    issuer: Line = Field(..., max_length=500, description="The provider's issuer, exactly as its ID tokens' "
                         "`iss` says it.", examples=[_ISSUER])
-    discovery_url: str | None = Field(None, max_length=500, description=(
+    discovery_url: Line | None = Field(None, max_length=500, description=(
         "The provider's OpenID Connect discovery document; default `<issuer>/.well-known/openid-configuration`. "
         "Its `issuer` must be the one given here."), examples=[_ISSUER + "/.well-known/openid-configuration"])
-    jwks_uri: str | None = Field(None, max_length=500, description=(
+    jwks_uri: Line | None = Field(None, max_length=500, description=(
         "The provider's JWKS, when it is not the discovery document's `jwks_uri`."),
         examples=[_ISSUER + "/protocol/openid-connect/certs"])
-    client_id: str = Field(..., min_length=1, max_length=255, description="The client id RefNet is registered "
+    client_id: Line = Field(..., min_length=1, max_length=255, description="The client id RefNet is registered "
                            "with at the provider.", examples=["refnet"])
-    auth_method: str = Field("client_secret_basic", description=(
+    auth_method: Line = Field("client_secret_basic", description=(
         "How RefNet authenticates at the provider's token endpoint: `client_secret_basic`, `client_secret_post` "
         "or `private_key_jwt` (signed with the registry's own key: give the provider the registry's JWKS URL, "
         "`<registry>/.well-known/jwks.json`)."), examples=["client_secret_basic"])
-    client_secret: str | None = Field(None, min_length=16, max_length=500, description=(
+    client_secret: Line | None = Field(None, min_length=16, max_length=500, description=(
         "The client secret (with the `client_secret_*` methods): stored wrapped under the registry's KEK, "
         "never shown again."), examples=["(the secret the provider gave)"])
-    scope: str = Field("openid", max_length=300, description="The scopes asked of the provider (with `openid`).",
+    scope: Line = Field("openid", max_length=300, description="The scopes asked of the provider (with `openid`).",
                        examples=["openid profile"])
-    login_claim: str = Field("preferred_username", max_length=200, description=(
+    login_claim: Line = Field("preferred_username", max_length=200, description=(
         "The claim whose value becomes the person's login at RefNet when it is a valid login (never an e-mail "
         "address); otherwise RefNet gives an opaque one. People are linked by the provider's `sub`, never by it."),
         examples=["preferred_username"])
-    roles_claim: str = Field(..., max_length=200, description=(
+    roles_claim: Line = Field(..., max_length=200, description=(
         "The claim carrying the person's roles or groups: a name or a dotted path (Keycloak "
         "`realm_access.roles`, Entra ID `roles`, or `groups`)."), examples=["realm_access.roles"])
-    role_map: dict[str, str] = Field(..., description=(
+    role_map: dict[Line, Line] = Field(..., description=(
         "The provider's role values and the RefNet role each gives (caseworker, supervisor, agency_admin, "
         "auditor). A person none of whose values maps is refused."),
         examples=[{"refnet-caseworker": "caseworker", "refnet-supervisor": "supervisor"}])
-    tenant_claim: str | None = Field(None, max_length=200, description=(
+    tenant_claim: Line | None = Field(None, max_length=200, description=(
         "A claim that must have `tenant_value` for the agency (e.g. Entra ID's `tid`)."), examples=["tid"])
-    tenant_value: str | None = Field(None, max_length=200, description="The value `tenant_claim` must have.",
+    tenant_value: Line | None = Field(None, max_length=200, description="The value `tenant_claim` must have.",
                                      examples=["72f988bf-86f1-41af-91ab-2d7cd011db47"])
-    mfa_amr: list[str] = Field(default_factory=list, max_length=20, description=(
+    mfa_amr: list[Line] = Field(default_factory=list, max_length=20, description=(
         "The provider's `amr` values that count as a second factor (e.g. `mfa`, `otp`, `hwk`). Empty, with "
         "`mfa_acr` empty too: the provider's sign-in never counts as one, and roles that read case data "
         "(caseworker, supervisor, auditor) cannot sign in through it."), examples=[["mfa", "otp"]])
-    mfa_acr: list[str] = Field(default_factory=list, max_length=20, description=(
+    mfa_acr: list[Line] = Field(default_factory=list, max_length=20, description=(
         "The provider's `acr` values that count as a second factor."), examples=[["gold"]])
-    algorithms: list[str] = Field(default_factory=lambda: list(rules.DEFAULT_ALGORITHMS), description=(
+    algorithms: list[Line] = Field(default_factory=lambda: list(rules.DEFAULT_ALGORITHMS), description=(
         "The ID token signature algorithms accepted (asymmetric only): a subset of "
         + ", ".join(rules.ALLOWED_ALGORITHMS) + "."), examples=[["RS256"]])
 
