@@ -6,7 +6,8 @@ It serves discovery, its JWKS, an authorization endpoint that approves the confi
 (redirecting back with a code), and a token endpoint that checks the client (client_secret_basic or
 private_key_jwt), the code, the redirect URI and the PKCE verifier, and answers an ID token. Hostile answers
 for the refusal tests: ``id_token_claims`` overrides claims (None removes one), ``signing`` is ``own``,
-``foreign`` (a key it never published, under its own kid), ``none`` or ``hs256`` (keyed with the client secret),
+``foreign`` (a key it never published, under its own kid), ``none``, ``hs256`` (keyed with the client secret) or
+``garbage`` (not a JWT at all),
 and ``issue_as`` makes it sign and name itself as another provider.
 """
 
@@ -44,6 +45,7 @@ class UpstreamProvider:
         self.user: dict[str, Any] = {}
         self.id_token_claims: dict[str, Any] = {}
         self.signing = "own"
+        self.header_typ = "JWT"
         self.issue_as: UpstreamProvider | None = None
         #: For private_key_jwt: the JWKS the client's assertions are verified with (the registry's).
         self.client_jwks: dict[str, Any] | None = None
@@ -79,7 +81,7 @@ class UpstreamProvider:
 
     def reset(self) -> None:
         """Back to honest answers (between tests)."""
-        self.id_token_claims, self.signing, self.issue_as = {}, "own", None
+        self.id_token_claims, self.signing, self.issue_as, self.header_typ = {}, "own", None, "JWT"
 
     @property
     def issuer(self) -> str:
@@ -113,7 +115,9 @@ class UpstreamProvider:
                 claims.pop(name, None)
             else:
                 claims[name] = value
-        header: dict[str, Any] = {"alg": source.alg, "kid": source.key.kid, "typ": "JWT"}
+        header: dict[str, Any] = {"alg": source.alg, "kid": source.key.kid, "typ": self.header_typ}
+        if self.signing == "garbage":
+            return "not.a.jwt\u00e9"
         if self.signing == "none":
             unsigned = {"alg": "none", "typ": "JWT"}
             return f"{_b64url(json.dumps(unsigned).encode())}.{_b64url(json.dumps(claims).encode())}."

@@ -260,6 +260,10 @@ HOSTILE: dict[str, Callable[[UpstreamProvider], None]] = {
     "alg_none": lambda up: setattr(up, "signing", "none"),
     "hs256_with_client_secret": lambda up: setattr(up, "signing", "hs256"),
     "missing_sub": lambda up: setattr(up, "id_token_claims", {"sub": None}),
+    "sub_not_a_string": lambda up: setattr(up, "id_token_claims", {"sub": {"id": 1}}),
+    "exp_not_a_number": lambda up: setattr(up, "id_token_claims", {"exp": "tomorrow"}),
+    "typ_access_token": lambda up: setattr(up, "header_typ", "at+jwt"),
+    "not_a_jwt": lambda up: setattr(up, "signing", "garbage"),
 }
 
 
