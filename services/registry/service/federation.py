@@ -13,6 +13,7 @@ and the mapped roles are kept. Every outbound call goes through the guarded clie
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -90,6 +91,34 @@ class Finished:
     return_query: str = ""
     session_token: str | None = None
     refused: str | None = None
+
+
+class _BoundedTransport(httpx.AsyncBaseTransport):
+    """The guarded transport, with the same bounds as ``shared.outbound.call`` for authlib's token request: a
+    total deadline, at most ``max_response_bytes`` read, no compressed answer (it could grow in memory)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        self.inner = GuardedTransport(policy)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["accept-encoding"] = "identity"
+        async with asyncio.timeout(self.policy.deadline_seconds):
+            response = await self.inner.handle_async_request(request)
+            try:
+                if response.headers.get("content-encoding", "identity") != "identity":
+                    raise httpx.DecodingError("a compressed answer", request=request)
+                body = bytearray()
+                async for chunk in response.stream:  # type: ignore[union-attr]
+                    body += chunk
+                    if len(body) > self.policy.max_response_bytes:
+                        raise httpx.DecodingError("an answer over the size limit", request=request)
+            finally:
+                await response.aclose()
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body), request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class Refused(Exception):
@@ -194,7 +223,7 @@ class Federation:
         client = AsyncOAuth2Client(client_id=trust.client_id, client_secret=secret,
                                    token_endpoint_auth_method=trust.auth_method, redirect_uri=self.callback_url,
                                    scope=trust.scope, code_challenge_method="S256",
-                                   transport=GuardedTransport(self.policy), trust_env=False,
+                                   transport=_BoundedTransport(self.policy), trust_env=False,
                                    timeout=self.policy.deadline_seconds)
         if trust.auth_method == "private_key_jwt":
             # RefNet authenticates with its own signing key: the upstream knows the registry's JWKS URL.
@@ -270,7 +299,7 @@ class Federation:
                                                   code_verifier=verifier)
         except AuthlibOAuthError:
             raise Refused("upstream_error") from None
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, TimeoutError):
             raise Refused("unavailable") from None
         id_token = answer.get("id_token") if isinstance(answer, dict) else None
         if not isinstance(id_token, str) or len(id_token) > 16 * 1024:

@@ -403,6 +403,18 @@ async def test_a_brokered_sign_in_ends_after_its_maximum_however_active(
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
+async def test_an_oversized_token_answer_is_not_read_and_signs_no_one_in(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
+    trusted = await trust(registry, admin, upstream)
+    upstream.user["padding"] = "x" * (registry.settings.outbound_policy().max_response_bytes + 1)
+    _, challenge = pkce()
+    async with browser(registry) as http:
+        back = await through_upstream(http, trusted.idp["id"], challenge)
+    assert back.status_code == 403 and "cannot be reached" in back.text
+    assert [r["details"]["reason"] for r in await refused_records(registry, trusted.agency.agency_id)] == [
+        "unavailable"]
+
+
 async def test_the_callback_is_bound_to_the_browser_and_good_once(
         registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
     trusted = await trust(registry, admin, upstream)
