@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from services.audit.domain import draft_from_event
 from services.intake.app import create_app as create_intake
 from services.intake.crypto import MasterKey, write_key_file
 from services.intake.settings import IntakeSettings
 from shared.auth import TokenValidator
 from shared.db import unit_of_work
+from shared.envelope import Event
 from shared.migrations import upgrade
 from tests.integration.intake.conftest import case_body
 from tests.integration.registry.conftest import ISSUER, Client, Registry
@@ -432,6 +435,31 @@ async def test_the_callback_is_bound_to_the_browser_and_good_once(
                          path="/oauth/federated/callback")
         replayed = await http.get(callback)
         assert replayed.status_code == 403 and "already used" in replayed.text
+
+
+async def test_the_federations_access_records_fit_the_audit_log(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
+    """Adding, using, refusing and removing a trust: each record passes audit's own check (no personal field
+    names, ids in RefNet's formats) and names the trust by id."""
+    trusted = await trust(registry, admin, upstream)
+    await sign_in_through(registry, trusted.idp["id"])
+    upstream.user["realm_access"] = {"roles": ["nothing-mapped"]}
+    _, challenge = pkce()
+    async with browser(registry) as http:
+        assert (await through_upstream(http, trusted.idp["id"], challenge)).status_code == 403
+    assert (await registry.http.delete(f"/identity-providers/{trusted.idp['id']}", headers=admin)).status_code == 204
+    async with unit_of_work(registry.sessions) as session:
+        rows = (await session.execute(text(
+            "SELECT id, type, subject, aggregateid, payload FROM outbox WHERE payload::text LIKE :p ORDER BY seq"),
+            {"p": f"%{trusted.idp['id']}%"})).mappings().all()
+    actions = []
+    for row in rows:
+        envelope = dict(row["payload"])
+        event = Event(id=str(row["id"]), source=envelope["source"], type=row["type"], subject=row["subject"],
+                      partition_key=row["aggregateid"], time=datetime.now(UTC), data=dict(envelope["data"]))
+        actions.append(draft_from_event(event).action)  # raises NotAuditable otherwise
+    assert actions == ["identity_provider.add", "sign_in.federated", "sign_in.refused", "identity_provider.remove"]
+    assert upstream.user["sub"] not in str([dict(r["payload"]) for r in rows])
 
 
 # --- the operator's API ------------------------------------------------------------------------------------------
