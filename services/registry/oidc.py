@@ -26,6 +26,7 @@ from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
 from shared.auth.problems import missing_token
 from shared.errors import Problem
+from shared.text import Line
 
 router = APIRouter(tags=["sign-in"])
 F = TypeVar("F", bound=Callable[..., Any])
@@ -195,19 +196,19 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   openapi_extra=_AUTHORIZE_FORM)
 async def authorize(
     request: Request, registry: Registry,
-    response_type: Annotated[str | None, _q("Must be `code`.", "code")] = None,
-    client_id: Annotated[str | None, _q("The first-party client's id.", "refnet-console")] = None,
-    redirect_uri: Annotated[str | None, _q("One of the client's registered redirect URIs (exact match).",
+    response_type: Annotated[Line | None, _q("Must be `code`.", "code")] = None,
+    client_id: Annotated[Line | None, _q("The first-party client's id.", "refnet-console")] = None,
+    redirect_uri: Annotated[Line | None, _q("One of the client's registered redirect URIs (exact match).",
                                            "http://127.0.0.1:8005/auth/callback")] = None,
-    scope: Annotated[str | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
+    scope: Annotated[Line | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
                                     "openid")] = None,
-    state: Annotated[str | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
-    nonce: Annotated[str | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
-    code_challenge: Annotated[str | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
+    state: Annotated[Line | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
+    nonce: Annotated[Line | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
+    code_challenge: Annotated[Line | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
                                              "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")] = None,
-    code_challenge_method: Annotated[str | None, _q("PKCE method: `S256` (required; `plain` is refused).",
+    code_challenge_method: Annotated[Line | None, _q("PKCE method: `S256` (required; `plain` is refused).",
                                                     "S256")] = None,
-    prompt: Annotated[str | None, _q("`login` to sign in again even with a live session.", "login")] = None,
+    prompt: Annotated[Line | None, _q("`login` to sign in again even with a live session.", "login")] = None,
 ) -> Response:
     sign_in = registry.sign_in
     query = list(request.query_params.multi_items())
@@ -284,13 +285,13 @@ async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationC
                              302: {"description": "Signed out; back to the client's registered post-logout URI."}})
 async def end_session(
     request: Request, registry: Registry,
-    id_token_hint: Annotated[str | None, _q("An ID token the provider issued to the client (it may have "
+    id_token_hint: Annotated[Line | None, _q("An ID token the provider issued to the client (it may have "
                                             "expired): names the session to end.", "eyJhbGciOiJFUzI1NiJ9...")] = None,
-    client_id: Annotated[str | None, _q("The client asking (must be the ID token's audience).",
+    client_id: Annotated[Line | None, _q("The client asking (must be the ID token's audience).",
                                         "refnet-console")] = None,
-    post_logout_redirect_uri: Annotated[str | None, _q("Where to go afterwards: one of the client's registered "
+    post_logout_redirect_uri: Annotated[Line | None, _q("Where to go afterwards: one of the client's registered "
                                                        "post-logout URIs.", "http://127.0.0.1:8005/")] = None,
-    state: Annotated[str | None, _q("Returned with the redirect.", "af0ifjsldkj")] = None,
+    state: Annotated[Line | None, _q("Returned with the redirect.", "af0ifjsldkj")] = None,
 ) -> Response:
     session_token = request.cookies.get(SESSION_COOKIE)
     csrf = _csrf(request)
@@ -351,7 +352,7 @@ _ENROL_FORM = {"requestBody": {"required": False, "content": {"application/x-www
                                    **_HTML}},
                   openapi_extra=_ENROL_FORM)
 async def enrol(request: Request, registry: Registry,
-                invite: Annotated[str | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:
+                invite: Annotated[Line | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:
     staff = registry.staff
     csrf = _csrf(request)
     form: dict[str, str] = {}

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.text import Line
+
 _PERSON = "person-0f4c2a9e8b7d4c1e9a6b3d2f1e0c9b8a"
 _AGENCY = "agy_3f2a9c1d7e5b4a60"
 
@@ -15,11 +17,11 @@ class StaffInvite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    login: str = Field(..., min_length=2, max_length=64, description=(
+    login: Line = Field(..., min_length=2, max_length=64, description=(
         "The person's login inside the agency: an opaque identifier (lower-case letters, digits, '.', '_', "
         "'-'), never an e-mail address. The person types it, with the agency, to sign in."),
         examples=["cw-0142"])
-    roles: list[str] = Field(..., min_length=1, max_length=4, description=(
+    roles: list[Line] = Field(..., min_length=1, max_length=4, description=(
         "The person's roles: caseworker, supervisor, agency_admin, auditor (auditor only in an oversight "
         "agency). Caseworkers, supervisors and auditors must enrol a second factor (TOTP)."),
         examples=[["caseworker"]])
