@@ -254,13 +254,14 @@ def keys_rotate_kek(
     new_kek_file: Annotated[Path | None, typer.Option(
         help="a file holding the new KEK (base64 of 32 bytes); generated when omitted")] = None,
 ) -> None:
-    """Re-wrap the registry's signing keys (and the staff's TOTP secrets) under a new key-encryption key; the
-    KEK file is replaced.
+    """Re-wrap the registry's signing keys (and the staff's TOTP secrets, the identity providers' client
+    secrets) under a new key-encryption key; the KEK file is replaced.
 
     The new KEK is staged beside the current one first (<kek file>.new), where a running registry also
     looks for it, so tokens keep being issued during the rotation; an interrupted rotation resumes with it.
     """
     from services.registry.service import count_signing_keys_not_under, rewrap_signing_keys
+    from services.registry.service.federation import rewrap_client_secrets
     from services.registry.service.people import rewrap_totp_secrets
     from shared.db import make_engine, make_sessionmaker, unit_of_work
     from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
@@ -283,13 +284,15 @@ def keys_rotate_kek(
             async with unit_of_work(sessions) as session:
                 count = await rewrap_signing_keys(session, ring)
                 count += (await rewrap_totp_secrets(session, ring))[0]  # the staff's second factors too
+                count += (await rewrap_client_secrets(session, ring))[0]  # and the identity providers' secrets
             await asyncio.to_thread(staged.replace, key_file)
             # Keys a running registry wrapped under the old KEK while we worked: one more sweep.
             async with unit_of_work(sessions) as session:
                 count += await rewrap_signing_keys(session, ring)
                 totp_count, totp_left = await rewrap_totp_secrets(session, ring)
-                count += totp_count
-                left = await count_signing_keys_not_under(session, new) + totp_left
+                idp_count, idp_left = await rewrap_client_secrets(session, ring)
+                count += totp_count + idp_count
+                left = await count_signing_keys_not_under(session, new) + totp_left + idp_left
         finally:
             await engine.dispose()
         return count, left
@@ -471,6 +474,9 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
     client_app = typer.Typer(help="First-party OpenID Connect clients (the console).", no_args_is_help=True)
     client_app.command("add")(staff_client_add)
     staff_app.add_typer(client_app, name="client")
+    from deploy.commands.federation import idp_app  # agencies' own identity providers (issue #20 part 5)
+
+    staff_app.add_typer(idp_app(), name="idp")
     app.add_typer(staff_app, name="staff")
     bootstrap_app = typer.Typer(help="First start of a production platform.", no_args_is_help=True)
     bootstrap_app.command("platform")(bootstrap_platform)

@@ -126,7 +126,12 @@ def _password_form(action: str, csrf: str, message: str | None = None, status: i
 <p><label>Agency <input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label></p>
 <p><label>Login <input name="login" value="{html.escape(login)}" required autocomplete="username"></label></p>
 <p><label>Password <input name="password" type="password" required autocomplete="current-password"></label></p>
-<p><button type="submit">Continue</button></p></form>""", status)
+<p><button type="submit">Continue</button></p></form>
+<form method="post" action="{html.escape(action)}" id="federated">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}"><input type="hidden" name="step" value="federated">
+<p><label>Or sign in with your agency's own account: agency
+<input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label>
+<button type="submit">Continue</button></p></form>""", status)
 
 
 def _code_form(action: str, csrf: str, message: str | None = None, status: int = 200) -> HTMLResponse:
@@ -169,7 +174,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
     "properties": {
         "csrf": {"type": "string", "description": "The form's CSRF token (it matches a cookie).",
                  "examples": ["q1w2e3r4t5y6u7i8o9p0"]},
-        "step": {"type": "string", "enum": ["password", "otp"], "description": "Which step this is.",
+        "step": {"type": "string", "enum": ["password", "otp", "federated"], "description": "Which step this "
+                 "is (`federated`: on to the agency's own identity provider).",
                  "examples": ["password"]},
         "agency": {"type": "string", "description": "The agency's short name or id.", "examples": ["iom"]},
         "login": {"type": "string", "description": "The person's login inside the agency.", "examples": ["cw-0142"]},
@@ -233,6 +239,14 @@ async def authorize(
     if not _csrf_ok(request, form):
         return _with_cookies(_password_form(action, csrf, "The form has expired; please sign in again.", 400),
                              registry, csrf=csrf)
+    if form.get("step") == "federated":
+        # The agency's own provider, when the operator trusts one for it (federation_api.py's routes).
+        trusted = await registry.federation.for_agency(form.get("agency", "").strip())
+        if trusted is None:
+            return _password_form(action, csrf, "This agency does not use its own sign-in at RefNet: sign in with "
+                                  "your login and password.", 400, agency=form.get("agency", "").strip())
+        return RedirectResponse(f"/oauth/federated/{trusted.id}?" + urlencode(query), status_code=303,
+                                headers=NO_STORE)
     if form.get("step") == "otp":
         step = await sign_in.second_factor_step(session_token, form.get("code", "").strip())
         if step.user is not None:

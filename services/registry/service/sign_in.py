@@ -92,7 +92,8 @@ class SignedIn:
 
     @property
     def acr(self) -> str:
-        return domain.authentication_context(domain.AMR_OTP in self.amr)[1]
+        # "mfa": a second factor an agency's own provider proved (service/federation.py).
+        return domain.authentication_context(bool({domain.AMR_OTP, "mfa"} & set(self.amr)))[1]
 
     def get_user_id(self) -> str:
         return self.person_id
@@ -435,7 +436,8 @@ async def _signed_in(session: AsyncSession, sign_in: SignInSession, now: datetim
     """The person of a live, complete sign-in session (not ended, not idle, account active, agency active)."""
     if sign_in.ended_at is not None or not sign_in.complete:
         return None
-    if domain.idle_expired(sign_in.last_seen_at, now, idle_seconds):
+    if domain.idle_expired(sign_in.last_seen_at, now, idle_seconds) or (
+            sign_in.expires_at is not None and sign_in.expires_at <= now):  # a brokered sign-in's end
         sign_in.ended_at = now
         return None
     person = await store.person(session, sign_in.person_id)
