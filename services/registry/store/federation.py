@@ -37,6 +37,12 @@ async def link(session: AsyncSession, issuer: str, subject: str, *,
     return await session.get(FederatedIdentity, (issuer, subject), with_for_update=for_update)
 
 
+async def is_brokered(session: AsyncSession, person_id: str) -> bool:
+    """Does the person sign in through their agency's own provider (an upstream account is linked)?"""
+    found = await session.execute(select(FederatedIdentity.person_id).where(FederatedIdentity.person_id == person_id))
+    return found.first() is not None
+
+
 async def people_of_issuer(session: AsyncSession, issuer: str) -> list[str]:
     """The ids of the people linked to an issuer's accounts."""
     return list((await session.execute(select(FederatedIdentity.person_id).where(

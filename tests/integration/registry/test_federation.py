@@ -158,6 +158,19 @@ async def test_a_person_of_the_trusting_agency_signs_in_through_its_provider(
     assert len(records) == 2 and records[0]["details"]["identity_provider"] == trusted.idp["id"]
 
 
+async def test_a_brokered_person_cannot_be_given_a_local_password_by_a_reset(
+        registry: Registry, admin: dict[str, str], upstream: UpstreamProvider) -> None:
+    """Their agency's provider is where they are disabled; a reset link would open a way in around it."""
+    trusted = await trust(registry, admin, upstream)
+    person = claims_of((await sign_in_through(registry, trusted.idp["id"]))["access_token"])["sub"]
+    reset = await registry.http.post(f"/agencies/{trusted.agency.agency_id}/staff/{person}/reset", headers=admin)
+    assert reset.status_code == 409 and reset.json()["type"].endswith("person-signs-in-elsewhere"), reset.text
+    async with unit_of_work(registry.sessions) as session:
+        links = (await session.execute(text("SELECT count(*) FROM person_invites WHERE person_id = :p"),
+                                       {"p": person})).scalar_one()
+    assert links == 0
+
+
 async def test_the_brokered_persons_token_reads_their_agencys_cases_at_intake(
         registry: Registry, admin: dict[str, str], upstream: UpstreamProvider,
         new_database: Callable[[str], str]) -> None:
