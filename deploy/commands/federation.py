@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deploy.commands.registry import _kek_ring, _problem_text, _run_in_registry, _settings_and_database
+from deploy.commands.registry_database import kek_ring, problem_text, run_in_registry, settings_and_database
 
 SECRET_ENV = "REFNET_IDP_CLIENT_SECRET"  # noqa: S105 -- the name of a variable, not a secret
 
@@ -77,17 +77,17 @@ def idp_add(
         roles_claim=roles_claim, role_map=role_map, tenant_claim=tenant_claim, tenant_value=tenant_value,
         mfa_amr=rules.check_values(mfa_amr or []), mfa_acr=rules.check_values(mfa_acr or []),
         algorithms=tuple(algorithm or rules.DEFAULT_ALGORITHMS))
-    settings, _ = _settings_and_database()
-    ring = _kek_ring(settings)
+    settings, _ = settings_and_database()
+    ring = kek_ring(settings)
 
     async def work(session: Any) -> dict[str, Any]:
         row = await add_trust(session, settings, ring, agency, trust, secret)
         return {**_view(row), "redirect_uri": settings.issuer.rstrip("/") + "/oauth/federated/callback"}
 
     try:
-        print(json.dumps(_run_in_registry(work)))
+        print(json.dumps(run_in_registry(work)))
     except Problem as problem:
-        raise typer.BadParameter(_problem_text(problem)) from None
+        raise typer.BadParameter(problem_text(problem)) from None
 
 
 def idp_list(agency: Annotated[str | None, typer.Option(help="only this agency's (id or short name)")] = None,
@@ -105,7 +105,7 @@ def idp_list(agency: Annotated[str | None, typer.Option(help="only this agency's
             agency_id = found.id
         return [_view(row) for row in await store.providers(session, agency_id)]
 
-    print(json.dumps(_run_in_registry(work)))
+    print(json.dumps(run_in_registry(work)))
 
 
 def idp_remove(idp_id: Annotated[str, typer.Argument(help="the trust's id (idp-...)")]) -> None:
@@ -113,13 +113,13 @@ def idp_remove(idp_id: Annotated[str, typer.Argument(help="the trust's id (idp-.
     from services.registry.service.federation import remove_trust
     from shared.errors import Problem
 
-    settings, _ = _settings_and_database()
+    settings, _ = settings_and_database()
 
     async def work(session: Any) -> None:
         await remove_trust(session, settings.source, idp_id)
 
     try:
-        _run_in_registry(work)
+        run_in_registry(work)
     except Problem:
         raise typer.BadParameter(f"no identity provider {idp_id!r}") from None
     print(json.dumps({"removed": idp_id}))

@@ -22,13 +22,17 @@ from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.table import Table
 
+from deploy.commands.registry_database import (
+    kek_ring,
+    problem_text,
+    refnet_home,
+    run_in_registry,
+    settings_and_database,
+)
 from shared.client_auth import TokenUnavailable, request_token
 
 console = Console(stderr=True)
 
-
-def refnet_home() -> Path:
-    return Path(os.environ.get("REFNET_HOME", Path.cwd() / ".refnet")).resolve()
 
 
 def credentials_path(name: str) -> Path:
@@ -191,8 +195,8 @@ def keys_rotate(
     )
     from shared.db import make_engine, make_sessionmaker, unit_of_work
 
-    settings, database_url = _settings_and_database()
-    ring = _kek_ring(settings)
+    settings, database_url = settings_and_database()
+    ring = kek_ring(settings)
     key_file = out or (Path(settings.signing_key_file) if settings.signing_key_file else None)
     if key_file is None:
         local = refnet_home() / "keys" / "registry-signing-key.jwks.json"
@@ -220,34 +224,6 @@ def keys_rotate(
                       "key_file": str(key_file) if key_file else None}))
 
 
-def _settings_and_database() -> tuple[Any, str]:
-    """The registry's settings and its database: REFNET_REGISTRY_DATABASE_URL, else the local stack's."""
-    from services.registry.settings import RegistrySettings
-
-    settings = RegistrySettings()
-    database_url = settings.database_url
-    if "REFNET_REGISTRY_DATABASE_URL" not in os.environ:
-        from deploy.launcher.stack import StackState, service_database_url
-
-        state = StackState.load(refnet_home())
-        if state is not None:
-            database_url = service_database_url(state.database_server, "registry")
-    if not settings.kek_file:
-        from deploy.launcher.bootstrap.registry import KEK_FILE
-
-        local = refnet_home() / "keys" / KEK_FILE
-        if local.exists():  # the local stack's, as `make run` made it
-            settings = settings.model_copy(update={"kek_file": str(local)})
-    return settings, database_url
-
-
-def _kek_ring(settings: Any) -> Any:
-    from shared.kek import KeyUnavailable
-
-    try:
-        return settings.kek_ring()
-    except KeyUnavailable as exc:
-        raise typer.BadParameter(f"{exc}; the registry's signing keys are stored wrapped under it") from None
 
 
 def keys_rotate_kek(
@@ -266,8 +242,8 @@ def keys_rotate_kek(
     from shared.db import make_engine, make_sessionmaker, unit_of_work
     from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
 
-    settings, database_url = _settings_and_database()
-    old = _kek_ring(settings)
+    settings, database_url = settings_and_database()
+    old = kek_ring(settings)
     key_file = Path(settings.kek_file)
     staged = Path(str(key_file) + STAGED_SUFFIX)
     if new_kek_file is not None:
@@ -355,21 +331,6 @@ def agency_broker_user(
 # agency admin exists, and the way back when an agency's last admin is locked out.
 
 
-def _run_in_registry(work: Any) -> Any:
-    from shared.db import make_engine, make_sessionmaker, unit_of_work
-
-    _, database_url = _settings_and_database()
-
-    async def run() -> Any:
-        engine = make_engine(database_url, pool_size=1)
-        try:
-            async with unit_of_work(make_sessionmaker(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
 
 async def _agency_of(session: Any, reference: str) -> Any:
     from services.registry.store import people as store
@@ -379,10 +340,6 @@ async def _agency_of(session: Any, reference: str) -> Any:
         raise typer.BadParameter(f"no agency {reference!r} (an agency id or short name)")
     return agency
 
-
-def _problem_text(problem: Any) -> str:
-    errors = problem.extensions.get("errors") or []
-    return "; ".join(f"{'.'.join(e['loc'][1:])}: {e['msg']}" for e in errors) or problem.detail
 
 
 def staff_invite(
@@ -397,7 +354,7 @@ def staff_invite(
     from services.registry.service import people
     from shared.errors import Problem
 
-    settings, _ = _settings_and_database()
+    settings, _ = settings_and_database()
 
     async def work(session: Any) -> dict[str, Any]:
         found = await _agency_of(session, agency)
@@ -408,9 +365,9 @@ def staff_invite(
                 "expires_at": expires.isoformat()}
 
     try:
-        print(json.dumps(_run_in_registry(work)))
+        print(json.dumps(run_in_registry(work)))
     except Problem as problem:
-        raise typer.BadParameter(_problem_text(problem)) from None
+        raise typer.BadParameter(problem_text(problem)) from None
 
 
 def staff_reset(
@@ -423,7 +380,7 @@ def staff_reset(
     from services.registry.service import people
     from services.registry.store import people as store
 
-    settings, _ = _settings_and_database()
+    settings, _ = settings_and_database()
 
     async def work(session: Any) -> dict[str, Any]:
         found = await _agency_of(session, agency)
@@ -436,7 +393,7 @@ def staff_reset(
         return {"person_id": person.id, "agency_id": found.id, "link": people.enrol_link(settings, token),
                 "expires_at": expires.isoformat()}
 
-    print(json.dumps(_run_in_registry(work)))
+    print(json.dumps(run_in_registry(work)))
 
 
 def staff_client_add(
@@ -461,7 +418,7 @@ def staff_client_add(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
 
-    outcome: dict[str, Any] = {"client_id": client_id, "outcome": _run_in_registry(work)}
+    outcome: dict[str, Any] = {"client_id": client_id, "outcome": run_in_registry(work)}
     if secret:
         outcome["client_secret"] = secret
     print(json.dumps(outcome))
