@@ -379,6 +379,9 @@ AMR_PASSWORD = "pwd"  # noqa: S105 -- RFC 8176 method name
 AMR_OTP = "otp"
 ACR_MFA = "urn:refnet:acr:mfa"
 ACR_PASSWORD = "urn:refnet:acr:pwd"  # noqa: S105 -- an acr value
+#: A person's access token lives at most this long (the token profile; shared/auth refuses a longer one),
+#: whatever lifetime the operator gives agencies' system tokens.
+PERSON_TOKEN_MAX_LIFETIME_SECONDS = 600
 
 #: A login names a person inside the agency's own directory: an opaque identifier, never an e-mail address.
 LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")

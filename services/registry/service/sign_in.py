@@ -282,7 +282,7 @@ class Provider(AuthorizationServer):
         """The RFC 9068 access token of the agreed person profile, and a refresh token."""
         call = _call()
         now = int(call.now.timestamp())
-        lifetime = self.settings.access_token_lifetime_seconds
+        lifetime = min(self.settings.access_token_lifetime_seconds, domain.PERSON_TOKEN_MAX_LIFETIME_SECONDS)
         scopes = domain.person_scopes(user.agency_kind, user.roles)
         jti = uuid.uuid4().hex
         claims = {
