@@ -65,12 +65,13 @@ async def openid_configuration(registry: Registry) -> OpenIDConfiguration:
         token_endpoint=issuer + "/oauth/token", userinfo_endpoint=issuer + "/oauth/userinfo",
         end_session_endpoint=issuer + "/oauth/end_session", jwks_uri=issuer + "/.well-known/jwks.json",
         response_types_supported=["code"], response_modes_supported=["query"],
-        grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
+        grant_types_supported=list(domain.GRANT_TYPES),
         subject_types_supported=["public"], id_token_signing_alg_values_supported=["ES256"],
-        scopes_supported=["openid"], claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time",
-                                                       "nonce", "preferred_username"],
+        scopes_supported=domain.scopes_supported(),
+        claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time", "nonce", "preferred_username"],
         code_challenge_methods_supported=list(domain.CODE_CHALLENGE_METHODS),
-        token_endpoint_auth_methods_supported=["none", "client_secret_basic", "private_key_jwt"],
+        token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic", "none"],
+        token_endpoint_auth_signing_alg_values_supported=list(domain.ASSERTION_ALGORITHMS),
         acr_values_supported=[domain.ACR_MFA, domain.ACR_PASSWORD],
         amr_values_supported=[domain.AMR_PASSWORD, domain.AMR_OTP])
 

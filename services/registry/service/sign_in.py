@@ -71,8 +71,8 @@ logging.getLogger("authlib").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 #: Grants a first-party client may use at the token endpoint (client_credentials stays the agencies').
-PERSON_GRANT_TYPES = ("authorization_code", "refresh_token")
-OIDC_SCOPES = ("openid",)
+PERSON_GRANT_TYPES = domain.PERSON_GRANT_TYPES
+OIDC_SCOPES = domain.OIDC_SCOPES
 
 
 # --- what authlib's hooks are given ------------------------------------------------------------------------
