@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -24,6 +24,7 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
+from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
 from shared.errors import Problem
 
@@ -253,12 +254,21 @@ async def authorize(
 
 
 @_get_and_post("/oauth/userinfo", "userinfo", summary="The signed-in person's claims")
-async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                              Security(bearer_scheme)] = None) -> UserInfo:
+async def userinfo(
+    registry: Registry,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    acting_user: Annotated[str | None, Header(
+        alias=ACTING_USER_HEADER, description="May be left out or repeat the token's subject; naming anyone else "
+                                              "is refused (403 acting-user-contradicts-token), as at every service.",
+        examples=["person-0f4c2a9e8b7d4c1e9a6b3d2f1e0c9b8a"])] = None,
+) -> UserInfo:
     """For a person's access token (not an agency system's): who the person is, their agency and roles."""
     if credentials is None:
         raise missing_token()
-    return UserInfo(**await registry.sign_in.userinfo(credentials.credentials))
+    info = await registry.sign_in.userinfo(credentials.credentials)
+    # The resource servers' rule (shared/auth): a person acts only as themself.
+    check_person_acts_as_themself(info["sub"], acting_user)
+    return UserInfo(**info)
 
 
 # --- RP-initiated logout -------------------------------------------------------------------------------------

@@ -142,6 +142,12 @@ def _second_factor(http: httpx.Client, page: httpx.Response, secret: str) -> htt
     return answer
 
 
+def mark_spent(secret: str, step: int) -> None:
+    """The registry took ``secret``'s code of time step ``step`` elsewhere (an enrolment): sign in with a later one."""
+    with _steps_lock:
+        _steps_used[secret] = max(step, _steps_used.get(secret, step))
+
+
 def _next_step(totp: pyotp.TOTP, secret: str) -> int:
     """A time step not sent before by this process: this one, the next (within the registry's drift
     window), or else wait for a new one."""

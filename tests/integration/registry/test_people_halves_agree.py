@@ -74,3 +74,20 @@ async def test_both_metadata_documents_list_every_grant_pkce_and_the_authorizati
         "content"]["application/x-www-form-urlencoded"]["schema"]["properties"]
     assert form["grant_type"]["enum"] == oauth["grant_types_supported"]
     assert {"code", "redirect_uri", "code_verifier", "refresh_token", "client_id"} <= set(form)
+
+
+async def test_userinfo_like_every_service_refuses_a_header_naming_someone_else(registry: Registry) -> None:
+    await ensure_console(registry)
+    platform = await registry.agency(["admin", "registry:read"], kind="platform", name="Operator")
+    person = await new_person(registry, await registry.headers(platform),
+                              await registry.agency(["registry:read", "cases:read"]))
+    verifier, challenge = pkce()
+    async with browser(registry) as http:
+        code = await sign_in(http, person, challenge)
+    bearer = {"Authorization": "Bearer " + (await exchange(registry, code, verifier)).json()["access_token"]}
+    posing = await registry.http.get("/oauth/userinfo", headers=bearer | {"X-Acting-User": "caseworker.1"})
+    assert posing.status_code == 403, posing.text
+    assert posing.json()["type"] == "urn:refnet:problem:acting-user-contradicts-token"
+    assert "caseworker.1" not in posing.text and person.id not in posing.text
+    themself = await registry.http.get("/oauth/userinfo", headers=bearer | {"X-Acting-User": person.id})
+    assert themself.status_code == 200 and themself.json()["sub"] == person.id
