@@ -821,10 +821,10 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
         # a supervisor too, so that approving their own request is refused for being theirs -- and another
         # supervisor approves.
         staff = Staff(net)
-        requester = ("caseworker", "supervisor")
+        requester, approver = ("caseworker", "supervisor"), ("supervisor",)
         asking = await asyncio.to_thread(staff.headers, "iom", requester)
-        approving = await asyncio.to_thread(staff.headers, "iom", ("supervisor",))
-        caseworker, supervisor = staff.person("iom", requester).id, staff.person("iom", ("supervisor",)).id
+        approving = await asyncio.to_thread(staff.headers, "iom", approver, name="approver")
+        caseworker, supervisor = staff.person("iom", requester).id, staff.person("iom", approver, "approver").id
         url = api.url("intake", f"/cases/{case_id}/overrides")
         body = {"recipient_agency": clinic_id, "justification": lina.justification}
         by_system = await api.http.post(url, headers=api.headers("iom"), json=body)

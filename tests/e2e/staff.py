@@ -19,7 +19,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,19 +49,22 @@ class Member:
 class Staff:
     """Staff members of the demo agencies of ``net``, signed in at its registry."""
 
+    # Shared by every Staff of the process, per registry: a person is enrolled once, and signs in again only when
+    # their token is half spent (each sign-in takes a TOTP code, good once: a third within 30 s would wait).
+    _members: ClassVar[dict[tuple[str, str, tuple[str, ...], str], Member]] = {}
+    _tokens: ClassVar[dict[tuple[str, str], tuple[float, str]]] = {}
+
     def __init__(self, net: Network) -> None:
         self.net = net
         self.registry = net.url("registry")
-        self._members: dict[tuple[str, tuple[str, ...], str], Member] = {}
-        self._tokens: dict[str, tuple[float, str]] = {}
         self._issuer: str | None = None
 
     # -- real people, real tokens ------------------------------------------------------------------------
 
     def person(self, agency: str, roles: tuple[str, ...] = ("caseworker",), name: str = "") -> Member:
         """A person of demo agency ``agency`` with exactly ``roles``: the demo person of that role when there is
-        one (and no ``name``), else a person invited and enrolled now (one per ``name``, kept for this object)."""
-        key = (agency, tuple(roles), name)
+        one (and no ``name``), else a person invited and enrolled now (one per ``name`` and stack)."""
+        key = (self.registry, agency, tuple(roles), name)
         if key not in self._members:
             demo = self.net.home / "credentials" / "people" / f"{agency}-{roles[0].replace('_', '-')}.json"
             if len(roles) == 1 and not name and demo.exists():
@@ -76,11 +79,11 @@ class Staff:
         """An access token the registry issued to ``person(agency, roles, name)``; signed in again once half its
         life has passed."""
         member = self.person(agency, roles, name)
-        cached = self._tokens.get(member.id)
+        cached = self._tokens.get((self.registry, member.id))
         if cached and cached[0] > time.monotonic():
             return cached[1]
         tokens = sign_in(self.registry, member.credentials)
-        self._tokens[member.id] = (time.monotonic() + tokens.expires_in / 2, tokens.access_token)
+        self._tokens[(self.registry, member.id)] = (time.monotonic() + tokens.expires_in / 2, tokens.access_token)
         return tokens.access_token
 
     def headers(self, agency: str, roles: tuple[str, ...] = ("caseworker",), purpose: str = "case_management",
