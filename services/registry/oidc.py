@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -24,6 +24,7 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
+from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
 from shared.errors import Problem
 from shared.text import Line
@@ -66,12 +67,13 @@ async def openid_configuration(registry: Registry) -> OpenIDConfiguration:
         token_endpoint=issuer + "/oauth/token", userinfo_endpoint=issuer + "/oauth/userinfo",
         end_session_endpoint=issuer + "/oauth/end_session", jwks_uri=issuer + "/.well-known/jwks.json",
         response_types_supported=["code"], response_modes_supported=["query"],
-        grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
+        grant_types_supported=list(domain.GRANT_TYPES),
         subject_types_supported=["public"], id_token_signing_alg_values_supported=["ES256"],
-        scopes_supported=["openid"], claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time",
-                                                       "nonce", "preferred_username"],
+        scopes_supported=domain.scopes_supported(),
+        claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time", "nonce", "preferred_username"],
         code_challenge_methods_supported=list(domain.CODE_CHALLENGE_METHODS),
-        token_endpoint_auth_methods_supported=["none", "client_secret_basic", "private_key_jwt"],
+        token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic", "none"],
+        token_endpoint_auth_signing_alg_values_supported=list(domain.ASSERTION_ALGORITHMS),
         acr_values_supported=[domain.ACR_MFA, domain.ACR_PASSWORD],
         amr_values_supported=[domain.AMR_PASSWORD, domain.AMR_OTP])
 
@@ -267,12 +269,21 @@ async def authorize(
 
 
 @_get_and_post("/oauth/userinfo", "userinfo", summary="The signed-in person's claims")
-async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                              Security(bearer_scheme)] = None) -> UserInfo:
+async def userinfo(
+    registry: Registry,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    acting_user: Annotated[str | None, Header(
+        alias=ACTING_USER_HEADER, description="May be left out or repeat the token's subject; naming anyone else "
+                                              "is refused (403 acting-user-contradicts-token), as at every service.",
+        examples=["person-0f4c2a9e8b7d4c1e9a6b3d2f1e0c9b8a"])] = None,
+) -> UserInfo:
     """For a person's access token (not an agency system's): who the person is, their agency and roles."""
     if credentials is None:
         raise missing_token()
-    return UserInfo(**await registry.sign_in.userinfo(credentials.credentials))
+    info = await registry.sign_in.userinfo(credentials.credentials)
+    # The resource servers' rule (shared/auth): a person acts only as themself.
+    check_person_acts_as_themself(info["sub"], acting_user)
+    return UserInfo(**info)
 
 
 # --- RP-initiated logout -------------------------------------------------------------------------------------

@@ -71,8 +71,8 @@ logging.getLogger("authlib").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 #: Grants a first-party client may use at the token endpoint (client_credentials stays the agencies').
-PERSON_GRANT_TYPES = ("authorization_code", "refresh_token")
-OIDC_SCOPES = ("openid",)
+PERSON_GRANT_TYPES = domain.PERSON_GRANT_TYPES
+OIDC_SCOPES = domain.OIDC_SCOPES
 
 
 # --- what authlib's hooks are given ------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class Provider(AuthorizationServer):
         """The RFC 9068 access token of the agreed person profile, and a refresh token."""
         call = _call()
         now = int(call.now.timestamp())
-        lifetime = self.settings.access_token_lifetime_seconds
+        lifetime = min(self.settings.access_token_lifetime_seconds, domain.PERSON_TOKEN_MAX_LIFETIME_SECONDS)
         scopes = domain.person_scopes(user.agency_kind, user.roles)
         jti = uuid.uuid4().hex
         claims = {
