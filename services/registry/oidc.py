@@ -25,7 +25,7 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
-from shared.auth.principal import ACTING_USER_HEADER, parse_acting_user
+from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
 from shared.errors import PROBLEM_MEDIA_TYPE, Problem, problem_response
 from shared.text import Line
@@ -72,12 +72,13 @@ async def openid_configuration(registry: Registry) -> OpenIDConfiguration:
         token_endpoint=issuer + "/oauth/token", userinfo_endpoint=issuer + "/oauth/userinfo",
         end_session_endpoint=issuer + "/oauth/end_session", jwks_uri=issuer + "/.well-known/jwks.json",
         response_types_supported=["code"], response_modes_supported=["query"],
-        grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
+        grant_types_supported=list(domain.GRANT_TYPES),
         subject_types_supported=["public"], id_token_signing_alg_values_supported=["ES256"],
-        scopes_supported=["openid"], claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time",
-                                                       "nonce", "preferred_username"],
+        scopes_supported=domain.scopes_supported(),
+        claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time", "nonce", "preferred_username"],
         code_challenge_methods_supported=list(domain.CODE_CHALLENGE_METHODS),
-        token_endpoint_auth_methods_supported=["none", "client_secret_basic", "private_key_jwt"],
+        token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic", "none"],
+        token_endpoint_auth_signing_alg_values_supported=list(domain.ASSERTION_ALGORITHMS),
         acr_values_supported=[domain.ACR_MFA, domain.ACR_PASSWORD],
         amr_values_supported=[domain.AMR_PASSWORD, domain.AMR_OTP])
 
@@ -132,7 +133,12 @@ def _password_form(action: str, csrf: str, message: str | None = None, status: i
 <p><label>Agency <input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label></p>
 <p><label>Login <input name="login" value="{html.escape(login)}" required autocomplete="username"></label></p>
 <p><label>Password <input name="password" type="password" required autocomplete="current-password"></label></p>
-<p><button type="submit">Continue</button></p></form>""", status)
+<p><button type="submit">Continue</button></p></form>
+<form method="post" action="{html.escape(action)}" id="federated">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}"><input type="hidden" name="step" value="federated">
+<p><label>Or sign in with your agency's own account: agency
+<input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label>
+<button type="submit">Continue</button></p></form>""", status)
 
 
 def _code_form(action: str, csrf: str, message: str | None = None, status: int = 200) -> HTMLResponse:
@@ -185,7 +191,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
     "properties": {
         "csrf": {"type": "string", "description": "The form's CSRF token (it matches a cookie).",
                  "examples": ["q1w2e3r4t5y6u7i8o9p0"]},
-        "step": {"type": "string", "enum": ["password", "otp"], "description": "Which step this is.",
+        "step": {"type": "string", "enum": ["password", "otp", "federated"], "description": "Which step this "
+                 "is (`federated`: on to the agency's own identity provider).",
                  "examples": ["password"]},
         "agency": {"type": "string", "description": "The agency's short name or id.", "examples": ["iom"]},
         "login": {"type": "string", "description": "The person's login inside the agency.", "examples": ["cw-0142"]},
@@ -252,6 +259,14 @@ async def authorize(
     if not _csrf_ok(request, form):
         return _with_cookies(_password_form(action, csrf, "The form has expired; please sign in again.", 400),
                              registry, csrf=csrf)
+    if form.get("step") == "federated":
+        # The agency's own provider, when the operator trusts one for it (federation_api.py's routes).
+        trusted = await registry.federation.for_agency(form.get("agency", "").strip())
+        if trusted is None:
+            return _password_form(action, csrf, "This agency does not use its own sign-in at RefNet: sign in with "
+                                  "your login and password.", 400, agency=form.get("agency", "").strip())
+        return RedirectResponse(f"/oauth/federated/{trusted.id}?" + urlencode(query), status_code=303,
+                                headers=NO_STORE)
     if form.get("step") == "otp":
         step = await sign_in.second_factor_step(session_token, form.get("code", "").strip())
         if step.user is not None:
@@ -284,12 +299,8 @@ async def userinfo(
     if credentials is None:
         raise missing_token()
     info = await registry.sign_in.userinfo(credentials.credentials)
-    # The resource servers' rule (shared/auth acting_user_for): a person acts only as themself.
-    asserted = parse_acting_user(acting_user)
-    if asserted is not None and asserted != info["sub"]:
-        raise Problem(403, "acting-user-contradicts-token", f"The {ACTING_USER_HEADER} header names someone other "
-                      "than the person the access token was issued to; a person acts only as themselves.",
-                      title="Forbidden")
+    # The resource servers' rule (shared/auth): a person acts only as themself.
+    check_person_acts_as_themself(info["sub"], acting_user)
     return UserInfo(**info)
 
 

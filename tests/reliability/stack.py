@@ -156,7 +156,7 @@ def register_agency(net: Network, name: str, scopes: list[str]) -> NewAgency:
 
 
 #: Secured operations that only a signed-in person's live token may call, with why. They declare no scope: what they
-#: need is a person, not a permission. The suites call them with a token from a real sign-in (people.py).
+#: need is a person, not a permission. The suites call them with a token from a real sign-in (tests/e2e/staff.py).
 PERSON_ONLY: dict[tuple[str, str, str], str] = {
     ("registry", method, "/oauth/userinfo"): "OpenID Connect userinfo (OIDC Core 5.3) tells a signed-in person who "
     "they are; a system's token names no person (401 invalid_token), and what a person's token may do is its "
@@ -166,8 +166,7 @@ PERSON_ONLY: dict[tuple[str, str, str], str] = {
 def person_token(net: Network, agency: str, scopes: tuple[str, ...]) -> str | None:
     """A token of a person of demo agency ``agency`` in the one role that gives every one of ``scopes`` -- for the
     operations only people may call (``overrides:approve`` is a supervisor's, ``staff:admin`` an agency admin's;
-    no system token holds them) -- minted as the registry issues people's tokens (tests/e2e/staff.py); None when
-    no role gives them all."""
+    no system token holds them) -- from a real sign-in (tests/e2e/staff.py); None when no role gives them all."""
     for role, held in ROLE_SCOPES.items():
         if set(scopes) <= set(held):
             return Staff(net).token(agency, (role,))

@@ -26,7 +26,6 @@ import pytest
 from tests.e2e.network import Network, eventually
 from tests.e2e.staff import Staff
 from tests.reliability.flows import consent, consent_id, refer, register_case
-from tests.reliability.people import signed_in_token
 from tests.reliability.report import Report
 from tests.reliability.stack import PERSON_ONLY, Operation, operations, token_with
 from tests.support.issuer import role_scopes
@@ -222,7 +221,7 @@ async def test_no_list_an_agency_can_read_holds_another_agencys_private_ids(
              and not op.required_query and any(set(alt) <= stranger_scopes for alt in op.alternatives)]
     leaks: dict[str, list[str]] = {}
     # What only a signed-in person may read is read by one of the stranger's people, signed in for real.
-    person = {"Authorization": f"Bearer {signed_in_token(net, f'{STRANGER}-caseworker')}"}
+    person = {"Authorization": f"Bearer {Staff(net).token(STRANGER)}"}
     async with httpx.AsyncClient(timeout=30) as http:
         owned = await make_resources(http, net)
         # The owner's referral reaches the recipient's read models first (so a leak would have had the chance).
@@ -271,7 +270,7 @@ def _holder(net: Network, scopes: tuple[str, ...]) -> str:
 def _token_without(net: Network, holder: str, scope: str) -> str:
     if holder == PERSON:
         held = [s for s in role_scopes(("supervisor",)).split() if s not in scope.split()]
-        return Staff(net).token(OWNER, ("supervisor",), scope=" ".join(held))
+        return Staff(net).forge(OWNER, ("supervisor",), scope=" ".join(held))
     return token_with(net, holder, [s for s in net.credentials(holder)["scopes"] if s not in scope.split()])
 
 
@@ -322,7 +321,7 @@ def test_every_secured_operation_refuses_a_token_without_its_scope(
                     refusals[f"{op.label} without {scope}"] = f"{response.status_code} {response.text[:200]}"
         # Person-only operations: a system's token holding every scope is refused (401 invalid_token, RFC 6750);
         # a signed-in person's live token is answered.
-        person = {"Authorization": f"Bearer {signed_in_token(net, f'{OWNER}-caseworker')}"}
+        person = {"Authorization": f"Bearer {Staff(net).token(OWNER)}"}
         for op in person_only:
             system = http.request(op.method.upper(), op.url(net), headers=net.headers("admin"))
             signed_in = http.request(op.method.upper(), op.url(net), headers=person)
