@@ -12,7 +12,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.registry import federation as rules
 from services.registry.deps import Deps, deps
 from services.registry.federation_schemas import IdentityProviderIn, IdentityProviderList, IdentityProviderOut
-from services.registry.oidc import _HTML, NO_STORE, SESSION_COOKIE, _answer, _message, _page, _prepared, _q, _secure
+from services.registry.oidc import (
+    _HTML,
+    _HTML_OR_PROBLEM,
+    NO_STORE,
+    SESSION_COOKIE,
+    _answer,
+    _message,
+    _page,
+    _prepared,
+    _q,
+    _secure,
+)
 from services.registry.service.federation import Refused
 from services.registry.store.federation_tables import IdentityProvider
 from shared.auth import Principal, require_scopes
@@ -121,7 +132,8 @@ async def federated_callback(
 @router.get("/oauth/federated/{idp_id}", response_class=HTMLResponse, tags=["sign-in"],
             summary="Sign in with one's agency's own account (the registry's authorization request's parameters)",
             responses={302: {"description": "On to the agency's provider (or back to the client with an error)."},
-                       400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
+                       400: {"description": "The authorization request is not valid: an HTML page for a browser "
+                                            "(Accept: text/html), else a problem.", **_HTML_OR_PROBLEM},
                        404: {"description": "No such identity provider (HTML page).", **_HTML},
                        503: {"description": "The agency's provider cannot be reached (HTML page).", **_HTML}})
 async def federated_start(
@@ -145,7 +157,7 @@ async def federated_start(
     query = list(request.query_params.multi_items())
     refused = await registry.sign_in.check_request(_prepared(request, query, "GET"))
     if refused is not None:
-        return _answer(refused)
+        return _answer(refused, request)
     try:
         url, state = await registry.federation.start(idp_id, query)
     except Problem as problem:
