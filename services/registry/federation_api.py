@@ -22,6 +22,7 @@ from services.registry.oidc import (
     _page,
     _prepared,
     _q,
+    _refusal,
     _secure,
 )
 from services.registry.service.federation import Refused
@@ -101,7 +102,8 @@ async def remove_identity_provider(idp_id: IdpId, caller: Admin, registry: Regis
 @router.get(CALLBACK_PATH, response_class=HTMLResponse, tags=["sign-in"],
             summary="Back from an agency's provider: verify its answer and go on signing in",
             responses={302: {"description": "Signed in: on to the registry's authorization request."},
-                       400: {"description": "The sign-in did not start in this browser (HTML page).", **_HTML},
+                       400: {"description": "The sign-in did not start in this browser: an HTML page for a "
+                                            "browser (Accept: text/html), else a problem.", **_HTML_OR_PROBLEM},
                        403: {"description": "The provider's answer was refused (HTML page saying why).", **_HTML}})
 async def federated_callback(
     request: Request, registry: Registry,
@@ -114,8 +116,8 @@ async def federated_callback(
 ) -> Response:
     cookie = request.cookies.get(FEDERATION_COOKIE)
     if not state or not cookie or not hmac.compare_digest(cookie.encode(), state.encode()):
-        return _page("This sign-in cannot go on", _message("It did not start in this browser, or it has expired; "
-                                                           "start again from the application."), 400)
+        return _refusal(request, "This sign-in cannot go on", "It did not start in this browser, or it has expired; "
+                        "start again from the application.", 400, "sign-in-not-started-here")
     done = await registry.federation.finish(state, code, error)
     if done.refused is not None:
         page = _page("You are not signed in", _message(rules.refusal_text(done.refused, done.agency_name)), 403)

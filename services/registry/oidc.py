@@ -155,6 +155,14 @@ def _wants_page(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+def _refusal(request: Request, title: str, text: str, status: int, slug: str) -> Response:
+    """A refused request: a page for a browser, a problem (RFC 9457) for any other caller. ``text`` is shown to
+    either, so it names what is wrong, never a person's data."""
+    if not _wants_page(request):
+        return problem_response(Problem(status, slug, text, headers=NO_STORE), request)
+    return _page(title, _message(text), status)
+
+
 def _answer(answer: Answer, request: Request) -> Response:
     """authlib's answer: a redirect to the client (a code, or an error once the redirect URI is the
     client's), else what is wrong with the request: a page for a browser, a problem (RFC 9457) for others."""
@@ -163,12 +171,9 @@ def _answer(answer: Answer, request: Request) -> Response:
     body = answer.body if isinstance(answer.body, dict) else dict(answer.body or [])
     error = str(body.get("error") or "invalid_request")
     said = f"{error}: {body.get('error_description') or error}"
-    status = answer.status or 400
-    if not _wants_page(request):
-        # authlib's description names the parameter that is wrong (never a person's data).
-        slug = re.sub(r"[^a-z0-9-]", "-", error.lower())  # invalid_request -> invalid-request
-        return problem_response(Problem(status, slug, said, headers=NO_STORE), request)
-    return _page("The sign-in request is not valid", _message(said), status)
+    # authlib's description names the parameter that is wrong (never a person's data).
+    slug = re.sub(r"[^a-z0-9-]", "-", error.lower())  # invalid_request -> invalid-request
+    return _refusal(request, "The sign-in request is not valid", said, answer.status or 400, slug)
 
 
 def _prepared(request: Request, params: list[tuple[str, str]], method: str | None = None) -> PreparedRequest:

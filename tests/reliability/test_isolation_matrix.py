@@ -88,6 +88,12 @@ ROUTES: dict[tuple[str, str, str], PartyOnly | OpenToScope] = {
         lambda net: {"login": f"intruder-{uuid.uuid4().hex[:8]}", "roles": ["caseworker"]}, whatever_scopes=True),
     ("registry", "GET", "/agencies/{agency_id}/staff"): PartyOnly(whatever_scopes=True),
     ("registry", "POST", "/agencies/{agency_id}/staff/{person_id}/reset"): PartyOnly(whatever_scopes=True),
+    # Agencies' own identity providers (issue 20 part 5).
+    ("registry", "DELETE", "/identity-providers/{idp_id}"): OpenToScope(
+        "the operator (scope admin) decides which agency's provider the platform trusts"),
+    ("registry", "GET", "/oauth/federated/{idp_id}"): OpenToScope(
+        "the start of a sign-in through an agency's provider, public as /oauth/authorize is: no token, nothing of "
+        "a case; the id is in the sign-in link the agency's people follow"),
 }
 
 
