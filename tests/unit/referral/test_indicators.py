@@ -86,7 +86,7 @@ def test_reason_counts_list_every_rejection_code() -> None:
 def test_an_empty_month_has_zeros_and_no_rates_or_medians() -> None:
     view = indicators_view("agy_1", month_range("2026-04", "2026-05", NOW), EMPTY, NOW)
     assert view["agency_id"] == "agy_1" and (view["from"], view["to"]) == ("2026-04", "2026-05")
-    april, may = view["months"]  # type: ignore[misc]
+    april, may = view["months"]
     assert (april["month"], april["complete"], may["complete"]) == ("2026-04", True, False)
     assert (april["start"], april["end"]) == ("2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z")
     assert april["sent"] == {"referrals": 0, "accepted": 0, "rejected": 0, "cancelled": 0, "completed": 0,
@@ -105,7 +105,7 @@ def test_each_figure_lands_in_its_month_and_side() -> None:
         acknowledged={"2026-05": 2},
         reasons={("sent", "2026-04", "no-capacity"): 1},
         waits={("acknowledge", "2026-05"): [4.0, 6.0], ("accept", "2026-05"): [30.0, 50.0, 10.0]})
-    april, may = indicators_view("agy_1", month_range("2026-04", "2026-05", NOW), tally, NOW)["months"]  # type: ignore[misc]
+    april, may = indicators_view("agy_1", month_range("2026-04", "2026-05", NOW), tally, NOW)["months"]
     assert april["sent"]["referrals"] == 3 and april["sent"]["acceptance_rate"] == 0.5
     assert april["sent"]["rejection_reasons"]["no-capacity"] == 1
     assert april["received"]["referrals"] == 0 and april["received"]["median_hours_to_accept"] is None
