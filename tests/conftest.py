@@ -39,7 +39,7 @@ SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
 # figures only cost time; a unit missing here just starts after these.
 SLOW_UNITS = {
     "tests/e2e/test_restart.py": 200, "e2e-stack": 200, "tests/reliability/test_faults_under_load.py": 150,
-    "reliability-stack": 215, "tests/integration/test_launcher.py": 100,
+    "reliability-stack": 90, "tests/integration/test_launcher.py": 100,
     "tests/integration/test_broker_outages.py": 90, "tests/integration/test_outbox_and_consumer.py": 80,
     "tests/reliability/test_leak_scan.py": 55, "tests/integration/audit/test_forgery.py": 50,
     "tests/integration/test_outbox_inbox_contract.py": 45, "tests/e2e/test_production_config.py": 40,
