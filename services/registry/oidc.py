@@ -23,7 +23,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from services.registry import domain
 from services.registry.deps import Deps, deps
 from services.registry.people_schemas import OpenIDConfiguration, UserInfo
-from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
+from services.registry.service.oidc_provider import PreparedRequest, SignedIn
+from services.registry.service.sign_in import Answer
 from shared.auth.dependencies import bearer_scheme
 from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
