@@ -78,7 +78,7 @@ async def posted(request: Request, who: Who) -> domain.Form:
         items = [(k, v) for k, v in data.multi_items() if isinstance(v, str)]
     form = domain.Form(items)
     if not domain.csrf_ok(who.session_id, form.one("csrf")):
-        raise PageRefused(403, "This form has expired or did not come from this page. Open the page again.")
+        raise PageRefused(403, domain.FORM_EXPIRED)
     return form
 
 
@@ -222,11 +222,11 @@ async def choose_language(request: Request, uses: Uses) -> Response:
         back = str(data.get("back") or "/")
         token = data.get("csrf")
     if language not in uses.pages.languages:
-        raise PageRefused(400, "No such language.")
+        raise PageRefused(400, domain.NO_SUCH_LANGUAGE)
     who = await uses.sessions.current(request.cookies.get(COOKIE))
     if who is not None:
         if not domain.csrf_ok(who.session_id, token if isinstance(token, str) else None):
-            raise PageRefused(403, "This form has expired or did not come from this page. Open the page again.")
+            raise PageRefused(403, domain.FORM_EXPIRED)
         await uses.sessions.set_language(who, language)
     response = _see_other(_safe_return(back))
     response.set_cookie(LANGUAGE_COOKIE, language, httponly=True, secure=uses.pages.cookie_secure, samesite="lax",

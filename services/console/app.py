@@ -50,7 +50,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         clock = domain.SessionClock(idle=timedelta(seconds=settings.session_idle_seconds),
                                     lifetime=timedelta(seconds=settings.session_max_seconds))
         sessions = Sessions(runtime.sessions, lambda: ring, provider, clock, settings.effective_redirect_uri,
-                            settings.base_url.rstrip("/") + "/signed-out")
+                            settings.base_url.rstrip("/") + "/")
         try:
             yield Deps(
                 sessions=sessions, referrals=Referrals(apis), cases=Cases(apis), directory=Directory(apis),

@@ -15,6 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogs; the page translates it when it shows it."""
+    return message
+
+
 # --- people and what their roles let them do ---------------------------------------------------------------
 
 
@@ -166,26 +172,51 @@ def is_party(*, my_agency: str, from_agency: str, to_agency: str | None) -> bool
 #: The last segment of a problem's ``type`` -> a message id (translated in the page). Unknown ones get the
 #: generic message: a problem's own detail is shown only when it names a field.
 GUARD_MESSAGES: dict[str, str] = {
-    "consent-missing": "There is no consent in force that covers this recipient, purpose and these categories. "
-                       "Record the person's consent first.",
-    "consent-withdrawn": "The person withdrew the consent this needs.",
-    "child-bia-missing": "This is a child: a best-interests assessment must be recorded before a referral.",
-    "non-refoulement": "This referral could send the person back to where they are at risk: it is refused "
-                       "unless a risk-to-life override is in force.",
-    "child-bid-missing": "This is a child: a best-interests determination must be recorded before this "
-                         "pathway.",
-    "recipient-suspended": "The receiving agency is suspended in the registry.",
-    "service-full": "The chosen service has no capacity left: choose another one.",
-    "case-erased": "This case was erased.",
-    "consent-not-current": "The consent changed since this page was shown: look at it again.",
-    "invalid-transition": "That move is no longer possible: the referral changed in the meantime.",
-    "not-found": "Not found.",
-    "forbidden": "Your role does not allow this.",
-    "override-own": "You cannot approve an override you requested yourself.",
+    "consent-missing": N_("There is no consent in force that covers this recipient, purpose and these categories. "
+                       "Record the person's consent first."),
+    "consent-withdrawn": N_("The person withdrew the consent this needs."),
+    "child-bia-missing": N_("This is a child: a best-interests assessment must be recorded before a referral."),
+    "non-refoulement": N_("This referral could send the person back to where they are at risk: it is refused "
+                       "unless a risk-to-life override is in force."),
+    "child-bid-missing": N_("This is a child: a best-interests determination must be recorded before this "
+                         "pathway."),
+    "recipient-suspended": N_("The receiving agency is suspended in the registry."),
+    "service-full": N_("The chosen service has no capacity left: choose another one."),
+    "case-erased": N_("This case was erased."),
+    "consent-not-current": N_("The consent changed since this page was shown: look at it again."),
+    "invalid-transition": N_("That move is no longer possible: the referral changed in the meantime."),
+    "not-found": N_("Not found."),
+    "forbidden": N_("Your role does not allow this."),
+    "override-own": N_("You cannot approve an override you requested yourself."),
 }
-GENERIC_REFUSAL = "The request was refused."
+GENERIC_REFUSAL = N_("The request was refused.")
 
 _SLUG = re.compile(r"[a-z0-9-]{1,60}")
+
+
+#: The vocabularies' codes the pages show, each translated (Babel extracts them from here).
+VOCABULARY: tuple[str, ...] = (
+    N_("requested"), N_("received"), N_("accepted"), N_("rejected"), N_("in_progress"), N_("on_hold"),
+    N_("completed"), N_("failed"), N_("cancelled"), N_("protection"), N_("assistance"), N_("service"), N_("avrr"),
+    N_("resettlement"), N_("emergency"), N_("urgent"), N_("normal"), N_("no-capacity"), N_("not-eligible"),
+    N_("outside-mandate"), N_("duplicate"), N_("other"), N_("lost-contact"), N_("person-declined"),
+    N_("service-unavailable"), N_("no-longer-needed"), N_("wrong-recipient"), N_("referred-elsewhere"),
+    N_("awaiting-person"), N_("awaiting-documents"), N_("awaiting-capacity"), N_("safety-concern"),
+    N_("consent-withdrawn"), N_("recipient-suspended"), N_("case-erased"), N_("identity"), N_("contact"),
+    N_("demographics"), N_("trafficking_experience"), N_("protection_needs"), N_("health"), N_("documents"),
+    N_("notes"), N_("case_management"), N_("referral"), N_("law_enforcement"), N_("family_tracing"), N_("research"),
+    N_("self"), N_("guardian"), N_("proxy"), N_("written"), N_("oral"), N_("implicit"), N_("active"), N_("withdrawn"),
+    N_("withdrawal"), N_("pending"), N_("expired"), N_("grant"), N_("follow_up"), N_("closed"), N_("closed_referred"),
+    N_("erased"), N_("feminine"), N_("masculine"), N_("transgender_feminine"), N_("transgender_masculine"),
+    N_("non_conforming"), N_("unknown"), N_("possible"), N_("actual"), N_("not_victim"), N_("police"), N_("ngo"),
+    N_("court"), N_("other_government"), N_("forced_labour"), N_("sexual_exploitation"), N_("forced_marriage"),
+    N_("forced_criminality"), N_("begging"), N_("organ_removal"), N_("military"), N_("domestic_servitude"),
+    N_("purpose_explained"), N_("use_explained"), N_("research_use_explained"), N_("access_right_explained"),
+    N_("retention_explained"), N_("withdrawal_explained"),
+)
+
+FORM_EXPIRED = N_("This form has expired or did not come from this page. Open the page again.")
+NO_SUCH_LANGUAGE = N_("No such language.")
 
 
 def problem_slug(problem_type: object) -> str | None:
