@@ -4,9 +4,10 @@ A client (an agency's case system, the ``refnet`` CLI, the referral service call
 JWT with its private key -- the key never leaves it -- and sends it as ``client_assertion`` in a client
 credentials grant. The server side lives in the registry.
 
-``ClientCredentials`` is the one OAuth client every RefNet caller uses for the client credentials grant:
-the services calling each other (referral asking intake for clearance), the CLIs, the demo and the example
-case system. Tokens are cached until shortly before they expire.
+``ClientCredentials`` is the OAuth client RefNet's own processes use for the client credentials grant: the
+services calling each other (referral asking intake for clearance) and the CLIs. Integrators, the demo and
+the example case system use ``refnet_client`` instead (authlib underneath), which depends on nothing of
+RefNet's. Tokens are cached until shortly before they expire.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ _ID = re.compile(r"[A-Za-z0-9_\-:.]{1,128}")
 _MAX_POSITION = 2**63 - 1  # a BIGINT
 
 #: The query parameter every list takes (its value is opaque to clients).
-CursorParam = Annotated[Line | None, Query(max_length=200, description="The `next_cursor` of the previous page.")]
+CursorParam = Annotated[Line | None, Query(max_length=200, description="The `next_cursor` of the previous page.",
+                                                  examples=["ZGVsaXZlcnk6NDI"])]
 
 
 def invalid_cursor() -> Problem:

@@ -1,8 +1,9 @@
 """``refnet demo``: one referral along the SOP's main pathway (IOM -> UNHCR), against the running stack,
 narrated step by step -- so a newcomer sees the network work in one command after ``make run``.
 
-Every step goes through the public APIs and topics, with the demo agencies' credentials (the same calls
-README.md's walkthrough makes with curl). The person is fictional and says so.
+Every step goes through the public APIs and topics, with the demo agencies' credentials, by ``refnet_client``
+(the client RefNet publishes for integrators; the same calls README.md's walkthrough makes with curl). The
+person is fictional and says so.
 
 Acknowledgement: if a case system for UNHCR is running (``examples/case_system/``), it hears of the referral
 and acknowledges it (``received``); the demo waits ``--ack-timeout`` seconds for that and otherwise
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +34,28 @@ from rich.panel import Panel
 from rich.table import Table
 
 from deploy.launcher.stack import StackState, probe
+from refnet_client import (
+    Access,
+    AsyncRefNet,
+    Case,
+    CaseAccess,
+    Checkpoint,
+    Credentials,
+    Endpoints,
+    Referral,
+    RefNetError,
+)
+from refnet_client.auth import LOCAL_PORTS
+from refnet_client.models import DataCategory
 from services.audit.domain import leaf_bytes, parse_checkpoint_body
 from services.audit.merkle import hash_leaf, verify_inclusion
 from services.audit.signing import verify_signature
 from services.intake.domain import CATEGORY_FIELDS
 from shared import contract
 from shared.auth import DEFAULT_ALGORITHMS
-from shared.client_auth import TokenUnavailable, request_token
 from shared.envelope import full_type
 from shared.kafka import client_options
+from shared.times import utc_text
 from shared.topics import delivery_topic
 
 T = TypeVar("T")
@@ -52,7 +65,7 @@ IOM_USER = "demo.iom.caseworker"
 UNHCR_USER = "demo.unhcr.caseworker"
 CHECKLIST = ("purpose_explained", "use_explained", "research_use_explained", "access_right_explained",
              "retention_explained", "withdrawal_explained")
-SHARED_CATEGORIES = ["identity", "demographics", "protection_needs"]
+SHARED_CATEGORIES: list[DataCategory] = ["identity", "demographics", "protection_needs"]
 
 #: A made-up adult: reserved fictional phone number and domain, and a name that says what it is.
 FICTIONAL_PERSON = {
@@ -75,43 +88,29 @@ class DemoFailed(Exception):
 
 @dataclass
 class Agency:
-    """A demo agency as the demo acts for it: its credentials file and a token."""
+    """A demo agency as the demo acts for it: its RefNet client (its credentials file) and its token's claims."""
 
     name: str
-    credentials: dict[str, Any]
-    token: str = ""
+    client: AsyncRefNet
     claims: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
-        return str(self.credentials["agency_id"])
-
-    def headers(self, *, purpose: str | None = None, user: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if purpose:
-            headers["X-Purpose"] = purpose
-        if user:
-            headers["X-Acting-User"] = user
-        return headers
+        return str(self.client.agency_id)
 
 
-def problem(response: httpx.Response) -> str:
-    """An error answer in a line: status and the RFC 9457 problem's type and detail."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    if isinstance(body, dict) and "type" in body:
-        return f"HTTP {response.status_code} {body['type']}: {body.get('detail') or body.get('title')}"
-    if isinstance(body, dict) and "error" in body:  # OAuth 2.0 errors (RFC 6749)
-        return f"HTTP {response.status_code} {body['error']}"
-    return f"HTTP {response.status_code}"
-
-
-def expect(response: httpx.Response, *statuses: int) -> Any:
-    if response.status_code not in statuses:
-        raise DemoFailed(problem(response))
-    return response.json() if response.content else None
+async def until_answered(call: Callable[[], Awaitable[T]], statuses: Collection[int], seconds: float,
+                         every: float = 0.25) -> T:
+    """Parts of the network learn of each other by events (seconds): ask again while RefNet answers with one
+    of ``statuses``; after ``seconds`` its refusal stands."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except RefNetError as refused:
+            if refused.status not in statuses or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(every)
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], seconds: float = 20,
@@ -179,18 +178,20 @@ class DeliveryWatch:
 
 
 class Demo:
-    def __init__(self, console: Console, state: StackState, home: Path, http: httpx.AsyncClient, *,
-                 ack_timeout: float, complete: bool) -> None:
+    def __init__(self, console: Console, state: StackState, home: Path, *, ack_timeout: float,
+                 complete: bool) -> None:
         self.console = console
         self.state = state
         self.home = home
-        self.http = http
         self.ack_timeout = ack_timeout
         self.complete = complete
-        self.intake = state.services["intake"]
         self.referral = state.services["referral"]
-        self.audit = state.services["audit"]
-        self.registry = state.services["registry"]
+        self.endpoints = Endpoints(**{name: url for name, url in state.services.items() if name in LOCAL_PORTS})
+        self.clients: list[AsyncRefNet] = []
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
     # -- narration ---------------------------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ class Demo:
         shown: list[str | RenderableType] = []
         try:
             yield shown
-        except DemoFailed as exc:
+        except (DemoFailed, RefNetError) as exc:  # RefNetError: RefNet refused, its problem in a line
             self.console.print(f"[red]✗[/red] {title}: {exc}")
             raise DemoFailed(f"stopped at: {title}") from exc
         except httpx.HTTPError as exc:  # a service went away mid-demo
@@ -251,8 +252,8 @@ class Demo:
                           ("in_progress", "UNHCR starts work (in_progress)"),
                           ("completed", "UNHCR completes the referral")):
             with self.step(title) as shown:
-                moved = expect(await self.transition(unhcr, referral_id, to), 200, 201)
-                shown.append(f"status {moved['status']}")
+                moved = await unhcr.client.transition(referral_id, to)
+                shown.append(f"status {moved.status}")
         await self.sender_queue(iom, referral_id)
 
         self.section("4. The auditor checks who saw the case")
@@ -273,24 +274,24 @@ class Demo:
                 raise DemoFailed(", ".join(down) + " (see `refnet status`)")
             shown.append(", ".join(f"{name} {url}" for name, url in self.state.services.items()))
 
-    async def agency_token(self, name: str) -> Agency:
+    async def agency_token(self, name: str, acting_user: str | None = None) -> Agency:
         path = self.home / "credentials" / f"{name}.json"
         try:
-            agency = Agency(name, json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
+            credentials = Credentials.load(path)
+        except (OSError, ValueError, TypeError) as exc:
             raise DemoFailed(f"no readable credentials at {path}") from exc
+        client = AsyncRefNet(credentials, self.endpoints, acting_user=acting_user)
+        self.clients.append(client)
+        agency = Agency(name, client)
         with self.step(f"{name.upper()} gets an access token") as shown:
-            try:
-                agency.token, _ = await request_token(self.http, agency.credentials, "")
-            except TokenUnavailable as exc:
-                raise DemoFailed(str(exc)) from exc
-            agency.claims = await self.verified_claims(agency.token)
+            agency.claims = await self.verified_claims(client, await client.token())
             shown.append(f"client credentials + private_key_jwt; agency {agency.claims.get('agency')}")
         return agency
 
-    async def verified_claims(self, token: str) -> dict[str, Any]:
+    async def verified_claims(self, client: AsyncRefNet, token: str) -> dict[str, Any]:
         """The token's claims, after checking its signature against the issuer's published keys."""
-        keys = KeySet.import_key_set(expect(await self.http.get(f"{self.registry}/.well-known/jwks.json"), 200))
+        published: Any = await client.jwks()  # a JWKS document, as joserfc reads it
+        keys = KeySet.import_key_set(published)
         try:
             return dict(jwt.decode(token, keys, algorithms=list(DEFAULT_ALGORITHMS)).claims)
         except JoseError as exc:
@@ -298,8 +299,8 @@ class Demo:
 
     async def tokens(self) -> tuple[Agency, Agency]:
         self.section("0. Each agency gets a token with its own key")
-        iom = await self.agency_token("iom")
-        unhcr = await self.agency_token("unhcr")
+        iom = await self.agency_token("iom", IOM_USER)
+        unhcr = await self.agency_token("unhcr", UNHCR_USER)
         table = Table(title="access token claims (RFC 9068 JWT, verified against the issuer's JWKS)")
         table.add_column("claim")
         table.add_column("IOM")
@@ -314,49 +315,44 @@ class Demo:
 
     async def register_case(self, iom: Agency) -> str:
         with self.step("IOM registers an adult case (a fictional person)") as shown:
-            case = expect(await self.http.post(
-                f"{self.intake}/cases", headers=iom.headers(purpose="case_management", user=IOM_USER),
-                json={"person": FICTIONAL_PERSON, "screening": SCREENING}), 201)
-            shown.append(f"case {case['id']}, age band {case['age_band']}, minor: {case['is_minor']}; "
+            case = await iom.client.create_case(FICTIONAL_PERSON, SCREENING, purpose="case_management")
+            shown.append(f"case {case.id}, age band {case.age_band}, minor: {case.is_minor}; "
                          "personal data encrypted with a key of its own")
-        return str(case["id"])
+        return case.id
 
     async def record_consent(self, iom: Agency, unhcr: Agency, case_id: str) -> None:
         with self.step("IOM records her consent to a referral to UNHCR") as shown:
-            consent = expect(await self.http.post(
-                f"{self.intake}/cases/{case_id}/consents", headers=iom.headers(user=IOM_USER),
-                json={"grantor": "self", "method": "written", "language": "ti", "interpreter_used": True,
-                      "provisions": [{"purpose": "referral", "recipient_agency": unhcr.id,
-                                      "data_categories": SHARED_CATEGORIES, "decision": "permit"}],
-                      "valid_until": "2030-12-31T00:00:00Z", "checklist": dict.fromkeys(CHECKLIST, True)}), 201)
-            shown.append(f"consent {consent['id']} v{consent['version']}: referral to {unhcr.id} of "
+            consent = await iom.client.record_consent(case_id, {
+                "grantor": "self", "method": "written", "language": "ti", "interpreter_used": True,
+                "provisions": [{"purpose": "referral", "recipient_agency": unhcr.id,
+                                "data_categories": SHARED_CATEGORIES, "decision": "permit"}],
+                "valid_until": "2030-12-31T00:00:00Z", "checklist": dict.fromkeys(CHECKLIST, True)})
+            shown.append(f"consent {consent.id} v{consent.version}: referral to {unhcr.id} of "
                          f"{', '.join(SHARED_CATEGORIES)}")
 
     async def recipient_cannot_see_yet(self, unhcr: Agency, case_id: str) -> None:
         with self.step("UNHCR cannot see the case before a referral") as shown:
-            response = await self.http.get(f"{self.intake}/cases/{case_id}",
-                                           headers=unhcr.headers(purpose="referral", user=UNHCR_USER))
-            if response.status_code != 404:
-                raise DemoFailed(f"expected 404, got {problem(response)}")
+            try:
+                await unhcr.client.read_case(case_id, purpose="referral")
+            except RefNetError as refused:
+                if refused.status != 404:
+                    raise DemoFailed(f"expected 404, got {refused}") from refused
+            else:
+                raise DemoFailed("expected 404, got the case")
             shown.append("404, not 403: not even its existence leaks; the refused read is audited")
 
     async def refer(self, iom: Agency, unhcr: Agency, case_id: str) -> str:
         with self.step("IOM refers the case to UNHCR on the protection pathway") as shown:
             key = f"demo-{uuid.uuid4().hex}"  # a retry with the same key returns the first result
-
-            async def create() -> httpx.Response:
-                return await self.http.post(
-                    f"{self.referral}/referrals", headers=iom.headers(user=IOM_USER) | {"Idempotency-Key": key},
-                    json={"case_id": case_id, "to_agency": unhcr.id, "pathway": "protection",
-                          "service_type": "protection.rsd", "priority": "urgent",
-                          "reason": "Fears return; may need international protection",
-                          "shared_categories": SHARED_CATEGORIES})
-
             # Right after start-up the broker's copy of the registry may still be filling: retry briefly.
-            referral = expect(await eventually(create, lambda r: r.status_code not in (422, 503), 30), 201)
-            shown.append(f"consent and SOP guards checked; status {referral['status']}, due {referral['due_at']}")
-        self.console.print(f"  referral id: {referral['id']}")
-        return str(referral["id"])
+            referral = await until_answered(lambda: iom.client.create_referral(
+                case_id, to_agency=unhcr.id, pathway="protection", service_type="protection.rsd",
+                priority="urgent", reason="Fears return; may need international protection",
+                shared_categories=SHARED_CATEGORIES, idempotency_key=key), (422, 503), 30)
+            due = utc_text(referral.due_at) if referral.due_at else "-"
+            shown.append(f"consent and SOP guards checked; status {referral.status}, due {due}")
+        self.console.print(f"  referral id: {referral.id}")
+        return referral.id
 
     async def observe_delivery(self, watch: DeliveryWatch, referral_id: str) -> None:
         with self.step(f"UNHCR's case system is told: event on {watch.topic}") as shown:
@@ -367,45 +363,35 @@ class Demo:
             shown.append(f"{headers['ce_type']}, ce_id {headers['ce_id']}, key = referral id "
                          f"(partition {record.partition}, offset {record.offset}); also by webhook and GET /events")
 
-    async def transition(self, unhcr: Agency, referral_id: str, to: str) -> httpx.Response:
-        return await self.http.post(f"{self.referral}/referrals/{referral_id}/transitions",
-                                    headers=unhcr.headers(user=UNHCR_USER), json={"to": to})
-
-    async def referral_state(self, agency: Agency, referral_id: str) -> dict[str, Any]:
-        return dict(expect(await self.http.get(f"{self.referral}/referrals/{referral_id}",
-                                               headers=agency.headers()), 200))
-
     async def acknowledgement(self, unhcr: Agency, referral_id: str) -> None:
         title = "UNHCR acknowledges the referral (received)"
         with self.step(title) as shown:
             with self.console.status(f"waiting up to {self.ack_timeout:g} s for UNHCR's case system to acknowledge"):
-                state = await eventually(lambda: self.referral_state(unhcr, referral_id),
-                                         lambda s: s["status"] != "requested", self.ack_timeout)
-            if state["status"] == "requested":
-                answer = await self.transition(unhcr, referral_id, "received")
-                if answer.status_code == 409:  # the case system got there a moment after we stopped waiting
-                    state = await self.referral_state(unhcr, referral_id)
+                state = await eventually(lambda: unhcr.client.referral(referral_id),
+                                         lambda s: s.status != "requested", self.ack_timeout)
+            if state.status == "requested":
+                try:
+                    await unhcr.client.transition(referral_id, "received")
+                except RefNetError as refused:
+                    if refused.status != 409:
+                        raise
+                    # The case system got there a moment after we stopped waiting.
+                    state = await unhcr.client.referral(referral_id)
                 else:
-                    expect(answer, 200, 201)
                     shown.append("no case system answered, so the demo acknowledged as UNHCR")
                     return
-            received = [h for h in state.get("history", []) if h["to"] == "received"]
+            received = [h for h in state.history or [] if h.to == "received"]
             if not received:
-                raise DemoFailed(f"the referral is {state['status']}, never received")
-            shown.append(f"by UNHCR's case system (acting user {received[0]['acting_user']})")
+                raise DemoFailed(f"the referral is {state.status}, never received")
+            shown.append(f"by UNHCR's case system (acting user {received[0].acting_user})")
 
     async def read_minimised_case(self, iom: Agency, unhcr: Agency, case_id: str) -> None:
         with self.step("UNHCR reads the minimised case: only the shared categories") as shown:
-            owner_view = expect(await self.http.get(f"{self.intake}/cases/{case_id}",
-                                                    headers=iom.headers(purpose="case_management", user=IOM_USER)),
-                                200)
-            response = await eventually(
-                lambda: self.http.get(f"{self.intake}/cases/{case_id}",
-                                      headers=unhcr.headers(purpose="referral", user=UNHCR_USER)),
-                # Every refused read is an audit entry, so ask once a second rather than hammer intake while it
-                # learns of the referral (an event, usually well under a second).
-                lambda r: r.status_code != 404, 20, every=1.0)
-            recipient_view = expect(response, 200)
+            owner_view = sections(await iom.client.read_case(case_id, purpose="case_management"))
+            # Every refused read is an audit entry, so ask once a second rather than hammer intake while it
+            # learns of the referral (an event, usually well under a second).
+            recipient_view = sections(await until_answered(
+                lambda: unhcr.client.read_case(case_id, purpose="referral"), (404,), 20, every=1.0))
             table = Table(title="the case's fields, by data category: what UNHCR receives of what IOM holds")
             table.add_column("category")
             table.add_column("field")
@@ -414,8 +400,8 @@ class Demo:
             withheld = 0
             rows = []
             for section in ("person", "screening"):
-                for name in owner_view.get(section) or {}:
-                    seen = name in (recipient_view.get(section) or {})
+                for name in owner_view[section]:
+                    seen = name in recipient_view[section]
                     category = category_of.get((section, name), "-")
                     if seen != (category in SHARED_CATEGORIES):
                         raise DemoFailed(f"{section}.{name} ({category}) was {'' if seen else 'not '}received")
@@ -424,8 +410,8 @@ class Demo:
                                  "[green]✓ shared[/green]" if seen else "[dim]withheld[/dim]"))
             for row in sorted(rows):
                 table.add_row(*row)
-            leaked = [f"{s}.{n}" for s in ("person", "screening") for n in recipient_view.get(s) or {}
-                      if n not in (owner_view.get(s) or {})]
+            leaked = [f"{s}.{n}" for s in ("person", "screening") for n in recipient_view[s]
+                      if n not in owner_view[s]]
             if leaked or withheld == 0:
                 raise DemoFailed("the recipient's view is not a subset of the owner's")
             shown.append(f"{withheld} fields withheld: the categories not shared (contact, documents, "
@@ -434,89 +420,83 @@ class Demo:
 
     async def sender_queue(self, iom: Agency, referral_id: str) -> None:
         with self.step("IOM's queue of sent referrals shows every step") as shown:
-            queue = expect(await self.http.get(f"{self.referral}/referrals", headers=iom.headers(),
-                                               params={"role": "sent", "limit": 100}), 200)
-            mine = next((r for r in queue["items"] if r["id"] == referral_id), None)
+            queue = await iom.client.referrals(role="sent", limit=100)
+            mine: Referral | None = next((r for r in queue.items if r.id == referral_id), None)
             if mine is None:  # a long queue: ask for this one
-                mine = await self.referral_state(iom, referral_id)
-            if mine["status"] != "completed":
-                raise DemoFailed(f"the referral is {mine['status']}, not completed")
-            history = mine.get("history") or (await self.referral_state(iom, referral_id))["history"]
+                mine = await iom.client.referral(referral_id)
+            if mine.status != "completed":
+                raise DemoFailed(f"the referral is {mine.status}, not completed")
+            history = mine.history or (await iom.client.referral(referral_id)).history or []
             table = Table(title=f"referral {referral_id}")
             for column in ("from", "to", "by", "acting user", "at (UTC)"):
                 table.add_column(column)
             for h in history:
-                table.add_row(str(h["from"] or "-"), h["to"], h["by"], str(h["acting_user"]), h["at"][11:19])
-            shown.append(f"status {mine['status']}, {len(history)} transitions")
+                table.add_row(str(h.from_ or "-"), h.to, h.by, str(h.acting_user), utc_text(h.at)[11:19])
+            shown.append(f"status {mine.status}, {len(history)} transitions")
             shown.append(table)
 
     async def access_log(self, oversight: Agency, case_id: str, unhcr: Agency) -> int:
         """-> the log index of UNHCR's first read of the case."""
         with self.step("The auditor lists who read the case, why, under which consent") as shown:
-            def unhcr_reads(body: dict[str, Any]) -> list[dict[str, Any]]:
-                return [e for e in body["items"] if e["agency"] == unhcr.id and e["outcome"] == "success"]
-
-            async def access() -> dict[str, Any]:
-                return dict(expect(await self.http.get(f"{self.audit}/audit/cases/{case_id}/access",
-                                                       headers=oversight.headers()), 200))
+            def unhcr_reads(body: CaseAccess) -> list[Access]:
+                return [e for e in body.items if e.agency == unhcr.id and e.outcome == "success"]
 
             # The log is fed by events: the reads of the last seconds may still be on their way.
-            body = await eventually(access, lambda b: bool(unhcr_reads(b)), 30)
+            body = await eventually(lambda: oversight.client.case_access(case_id), lambda b: bool(unhcr_reads(b)), 30)
             if not unhcr_reads(body):
                 raise DemoFailed("UNHCR's read of the case did not reach the audit log within 30 s")
             table = Table(title=f"GET /audit/cases/{case_id}/access")
             for column in ("index", "action", "outcome", "agency", "purpose", "categories", "consent"):
                 table.add_column(column)
-            for e in body["items"]:
-                consent = e.get("consent") or {}
-                table.add_row(str(e["index"]), e["action"], e["outcome"], str(e["agency"]), str(e["purpose"]),
-                              ", ".join(e.get("data_categories") or []) or "-",
-                              f"v{consent['consent_version']}" if consent.get("consent_version") else "-")
-            shown.append(f"{len(body['items'])} entries: ids, purposes and categories, no personal data")
+            for e in body.items:
+                version = e.consent.consent_version
+                table.add_row(str(e.index), e.action, e.outcome, str(e.agency), str(e.purpose),
+                              ", ".join(e.data_categories or []) or "-", f"v{version}" if version else "-")
+            shown.append(f"{len(body.items)} entries: ids, purposes and categories, no personal data")
             shown.append(table)
-        return int(unhcr_reads(body)[0]["index"])
+        return unhcr_reads(body)[0].index
 
     async def verify_inclusion(self, oversight: Agency, case_id: str, index: int) -> None:
         with self.step("The auditor proves UNHCR's read is in the signed, append-only log") as shown:
-            key = expect(await self.http.get(f"{self.audit}/audit/public-key"), 200)
-
-            async def checkpoint() -> dict[str, Any]:
-                return dict(expect(await self.http.get(f"{self.audit}/audit/checkpoint",
-                                                       headers=oversight.headers()), 200))
-
-            signed = await eventually(checkpoint, lambda c: c["tree_size"] > index, 30, every=1.0)
-            if signed["tree_size"] <= index:
+            key = await oversight.client.log_key()
+            signed: Checkpoint = await eventually(oversight.client.checkpoint, lambda c: c.tree_size > index, 30,
+                                                  every=1.0)
+            if signed.tree_size <= index:
                 raise DemoFailed(f"no checkpoint covers entry {index} within 30 s")
-            if not verify_signature(base64.b64decode(key["public_key"]), signed["body"],
-                                    base64.b64decode(signed["signature"])):
+            if not verify_signature(base64.b64decode(key.public_key), signed.body,
+                                    base64.b64decode(signed.signature)):
                 raise DemoFailed("the checkpoint's Ed25519 signature does not verify")
-            root = parse_checkpoint_body(signed["body"]).root  # from the signed text, not the JSON beside it
+            root = parse_checkpoint_body(signed.body).root  # from the signed text, not the JSON beside it
 
-            entries = expect(await self.http.get(f"{self.audit}/audit/entries", headers=oversight.headers(),
-                                                 params={"case_id": case_id, "limit": 500}), 200)
-            entry = next((e for e in entries["items"] if e["index"] == index), None)
+            entries = await oversight.client.audit_entries(case_id=case_id, limit=500)
+            entry = next((e for e in entries.items if e.index == index), None)
             if entry is None:
                 raise DemoFailed(f"entry {index} is not among the case's entries")
-            leaf = hash_leaf(leaf_bytes(entry))
-            proof = expect(await self.http.get(f"{self.audit}/audit/proofs/inclusion", headers=oversight.headers(),
-                                               params={"index": index, "tree_size": signed["tree_size"]}), 200)
-            if proof["leaf_hash"] != leaf.hex():
+            leaf = hash_leaf(leaf_bytes(entry.model_dump()))
+            proof = await oversight.client.inclusion_proof(index, tree_size=signed.tree_size)
+            if proof.leaf_hash != leaf.hex():
                 raise DemoFailed(f"the log's leaf {index} is not the entry it returned")
-            if not verify_inclusion(leaf, index, signed["tree_size"], [bytes.fromhex(h) for h in proof["path"]],
-                                    root):
+            if not verify_inclusion(leaf, index, signed.tree_size, [bytes.fromhex(h) for h in proof.path], root):
                 raise DemoFailed("the inclusion proof does not lead to the signed root")
             shown.append(Panel.fit(
-                f"checkpoint: tree size {signed['tree_size']}, root {root.hex()[:16]}..., "
-                f"signed {signed['timestamp']}\n"
-                f"✓ Ed25519 signature verifies with the log's public key {key['key_id'][:16]}...\n"
+                f"checkpoint: tree size {signed.tree_size}, root {root.hex()[:16]}..., "
+                f"signed {signed.timestamp}\n"
+                f"✓ Ed25519 signature verifies with the log's public key {key.key_id[:16]}...\n"
                 f"✓ leaf = SHA-256(0x00 || RFC 8785 JSON of entry {index}) matches the log's leaf\n"
-                f"✓ {len(proof['path'])} hashes of RFC 9162 audit path lead from the leaf to the signed root",
+                f"✓ {len(proof.path)} hashes of RFC 9162 audit path lead from the leaf to the signed root",
                 title="inclusion proof"))
 
 
+def sections(case: Case) -> dict[str, dict[str, Any]]:
+    return {"person": case.person, "screening": case.screening}
+
+
 async def _run(console: Console, state: StackState, home: Path, *, ack_timeout: float, complete: bool) -> None:
-    async with httpx.AsyncClient(timeout=15) as http:
-        await Demo(console, state, home, http, ack_timeout=ack_timeout, complete=complete).run()
+    demo = Demo(console, state, home, ack_timeout=ack_timeout, complete=complete)
+    try:
+        await demo.run()
+    finally:
+        await demo.aclose()
 
 
 def run(console: Console, home: Path, *, ack_timeout: float = 5.0, complete: bool = True) -> int:

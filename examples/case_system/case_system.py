@@ -1,9 +1,10 @@
 """A reference case system for RefNet: hear of new referrals to your agency, fetch the minimised case,
 acknowledge.
 
-Copy this one file into your own project and adapt ``CaseSystem.store_case`` to your case system. It uses
-only public RefNet interfaces and four well-kept libraries (httpx, aiokafka, joserfc, standardwebhooks);
-nothing of RefNet's own code.
+Copy this one file into your own project and adapt ``CaseSystem.store_case`` to your case system. It speaks
+to RefNet through ``refnet_client``, the typed client RefNet publishes for integrators (it needs only httpx,
+authlib, joserfc and pydantic, none of RefNet's services), and uses two more well-kept libraries (aiokafka,
+standardwebhooks).
 
 What it does, for each ``org.refnet.referral.requested.v1`` addressed to your agency:
 
@@ -42,27 +43,26 @@ import sqlite3
 import ssl
 import threading
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from joserfc import jwt
-from joserfc.errors import InvalidKeyTypeError
-from joserfc.jwk import ECKey, RSAKey
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from refnet_client import AsyncRefNet, Case, Credentials, Endpoints, RefNetError
+
 REFERRAL_REQUESTED = "org.refnet.referral.requested.v1"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Only what this program needs: read shared cases, read and move referrals, subscribe to events.
 SCOPES = "cases:read referrals:read referrals:write events:read"
 #: Open referral states in which the recipient can still read the case and acknowledge.
 OPEN_STATES = {"requested", "received", "accepted", "in_progress", "on_hold"}
 MAX_WEBHOOK_BODY = 1024 * 1024
+T = TypeVar("T")
 
 log = logging.getLogger("case_system")
 
@@ -77,12 +77,8 @@ def say(event: str, **fields: object) -> None:
 
 @dataclass(frozen=True)
 class Config:
-    client_id: str
-    agency_id: str
-    private_key_pem: str
-    token_url: str
-    intake_url: str
-    referral_url: str
+    credentials: Credentials
+    endpoints: Endpoints
     bootstrap: str
     group: str
     start_from: str
@@ -93,6 +89,10 @@ class Config:
     case_wait_seconds: float
     # The agency's broker user (`refnet agency broker-user <agency_id>`): it may read its delivery topic only.
     kafka_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agency_id(self) -> str:
+        return str(self.credentials.agency_id)
 
 
 def kafka_options_from_env() -> dict[str, Any]:
@@ -115,7 +115,7 @@ def kafka_options_from_env() -> dict[str, Any]:
 
 def load_config(args: argparse.Namespace) -> Config:
     """Flags first, then environment variables, then the local stack's state file, then local defaults."""
-    credentials = json.loads(Path(args.credentials).read_text())
+    credentials = Credentials.load(args.credentials)
     stack: dict[str, Any] = json.loads(Path(args.stack_state).read_text()) if args.stack_state else {}
 
     def service_url(name: str, explicit: str | None, default: str) -> str:
@@ -124,12 +124,13 @@ def load_config(args: argparse.Namespace) -> Config:
         from_stack = entry.get("url") if isinstance(entry, dict) else entry
         return str(explicit or os.environ.get(f"REFNET_{name.upper()}_URL") or from_stack or default).rstrip("/")
 
-    agency_id = credentials["agency_id"]
+    if not credentials.agency_id:
+        raise SystemExit(f"{args.credentials} names no agency_id")
+    agency_id = credentials.agency_id
     return Config(
-        client_id=credentials["client_id"], agency_id=agency_id, private_key_pem=credentials["private_key_pem"],
-        token_url=credentials["token_url"],
-        intake_url=service_url("intake", args.intake_url, "http://127.0.0.1:8002"),
-        referral_url=service_url("referral", args.referral_url, "http://127.0.0.1:8003"),
+        credentials=credentials,
+        endpoints=Endpoints(intake=service_url("intake", args.intake_url, Endpoints.intake),
+                            referral=service_url("referral", args.referral_url, Endpoints.referral)),
         bootstrap=args.bootstrap or os.environ.get("REFNET_KAFKA_BOOTSTRAP") or stack.get("broker") or "127.0.0.1:9092",
         group=args.group or f"case-system-{agency_id}", start_from=args.start_from, acting_user=args.acting_user,
         inbox=args.inbox, listen=args.listen, public_url=args.public_url, case_wait_seconds=args.case_wait,
@@ -137,132 +138,28 @@ def load_config(args: argparse.Namespace) -> Config:
     )
 
 
-# --- tokens -----------------------------------------------------------------------------------------
+# --- RefNet's REST API, through refnet_client ------------------------------------------------------
 
 
-class AccessTokens:
-    """OAuth 2.0 client credentials with ``private_key_jwt`` (RFC 7523): the private key never leaves us.
-
-    The token is reused until shortly before it expires, then a new one is asked for.
-    """
-
-    REFRESH_MARGIN_SECONDS = 60
-
-    def __init__(self, http: httpx.AsyncClient, config: Config) -> None:
-        self.http = http
-        self.config = config
-        self.key, self.algorithm = signing_key(config.private_key_pem)
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self._lock = asyncio.Lock()
-
-    def _assertion(self) -> str:
-        now = int(time.time())
-        claims = {"iss": self.config.client_id, "sub": self.config.client_id, "aud": self.config.token_url,
-                  "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}  # jti: the registry refuses a replay
-        return jwt.encode({"alg": self.algorithm}, claims, self.key, algorithms=[self.algorithm])
-
-    async def get(self) -> str:
-        async with self._lock:  # concurrent callers share one token request
-            if self._token is None or time.monotonic() >= self._renew_at:
-                response = await self.http.post(self.config.token_url, data={
-                    "grant_type": "client_credentials", "scope": SCOPES,
-                    "client_assertion_type": ASSERTION_TYPE, "client_assertion": self._assertion()})
-                if response.status_code != 200:
-                    raise RuntimeError(f"token refused: HTTP {response.status_code} {_oauth_error(response)}")
-                body = response.json()
-                self._token = str(body["access_token"])
-                lifetime = float(body.get("expires_in", 300))
-                self._renew_at = time.monotonic() + max(lifetime - self.REFRESH_MARGIN_SECONDS, lifetime / 2)
-                say("token_obtained", scope=body.get("scope", "").replace(" ", ","), expires_in=int(lifetime))
-            return self._token
-
-    def forget(self) -> None:
-        """After a 401 (the agency's key rotated, the token was revoked): ask for a new one next time."""
-        self._token = None
-
-
-def signing_key(private_key_pem: str) -> tuple[ECKey | RSAKey, str]:
-    """The agency's private key and the JWS algorithm it signs with (EC P-256/384/521 or RSA)."""
-    try:
-        key = ECKey.import_key(private_key_pem)
-    except InvalidKeyTypeError:
-        return RSAKey.import_key(private_key_pem), "RS256"
-    return key, {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[key.curve_name]
-
-
-def _oauth_error(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", ""))
-    except ValueError:
-        return ""
-
-
-# --- RefNet's REST API ------------------------------------------------------------------------------
-
-
-class RefNet:
-    """The few calls a case system makes, with retries for what is transient (network, 429, 5xx)."""
+class Transient:
+    """Retries what is transient (network, 429, 5xx) until the service answers for real: losing a referral to
+    a blip is worse than waiting. Any other refusal is an answer (``RefNetError``) for the caller to read."""
 
     MAX_BACKOFF_SECONDS = 30.0
 
-    def __init__(self, http: httpx.AsyncClient, tokens: AccessTokens, config: Config) -> None:
-        self.http = http
-        self.tokens = tokens
-        self.config = config
-
-    async def call(self, method: str, url: str, *, purpose: str | None = None,
-                   body: dict[str, Any] | None = None) -> httpx.Response:
-        """Retried until the service answers for real: losing a referral to a blip is worse than waiting."""
+    async def __call__(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = 0.5
-        refreshed = False
         while True:
-            headers = {"Authorization": f"Bearer {await self.tokens.get()}",
-                       "X-Acting-User": self.config.acting_user}
-            if purpose:
-                headers["X-Purpose"] = purpose
             try:
-                response = await self.http.request(method, url, headers=headers, json=body)
+                return await call()
             except httpx.TransportError as exc:
-                say("service_unreachable", method=method, path=httpx.URL(url).path, error=type(exc).__name__)
-            else:
-                if response.status_code == 401 and not refreshed:
-                    self.tokens.forget()
-                    refreshed = True
-                    continue
-                if response.status_code != 429 and response.status_code < 500:
-                    return response
-                say("service_busy", method=method, path=httpx.URL(url).path, status=response.status_code)
+                say("service_unreachable", call=what, error=type(exc).__name__)
+            except RefNetError as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise
+                say("service_busy", call=what, status=exc.status)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.MAX_BACKOFF_SECONDS)
-
-    async def read_case(self, case_id: str) -> httpx.Response:
-        return await self.call("GET", f"{self.config.intake_url}/cases/{case_id}", purpose="referral")
-
-    async def referral(self, referral_id: str) -> httpx.Response:
-        return await self.call("GET", f"{self.config.referral_url}/referrals/{referral_id}")
-
-    async def acknowledge(self, referral_id: str) -> httpx.Response:
-        return await self.call("POST", f"{self.config.referral_url}/referrals/{referral_id}/transitions",
-                               body={"to": "received"})
-
-    async def subscribe(self, url: str) -> dict[str, Any]:
-        response = await self.call("POST", f"{self.config.referral_url}/subscriptions",
-                                   body={"url": url, "event_types": [REFERRAL_REQUESTED]})
-        if response.status_code != 201:
-            raise RuntimeError(f"subscription refused: HTTP {response.status_code} {_problem(response)}")
-        return dict(response.json())
-
-    async def unsubscribe(self, subscription_id: str) -> None:
-        await self.call("DELETE", f"{self.config.referral_url}/subscriptions/{subscription_id}")
-
-
-def _problem(response: httpx.Response) -> str:
-    """The RFC 9457 problem type of an error answer (RefNet's problems carry no personal data)."""
-    try:
-        return str(response.json().get("type", "")).removeprefix("urn:refnet:problem:")
-    except ValueError:
-        return ""
 
 
 # --- the case system --------------------------------------------------------------------------------
@@ -292,10 +189,11 @@ class HandledEvents:
 class CaseSystem:
     """What happens when a referral arrives: read the minimised case, store it, acknowledge."""
 
-    def __init__(self, refnet: RefNet, config: Config, handled: HandledEvents) -> None:
+    def __init__(self, refnet: AsyncRefNet, config: Config, handled: HandledEvents) -> None:
         self.refnet = refnet
         self.config = config
         self.handled = handled
+        self.retrying = Transient()
 
     async def on_event(self, source: str, event_id: str, event_type: str, data: dict[str, Any]) -> None:
         if self.handled.seen(source, event_id):
@@ -316,17 +214,19 @@ class CaseSystem:
         if case is None:
             return
         self.store_case(referral_id, case)
-        answer = await self.refnet.acknowledge(referral_id)
-        if answer.is_success:
-            say("acknowledged", referral_id=referral_id, status=answer.json().get("status"))
-        elif answer.status_code == 409:
-            # Someone at the agency (or an earlier run of this program) acknowledged it, or it was cancelled.
-            say("not_acknowledged", referral_id=referral_id, reason=_problem(answer),
-                current_state=answer.json().get("current_state"))
-        else:
-            say("acknowledge_failed", referral_id=referral_id, status=answer.status_code, reason=_problem(answer))
+        try:
+            moved = await self.retrying("acknowledge", lambda: self.refnet.transition(referral_id, "received"))
+        except RefNetError as refused:
+            if refused.status == 409:
+                # Someone at the agency (or an earlier run of this program) acknowledged it, or it was cancelled.
+                say("not_acknowledged", referral_id=referral_id, reason=refused.type,
+                    current_state=refused.problem.get("current_state"))
+            else:
+                say("acknowledge_failed", referral_id=referral_id, status=refused.status, reason=refused.type)
+            return
+        say("acknowledged", referral_id=referral_id, status=moved.status)
 
-    async def read_case(self, referral_id: str, case_id: str) -> dict[str, Any] | None:
+    async def read_case(self, referral_id: str, case_id: str) -> Case | None:
         """The minimised case, or None if it is no longer ours to read.
 
         A 404 has two meanings: intake has not yet heard of the referral (events travel in seconds), or the
@@ -335,19 +235,20 @@ class CaseSystem:
         deadline = time.monotonic() + self.config.case_wait_seconds
         delay = 0.25
         while True:
-            response = await self.refnet.read_case(case_id)
-            if response.status_code == 200:
-                return dict(response.json())
-            if response.status_code != 404:
-                say("case_read_failed", referral_id=referral_id, status=response.status_code,
-                    reason=_problem(response))
-                return None
-            state = await self.refnet.referral(referral_id)
-            status = state.json().get("status") if state.status_code == 200 else "unknown"
+            try:
+                return await self.retrying("read_case", lambda: self.refnet.read_case(case_id, purpose="referral"))
+            except RefNetError as refused:
+                if refused.status != 404:
+                    say("case_read_failed", referral_id=referral_id, status=refused.status, reason=refused.type)
+                    return None
+            try:
+                referral = await self.retrying("referral", lambda: self.refnet.referral(referral_id))
+                status, history = referral.status, referral.history or []
+            except RefNetError:
+                status, history = "unknown", []
             if status not in OPEN_STATES:
-                history = state.json().get("history", []) if state.status_code == 200 else []
                 say("referral_closed", referral_id=referral_id, status=status,
-                    reason_code=history[-1].get("reason_code") if history else None)
+                    reason_code=history[-1].reason_code if history else None)
                 return None
             if time.monotonic() >= deadline:
                 say("case_not_readable", referral_id=referral_id, case_id=case_id, status=status)
@@ -355,14 +256,14 @@ class CaseSystem:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def store_case(self, referral_id: str, case: dict[str, Any]) -> None:
+    def store_case(self, referral_id: str, case: Case) -> None:
         """Adapt this: create or update the person's file in your case system.
 
         The case holds only the fields of the referral's shared categories; the rest are absent, not null.
         """
-        fields = sorted(f"{section}.{name}" for section in ("person", "screening")
-                        for name in (case.get(section) or {}))
-        say("case_read", referral_id=referral_id, case_id=case.get("id"), is_minor=case.get("is_minor"),
+        fields = sorted([*(f"person.{name}" for name in case.person),
+                         *(f"screening.{name}" for name in case.screening)])
+        say("case_read", referral_id=referral_id, case_id=case.id, is_minor=case.is_minor,
             fields=",".join(fields) or "-")
 
 
@@ -486,20 +387,23 @@ class WebhookReceiver:
             self.server.server_close()
 
 
-async def serve_webhooks(config: Config, case_system: CaseSystem, refnet: RefNet) -> None:
+async def serve_webhooks(config: Config, case_system: CaseSystem, refnet: AsyncRefNet) -> None:
     receiver = WebhookReceiver(config.listen)  # bound now, so no delivery is refused while we subscribe
     url = config.public_url or f"http://127.0.0.1:{receiver.port}{receiver.path}"
-    subscription = await refnet.subscribe(url)
-    receiver.secret = subscription["secret"]  # keep it in your secret store; RefNet shows it only once
-    say("listening", mode="webhook", agency=config.agency_id, url=url, subscription_id=subscription["id"])
+    try:
+        subscription = await case_system.retrying("subscribe", lambda: refnet.subscribe(url, [REFERRAL_REQUESTED]))
+    except RefNetError as refused:
+        raise RuntimeError(f"subscription refused: {refused}") from refused
+    receiver.secret = subscription.secret  # keep it in your secret store; RefNet shows it only once
+    say("listening", mode="webhook", agency=config.agency_id, url=url, subscription_id=subscription.id)
     try:
         await receiver.run(case_system)
     finally:
         # This program subscribes on every start, so it unsubscribes on every stop. A deployed case system
         # subscribes once and keeps its subscription (and its place in the feed) across restarts.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(refnet.unsubscribe(subscription["id"]), 5)
-        say("unsubscribed", subscription_id=subscription["id"])
+            await asyncio.wait_for(refnet.unsubscribe(subscription.id), 5)
+        say("unsubscribed", subscription_id=subscription.id)
 
 
 # --- entry point ------------------------------------------------------------------------------------
@@ -527,12 +431,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def connect(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> AsyncRefNet:
+    """The agency's RefNet client: tokens with its private key (``private_key_jwt``), renewed before they expire,
+    asking only for the scopes this program needs; every call names who acts (``X-Acting-User``)."""
+    return AsyncRefNet(config.credentials, config.endpoints, scope=SCOPES, acting_user=config.acting_user,
+                       timeout=10, transport=transport)
+
+
 async def main(config: Config, mode: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
-        tokens = AccessTokens(http, config)
-        refnet = RefNet(http, tokens, config)
+    async with connect(config) as refnet:
         case_system = CaseSystem(refnet, config, HandledEvents(config.inbox))
-        await tokens.get()  # fail fast on wrong credentials
+        try:  # fail fast on wrong credentials
+            await refnet.token()
+        except RefNetError as refused:
+            raise SystemExit(f"token refused: {refused}") from refused
+        token = refnet.oauth.token or {}
+        say("token_obtained", scope=str(token.get("scope", "")).replace(" ", ","),
+            expires_in=token.get("expires_in"))
         if mode == "kafka":
             await consume_delivery_topic(config, case_system)
         else:

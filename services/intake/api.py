@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
 from services.intake import domain, schemas
 from services.intake.deps import Deps, deps
@@ -16,8 +16,18 @@ from shared.text import Line
 router = APIRouter(tags=["cases"])
 
 PURPOSE_HEADER = "X-Purpose"
+PURPOSES = sorted(domain.READ_PURPOSES)
 
-
+#: X-Purpose as the document declares it: required. FastAPI's own parameter is hidden (``include_in_schema``) and
+#: optional, so that a missing purpose stays the 400 ``purpose-required`` clients match on, not a 422.
+PURPOSE_REQUIRED: dict[str, Any] = {"parameters": [{
+    "name": PURPOSE_HEADER, "in": "header", "required": True,
+    "description": "Why the caller reads the case's data (recorded with the access; a recipient's purpose must be "
+                   "one its consent permits). Missing or blank: 400 `purpose-required`; not one of these: 400 "
+                   "`invalid-purpose`.",
+    "schema": {"type": "string", "enum": PURPOSES, "examples": ["case_management"]},
+    "example": "case_management",
+}]}
 
 Uses = Annotated[Deps, Depends(deps)]
 CaseWriter = Annotated[Principal, Depends(require_scopes("cases:write"))]
@@ -27,9 +37,9 @@ Clearer = Annotated[Principal, Depends(require_scopes("cases:clearance"))]
 
 
 def read_purpose(
-    # Declared as an enumeration for integrators; checked here so that a missing or unknown purpose is a 400.
-    x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER,
-                                            json_schema_extra={"enum": sorted(domain.READ_PURPOSES)})] = None,
+    # Documented by PURPOSE_REQUIRED (every route depending on this passes it as openapi_extra); checked here so
+    # that a missing or unknown purpose is a 400.
+    x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER, include_in_schema=False)] = None,
 ) -> str:
     """Every read of case data names why (ARCHITECTURE.md); the purpose is recorded with the access."""
     if x_purpose is None or not x_purpose.strip():
@@ -42,17 +52,26 @@ def read_purpose(
     return x_purpose
 
 
-# Printable ASCII, as referral's POST /referrals takes it.
+CaseId = Annotated[str, Path(description="The case's id.", examples=[schemas.CASE_ID])]
+ConsentId = Annotated[str, Path(description="The id of the consent version to withdraw (the current grant).",
+                                examples=[schemas.CONSENT_ID])]
 
 
 @router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)",
-             responses={422: {"description": "Not valid, or the Idempotency-Key was used for another request "
+             response_model=schemas.CaseView, openapi_extra=PURPOSE_REQUIRED,
+             responses={201: {"description": "The case, as its owner reads it", "headers": {"Idempotent-Replayed": {
+                 "description": "`true` when this is the case an earlier request with the same Idempotency-Key "
+                                "registered (absent otherwise).",
+                 "required": False, "schema": {"type": "string", "enum": ["true"]}, "example": "true"}}},
+                        422: {"description": "Not valid, or the Idempotency-Key was used for another request "
                                              "(`idempotency-key-reused`)"}})
 async def register_case(
     body: schemas.CaseBody, principal: CaseWriter, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
     response: Response, idempotency_key: Annotated[IdempotencyKey | None, Header(
         alias="Idempotency-Key", description="Retry with the same key after a lost answer: the same case comes "
-                                             "back (`Idempotent-Replayed: true`), not a second one.")] = None,
+                                             "back (`Idempotent-Replayed: true`), not a second one. Printable "
+                                             "ASCII, up to 255 characters.",
+        examples=["registration-7d3f2a90-0001"])] = None,
 ) -> dict[str, Any]:
     # The answer carries the person back: like any read of case data, it names why (X-Purpose).
     view, replayed = await uses.cases.register(principal, body, purpose, idempotency_key)
@@ -61,49 +80,58 @@ async def register_case(
     return view
 
 
-@router.get("/cases", summary="The caller's own cases (non-identifying summaries)")
+@router.get("/cases", summary="The caller's own cases (non-identifying summaries)", response_model=schemas.CaseList)
 async def list_cases(
     principal: CaseReader, uses: Uses,
-    status_: Annotated[domain.CaseStatus | None, Query(alias="status")] = None,
-    trafficking_status: domain.TraffickingStatus | None = None,
-    needs: domain.ServiceCode | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[Line | None, Query(max_length=200)] = None,
+    status_: Annotated[domain.CaseStatus | None, Query(
+        alias="status", description="Only cases with this status.", examples=["active"])] = None,
+    trafficking_status: Annotated[domain.TraffickingStatus | None, Query(
+        description="Only cases with this trafficking status.", examples=["possible"])] = None,
+    needs: Annotated[domain.ServiceCode | None, Query(
+        description="Only cases whose person needs this service.", examples=["shelter"])] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many cases in the page.",
+                                examples=[50])] = 50,
+    cursor: Annotated[Line | None, Query(max_length=200, description="The `next_cursor` of the previous page; "
+                                                                     "absent: the first page.",
+                                         examples=["Y2FzZTpjYXNlLTBhMWIyYzNkNGU1ZjYwNzE4MjkzYTRiNWM2ZDdlOGY5"])] = None,
 ) -> dict[str, Any]:
     return await uses.cases.list(principal, status=status_, trafficking_status=trafficking_status,
                                     needs=needs, limit=limit, cursor=cursor)
 
 
-@router.get("/cases/{case_id}", summary="Read a case: the owner all of it, a recipient what its referral shares")
+@router.get("/cases/{case_id}", summary="Read a case: the owner all of it, a recipient what its referral shares",
+            response_model=schemas.CaseView, openapi_extra=PURPOSE_REQUIRED)
 async def read_case(
-    case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
+    case_id: CaseId, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)], uses: Uses,
 ) -> dict[str, Any]:
     return await uses.reads.read(principal, case_id, purpose)
 
 
 @router.patch("/cases/{case_id}", summary="Update a case (owner only), including child safeguards",
+              response_model=schemas.CaseView, openapi_extra=PURPOSE_REQUIRED,
               responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def update_case(case_id: str, patch: schemas.CasePatch, principal: CaseWriter,
+async def update_case(case_id: CaseId, patch: schemas.CasePatch, principal: CaseWriter,
                       purpose: Annotated[str, Depends(read_purpose)], uses: Uses) -> dict[str, Any]:
     return await uses.cases.update(principal, case_id, patch, purpose)
 
 
 @router.post("/cases/{case_id}/erase", status_code=status.HTTP_202_ACCEPTED,
-             summary="Crypto-shred the case's personal data")
-async def erase_case(case_id: str, principal: CaseWriter, uses: Uses) -> dict[str, Any]:
+             summary="Crypto-shred the case's personal data", response_model=schemas.Erased)
+async def erase_case(case_id: CaseId, principal: CaseWriter, uses: Uses) -> dict[str, Any]:
     return await uses.erasure.erase(principal, case_id)
 
 
 @router.post("/cases/{case_id}/consents", status_code=status.HTTP_201_CREATED, tags=["consent"],
-             summary="Record a new consent version",
+             summary="Record a new consent version", response_model=schemas.ConsentView,
              responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def grant_consent(case_id: str, body: schemas.ConsentBody, principal: ConsentWriter,
+async def grant_consent(case_id: CaseId, body: schemas.ConsentBody, principal: ConsentWriter,
                         uses: Uses) -> dict[str, Any]:
     return await uses.consents.grant(principal, case_id, body)
 
 
-@router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)")
-async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)],
+@router.get("/cases/{case_id}/consents", tags=["consent"], summary="Consent history (owner)",
+            response_model=schemas.ConsentList, openapi_extra=PURPOSE_REQUIRED)
+async def list_consents(case_id: CaseId, principal: CaseReader, purpose: Annotated[str, Depends(read_purpose)],
                         uses: Uses) -> dict[str, Any]:
     # Witnesses' names, capacity notes, withdrawal reasons: a read of personal data, for a named purpose.
     return await uses.consents.history(principal, case_id, purpose)
@@ -111,24 +139,27 @@ async def list_consents(case_id: str, principal: CaseReader, purpose: Annotated[
 
 @router.post("/cases/{case_id}/consents/{consent_id}/withdraw", status_code=status.HTTP_201_CREATED,
              tags=["consent"], summary="Withdraw consent (a new version ending the current one)",
+             response_model=schemas.ConsentView,
              responses={409: {"description": "Not the current consent (`consent-not-current`), or the case was "
                                              "erased"}})
 async def withdraw_consent(
-    case_id: str, consent_id: str, principal: ConsentWriter, uses: Uses, body: schemas.WithdrawBody | None = None,
+    case_id: CaseId, consent_id: ConsentId, principal: ConsentWriter, uses: Uses,
+    body: schemas.WithdrawBody | None = None,
 ) -> dict[str, Any]:
     return await uses.consents.withdraw(principal, case_id, consent_id, body or schemas.WithdrawBody())
 
 
 @router.post("/cases/{case_id}/overrides", status_code=status.HTTP_201_CREATED, tags=["consent"],
              summary="Risk-to-life disclosure without consent (second approver required)",
+             response_model=schemas.OverrideView,
              responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def create_override(case_id: str, body: schemas.OverrideBody, principal: CaseWriter,
+async def create_override(case_id: CaseId, body: schemas.OverrideBody, principal: CaseWriter,
                           uses: Uses) -> dict[str, Any]:
     return await uses.overrides.create(principal, case_id, body)
 
 
 @router.post("/internal/clearance", tags=["internal"],
              summary="May this case be referred to that agency for these categories? (referral service)",
-             responses={404: {"description": "No such case"}})
+             response_model=schemas.Clearance, responses={404: {"description": "No such case"}})
 async def clearance(body: schemas.ClearanceBody, principal: Clearer, uses: Uses) -> dict[str, Any]:
     return await uses.reads.clearance(body)

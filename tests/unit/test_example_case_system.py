@@ -1,5 +1,5 @@
-"""The reference case system (examples/case_system/) as an integrator copies it: self-contained, and its
-local rules -- webhook verification, deduplication, client assertions, configuration -- hold.
+"""The reference case system (examples/case_system/) as an integrator copies it: RefNet's client and what its
+requirements name, and its local rules -- webhook verification, deduplication, configuration -- hold.
 
 Its work against the network (delivery, reading the case, acknowledging) is tested end to end in
 tests/e2e/test_demo_and_case_system.py.
@@ -21,14 +21,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from joserfc import jwt
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey
 from standardwebhooks import Webhook
 
+import refnet_client
 from examples.case_system import case_system as example
+from refnet_client import Credentials, Endpoints, RefNetError
 
 EXAMPLE = Path(example.__file__)
-THIRD_PARTY = {"httpx", "aiokafka", "joserfc", "standardwebhooks"}
+CLIENT = Path(refnet_client.__file__).parent
+#: What requirements.txt names: refnet_client's own needs and the example's.
+REQUIREMENTS = {"httpx", "authlib", "joserfc", "cryptography", "pydantic", "aiokafka", "standardwebhooks"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -43,21 +46,26 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_the_example_imports_nothing_of_refnet_only_what_its_requirements_name() -> None:
+def third_party(modules: set[str]) -> set[str]:
+    return {m for m in modules if m not in sys.stdlib_module_names and m != "__future__"}
+
+
+def test_the_example_imports_of_refnet_only_its_client_and_what_its_requirements_name() -> None:
     modules = imported_modules(EXAMPLE)
     assert not modules & {"shared", "services", "deploy", "tests", "examples"}
-    third_party = {m for m in modules if m not in sys.stdlib_module_names and m != "__future__"}
-    assert third_party == THIRD_PARTY
+    assert third_party(modules) == {"refnet_client", "httpx", "aiokafka", "standardwebhooks"}
+    client_needs = set().union(*(imported_modules(path) for path in CLIENT.glob("*.py")))
     requirements = (EXAMPLE.parent / "requirements.txt").read_text().splitlines()
     named = {line.split(">=")[0].strip() for line in requirements if line.strip() and not line.startswith("#")}
-    assert named == THIRD_PARTY
+    assert named == REQUIREMENTS == third_party(modules | client_needs) - {"refnet_client"}
 
 
 def config(**overrides: object) -> example.Config:
     values: dict[str, object] = {
-        "client_id": "cli_unhcr", "agency_id": "agy_unhcr", "token_url": "http://127.0.0.1:9/oauth/token",
-        "private_key_pem": ECKey.generate_key("P-256", private=True).as_pem(private=True).decode(),
-        "intake_url": "http://127.0.0.1:9", "referral_url": "http://127.0.0.1:9", "bootstrap": "127.0.0.1:9",
+        "credentials": Credentials(
+            client_id="cli_unhcr", agency_id="agy_unhcr", token_url="http://127.0.0.1:9/oauth/token",
+            private_key_pem=ECKey.generate_key("P-256", private=True).as_pem(private=True).decode()),
+        "endpoints": Endpoints(intake="http://127.0.0.1:9", referral="http://127.0.0.1:9"), "bootstrap": "127.0.0.1:9",
         "group": "g", "start_from": "earliest", "acting_user": "case-system", "inbox": ":memory:",
         "listen": "127.0.0.1:0", "public_url": None, "case_wait_seconds": 1.0,
     }
@@ -65,28 +73,48 @@ def config(**overrides: object) -> example.Config:
     return example.Config(**values)  # type: ignore[arg-type]
 
 
-# --- client assertions ------------------------------------------------------------------------------
+# --- the client as the example configures it -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "algorithm"), [
-    (ECKey.generate_key("P-256", private=True), "ES256"),
-    (ECKey.generate_key("P-384", private=True), "ES384"),
-    (RSAKey.generate_key(2048, private=True), "RS256"),
-])
-async def test_the_client_assertion_is_rfc_7523_signed_with_the_agencys_key(key: ECKey | RSAKey,
-                                                                           algorithm: str) -> None:
-    settings = config(private_key_pem=key.as_pem(private=True).decode())
-    async with httpx.AsyncClient() as http:
-        tokens = example.AccessTokens(http, settings)
-        first, second = tokens._assertion(), tokens._assertion()
-    public = key.import_key(key.as_dict(private=False))
-    decoded = jwt.decode(first, public, algorithms=[algorithm])
-    assert decoded.header["alg"] == algorithm
-    claims = decoded.claims
-    assert claims["iss"] == claims["sub"] == "cli_unhcr"
-    assert claims["aud"] == settings.token_url
-    assert 0 < claims["exp"] - claims["iat"] <= 300
-    assert claims["jti"] != jwt.decode(second, public, algorithms=[algorithm]).claims["jti"]  # single use
+async def test_the_client_asks_for_the_examples_scopes_and_names_its_acting_user() -> None:
+    settings = config(acting_user="case-system")
+    requests: list[httpx.Request] = []
+
+    def refnet(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 300})
+        return httpx.Response(404, json={"type": "urn:refnet:problem:not-found", "title": "Not Found",
+                                         "status": 404, "detail": "No such case."})
+
+    async with example.connect(settings, httpx.MockTransport(refnet)) as client:
+        with pytest.raises(RefNetError) as refused:
+            await client.read_case("case-1", purpose="referral")
+    assert refused.value.status == 404
+    token, read = requests
+    assert b"scope=cases%3Aread+referrals%3Aread+referrals%3Awrite+events%3Aread" in token.content
+    assert (read.headers["X-Acting-User"], read.headers["X-Purpose"]) == ("case-system", "referral")
+
+
+async def test_transient_failures_are_retried_and_answers_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)
+    outcomes: list[Exception | str] = [httpx.ConnectError("down"), RefNetError(503, "unavailable"),
+                                       RefNetError(429, "too-many-requests"), "answered"]
+
+    async def call() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await example.Transient()("read_case", call) == "answered"
+    outcomes[:] = [RefNetError(409, "invalid-transition")]
+    with pytest.raises(RefNetError):
+        await example.Transient()("acknowledge", call)
+
+
+async def _no_wait(_: float) -> None:
+    return None
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -105,7 +133,7 @@ def test_configuration_takes_flags_then_environment_then_the_stack_state(
 
     from_state = example.load_config(example.parse_args(
         ["kafka", "--credentials", str(credentials), "--stack-state", str(state)]))
-    assert (from_state.intake_url, from_state.referral_url, from_state.bootstrap) == (
+    assert (from_state.endpoints.intake, from_state.endpoints.referral, from_state.bootstrap) == (
         "http://127.0.0.1:18102", "http://127.0.0.1:18103", "127.0.0.1:19192")
     assert from_state.group == "case-system-agy_unhcr"
 
@@ -114,12 +142,12 @@ def test_configuration_takes_flags_then_environment_then_the_stack_state(
                                "--referral-url", "http://referral.example"])
     assert isinstance(args, argparse.Namespace)
     mixed = example.load_config(args)
-    assert (mixed.intake_url, mixed.referral_url) == ("http://intake.example", "http://referral.example")
+    assert (mixed.endpoints.intake, mixed.endpoints.referral) == ("http://intake.example", "http://referral.example")
 
     monkeypatch.setenv("CASE_SYSTEM_CREDENTIALS", str(credentials))
     monkeypatch.delenv("REFNET_INTAKE_URL")
     defaults = example.load_config(example.parse_args(["webhook"]))
-    assert (defaults.intake_url, defaults.referral_url, defaults.bootstrap) == (
+    assert (defaults.endpoints.intake, defaults.endpoints.referral, defaults.bootstrap) == (
         "http://127.0.0.1:8002", "http://127.0.0.1:8003", "127.0.0.1:9092")
 
 
@@ -190,8 +218,7 @@ async def test_the_receiver_answers_only_on_its_path_and_refuses_oversized_bodie
 
 async def test_an_event_delivered_twice_is_handled_once(caplog: pytest.LogCaptureFixture) -> None:
     settings = config()
-    async with httpx.AsyncClient() as http:
-        refnet = example.RefNet(http, example.AccessTokens(http, settings), settings)
+    async with example.connect(settings) as refnet:
         case_system = example.CaseSystem(refnet, settings, example.HandledEvents(":memory:"))
         with caplog.at_level(logging.INFO, logger="case_system"):
             for _ in range(2):

@@ -52,35 +52,88 @@ from services.audit.signing import (
 
 # --- case -----------------------------------------------------------------------------------------------
 
+#: What the ``basis`` of a read means (services/audit/domain.py, ``consents_in_force``): the help and the table say it.
+BASIS = {
+    "recorded": "the reading service named the consent it decided on (the strongest evidence)",
+    "log": "no consent named by the reader; the consent in force then, replayed from the log's consent entries",
+    "override": "no consent: a risk-to-life override (second approver) disclosed the case to the reader's agency",
+    "none": "neither a consent nor an override in the log at that moment -- look into it",
+}
+
+
+CASE_HELP = "\n\n".join([
+    "Who read a case, when, why, under which consent; and its consent history.",
+    "Exit 0 for a case of the log, also one nobody read (it says so); 1 if the log holds no entry of the id "
+    "(mistyped, or not a case id); 2 if the log cannot be asked.",
+    "The basis of each read, in its consent column:",
+    *(f"{basis}: {meaning}." for basis, meaning in BASIS.items()),
+])
+
+
+class NoSuchCase(AuditCliError):
+    """The log holds no entry of this id: a mistyped id, or not a case id at all."""
+
 
 async def case_history(http: httpx.AsyncClient, url: str, token: str, case_id: str) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
+    # A case nobody read still has entries (its creation, its consents); an id without any is no case of the log.
+    # An id the log would refuse as a case id (422) is no case of it either.
+    known = await http.get(f"{url}/audit/entries", params={"case_id": case_id, "limit": 1}, headers=auth)
+    if known.status_code == 422 or (known.status_code == 200 and not known.json()["items"]):
+        raise NoSuchCase(f"no case {case_id!r} in the audit log: no entry names it (a mistyped id, or not a case id)")
+    _get_json(known, "case entries")
     access = _get_json(await http.get(f"{url}/audit/cases/{case_id}/access", headers=auth), "case access")
     consents = _get_json(await http.get(f"{url}/audit/cases/{case_id}/consents", headers=auth), "case consents")
     return {"case_id": case_id, "access": access["items"], "consents": consents["items"]}
 
 
-def print_case(history: dict[str, Any]) -> None:
-    reads = Table(title=f"who saw case {history['case_id']}")
-    for column in ("when", "agency", "user", "action", "outcome", "purpose", "categories", "consent", "entry"):
-        reads.add_column(column)
+def is_read(item: dict[str, Any]) -> bool:
+    """A read that happened: the case's data went to someone (not a refused attempt, not the owner's own write)."""
+    return (item["action"] == "case.read" or item["action"].endswith(".read")) and item["outcome"] == "success"
+
+
+def _when(moment: str) -> str:
+    return moment[:10] + "\n" + moment[11:19]  # date over time: two short lines instead of one wide one
+
+
+def case_tables(history: dict[str, Any]) -> list[Table]:
+    """Narrow columns, each cell a few short lines, folded rather than cut: fits 80 columns."""
+    reads = Table(title=f"who saw case {history['case_id']}", show_lines=True)
+    for column in ("entry", "when (UTC)", "agency / user", "action / outcome / purpose", "categories", "consent"):
+        reads.add_column(column, overflow="fold")
     for item in history["access"]:
         consent = item["consent"]
-        label = {"recorded": "", "log": " (from log)", "override": "override", "none": "none"}[consent["basis"]]
-        if consent["consent_id"]:
-            label = f"{consent['consent_id']} v{consent['consent_version']}{label}"
-        reads.add_row(item["occurred_at"][:19], item["agency"] or "", item["acting_user"] or "", item["action"],
-                      item["outcome"], item["purpose"] or "", ", ".join(item.get("data_categories") or []),
-                      label, str(item["index"]))
-    console.print(reads)
-    consents = Table(title="consent history")
-    for column in ("when", "action", "consent", "agency", "user", "details", "entry"):
-        consents.add_column(column)
+        label = f"{consent['consent_id']} v{consent['consent_version']}\n" if consent["consent_id"] else ""
+        reads.add_row(str(item["index"]), _when(item["occurred_at"]),
+                      f"{item['agency'] or '-'}\n{item['acting_user'] or '-'}",
+                      f"{item['action']}\n{item['outcome']}\n{item['purpose'] or '-'}",
+                      "\n".join(item.get("data_categories") or []) or "-", f"{label}basis: {consent['basis']}")
+    consents = Table(title="consent history", show_lines=True)
+    for column in ("entry", "when (UTC)", "action / consent", "agency / user", "details"):
+        consents.add_column(column, overflow="fold")
     for item in history["consents"]:
-        details = ", ".join(f"{k}={v}" for k, v in sorted(item["details"].items()))
-        consents.add_row(item["occurred_at"][:19], item["action"], item["resource_id"] or "", item["agency"] or "",
-                         item["acting_user"] or "", details, str(item["index"]))
-    console.print(consents)
+        details = "\n".join(f"{k}={v}" for k, v in sorted(item["details"].items())) or "-"
+        consents.add_row(str(item["index"]), _when(item["occurred_at"]),
+                         f"{item['action']}\n{item['resource_id'] or '-'}",
+                         f"{item['agency'] or '-'}\n{item['acting_user'] or '-'}", details)
+    return [reads, consents]
+
+
+def case_summary(history: dict[str, Any]) -> str:
+    reads = [item for item in history["access"] if is_read(item)]
+    refused = [item for item in history["access"] if item["outcome"] != "success"]
+    if reads:
+        agencies = sorted({str(item["agency"]) for item in reads})
+        return f"{len(reads)} read(s) of case {history['case_id']}, by {', '.join(agencies)}."
+    attempts = f" ({len(refused)} refused attempt(s) to read it)" if refused else ""
+    return (f"Nobody has read case {history['case_id']}{attempts}: the log holds its entries (creation, consent) "
+            "but no read.")
+
+
+def print_case(history: dict[str, Any]) -> None:
+    for table in case_tables(history):
+        console.print(table)
+    console.print(case_summary(history))
 
 
 # --- commands -------------------------------------------------------------------------------------------
@@ -91,13 +144,16 @@ TokenOption = Annotated[str | None, typer.Option("--token", help="an access toke
 AsOption = Annotated[str | None, typer.Option("--as", help="get a token with .refnet/credentials/<name>.json")]
 
 
-def _run(make: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+def _run(make: Callable[[httpx.AsyncClient], Awaitable[T]], expected: tuple[type[AuditCliError], ...] = ()) -> T:
+    """``expected``: errors the command answers itself (with its own exit code)."""
     async def main() -> T:
         async with httpx.AsyncClient(timeout=30.0) as http:
             return await make(http)
 
     try:
         return asyncio.run(main())
+    except expected:
+        raise
     except AuditCliError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -161,13 +217,17 @@ def case_command(
     url: UrlOption = None, token: TokenOption = None, as_name: AsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
-    """Who read a case, when, why, under which consent; and its consent history."""
+    """Who read a case, when, why, under which consent; and its consent history (help: CASE_HELP)."""
     base = audit_url(url)
 
     async def go(http: httpx.AsyncClient) -> dict[str, Any]:
         return await case_history(http, base, await resolve_token(token, as_name, http), case_id)
 
-    history = _run(go)
+    try:
+        history = _run(go, expected=(NoSuchCase,))
+    except NoSuchCase as unknown:
+        console.print(f"[red]{unknown}[/red]", soft_wrap=True)  # one line, however narrow the terminal
+        raise typer.Exit(1) from unknown
     if as_json:
         print(json.dumps(history, indent=2))
     else:
@@ -219,7 +279,7 @@ def witness_command(
 def register(app: typer.Typer, keys: typer.Typer) -> None:
     audit_app = typer.Typer(help="The audit log: verify it, read a case's history.", no_args_is_help=True)
     audit_app.command("verify")(verify_command)
-    audit_app.command("case")(case_command)
+    audit_app.command("case", help=CASE_HELP)(case_command)
     audit_app.command("witness")(witness_command)
     app.add_typer(audit_app, name="audit")
     keys.command("audit-checkpoint")(new_checkpoint_key)

@@ -138,6 +138,19 @@ async def test_the_commands(audit: AuditHarness, tmp_path: Path) -> None:
         audit_cli.console.width = 200
         table = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", case, "--url", url], env=env)
         assert table.exit_code == 0 and "officer-1" in table.output and "k1 v1" in table.output
+        # A mistyped id, or one that is no case id, is not "a case nobody read".
+        for unknown in ("case-" + "c2" * 16, "not a case id"):
+            missing = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", unknown, "--url", url],
+                                              env=env)
+            assert missing.exit_code == 1, missing.output
+            assert "no case" in missing.output and "who saw" not in missing.output
+        unread = "case-" + "c3" * 16
+        await audit.send(INTAKE_EVENTS, "consent.granted.v1", {"case_id": unread, "agency": "iom",
+                                                               "consent_id": "k3", "consent_version": 1})
+        await audit.wait_for_size(3)
+        nobody = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "case", unread, "--url", url], env=env)
+        assert nobody.exit_code == 0, nobody.output
+        assert "Nobody has read case" in nobody.output
         refused = await asyncio.to_thread(runner.invoke, refnet_cli, ["audit", "verify", "--url", url],
                                           env={**env, "REFNET_TOKEN": "not-a-token"})
         assert refused.exit_code == 2 and "401" in refused.output
