@@ -328,7 +328,11 @@ async def register_case(uses: Uses, who: Who, form: Posted) -> Response:
 async def _case_page(uses: Deps, who: SignedIn, case_id: str, status: int = 200, **context: Any) -> HTMLResponse:
     case = await uses.cases.read(who, case_id)
     consents = await uses.cases.consents(who, case_id)
+    overrides = [{**o, "approvable": domain.may_approve(o, me=who.person.sub, roles=who.roles),
+                  "endable": domain.may_end(o, me=who.person.sub, roles=who.roles)}
+                 for o in await uses.cases.overrides(who, case_id)]
     return _page(uses, "case.html", who, who.language, status=status, case=case, consents=consents,
+                 overrides=overrides,
                  choices=await uses.cases.choices(), pathways=domain.PATHWAYS, priorities=domain.PRIORITIES,
                  valid_until=_in_a_year(), **context)
 
@@ -394,6 +398,48 @@ async def refer(case_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response
                      errors=domain.field_errors(refused.errors), values=form.values,
                      message=domain.refusal_message(refused.problem_type, refused.status))
     return _see_other(f"/referrals/{created['id']}")
+
+
+# --- risk-to-life overrides: requested by one person, approved by another ---------------------------------
+
+
+@router.post("/cases/{case_id}/overrides", summary="Request a risk-to-life override")
+async def request_override(case_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.cases)
+    try:
+        await uses.cases.request_override(who, case_id, form.one("recipient_agency") or "",
+                                          form.one("justification") or "")
+    except Refused as refused:
+        if refused.status == 404:
+            raise
+        return await _case_page(uses, who, case_id, status=refused.status,
+                                override_errors=domain.field_errors(refused.errors),
+                                message=domain.refusal_message(refused.problem_type, refused.status))
+    return _see_other(f"/cases/{case_id}")
+
+
+@router.post("/cases/{case_id}/overrides/{override_id}/decision", summary="Approve or refuse an override")
+async def decide_override(case_id: IdPath, override_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.cases)
+    approve = form.one("decision") == "approve"
+    back = "/overrides" if form.one("back") == "overrides" else f"/cases/{case_id}"
+    try:
+        await uses.cases.decide_override(who, case_id, override_id, approve)
+    except Refused as refused:
+        if refused.status == 404:
+            raise
+        raise PageRefused(refused.status, domain.refusal_message(refused.problem_type, refused.status)) from None
+    return _see_other(back)
+
+
+@router.get("/overrides", summary="The supervisor's page: pending overrides, the agency's overdue referrals")
+async def overrides(uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.overrides)
+    pending = await uses.cases.pending_overrides(who)
+    received = await uses.referrals.queue(who, role="received", status=None, pathway=None, overdue=True, cursor=None)
+    sent = await uses.referrals.queue(who, role="sent", status=None, pathway=None, overdue=True, cursor=None)
+    return _page(uses, "overrides.html", who, who.language, pending=pending,
+                 overdue={"received": received.get("items", []), "sent": sent.get("items", [])})
 
 
 # --- the auditor ------------------------------------------------------------------------------------------

@@ -167,6 +167,28 @@ def is_party(*, my_agency: str, from_agency: str, to_agency: str | None) -> bool
     return my_agency in (from_agency, to_agency)
 
 
+# --- risk-to-life overrides: two people's act ----------------------------------------------------------------
+
+
+def may_approve(override: dict[str, object], *, me: str, roles: Iterable[Role]) -> bool:
+    """A pending override, requested by someone else, and the person is a supervisor (the API decides too)."""
+    return (override.get("state") == "pending" and override.get("requested_by") != me
+            and Role.supervisor in set(roles))
+
+
+def may_end(override: dict[str, object], *, me: str, roles: Iterable[Role]) -> bool:
+    """Refuse (a pending one) or revoke (one in force): its requester or a supervisor."""
+    return override.get("state") in ("pending", "active") and (
+        override.get("requested_by") == me or Role.supervisor in set(roles))
+
+
+def pending_for(overrides: Iterable[dict[str, object]], *, me: str, roles: Iterable[Role]) -> list[dict[str, object]]:
+    """The overrides the supervisor's page lists: pending ones, each marked with whether this person may approve."""
+    held = list(roles)
+    return [{**o, "mine": o.get("requested_by") == me, "approvable": may_approve(o, me=me, roles=held)}
+            for o in overrides if o.get("state") == "pending"]
+
+
 # --- what an API's refusal means, in plain words ------------------------------------------------------------
 
 #: The last segment of a problem's ``type`` -> a message id (translated in the page). Unknown ones get the
@@ -187,7 +209,14 @@ GUARD_MESSAGES: dict[str, str] = {
     "invalid-transition": N_("That move is no longer possible: the referral changed in the meantime."),
     "not-found": N_("Not found."),
     "forbidden": N_("Your role does not allow this."),
-    "override-own": N_("You cannot approve an override you requested yourself."),
+    "self-approval": N_("You cannot approve an override you requested yourself."),
+    "supervisor-required": N_("Only a supervisor of the agency can approve an override."),
+    "second-factor-required": N_("Approving an override needs a sign-in with your second factor."),
+    "person-token-required": N_("This needs a person signed in, not a system."),
+    "override-active": N_("This override is already in force."),
+    "override-expired": N_("This override has expired."),
+    "override-revoked": N_("This override was revoked."),
+    "revoker-not-allowed": N_("Only the requester or a supervisor can end this override."),
 }
 GENERIC_REFUSAL = N_("The request was refused.")
 
@@ -206,7 +235,8 @@ VOCABULARY: tuple[str, ...] = (
     N_("demographics"), N_("trafficking_experience"), N_("protection_needs"), N_("health"), N_("documents"),
     N_("notes"), N_("case_management"), N_("referral"), N_("law_enforcement"), N_("family_tracing"), N_("research"),
     N_("self"), N_("guardian"), N_("proxy"), N_("written"), N_("oral"), N_("implicit"), N_("active"), N_("withdrawn"),
-    N_("withdrawal"), N_("pending"), N_("expired"), N_("grant"), N_("follow_up"), N_("closed"), N_("closed_referred"),
+    N_("withdrawal"), N_("pending"), N_("expired"), N_("grant"), N_("revoked"), N_("follow_up"), N_("closed"),
+    N_("closed_referred"),
     N_("erased"), N_("feminine"), N_("masculine"), N_("transgender_feminine"), N_("transgender_masculine"),
     N_("non_conforming"), N_("unknown"), N_("possible"), N_("actual"), N_("not_victim"), N_("police"), N_("ngo"),
     N_("court"), N_("other_government"), N_("forced_labour"), N_("sexual_exploitation"), N_("forced_marriage"),

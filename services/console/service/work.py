@@ -120,6 +120,40 @@ class Cases:
         return done
 
 
+    async def overrides(self, who: SignedIn, case_id: str) -> list[dict[str, Any]]:
+        found = await self.apis.intake.call(who.tokens.access_token, "GET", f"/cases/{case_id}/overrides")
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def request_override(self, who: SignedIn, case_id: str, recipient_agency: str,
+                               justification: str) -> dict[str, Any]:
+        created: dict[str, Any] = await self.apis.intake.call(
+            who.tokens.access_token, "POST", f"/cases/{case_id}/overrides",
+            json={"recipient_agency": recipient_agency, "justification": justification})
+        return created
+
+    async def decide_override(self, who: SignedIn, case_id: str, override_id: str, approve: bool) -> dict[str, Any]:
+        """Approve, or refuse (a revocation of the pending request): each the supervisor's own act."""
+        step = "approval" if approve else "revocation"
+        done: dict[str, Any] = await self.apis.intake.call(
+            who.tokens.access_token, "POST", f"/cases/{case_id}/overrides/{override_id}/{step}")
+        return done
+
+    async def pending_overrides(self, who: SignedIn, limit: int = 50) -> list[dict[str, Any]]:
+        """The agency's pending overrides, from its most recent cases (intake lists them per case)."""
+        cases = await self.mine(who, None)
+        found: list[dict[str, Any]] = []
+        for case in (cases.get("items") or [])[:limit]:
+            if not isinstance(case, dict) or not isinstance(case.get("id"), str):
+                continue
+            try:
+                overrides = await self.overrides(who, case["id"])
+            except Refused:
+                continue
+            found += domain.pending_for(overrides, me=who.person.sub, roles=who.roles)
+        return found
+
+
 class Directory:
     def __init__(self, apis: Apis) -> None:
         self.apis = apis

@@ -43,6 +43,8 @@ class FakeNetwork:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     api_calls: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)  # method, path, sub, purpose
     referrals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> view (case_id inside)
+    cases: list[str] = field(default_factory=list)  # the person's agency's cases
     _server: uvicorn.Server | None = None
 
     @property
@@ -194,6 +196,37 @@ class FakeNetwork:
                 return JSONResponse({"type": "https://refnet.example/problems/validation-error", "errors": errors},
                                     status_code=422, media_type="application/problem+json")
             return JSONResponse({"id": "case-" + secrets.token_hex(6)}, status_code=201)
+
+        @app.get("/cases")
+        async def cases(authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None:
+                return JSONResponse({}, status_code=401)
+            return JSONResponse({"items": [{"id": c, "status": "active"} for c in net.cases], "next_cursor": None})
+
+        @app.get("/cases/{case_id}/overrides")
+        async def overrides(case_id: str, authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            return JSONResponse({"items": [o for o in net.overrides.values() if o["case_id"] == case_id]})
+
+        @app.post("/cases/{case_id}/overrides/{override_id}/{step}")
+        async def decide(case_id: str, override_id: str, step: str, authorization: str | None = Header(None)
+                         ) -> Response:
+            who = net.person_of(authorization)
+            if who is None:
+                return JSONResponse({}, status_code=401)
+            found = net.overrides.get(override_id)
+            if found is None or found["case_id"] != case_id:
+                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+            net.api_calls.append(("POST", f"/cases/{case_id}/overrides/{override_id}/{step}", who.sub, None))
+            if step == "approval":
+                if found["requested_by"] == who.sub:
+                    return JSONResponse({"type": "https://refnet.example/problems/self-approval"}, status_code=403)
+                found.update(state="active", approved_by=who.sub)
+            else:
+                found.update(state="revoked", revoked_by=who.sub)
+            return JSONResponse(found)
 
         return app
 
