@@ -92,7 +92,7 @@ def _language_before_sign_in(request: Request, uses: Deps) -> str:
 
 def _page(uses: Deps, template: str, who: SignedIn | None, language: str, status: int = 200,
           **context: Any) -> HTMLResponse:
-    base = {
+    base: dict[str, Any] = {
         "who": who, "csrf": who.csrf if who else "", "nav": domain.pages_for(who.roles) if who else [],
         "languages": uses.pages.languages, "quick_exit_url": uses.pages.quick_exit_url,
         "idle_seconds": who.seconds_left if who else 0, "warn_seconds": uses.pages.warn_seconds,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 def N_(message: str) -> str:
@@ -325,7 +326,7 @@ def _enum_of(prop: object) -> list[str]:
     return []
 
 
-def choices_of(openapi: dict[str, object]) -> dict[str, list[str]]:
+def choices_of(openapi: Mapping[str, Any]) -> dict[str, list[str]]:
     """The forms' choices from an OpenAPI document (intake's); a missing one is an empty list."""
     components = openapi.get("components")
     schemas = components.get("schemas", {}) if isinstance(components, dict) else {}

@@ -84,7 +84,7 @@ class FakeNetwork:
 
         @app.get("/jwks")
         async def jwks() -> dict[str, Any]:
-            return KeySet([net.key]).as_dict(private=False)
+            return dict(KeySet([net.key]).as_dict(private=False))
 
         @app.get("/authorize")
         async def authorize(request: Request) -> Response:
