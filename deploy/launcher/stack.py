@@ -188,8 +188,8 @@ class Stack:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The services of this stack, in the order they start: the four, then the console if it has a port."""
-        return (*STARTUP_ORDER, *((CONSOLE,) if CONSOLE in self.config.service_ports else ()))
+        """The services of this stack: the four, then the console if it has a port."""
+        return (*SERVICE_NAMES, *((CONSOLE,) if CONSOLE in self.config.service_ports else ()))
 
     @property
     def logs(self) -> Path:
@@ -287,7 +287,7 @@ class Stack:
         what each relay has published again, so a service judged before its sources had done so would serve
         from a read model that is not whole -- a recipient refused a case it may read, say. The console last: it
         reads nothing from the broker, and calls the four."""
-        for service in self.names:
+        for service in (*STARTUP_ORDER, *(name for name in self.names if name not in STARTUP_ORDER)):
             self.start_service(service)
             self.wait_ready(services=[service])
             self.say(f"{service} ready")

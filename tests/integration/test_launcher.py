@@ -35,7 +35,7 @@ def launcher_env(home: Path) -> dict[str, str]:
         "REFNET_HOME": str(home),
         "REFNET_PG_PORT": str(free_port()),
         "REFNET_BROKER_PORT": str(free_port()),
-        **{f"REFNET_{name}_PORT": str(free_port()) for name in ("REGISTRY", "INTAKE", "REFERRAL", "AUDIT")},
+        **{f"REFNET_{name}_PORT": str(free_port()) for name in ("REGISTRY", "INTAKE", "REFERRAL", "AUDIT", "CONSOLE")},
     })
     return env
 
