@@ -228,6 +228,43 @@ class FakeNetwork:
                 found.update(state="revoked", revoked_by=who.sub)
             return JSONResponse(found)
 
+        @app.get("/audit/cases/{case_id}/access")
+        async def access(case_id: str, authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None or "auditor" not in who.roles:
+                return JSONResponse({}, status_code=401 if who is None else 403)
+            return JSONResponse({"case_id": case_id, "next_cursor": None, "items": [
+                {"index": 3, "occurred_at": "2026-12-03T10:00:00+00:00", "action": "case.read", "outcome": "success",
+                 "agency": "agy_iom", "acting_user": "person-7", "purpose": "case_management"},
+                {"index": 5, "occurred_at": "2026-12-03T11:00:00+00:00", "action": "case.read", "outcome": "success",
+                 "agency": "agy_unhcr", "acting_user": "person-8", "purpose": "referral"}]})
+
+        @app.get("/audit/cases/{case_id}/consents")
+        async def consents(case_id: str, authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            return JSONResponse({"case_id": case_id, "next_cursor": None, "items": [
+                {"index": 2, "occurred_at": "2026-12-03T09:00:00+00:00", "action": "consent.granted",
+                 "agency": "agy_iom"}]})
+
+        @app.get("/audit/checkpoint")
+        async def checkpoint(authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            return JSONResponse({"origin": "refnet.test/audit", "tree_size": 8, "root_hash": "ab" * 32,
+                                 "note": "refnet.test/audit\n8\nq80=\n\n\u2014 refnet.test/audit AAAA\n"})
+
+        @app.get("/audit/public-key")
+        async def public_key() -> Response:
+            return JSONResponse({"vkey": "refnet.test/audit+00000000+AQ=="})
+
+        @app.get("/audit/proofs/inclusion")
+        async def inclusion(index: int, tree_size: int, authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            net.api_calls.append(("GET", f"/audit/proofs/inclusion?index={index}&tree_size={tree_size}", None, None))
+            return JSONResponse({"index": index, "tree_size": tree_size, "leaf_hash": "cd" * 32, "path": ["ef" * 32]})
+
         return app
 
     def start(self) -> None:
