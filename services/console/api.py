@@ -124,7 +124,9 @@ def _safe_return(path: str | None) -> str:
 
 
 @router.get("/", summary="The person's first page, or the sign-in page")
-async def home(request: Request, uses: Uses) -> Response:
+async def home(request: Request, uses: Uses,
+               state: Annotated[Line | None, Query(max_length=500, description="The provider's, after sign-out")]
+               = None) -> Response:
     who = await uses.sessions.current(request.cookies.get(COOKIE))
     if who is None:
         return _see_other("/signin")

@@ -83,10 +83,12 @@ class Provider:
             raise SignInFailed(f"the provider's discovery document could not be read ({type(exc).__name__})") from exc
         return found
 
-    async def authorization(self, redirect_uri: str, language: str) -> dict[str, str]:
+    async def authorization(self, redirect_uri: str) -> dict[str, str]:
         """The URL to send the browser to, with the state, nonce and PKCE verifier to keep until it is back."""
         await self.metadata()
-        found: dict[str, str] = await self.app.create_authorization_url(redirect_uri, ui_locales=language)
+        # prompt=login: the console runs on shared computers; a sign-in the provider still remembers (someone
+        # who left by the quick exit) must not sign the next person in as them.
+        found: dict[str, str] = await self.app.create_authorization_url(redirect_uri, prompt="login")
         return found
 
     async def exchange(self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str) -> tuple[Tokens, Person]:

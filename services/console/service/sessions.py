@@ -92,7 +92,7 @@ class Sessions:
 
     async def begin(self, return_to: str, language: str) -> Started:
         """A session in the "signing in" state, and the provider's URL to send the browser to."""
-        found = await self.provider.authorization(self.redirect_uri, language)
+        found = await self.provider.authorization(self.redirect_uri)
         session_id = new_session_id()
         key = domain.session_key(session_id)
         sealed, kek_id = self._seal(key, {"state": found["state"], "nonce": found["nonce"],

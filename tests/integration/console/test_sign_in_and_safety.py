@@ -19,6 +19,7 @@ async def test_sign_in_is_code_with_pkce_and_the_tokens_stay_on_the_server(conso
     assert asked["code_challenge_method"] == ["S256"] and asked["code_challenge"][0]
     assert asked["response_type"] == ["code"] and "openid" in asked["scope"][0].split()
     assert asked["state"][0] and asked["nonce"][0]
+    assert asked["prompt"] == ["login"]  # a shared computer: never the previous person's sign-in at the provider
     session = await console.sign_in()
     # The cookie: HttpOnly, Secure, SameSite=Lax; only an opaque id, no token.
     answer = await console.get("/inbox", session=session)
@@ -80,9 +81,14 @@ async def test_a_form_without_the_session_token_is_refused(console: Console) -> 
         answer = await console.post("/auth/logout", session, data)
         assert answer.status_code == 403, data
     assert (await console.get("/inbox", session=session)).status_code == 200
-    # With its own token, the form works.
+    # With its own token, the form works: out here, then at the provider (RP-initiated logout), then home.
     answer = await console.post("/auth/logout", session, {"csrf": token})
     assert answer.status_code == 303
+    logout = query_of(answer.headers["location"])
+    assert answer.headers["location"].startswith(f"{console.network.url}/logout?")
+    assert logout["post_logout_redirect_uri"] == ["http://console.test/"] and logout["id_token_hint"][0]
+    home = await console.get(f"/?state={logout['state'][0]}")
+    assert home.status_code == 303 and home.headers["location"] == "/signin"
     assert (await console.get("/inbox", session=session)).status_code == 303  # signed out
     assert console.network.revoked  # the refresh token was revoked
 
