@@ -178,7 +178,7 @@ def _example(type_: str) -> BaseModel:
     if type_ == contract.TOKEN_REVOKED:
         return registry_events.TokenRevokedPayload(jti=_JTI, agency_id=_AGENCY, client_id=_CLIENT,
                                                    expires_at="2026-05-04T09:45:00Z")
-    actor: dict[str, Any] = {"agency": _AGENCY, "client_id": _CLIENT, "acting_user": _USER}
+    actor: dict[str, Any] = {"agency": _AGENCY, "client_id": _CLIENT, "acting_user": _USER, "attested_by": "system"}
     if type_ in (contract.CASE_REGISTERED, contract.CASE_UPDATED, contract.CASE_CLOSED):
         return intake_events.CaseEvent(
             case_id=_CASE, **actor, purpose="case_management",
@@ -199,9 +199,13 @@ def _example(type_: str) -> BaseModel:
         return intake_events.ConsentWithdrawn(case_id=_CASE, **actor, consent_id=_CONSENT, consent_version=2,
                                               withdrawn_version=1)
     if type_ == contract.CONSENT_OVERRIDDEN:
+        # The approving person is the actor, as their own token names them; the requester is another person.
+        approver = "person-2f4e6a8c0b1d3f5e7a9c1b3d5f7e9a0c"
         return intake_events.ConsentOverridden(
-            case_id=_CASE, **actor, override_id="override-1b2c3d4e5f60718293a4b5c6d7e8f901",
-            recipient_agency=_RECIPIENT, approver="user-0007", valid_until=datetime(2026, 5, 5, 9, 30, tzinfo=UTC))
+            case_id=_CASE, **(actor | {"acting_user": approver, "attested_by": "token"}),
+            override_id="override-1b2c3d4e5f60718293a4b5c6d7e8f901", recipient_agency=_RECIPIENT, approver=approver,
+            requested_by="person-7a1c3e5b9d0f2a4c6e8b0d2f4a6c8e1b", approved_at=_WHEN,
+            valid_until=datetime(2026, 5, 7, 9, 30, tzinfo=UTC))
     if type_ in contract.REFERRAL_TYPES:
         state = type_.split(".")[1]
         system = state in ("cancelled", "overdue")  # RefNet itself acted: no agency, no user

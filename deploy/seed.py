@@ -2,7 +2,7 @@
 client, and a directory of services across the taxonomy. Idempotent: run it as often as you like.
 
 Each client's private key lives only in its credentials file (``.refnet/credentials/<name>.json``, mode
-0600, CONTRACT.md's fields); the registry stores the public half. A credentials file that is kept is reused;
+0600, docs/contract.md's fields); the registry stores the public half. A credentials file that is kept is reused;
 a missing one gets a fresh key, and the registry is told the new public key.
 """
 
@@ -12,7 +12,9 @@ import asyncio
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ from sqlalchemy import select
 
 from services.registry import domain
 from services.registry.schemas import ServiceCreate
-from services.registry.service import Credentials, add_agency, add_service
+from services.registry.service import Credentials, add_agency, add_service, people
 from services.registry.store import Agency, Service
+from services.registry.store import people as people_store
 from shared import reference
 from shared.db import make_engine, make_sessionmaker, unit_of_work
+from shared.kek import KeyRing
 
 SOURCE = "/refnet/registry"
 CLIENT_SCOPES = ["registry:read", "registry:write", "cases:read", "cases:write", "consent:write",
@@ -221,7 +225,80 @@ async def bootstrap_platform(database_url: str, credentials_dir: Path, token_url
         await engine.dispose()
 
 
-async def seed(database_url: str, credentials_dir: Path, token_url: str) -> None:
+# --- people (issue #20) ---------------------------------------------------------------------------------------
+
+#: The console (issue #21): a public client (PKCE, no secret to hand out), registered by the operator.
+CONSOLE_CLIENT_ID = "refnet-console"
+CONSOLE_URL = "http://127.0.0.1:8005"
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    agency: str  # the agency's short name
+    role: str
+
+    @property
+    def login(self) -> str:
+        return f"{self.agency}-{self.role.replace('_', '-')}"
+
+
+#: A caseworker and a supervisor in each demo agency that works cases, and an auditor at the oversight office.
+DEMO_PEOPLE = tuple(
+    [DemoPerson(c.short_name, role) for c in DEMO_CLIENTS if c.kind not in (domain.PLATFORM_KIND, "oversight")
+     for role in ("caseworker", "supervisor")] + [DemoPerson("oversight", "auditor")])
+
+
+def _existing_person_secrets(path: Path, person: DemoPerson) -> tuple[str, str] | None:
+    try:
+        data = json.loads(path.read_text())
+        password, secret = data["password"], data["totp_secret"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("login") != person.login or not isinstance(password, str) or not isinstance(secret, str):
+        return None
+    return password, secret
+
+
+async def ensure_people(sessions: Any, people_dir: Path, issuer: str, ring: KeyRing) -> dict[str, str]:
+    """Each demo person with the password and TOTP secret of their file (``people/<login>.json``, 0600): a
+    kept file is reused, a missing one gets new secrets. ``created``, ``updated`` or ``unchanged``."""
+    await asyncio.to_thread(people_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
+    outcome: dict[str, str] = {}
+    now = datetime.now(UTC)
+    for demo in DEMO_PEOPLE:
+        path = people_dir / f"{demo.login}.json"
+        kept = _existing_person_secrets(path, demo)
+        password, secret = kept or (secrets.token_urlsafe(18), people.new_totp_secret())
+        async with unit_of_work(sessions) as session:
+            agency = await session.get(Agency, f"agy_{demo.agency}")
+            assert agency is not None, "the demo agencies are seeded first"
+            person = await people_store.person_by_login(session, agency.id, demo.login, for_update=True)
+            if person is None:
+                person = await people.add_person(session, agency, demo.login, [demo.role])
+                outcome[demo.login] = "created"
+            elif (people.verify_password(password, person.password_hash) and person.totp_secret_wrapped
+                  and person.totp_kek_id and people.unwrap_totp(person.totp_secret_wrapped, person.totp_kek_id,
+                                                                person.id, ring) == secret):
+                outcome[demo.login] = "unchanged"
+            else:
+                outcome[demo.login] = "updated"
+            if outcome[demo.login] != "unchanged":
+                people.set_credentials(person, password, secret, ring.current, now)
+            content = {"login": demo.login, "agency": demo.agency, "agency_id": agency.id, "person_id": person.id,
+                       "roles": [demo.role], "password": password, "totp_secret": secret, "issuer": issuer,
+                       "client_id": CONSOLE_CLIENT_ID}
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != content:
+            write_private_json(path, content)
+    return outcome
+
+
+async def seed(database_url: str, credentials_dir: Path, token_url: str, *, kek_file: Path | None = None) -> None:
+    """``kek_file``: the registry's key-encryption key, which the demo people's TOTP secrets are stored
+    under; without it the people are not seeded."""
     engine = make_engine(database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
     try:
@@ -231,5 +308,12 @@ async def seed(database_url: str, credentials_dir: Path, token_url: str) -> None
             for service_id, agency_id, body in demo_services():
                 if service_id not in existing:
                     await add_service(session, SOURCE, agency_id, body, service_id=service_id)
+        if kek_file is not None:
+            async with unit_of_work(sessions) as session:
+                await people.register_client(session, CONSOLE_CLIENT_ID, "RefNet console",
+                                             [CONSOLE_URL + "/auth/callback"], [CONSOLE_URL + "/"])
+            ring = KeyRing.load(str(kek_file), setting="REFNET_REGISTRY_KEK_FILE")
+            issuer = token_url.removesuffix("/oauth/token")
+            await ensure_people(sessions, credentials_dir / "people", issuer, ring)
     finally:
         await engine.dispose()

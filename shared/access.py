@@ -2,8 +2,10 @@
 
 Every read of case data (granted or refused), every issued or refused token, every consent action is an
 access record on ``refnet.audit.access``, written through the outbox in the same transaction as the thing
-it records. The audit service turns each into a log entry (CONTRACT.md, audit). The schema is closed:
-ids, enumerations and timestamps only -- never a name, a birth date, a contact or free text.
+it records. The audit service turns each into a log entry (docs/contract.md, audit). The schema is closed:
+ids, enumerations and timestamps only -- never a name, a birth date, a contact or free text. Who acted is
+``acting_user`` with ``attested_by``: whether a person's own verified token named them, or the agency's
+system asserted it (docs/domain.md rule 10).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-
 DETAIL_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 
 Outcome = Literal["success", "denied", "error"]
+#: On whose authentication ``acting_user`` is named: ``token`` a person's verified access token, ``system``
+#: the agency's system client asserting it (X-Acting-User); None when no person is named.
+Attestation = Literal["token", "system"]
 
 
 class AccessRecord(BaseModel):
@@ -35,6 +40,7 @@ class AccessRecord(BaseModel):
     agency: Token | None = None  # the acting agency
     client_id: Token | None = None
     acting_user: Token | None = None
+    attested_by: Attestation | None = None
     purpose: Token | None = None  # X-Purpose: case_management, referral, audit, ...
     resource_type: Token | None = None  # Case, Consent, Referral, Token, ...
     resource_id: Token | None = None

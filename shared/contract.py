@@ -1,4 +1,4 @@
-"""Every event type of the public contract, by the topic that carries it (CONTRACT.md, "Events").
+"""Every event type of the public contract, by the topic that carries it (docs/contract.md, "Events").
 
 This is the one list. Services import these names instead of spelling type strings, ``shared.outbox.add_event``
 refuses a type that is not listed for its topic, and ``refnet contract export`` documents each one

@@ -2,7 +2,7 @@
 
 Every error a client can see -- our own refusals, FastAPI's validation errors, unknown routes, and
 unhandled exceptions -- leaves as ``application/problem+json``. A ``type`` is ``urn:refnet:problem:<slug>``;
-clients match on the slug (CONTRACT.md: "a problem whose type ends with the failed guard").
+clients match on the slug (docs/contract.md: "a problem whose type ends with the failed guard").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reference data every service speaks: the service taxonomy and the country codes.
 
-The taxonomy is RefNet's own (DOMAIN.md "Service taxonomy"; the registry publishes it at ``GET /taxonomy``
+The taxonomy is RefNet's own (docs/domain.md "Service taxonomy"; the registry publishes it at ``GET /taxonomy``
 with its labels); the countries are ISO 3166-1 alpha-2's officially assigned codes, from pycountry (the ISO
 list as Debian's iso-codes keeps it), never a list of our own.
 """

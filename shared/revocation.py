@@ -5,7 +5,7 @@ agency suspended since, would keep working until it expires (up to 15 minutes). 
 on its event topic: ``token.revoked.v1`` (the token's ``jti`` and expiry) and ``agency.suspended.v1``. Every
 service process reads that topic into a :class:`RevocationList` that the validator consults on each request.
 
-Why this shape (ARCHITECTURE.md: "a service that needs another's fact keeps a read model built from events"):
+Why this shape (docs/architecture.md: "a service that needs another's fact keeps a read model built from events"):
 
 - The reader has **no consumer group**: a group would share the partitions among a service's replicas, and
   every replica must know every revocation. It reads the topic from the start at boot (registry events are

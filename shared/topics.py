@@ -1,4 +1,4 @@
-"""The topic names of the public event contract (CONTRACT.md, "Events")."""
+"""The topic names of the public event contract (docs/contract.md, "Events")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Commands for integrators and operators: ``refnet agency add|list|suspend``, ``refnet token``,
-``refnet keys rotate``, ``refnet keys rotate-kek``.
+``refnet keys rotate``, ``refnet keys rotate-kek``, ``refnet staff invite|reset|client add``.
 
 ``agency`` and ``token`` talk to the running registry over HTTP with the credentials files the demo seed
 wrote (``.refnet/credentials/<name>.json``); ``keys rotate`` and ``keys rotate-kek`` work on the registry's
@@ -254,12 +254,14 @@ def keys_rotate_kek(
     new_kek_file: Annotated[Path | None, typer.Option(
         help="a file holding the new KEK (base64 of 32 bytes); generated when omitted")] = None,
 ) -> None:
-    """Re-wrap the registry's signing keys under a new key-encryption key; the KEK file is replaced.
+    """Re-wrap the registry's signing keys (and the staff's TOTP secrets) under a new key-encryption key; the
+    KEK file is replaced.
 
     The new KEK is staged beside the current one first (<kek file>.new), where a running registry also
     looks for it, so tokens keep being issued during the rotation; an interrupted rotation resumes with it.
     """
     from services.registry.service import count_signing_keys_not_under, rewrap_signing_keys
+    from services.registry.service.people import rewrap_totp_secrets
     from shared.db import make_engine, make_sessionmaker, unit_of_work
     from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
 
@@ -280,11 +282,14 @@ def keys_rotate_kek(
         try:
             async with unit_of_work(sessions) as session:
                 count = await rewrap_signing_keys(session, ring)
+                count += (await rewrap_totp_secrets(session, ring))[0]  # the staff's second factors too
             await asyncio.to_thread(staged.replace, key_file)
             # Keys a running registry wrapped under the old KEK while we worked: one more sweep.
             async with unit_of_work(sessions) as session:
                 count += await rewrap_signing_keys(session, ring)
-                left = await count_signing_keys_not_under(session, new)
+                totp_count, totp_left = await rewrap_totp_secrets(session, ring)
+                count += totp_count
+                left = await count_signing_keys_not_under(session, new) + totp_left
         finally:
             await engine.dispose()
         return count, left
@@ -343,7 +348,130 @@ def agency_broker_user(
     typer.echo(out)
 
 
+# --- staff (issue #20): on the registry's database directly, like `keys`: the operator's way in before any
+# agency admin exists, and the way back when an agency's last admin is locked out.
+
+
+def _run_in_registry(work: Any) -> Any:
+    from shared.db import make_engine, make_sessionmaker, unit_of_work
+
+    _, database_url = _settings_and_database()
+
+    async def run() -> Any:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with unit_of_work(make_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+async def _agency_of(session: Any, reference: str) -> Any:
+    from services.registry.store import people as store
+
+    agency = await store.agency_by_reference(session, reference)
+    if agency is None:
+        raise typer.BadParameter(f"no agency {reference!r} (an agency id or short name)")
+    return agency
+
+
+def _problem_text(problem: Any) -> str:
+    errors = problem.extensions.get("errors") or []
+    return "; ".join(f"{'.'.join(e['loc'][1:])}: {e['msg']}" for e in errors) or problem.detail
+
+
+def staff_invite(
+    agency: Annotated[str, typer.Option(help="the agency's id or short name")],
+    login: Annotated[str, typer.Option(help="the person's login inside the agency (not an e-mail address)")],
+    role: Annotated[list[str], typer.Option("--role", help="caseworker, supervisor, agency_admin or auditor "
+                                                            "(repeat)")],
+) -> None:
+    """Invite a person into an agency's staff; prints their one-time link (hand it over yourself)."""
+    from datetime import UTC, datetime
+
+    from services.registry.service import people
+    from shared.errors import Problem
+
+    settings, _ = _settings_and_database()
+
+    async def work(session: Any) -> dict[str, Any]:
+        found = await _agency_of(session, agency)
+        person = await people.add_person(session, found, login, list(role))
+        token, expires = await people.issue_link(session, person, "invite", settings.invite_lifetime_seconds,
+                                                 datetime.now(UTC))
+        return {"person_id": person.id, "agency_id": found.id, "link": people.enrol_link(settings, token),
+                "expires_at": expires.isoformat()}
+
+    try:
+        print(json.dumps(_run_in_registry(work)))
+    except Problem as problem:
+        raise typer.BadParameter(_problem_text(problem)) from None
+
+
+def staff_reset(
+    agency: Annotated[str, typer.Option(help="the agency's id or short name")],
+    login: Annotated[str, typer.Option(help="the person's login inside the agency")],
+) -> None:
+    """Reset a person's sign-in (password, second factor, lockout, sessions); prints a new one-time link."""
+    from datetime import UTC, datetime
+
+    from services.registry.service import people
+    from services.registry.store import people as store
+
+    settings, _ = _settings_and_database()
+
+    async def work(session: Any) -> dict[str, Any]:
+        found = await _agency_of(session, agency)
+        person = await store.person_by_login(session, found.id, login, for_update=True)
+        if person is None:
+            raise typer.BadParameter(f"{found.id} has no person with the login {login!r}")
+        now = datetime.now(UTC)
+        await people.reset_person(session, settings.source, person, now)
+        token, expires = await people.issue_link(session, person, "reset", settings.invite_lifetime_seconds, now)
+        return {"person_id": person.id, "agency_id": found.id, "link": people.enrol_link(settings, token),
+                "expires_at": expires.isoformat()}
+
+    print(json.dumps(_run_in_registry(work)))
+
+
+def staff_client_add(
+    client_id: Annotated[str, typer.Option("--client-id", help="e.g. refnet-console")],
+    redirect_uri: Annotated[list[str], typer.Option("--redirect-uri", help="an exact redirect URI (repeat)")],
+    name: Annotated[str, typer.Option(help="a display name")] = "RefNet console",
+    post_logout_uri: Annotated[list[str] | None, typer.Option(
+        "--post-logout-uri", help="where RP-initiated logout may return to (repeat)")] = None,
+    confidential: Annotated[bool, typer.Option(
+        "--confidential", help="a client secret (client_secret_basic) besides PKCE; printed once")] = False,
+) -> None:
+    """Register (or update) a first-party OpenID Connect client: public with PKCE unless --confidential."""
+    from services.registry.oauth import generate_secret, hash_secret
+    from services.registry.service import people
+
+    secret = generate_secret() if confidential else None
+
+    async def work(session: Any) -> str:
+        try:
+            return await people.register_client(session, client_id, name, list(redirect_uri),
+                                                list(post_logout_uri or []), hash_secret(secret) if secret else None)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    outcome: dict[str, Any] = {"client_id": client_id, "outcome": _run_in_registry(work)}
+    if secret:
+        outcome["client_secret"] = secret
+    print(json.dumps(outcome))
+
+
 def register(app: typer.Typer, keys: typer.Typer) -> None:
+    staff_app = typer.Typer(help="Agencies' staff and first-party sign-in clients.", no_args_is_help=True)
+    staff_app.command("invite")(staff_invite)
+    staff_app.command("reset")(staff_reset)
+    client_app = typer.Typer(help="First-party OpenID Connect clients (the console).", no_args_is_help=True)
+    client_app.command("add")(staff_client_add)
+    staff_app.add_typer(client_app, name="client")
+    app.add_typer(staff_app, name="staff")
     bootstrap_app = typer.Typer(help="First start of a production platform.", no_args_is_help=True)
     bootstrap_app.command("platform")(bootstrap_platform)
     app.add_typer(bootstrap_app, name="bootstrap")

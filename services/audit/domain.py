@@ -1,6 +1,6 @@
 """The audit log's rules, free of I/O: what an entry is, how an event becomes one, what a checkpoint says.
 
-An entry is shaped after FHIR AuditEvent (CONTRACT.md, audit) and carries ids and enumerations only. An
+An entry is shaped after FHIR AuditEvent (docs/contract.md, audit) and carries ids and enumerations only. An
 event that would put anything else into the log -- a field outside the entry schema whose value is free
 text, a nested object, a long string -- is refused (:class:`NotAuditable`), so personal data can never be
 stored by accident: refusing loses nothing (the event goes to the dead-letter topic for a human to look
@@ -41,7 +41,7 @@ MAX_DETAILS = 32
 MAX_LIST_ITEMS = 64
 MAX_RECORD_FIELDS = 16
 MAX_RECORDS = 16
-# The case record's personal fields (CONTRACT.md: identity, contact, notes) and free-text fields of
+# The case record's personal fields (docs/contract.md: identity, contact, notes) and free-text fields of
 # requests: refused by name wherever they appear, even when the value would pass for an identifier
 # (a phone number does).
 PERSONAL_FIELDS = frozenset({
@@ -55,6 +55,13 @@ PERSONAL_FIELDS = frozenset({
 # is their record. Left out of the entry -- the only fields ever left out rather than refused.
 OMITTED_FIELDS = {"registry": frozenset({"name", "location"})}
 _VERSION_SUFFIX = re.compile(r"\.v\d+$")
+
+#: The details field saying on whose authentication the acting user is named (``token`` | ``system``).
+ATTESTED_BY = "attested_by"
+ATTESTATIONS = frozenset({"token", "system"})
+
+#: The id of a first-party client people sign in through (``refnet-console``), as a person's token names it.
+FIRST_PARTY_CLIENT = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 
 # Short event types (without org.refnet. and version) whose action name differs from the type.
 ACTION_BY_TYPE = {
@@ -215,6 +222,10 @@ def draft_from_event(event: Event) -> EntryDraft:
     columns = {name: _token_or_none(data, name) for name in _COLUMN_FIELDS}
     for name in _COLUMN_FIELDS:
         data.pop(name, None)
+    # Who acted, on whose authentication: a value of its own, or left out (entries before issue 20 named none).
+    attested_by = data.pop(ATTESTED_BY, None)
+    if attested_by is not None and attested_by not in ATTESTATIONS:
+        raise NotAuditable("field attested_by is not token or system")
     outcome = data.pop("outcome", "success")
     if outcome not in OUTCOMES:
         raise NotAuditable("field outcome is not success, denied or error")
@@ -238,7 +249,7 @@ def draft_from_event(event: Event) -> EntryDraft:
         occurred_at=utc(event.time),
         resource_type=resource_type,
         resource_id=resource_id,
-        details=checked_details(data),
+        details=checked_details(with_attestation(data, attested_by)),
         **columns,
     )
 
@@ -250,8 +261,10 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         # Only the field locations: the rejected input may be exactly the personal data we refuse.
         where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
         raise NotAuditable(f"access record outside its schema at: {', '.join(where)}") from None
+    if ATTESTED_BY in record.details:  # only the record's own field says it, checked by its schema
+        raise NotAuditable("access record details name attested_by")
     _check_access_ids(record.case_id, record.resource_type, record.resource_id, record.agency, record.client_id,
-                      record.acting_user)
+                      record.acting_user, record.attested_by)
     return EntryDraft(
         action=record.action,
         outcome=record.outcome,
@@ -265,12 +278,23 @@ def _draft_from_access(event: Event, service: str) -> EntryDraft:
         resource_type=record.resource_type,
         resource_id=record.resource_id,
         case_id=record.case_id,
-        details=checked_details(record.details),
+        details=checked_details(with_attestation(record.details, record.attested_by)),
     )
 
 
+def with_attestation(details: Mapping[str, Any], attested_by: str | None) -> dict[str, Any]:
+    """``details`` with ``attested_by`` (on whose authentication ``acting_user`` is named) when there is one.
+
+    In ``details``, not a column of its own: the leaf is the canonical JSON of the entry, so an entry that
+    names no attestation -- every entry written before issue 20 -- keeps exactly the leaf it has."""
+    if attested_by is None:
+        return dict(details)
+    return {**details, ATTESTED_BY: attested_by}
+
+
 def _check_access_ids(case_id: str | None, resource_type: str | None, resource_id: str | None,
-                      agency: str | None, client_id: str | None, acting_user: str | None) -> None:
+                      agency: str | None, client_id: str | None, acting_user: str | None,
+                      attested_by: str | None = None) -> None:
     """An access record names things by the ids RefNet issues, and people by an identifier: anything else is
     what someone typed (a URL path, a claimed client id) and must not become permanent. Names fields only."""
     bad = [name for name, ok in (
@@ -279,7 +303,10 @@ def _check_access_ids(case_id: str | None, resource_type: str | None, resource_i
         ("resource_id", resource_id is None or resource_id_ok(resource_type, resource_id)
          or (resource_id == case_id and is_refnet_id(case_id, "case"))),
         ("agency", agency is None or is_refnet_id(agency, "agency")),
-        ("client_id", client_id is None or is_refnet_id(client_id, "client")),
+        # A person signs in through a first-party client the operator registered (the console): its id is the
+        # registry's choice, not an agency's cli_ id.
+        ("client_id", client_id is None or is_refnet_id(client_id, "client")
+         or (attested_by == "token" and FIRST_PARTY_CLIENT.fullmatch(client_id) is not None)),
         ("acting_user", acting_user is None or is_acting_user(acting_user)),
     ) if not ok]
     if bad:
@@ -302,11 +329,11 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
     The reading service's own record wins (it decided on the consent it names). Otherwise the case's
     entries are replayed in the order things happened (``occurred_at``; log order breaks ties -- the log
     interleaves topics, so its order alone is not the order of events across services): the latest
-    granted consent not withdrawn since; a risk-to-life override for the reader's agency counts when no
-    consent does.
+    granted consent not withdrawn since; a risk-to-life override approved for the reader's agency and not
+    revoked since counts when no consent does.
     """
     active: dict[str, Any] = {}  # consent_id -> version, in grant order
-    overrides: set[str] = set()
+    overrides: dict[object, str] = {}  # override (its id, else its entry) -> recipient agency, while in force
     result: dict[int, ConsentInForce] = {}
     for entry in sorted(entries, key=lambda e: (e["occurred_at"], e["index"])):
         action, details = entry["action"], entry.get("details") or {}
@@ -316,10 +343,12 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
             active[consent_id] = details.get("consent_version")
         elif action == "consent.withdraw" and consent_id:
             active.pop(consent_id, None)
-        elif action == "consent.override":
+        elif action == "consent.override" and entry.get("outcome", "success") == "success":
             recipient = details.get("recipient_agency")
             if isinstance(recipient, str):
-                overrides.add(recipient)
+                overrides[entry.get("resource_id") or entry["index"]] = recipient
+        elif action == "consent.override.revoke" and entry.get("outcome", "success") == "success":
+            overrides.pop(entry.get("resource_id"), None)  # that override; another for the same agency stays
         elif is_access(action, entry.get("purpose")):
             if "consent_id" in details or "consent_version" in details:
                 result[entry["index"]] = ConsentInForce(
@@ -330,7 +359,7 @@ def consents_in_force(entries: Sequence[Mapping[str, Any]]) -> dict[int, Consent
             elif active:
                 cid, version = next(reversed(active.items()))
                 result[entry["index"]] = ConsentInForce(cid, version, "log")
-            elif entry.get("agency") in overrides:
+            elif entry.get("agency") in overrides.values():
                 result[entry["index"]] = ConsentInForce(None, None, "override")
             else:
                 result[entry["index"]] = ConsentInForce(None, None, "none")

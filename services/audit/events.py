@@ -1,4 +1,4 @@
-"""The events audit emits and consumes (CONTRACT.md, "Events")."""
+"""The events audit emits and consumes (docs/contract.md, "Events")."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ and the OpenAPI document shows them. Times stay the text the use case wrote (the
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -58,10 +58,13 @@ Action = Annotated[str, Field(description="What was done: `case.read`, `consent.
                               examples=["case.read"])]
 Outcome = Annotated[str, Field(description="`success`, `denied` or `error`.", examples=["success"])]
 Agency = Annotated[str | None, Field(description="The agency that acted.", examples=[AGENCY])]
-ClientId = Annotated[str | None, Field(description="The API client (of that agency) that acted.",
+ClientId = Annotated[str | None, Field(description="The API client that acted: the agency's system client, or the "
+                                       "first-party client (the console) a person signed in through.",
                                        examples=["cli_5e2a9c7d1b3f4068"])]
-ActingUser = Annotated[str | None, Field(description="The person acting inside the agency, as its `X-Acting-User` "
-                                         "named them (an identifier, never a name).", examples=["user-0042"])]
+ActingUser = Annotated[str | None, Field(description="The person acting inside the agency (an identifier, never a "
+                                         "name): the subject of their own access token, or who the agency's system "
+                                         "named in `X-Acting-User` -- `details.attested_by` says which.",
+                                         examples=["user-0042"])]
 Purpose = Annotated[str | None, Field(description="Why, as the acting agency declared it (`X-Purpose`).",
                                       examples=["case_management"])]
 ResourceType = Annotated[str | None, Field(description="What kind of thing the act was about (FHIR AuditEvent "
@@ -74,7 +77,10 @@ EventId = Annotated[str, Field(description="The id of the event the entry was ma
                                examples=["7c3e1a9b5d2f4e6a8b0c1d3e5f7a9b2c"])]
 Details = Annotated[dict[str, Any], Field(
     description="The event's other fields: ids, enumerations, small integers, booleans, short lists and flat "
-    "records of those, never free text.", examples=[{"data_categories": ["identity", "protection_needs"]}])]
+    "records of those, never free text. `attested_by` says on whose authentication `acting_user` is named: "
+    "`token` (the person's own verified access token) or `system` (asserted by the agency's system client); "
+    "absent when nobody is named, and in entries logged before it was recorded.",
+    examples=[{"data_categories": ["identity", "protection_needs"], "attested_by": "system"}])]
 
 
 class Entry(Answer):
@@ -136,6 +142,10 @@ class AccessRecord(Answer):
     agency: Agency
     client_id: ClientId
     acting_user: ActingUser
+    attested_by: Literal["token", "system"] | None = Field(
+        description="On whose authentication `acting_user` is named: `token` (the person's own access token), "
+                    "`system` (asserted by the agency's system); null when nobody is named, or not recorded.",
+        examples=["token"])
     purpose: Purpose
     # As the reading service recorded it (normally a list of data categories).
     data_categories: Any = Field(description="The categories of the case's data read, as the reading service "

@@ -41,7 +41,7 @@ def read_purpose(
     # that a missing or unknown purpose is a 400.
     x_purpose: Annotated[str | None, Header(alias=PURPOSE_HEADER, include_in_schema=False)] = None,
 ) -> str:
-    """Every read of case data names why (ARCHITECTURE.md); the purpose is recorded with the access."""
+    """Every read of case data names why (docs/domain.md rule 1); the purpose is recorded with the access."""
     if x_purpose is None or not x_purpose.strip():
         raise Problem(400, "purpose-required", f"The {PURPOSE_HEADER} header is required to read case data.",
                       errors=[{"loc": ["header", PURPOSE_HEADER], "msg": "required"}])
@@ -55,6 +55,7 @@ def read_purpose(
 CaseId = Annotated[str, Path(description="The case's id.", examples=[schemas.CASE_ID])]
 ConsentId = Annotated[str, Path(description="The id of the consent version to withdraw (the current grant).",
                                 examples=[schemas.CONSENT_ID])]
+OverrideId = Annotated[str, Path(description="The risk-to-life override's id.", examples=[schemas.OVERRIDE_ID])]
 
 
 @router.post("/cases", status_code=status.HTTP_201_CREATED, summary="Register a case (screening record)",
@@ -149,13 +150,48 @@ async def withdraw_consent(
     return await uses.consents.withdraw(principal, case_id, consent_id, body or schemas.WithdrawBody())
 
 
+OverrideApprover = Annotated[Principal, Depends(require_scopes("overrides:approve"))]
+
+
 @router.post("/cases/{case_id}/overrides", status_code=status.HTTP_201_CREATED, tags=["consent"],
-             summary="Risk-to-life disclosure without consent (second approver required)",
+             summary="Request a risk-to-life disclosure without consent (pending until a supervisor approves)",
              response_model=schemas.OverrideView,
-             responses={409: {"description": "The case was erased (`case-erased`)"}})
-async def create_override(case_id: CaseId, body: schemas.OverrideBody, principal: CaseWriter,
+             responses={403: {"description": "Not a person's own access token (`person-token-required`)"},
+                        409: {"description": "The case was erased (`case-erased`)"}})
+async def request_override(case_id: CaseId, body: schemas.OverrideBody, principal: CaseWriter,
+                           uses: Uses) -> dict[str, Any]:
+    return await uses.overrides.request(principal, case_id, body)
+
+
+@router.get("/cases/{case_id}/overrides", tags=["consent"],
+            summary="The case's risk-to-life overrides: who requested, approved, revoked each, and when (owner)",
+            response_model=schemas.OverrideList)
+async def list_overrides(case_id: CaseId, principal: CaseReader, uses: Uses) -> dict[str, Any]:
+    return await uses.overrides.list(principal, case_id)
+
+
+@router.post("/cases/{case_id}/overrides/{override_id}/approval", tags=["consent"],
+             summary="Approve a requested override: a different person, a supervisor of the same agency",
+             response_model=schemas.OverrideView,
+             responses={403: {"description": "Not a person's own token (`person-token-required`), the requester "
+                                             "(`self-approval`), not a supervisor (`supervisor-required`), or "
+                                             "signed in without a second factor (`second-factor-required`)"},
+                        409: {"description": "Not pending: `override-active`, `override-expired` or "
+                                             "`override-revoked`"}})
+async def approve_override(case_id: CaseId, override_id: OverrideId, principal: OverrideApprover,
+                           uses: Uses) -> dict[str, Any]:
+    return await uses.overrides.approve(principal, case_id, override_id)
+
+
+@router.post("/cases/{case_id}/overrides/{override_id}/revocation", tags=["consent"],
+             summary="Revoke an override (its requester or a supervisor): disclosure under it stops at once",
+             response_model=schemas.OverrideView,
+             responses={403: {"description": "Not a person's own token (`person-token-required`), or neither "
+                                             "the requester nor a supervisor (`revoker-not-allowed`)"},
+                        409: {"description": "Already `override-expired` or `override-revoked`"}})
+async def revoke_override(case_id: CaseId, override_id: OverrideId, principal: CaseWriter,
                           uses: Uses) -> dict[str, Any]:
-    return await uses.overrides.create(principal, case_id, body)
+    return await uses.overrides.revoke(principal, case_id, override_id)
 
 
 @router.post("/internal/clearance", tags=["internal"],

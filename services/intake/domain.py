@@ -17,7 +17,7 @@ from shared.consent import provisions_permit
 if TYPE_CHECKING:  # the bodies the rules read; schemas imports this module's types
     from services.intake.schemas import ConsentBody, Person
 
-# --- enumerations (DOMAIN.md, "The case record"; HTCDS 2.0) -------------------------------------------
+# --- enumerations (docs/domain.md, "The case record"; HTCDS 2.0) -------------------------------------------
 
 Gender = Literal["feminine", "masculine", "transgender_feminine", "transgender_masculine", "non_conforming",
                  "unknown"]
@@ -58,7 +58,7 @@ Decision = Literal["permit", "deny"]
 READ_PURPOSES: frozenset[str] = frozenset({*Purpose.__args__, "audit"})  # type: ignore[attr-defined]
 ALL_CATEGORIES: tuple[str, ...] = DataCategory.__args__  # type: ignore[attr-defined]
 
-#: Referral states in which the recipient may read (CONTRACT.md, "Open states" plus accepted).
+#: Referral states in which the recipient may read (docs/contract.md, "Open states" plus accepted).
 READABLE_REFERRAL_STATES: frozenset[str] = frozenset(
     {"requested", "received", "accepted", "in_progress", "on_hold"}
 )
@@ -115,7 +115,7 @@ SEALED_FACTS: tuple[str, ...] = ("identified_by", "country_of_exploitation", "ex
                                  "means_of_control", "recruiter_relation", "migration_status", "risk_level")
 
 
-# --- data categories -> fields (CONTRACT.md) -----------------------------------------------------------
+# --- data categories -> fields (docs/contract.md) -----------------------------------------------------------
 
 #: Where each category's fields sit in the case view: (section, field). Section "" is the top level.
 CATEGORY_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -236,22 +236,119 @@ def provisions_summary(body: ConsentBody) -> list[dict[str, Any]]:
 # --- risk-to-life override (rule 6) -----------------------------------------------------------------
 
 
+#: The life of an override: ``pending`` (requested, no effect), ``active`` (approved, in force until its
+#: ``valid_until``), ``expired`` (its time ran out, or the request went unapproved for as long), ``revoked``.
+OverrideState = Literal["pending", "active", "expired", "revoked"]
+
+#: What approving needs beside the supervisor role: the scope the registry gives that role only.
+APPROVE_SCOPE = "overrides:approve"
+SUPERVISOR = "supervisor"
+#: The ``acr`` of a sign-in with a second factor (issue 20's token profile).
+ACR_MFA = "urn:refnet:acr:mfa"
+
+
 class OverrideRefused(ValueError):
-    def __init__(self, slug: str, field: str, message: str) -> None:
+    """An act on an override that the rule refuses: ``status`` 403 (not this person) or 409 (not now)."""
+
+    def __init__(self, status: int, slug: str, message: str) -> None:
         super().__init__(message)
+        self.status = status
         self.slug = slug
-        self.field = field
         self.message = message
 
 
-def check_override(*, requested_by: str | None, approver: str) -> None:
-    """Disclosure without consent needs a named requester and a second, different approver."""
-    if requested_by is None:
-        raise OverrideRefused("acting-user-required", "X-Acting-User",
-                              "an override must name the person requesting it (X-Acting-User)")
-    if approver.casefold() == requested_by.casefold():
-        raise OverrideRefused("second-approver-required", "approver",
-                              "the approver must be a different person from the requester")
+@dataclass(frozen=True)
+class Signer:
+    """Who acts on an override, as their verified access token says (``person`` None: a system's token)."""
+
+    person: str | None
+    agency: str
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    acr: str | None = None
+
+
+@dataclass(frozen=True)
+class OverrideFacts:
+    """An override as the rule reads it: who asked and when, who approved and when, whether revoked."""
+
+    agency: str
+    requested_by: str
+    requested_at: datetime
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    valid_until: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+def override_state(override: OverrideFacts, at: datetime, validity: timedelta) -> OverrideState:
+    """Where ``override`` stands at ``at``. A request not approved within ``validity`` lapses: an approval
+    days later would rest on a threat to life assessed days earlier."""
+    if override.revoked_at is not None and override.revoked_at <= at:
+        return "revoked"
+    if override.approved_at is None:
+        return "pending" if at < override.requested_at + validity else "expired"
+    if override.valid_until is not None and at < override.valid_until:
+        return "active"
+    return "expired"
+
+
+def _person(signer: Signer, act: str) -> str:
+    # Rule 6: each person signed in as themselves. A system's token says only that an agency's system called.
+    if signer.person is None:
+        raise OverrideRefused(403, "person-token-required",
+                              f"{act} a risk-to-life override needs a person's own access token, not a system's")
+    return signer.person
+
+
+def check_override_request(signer: Signer) -> str:
+    """Who requests: a person with their own token (the justification is checked by the body's schema)."""
+    return _person(signer, "Requesting")
+
+
+def check_override_approval(override: OverrideFacts, signer: Signer, at: datetime, validity: timedelta) -> str:
+    """The approver, if ``signer`` may approve ``override`` now: a different person than the requester, a
+    supervisor of the same agency holding the approval scope, signed in with a second factor, while the
+    override is pending."""
+    approver = _person(signer, "Approving")
+    if signer.agency != override.agency:
+        raise OverrideRefused(403, "approver-of-another-agency",
+                              "only a supervisor of the agency that requested an override can approve it")
+    if approver == override.requested_by:
+        raise OverrideRefused(403, "self-approval",
+                              "the approver must be a different person from the one who requested the override")
+    if SUPERVISOR not in signer.roles or APPROVE_SCOPE not in signer.scopes:
+        raise OverrideRefused(403, "supervisor-required",
+                              "only a supervisor (role supervisor, scope overrides:approve) can approve an override")
+    if signer.acr != ACR_MFA:
+        raise OverrideRefused(403, "second-factor-required",
+                              "approving an override needs a sign-in with a second factor")
+    _check_state(override, at, validity, ("pending",), "approved")
+    return approver
+
+
+def check_override_revocation(override: OverrideFacts, signer: Signer, at: datetime, validity: timedelta) -> str:
+    """The revoker, if ``signer`` may revoke ``override`` now: its requester or a supervisor of its agency, while
+    it is pending or active."""
+    revoker = _person(signer, "Revoking")
+    if signer.agency != override.agency or (
+            revoker != override.requested_by and SUPERVISOR not in signer.roles):
+        raise OverrideRefused(403, "revoker-not-allowed",
+                              "only the requester or a supervisor of the agency can revoke an override")
+    _check_state(override, at, validity, ("pending", "active"), "revoked")
+    return revoker
+
+
+def _check_state(override: OverrideFacts, at: datetime, validity: timedelta, allowed: tuple[str, ...],
+                 act: str) -> None:
+    state = override_state(override, at, validity)
+    if state not in allowed:
+        raise OverrideRefused(409, f"override-{state}", f"the override is {state}; it cannot be {act}")
+
+
+def override_valid_until(approved_at: datetime, validity: timedelta) -> datetime:
+    """An approved override is in force for at most ``validity`` from its approval."""
+    return approved_at + validity
 
 
 #: How long a risk-to-life override lets its recipient read without consent (``override_valid_hours``).
@@ -272,14 +369,18 @@ class Shared:
 
 @dataclass(frozen=True)
 class OverrideGrant:
-    """A risk-to-life override naming the recipient (rule 6): in force from ``created_at`` until ``valid_until``."""
+    """A risk-to-life override naming the recipient (rule 6): in force from its approval until ``valid_until``,
+    unless revoked before. One not approved (``approved_at`` None) is in force never."""
 
     id: str
-    created_at: datetime
-    valid_until: datetime
+    approved_at: datetime | None
+    valid_until: datetime | None
+    revoked_at: datetime | None = None
 
     def in_force(self, at: datetime) -> bool:
-        return self.created_at <= at < self.valid_until
+        if self.approved_at is None or self.valid_until is None:
+            return False
+        return self.approved_at <= at < self.valid_until and (self.revoked_at is None or at < self.revoked_at)
 
 
 DisclosureReason = Literal["not-a-party", "referral-not-open", "case-erased", "recipient-suspended",

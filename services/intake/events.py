@@ -1,4 +1,4 @@
-"""The events intake emits and consumes (CONTRACT.md, "Events").
+"""The events intake emits and consumes (docs/contract.md, "Events").
 
 Payloads are closed pydantic models of ids, enumerations, dates and booleans: never a name, a birth date,
 a contact or free text. Emitted on ``refnet.intake.events``, keyed by case id.
@@ -58,6 +58,9 @@ class _Payload(BaseModel):
     agency: str  # the acting agency
     client_id: str
     acting_user: str | None = None
+    # On whose authentication acting_user is named: "token" (the person's own verified access token) or
+    # "system" (asserted by the agency's system client, X-Acting-User); None when no person is named.
+    attested_by: Literal["token", "system"] | None = None
 
 
 class CaseEvent(_Payload):
@@ -104,10 +107,16 @@ class ConsentWithdrawn(_Payload):
 
 
 class ConsentOverridden(_Payload):
+    """A risk-to-life override was approved (docs/domain.md rule 6): the actor is the approving person; the person
+    who requested it is ``requested_by``. Both are ids from their own access tokens (issue 20)."""
+
     override_id: str
     recipient_agency: str
-    approver: str
+    approver: str  # the approving person (the actor's acting_user)
     valid_until: datetime
+    # Absent from events before issue 20 (one request named both, as the caller wrote them).
+    requested_by: str | None = None
+    approved_at: datetime | None = None
 
 
 class ReferralChanged(BaseModel):
@@ -138,4 +147,7 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 
 def payload(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")
+    data = model.model_dump(mode="json")
+    if "attested_by" in data and data["attested_by"] is None:
+        del data["attested_by"]  # nobody named: the payload as before issue 20
+    return data

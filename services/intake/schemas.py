@@ -103,7 +103,9 @@ OVERRIDE_ID = "override-2c3d4e5f60718293a4b5c6d7e8f90a1b"
 AGENCY_ID = "agy_0f1e2d3c4b5a6978"
 OTHER_AGENCY_ID = "agy_8796a5b4c3d2e1f0"
 USER_ID = "caseworker-0042"
-APPROVER_ID = "supervisor-0007"
+# People acting with their own access tokens are named by the registry's person ids (issue 20).
+REQUESTER_ID = "person-3d4e5f60718293a4b5c6d7e8f90a1b2c"
+APPROVER_ID = "person-4e5f60718293a4b5c6d7e8f90a1b2c3d"
 WHEN = "2026-01-15T09:30:00.123456+00:00"
 UNTIL = "2027-01-15T09:30:00+00:00"
 
@@ -386,15 +388,16 @@ class WithdrawBody(Strict):
 
 
 class OverrideBody(Strict):
+    """A request for a risk-to-life override by the person whose own access token calls. There is no approver
+    here: a different person, a supervisor of the agency, approves with their own token
+    (``POST /cases/{case_id}/overrides/{override_id}/approval``)."""
+
     recipient_agency: AgencyId = Field(description="The agency the case may be disclosed to without consent.",
                                        examples=[OTHER_AGENCY_ID])
     justification: Annotated[FreeText, StringConstraints(min_length=20, max_length=4000)] = Field(
         description="Why there is a risk to life that justifies disclosure without consent (at least 20 "
-                    "characters; sealed).",
+                    "characters; sealed under the case key, never shown in an answer or event).",
         examples=["Example justification: credible threat reported by the shelter today."])
-    approver: UserId = Field(description="The second person who approved the override (their id in the agency's "
-                                         "own system, never a name); must differ from X-Acting-User.",
-                             examples=[APPROVER_ID])
 
 
 class ClearanceBody(Strict):
@@ -536,8 +539,13 @@ class ConsentView(Answer):
     valid_until: Timestamp | None = Field(description="When a grant ends (ISO 8601 with offset); null for a "
                                                       "withdrawal.", examples=[UNTIL])
     recorded_by_agency: str = Field(description="The agency that recorded the version.", examples=[AGENCY_ID])
-    recorded_by_user: str | None = Field(description="The person who recorded it (X-Acting-User), if named.",
+    recorded_by_user: str | None = Field(description="The person who recorded it, if named: their own token's "
+                                                     "subject, or the X-Acting-User their agency's system asserted.",
                                          examples=[USER_ID])
+    recorded_by_attested_by: Literal["token", "system"] | None = Field(
+        description="On whose authentication `recorded_by_user` is named: `token` (the person's own access token), "
+                    "`system` (asserted by the agency's system client); null when nobody is named, or for versions "
+                    "recorded before this was kept.", examples=["system"])
     created_at: Timestamp = Field(description="When the version was recorded (ISO 8601 with offset).",
                                   examples=[WHEN])
     capacity_note: str | MISSING | None = doc(CONSENT, "capacity_note", default=MISSING)
@@ -558,23 +566,47 @@ class ConsentList(Answer):
                                                  "provisions": CONSENT["provisions"][1],
                                                  "checklist": CONSENT["checklist"][1], "valid_from": WHEN,
                                                  "valid_until": UNTIL, "recorded_by_agency": AGENCY_ID,
-                                                 "recorded_by_user": USER_ID, "created_at": WHEN,
+                                                 "recorded_by_user": USER_ID,
+                                                 "recorded_by_attested_by": "system", "created_at": WHEN,
                                                  "capacity_note": None, "witness": None}]])
     next_cursor: None = Field(description="Always null: the history comes whole.", examples=[None])
 
 
 class OverrideView(Answer):
-    """A risk-to-life override: the recipient may read the case without consent until `valid_until`."""
+    """A risk-to-life override (docs/domain.md rule 6): requested by one person, in force only once a different
+    supervisor of the same agency approved it, until `valid_until` or a revocation. People are named by the ids
+    their own access tokens carry; the justification is never shown."""
 
     id: str = Field(description="The override's id.", examples=[OVERRIDE_ID])
-    case_id: str = Field(description="The case disclosed.", examples=[CASE_ID])
+    case_id: str = Field(description="The case it discloses.", examples=[CASE_ID])
     recipient_agency: str = Field(description="The agency the case may be disclosed to.", examples=[OTHER_AGENCY_ID])
-    requested_by: str = Field(description="Who requested the override (X-Acting-User).", examples=[USER_ID])
-    approver: str = Field(description="Who approved it (a different person).", examples=[APPROVER_ID])
-    created_at: Timestamp = Field(description="When the override was made (ISO 8601 with offset).",
-                                  examples=[WHEN])
-    valid_until: Timestamp = Field(description="When it stops permitting disclosure (ISO 8601 with offset).",
-                                   examples=["2026-01-16T09:30:00.123456+00:00"])
+    state: Literal["pending", "active", "expired", "revoked"] = Field(
+        description="`pending`: requested, no effect until approved; `active`: approved and in force until "
+                    "`valid_until`; `expired`: its time ran out (or nobody approved the request in time); "
+                    "`revoked`: ended by its requester or a supervisor.", examples=["active"])
+    requested_by: str = Field(description="The person who requested it (their token's subject).",
+                              examples=[REQUESTER_ID])
+    requested_at: Timestamp = Field(description="When it was requested (ISO 8601 with offset).", examples=[WHEN])
+    approved_by: str | None = Field(description="The supervisor who approved it (their token's subject, never the "
+                                                "requester); null while pending.", examples=[APPROVER_ID])
+    approved_at: Timestamp | None = Field(description="When it was approved (ISO 8601 with offset); null while "
+                                                      "pending.", examples=[WHEN])
+    valid_until: Timestamp | None = Field(description="When it stops permitting disclosure: approval plus the "
+                                                      "configured validity (ISO 8601 with offset); null while "
+                                                      "pending.", examples=["2026-01-18T09:30:00.123456+00:00"])
+    revoked_by: str | None = Field(description="Who revoked it (their token's subject); null unless revoked.",
+                                   examples=[None])
+    revoked_at: Timestamp | None = Field(description="When it was revoked (ISO 8601 with offset); null unless "
+                                                     "revoked.", examples=[None])
+
+
+class OverrideList(Answer):
+    """A case's risk-to-life overrides, oldest request first, for the agency that owns the case."""
+
+    items: list[OverrideView] = Field(description="Every override of the case.", examples=[[{
+        "id": OVERRIDE_ID, "case_id": CASE_ID, "recipient_agency": OTHER_AGENCY_ID, "state": "active",
+        "requested_by": REQUESTER_ID, "requested_at": WHEN, "approved_by": APPROVER_ID, "approved_at": WHEN,
+        "valid_until": "2026-01-18T09:30:00.123456+00:00", "revoked_by": None, "revoked_at": None}]])
 
 
 class ClearanceFacts(Answer):

@@ -99,24 +99,33 @@ class ConsentRow(Base):
     recorded_by_agency: Mapped[str] = mapped_column(String(128))
     recorded_by_client: Mapped[str] = mapped_column(String(128))
     recorded_by_user: Mapped[str | None] = mapped_column(String(128))
+    # On whose authentication recorded_by_user is named: "token" (the person's own), "system" (asserted by the
+    # agency's system); None when nobody is named, or recorded before intake_0006.
+    recorded_by_attested_by: Mapped[str | None] = mapped_column(String(8))
     # Free text (capacity note, witness, withdrawal reason), sealed with the case's data key.
     sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class OverrideRow(Base):
+    """A risk-to-life override (docs/domain.md rule 6): requested by one person, approved by another (intake_0006)."""
+
     __tablename__ = "overrides"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
     agency: Mapped[str] = mapped_column(String(128))
     recipient_agency: Mapped[str] = mapped_column(String(128))
+    # People by the ids their tokens name (before intake_0006: whatever the caller wrote).
     requested_by: Mapped[str] = mapped_column(String(128))
-    approver: Mapped[str] = mapped_column(String(128))
-    client_id: Mapped[str] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(128))  # the client the requester signed in through
     sealed_justification: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # requested at
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set by the approval
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ReferralRow(Base):
@@ -232,8 +241,22 @@ async def consent(session: AsyncSession, consent_id: str) -> ConsentRow | None:
 
 
 async def overrides(session: AsyncSession, case_id: str, recipient: str) -> list[OverrideRow]:
+    """The approved overrides of the case for ``recipient`` (the rule still checks each is in force)."""
     return list((await session.execute(select(OverrideRow).where(
-        OverrideRow.case_id == case_id, OverrideRow.recipient_agency == recipient))).scalars())
+        OverrideRow.case_id == case_id, OverrideRow.recipient_agency == recipient,
+        OverrideRow.approved_at.is_not(None)))).scalars())
+
+
+async def case_overrides(session: AsyncSession, case_id: str) -> list[OverrideRow]:
+    """Every override of the case, oldest request first."""
+    return list((await session.execute(select(OverrideRow).where(OverrideRow.case_id == case_id)
+                                       .order_by(OverrideRow.created_at, OverrideRow.id))).scalars())
+
+
+async def override(session: AsyncSession, case_id: str, override_id: str, *, lock: bool = False
+                   ) -> OverrideRow | None:
+    query = select(OverrideRow).where(OverrideRow.id == override_id, OverrideRow.case_id == case_id)
+    return (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
 
 
 # --- read models (referrals, agencies) ------------------------------------------------------------------

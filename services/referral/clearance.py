@@ -1,4 +1,4 @@
-"""Asking intake, at the moment of a referral, whether the case's consent permits it (DOMAIN.md rule 1).
+"""Asking intake, at the moment of a referral, whether the case's consent permits it (docs/domain.md rule 1).
 
 Intake owns consent and the case facts, so referral never decides consent from a stale copy: it asks
 ``POST {intake_url}/internal/clearance`` (scope ``cases:clearance``) every time. Intake unreachable or
@@ -42,7 +42,7 @@ class Clearance:
     consent_id: str | None
     consent_version: int | None
     facts: CaseFacts
-    override_id: str | None = None  # a risk-to-life override (DOMAIN.md rule 6) permitted it
+    override_id: str | None = None  # a risk-to-life override (docs/domain.md rule 6) permitted it
 
 
 class CaseNotFound(Exception):
@@ -63,7 +63,7 @@ class ClearanceClient(Protocol):
 
 class _Facts(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    # null: the age is not known. Presumed a child (DOMAIN.md rule 4), never a reason to wait.
+    # null: the age is not known. Presumed a child (docs/domain.md rule 4), never a reason to wait.
     is_minor: bool | None
     bia_completed: bool
     bid_completed: bool

@@ -1,5 +1,5 @@
 """Handlers of other services' events: the registry read model, and the cancellations that a consent
-withdrawn or narrowed by a new version, agency suspension and case erasure require (DOMAIN.md rule 2)."""
+withdrawn or narrowed by a new version, agency suspension and case erasure require (docs/domain.md rule 2)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def intake_handlers(referrals: Referrals) -> Mapping[str, Handler]:
     async def cancel_unconsented(session: AsyncSession, case_id: str, consent: domain.KnownConsent | None,
                                  at: datetime) -> None:
         """Cancel the case's open referrals that the consent now in force (whatever version they were made
-        under) no longer covers (DOMAIN.md rule 2)."""
+        under) no longer covers (docs/domain.md rule 2)."""
         rows = await open_referrals(session, open_states=_OPEN, case_id=case_id)
         gone = set(domain.no_longer_consented(
             consent, [domain.OpenReferral(r.id, r.to_agency, tuple(r.shared_categories), r.consent_id)

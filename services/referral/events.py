@@ -1,4 +1,4 @@
-"""The events referral emits and consumes (CONTRACT.md, "Events").
+"""The events referral emits and consumes (docs/contract.md, "Events").
 
 Emitted: ``referral.<state>.v1`` for every state a referral reaches and ``referral.overdue.v1``, on
 ``refnet.referral.events`` keyed by case id, and the same events on ``refnet.delivery.<agency>`` of the

@@ -91,7 +91,7 @@ class DeadlineScheduler:
 #
 # Whether referral's read model of the registry is loaded yet.
 #
-# The broker knows agencies and services from the registry's events (ARCHITECTURE.md: a local read model,
+# The broker knows agencies and services from the registry's events (docs/architecture.md: a local read model,
 # eventually consistent). Right after a replica starts, before its consumer has read what the registry had
 # published, a recipient it does not know may simply not have arrived yet: that is "try again shortly" (503 with
 # Retry-After), not "no such agency" (422). The read model counts as loaded once the consumer's applied

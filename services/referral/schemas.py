@@ -295,7 +295,7 @@ class PathwayFigures(Answer):
 
 
 class Statistics(Answer):
-    """De-identified indicators of one closed period (DOMAIN.md rule 9)."""
+    """De-identified indicators of one closed period (docs/domain.md rule 9)."""
 
     period: StatisticsPeriod = Field(description="The period the figures cover.", examples=[{
         "label": "2026-Q3", "start": "2026-07-01T00:00:00Z", "end": "2026-10-01T00:00:00Z"}])

@@ -13,7 +13,14 @@ from pydantic import AwareDatetime
 from services.registry import domain
 from services.registry.deps import Deps, deps
 from services.registry.domain import OAuthError
-from services.registry.hsds import hsds_organization, hsds_service
+from services.registry.hsds import (
+    hsds_organization,
+    hsds_service,
+    hsds_taxonomy_term_id,
+    is_refnet_taxonomy,
+    taxonomy_code,
+)
+from services.registry.hsds_ids import hsds_id
 from services.registry.schemas import (
     AgencyCreate,
     AgencyList,
@@ -62,6 +69,9 @@ AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="T
                                 examples=["agy_3f9c2a1b7d4e5f60"])]
 ServiceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The service's id.",
                                 examples=["svc_5d2e8a0c4b1f7e93"])]
+HsdsServiceId = Annotated[str, Path(
+    pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The service's HSDS id (a UUID), or RefNet's service id.",
+    examples=[str(hsds_id("service", "svc_5d2e8a0c4b1f7e93"))])]
 
 
 # --- OAuth 2.0 ----------------------------------------------------------------------------------------------
@@ -347,27 +357,28 @@ async def hsds_services(
         min_length=1, max_length=200, examples=["shelter"],
         description="Words in a service's name or description, in any language.")] = None,
     taxonomy_term_id: Annotated[Line | None, Query(
-        max_length=80, examples=["refnet:health"],
-        description="A taxonomy term's id (``refnet:<code>``) or a bare code; a parent code takes in its "
-                    "children (``health`` finds ``health.medical``).")] = None,
+        max_length=80, examples=[hsds_taxonomy_term_id("health")],
+        description="A taxonomy term's HSDS id, or RefNet's ``refnet:<code>`` or bare code; a parent term "
+                    "takes in its children (``health`` finds ``health.medical``).")] = None,
     taxonomy_id: Annotated[Line | None, Query(
         max_length=80, examples=[HSDS_TAXONOMY],
-        description="Services with a term of this taxonomy: every service's term is in ``refnet``, so any "
-                    "other value finds none.")] = None,
+        description="Services with a term of this taxonomy: every service's term is in ``refnet`` (HSDS id "
+                    f"``{hsds_id('taxonomy', HSDS_TAXONOMY)}``), so any other value finds none.")] = None,
     organization_id: Annotated[Line | None, Query(
-        max_length=80, examples=["agy_3f9c2a1b7d4e5f60"],
-        description="Services this agency provides.")] = None,
+        max_length=80, examples=[str(hsds_id("organization", "agy_3f9c2a1b7d4e5f60"))],
+        description="Services this agency provides: the organization's HSDS id, or RefNet's agency id.")
+    ] = None,
     modified_after: Annotated[AwareDatetime | None, Query(
         examples=["2026-03-14T00:00:00Z"],
         description="Services changed at or after this time (RFC 3339, with its offset).")] = None,
     accept_language: AcceptLanguage = None,
 ) -> dict[str, Any]:
-    taxonomy = taxonomy_term_id.removeprefix("refnet:") if taxonomy_term_id else None
-    if taxonomy is not None and not reference.is_taxonomy_prefix(taxonomy):
+    taxonomy = taxonomy_code(taxonomy_term_id) if taxonomy_term_id else None
+    if taxonomy_term_id and (taxonomy is None or not reference.is_taxonomy_prefix(taxonomy)):
         raise invalid(["query", "taxonomy_term_id"], "not a taxonomy term")
     rows: list[Any] = []
     total: int | None = 0
-    if taxonomy_id is None or taxonomy_id == HSDS_TAXONOMY:
+    if taxonomy_id is None or is_refnet_taxonomy(taxonomy_id):
         rows, total = await registry.directory.search(
             taxonomy=taxonomy, q=search, agency_id=organization_id, modified_after=modified_after,
             offset=(page - 1) * per_page, limit=per_page, count=True)
@@ -384,10 +395,10 @@ async def hsds_services(
 @router.get("/hsds/services/{service_id}", tags=["directory"], summary="One service as HSDS 3.0 JSON",
             response_model=HsdsService, response_model_exclude_none=True, description=(
                 "An active service of an active agency as an HSDS 3.0 ``service``, with its organization, "
-                "locations and taxonomy term (the HSDS 3.0 API's ``GET /services/{id}``). It takes no query "
-                "parameter."))
-async def hsds_service_by_id(service_id: ServiceId, _: Reader, registry: Registry,
+                "locations and taxonomy term (the HSDS 3.0 API's ``GET /services/{id}``), by its HSDS id or "
+                "by RefNet's service id. It takes no query parameter."))
+async def hsds_service_by_id(service_id: HsdsServiceId, _: Reader, registry: Registry,
                              accept_language: AcceptLanguage = None) -> dict[str, Any]:
-    service = await registry.directory.get(service_id)
+    service = await registry.directory.get(service_id, hsds=True)
     agency = (await registry.agencies.by_id({service.agency_id})).get(service.agency_id)
     return hsds_service(service, hsds_organization(agency), accept_language)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,12 +17,14 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.registry import api, consumers
+from services.registry import api, consumers, oidc, staff_api
 from services.registry.deps import Deps
 from services.registry.domain import OAuthError
 from services.registry.keyvault import KeyUnavailable, SigningKeyVault, Undecryptable
 from services.registry.oauth import read_signing_key_file
 from services.registry.service import Agencies, Authorization, Directory, SigningKeys
+from services.registry.service.people import Staff
+from services.registry.service.sign_in import SignIn, token_grant
 from services.registry.settings import RegistrySettings
 from shared.app import Runtime, build_app
 from shared.errors import Problem, problem_response
@@ -56,10 +59,13 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
         if resolver is not None:
             outbound = dataclasses.replace(outbound, resolver=resolver)
         authorization = Authorization(runtime.sessions, settings, vault, outbound)
+        sign_in = SignIn(runtime.sessions, settings, vault)
+        authorization.person_grants = functools.partial(token_grant, sign_in)
         try:
             yield Deps(settings=settings, agencies=Agencies(runtime.sessions, settings.source, outbound),
                        authorization=authorization, signing_keys=signing_keys,
-                       directory=Directory(runtime.sessions, settings.source))
+                       directory=Directory(runtime.sessions, settings.source),
+                       staff=Staff(runtime.sessions, settings, vault), sign_in=sign_in)
         finally:
             await authorization.aclose()
 
@@ -68,7 +74,7 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
         title="RefNet registry",
         description="Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 "
         "authorization server.",
-        routers=[api.router],
+        routers=[api.router, oidc.router, staff_api.router],
         wiring=consumers.wiring,
         provide=provide,
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from services.registry.service import Agencies, Authorization, Directory, SigningKeys
+from services.registry.service.people import Staff
+from services.registry.service.sign_in import SignIn
 from services.registry.settings import RegistrySettings
 from shared.app import deps_of
 
@@ -21,6 +23,8 @@ class Deps:
     authorization: Authorization
     signing_keys: SigningKeys
     directory: Directory
+    staff: Staff
+    sign_in: SignIn
 
 
 async def deps(request: Request) -> Deps:

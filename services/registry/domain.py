@@ -9,10 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 # --- scopes and agencies -----------------------------------------------------------------------------------
 
-#: Every scope the registry can grant (CONTRACT.md "Scopes", plus the referral service's own clearance scope
+#: Every scope the registry can grant (docs/contract.md "Scopes", plus the referral service's own clearance scope
 #: for its service-to-service calls to intake).
 SCOPES: frozenset[str] = frozenset({
     "registry:read", "registry:write", "cases:write", "cases:read", "consent:write", "referrals:read",
@@ -36,7 +37,7 @@ PLATFORM_SCOPES: frozenset[str] = frozenset({"admin", "cases:clearance"})
 
 AgencyStatus = Literal["active", "suspended"]
 
-#: Scopes only an agency of a given kind may hold: platform statistics are for oversight (DOMAIN.md rule 9).
+#: Scopes only an agency of a given kind may hold: platform statistics are for oversight (docs/domain.md rule 9).
 SCOPES_OF_KIND: Mapping[str, str] = {"stats:read": "oversight"}
 
 
@@ -71,7 +72,7 @@ def may_introspect(caller_kind: str, caller_client_id: str, token_client_id: obj
     tokens issued to itself."""
     return caller_kind == PLATFORM_KIND or token_client_id == caller_client_id
 
-# --- the service taxonomy (DOMAIN.md "Service taxonomy") --------------------------------------------------
+# --- the service taxonomy (docs/domain.md "Service taxonomy") --------------------------------------------------
 
 # BCP 47-ish: a primary language subtag, optionally a region or script ("en", "fr", "pt-BR", "zh-Hant").
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
@@ -345,3 +346,171 @@ def key_file_keys(keys: Iterable[SigningKeyState]) -> list[SigningKeyState]:
     order = {"next": 0, "current": 1, "previous": 2}
     held = [k for k in keys if k.status in PUBLISHED_STATUSES and k.has_private_part]
     return sorted(held, key=lambda k: order[k.status])[:2]
+
+
+# --- people: staff roles, their scopes, and signing in (issue #20) -----------------------------------------
+#
+# Staff accounts belong to one agency. A person's access token carries what the person's roles allow, cut to
+# what the agency's kind may hold; the sign-in rules (passwords, second factor, lockout, inactivity) are here,
+# the argon2id and TOTP mechanics in service/people.py.
+
+#: Scopes only a person's token carries (a role grants them; no agency client ever holds them).
+PERSON_ONLY_SCOPES: frozenset[str] = frozenset({"overrides:approve", "staff:admin", "webhooks:admin"})
+SCOPES = SCOPES | PERSON_ONLY_SCOPES
+
+Role = Literal["caseworker", "supervisor", "agency_admin", "auditor"]
+ROLES: tuple[Role, ...] = ("caseworker", "supervisor", "agency_admin", "auditor")
+
+_CASEWORK = ("registry:read", "cases:read", "cases:write", "consent:write", "referrals:read", "referrals:write")
+#: What each role allows (the token profile agreed for issue #20); stats:read reaches only an oversight
+#: agency's auditor (SCOPES_OF_KIND).
+ROLE_SCOPES: Mapping[str, frozenset[str]] = {
+    "caseworker": frozenset(_CASEWORK),
+    "supervisor": frozenset({*_CASEWORK, "overrides:approve"}),
+    "agency_admin": frozenset({"registry:read", "staff:admin", "webhooks:admin"}),
+    "auditor": frozenset({"registry:read", "audit:read", "stats:read"}),
+}
+#: Roles only an agency of a given kind may give: auditors work for oversight agencies.
+ROLES_OF_KIND: Mapping[str, str] = {"auditor": "oversight"}
+#: The roles that read case data (or the audit log about it): they sign in with a second factor, always.
+SECOND_FACTOR_ROLES: frozenset[str] = frozenset({"caseworker", "supervisor", "auditor"})
+
+AMR_PASSWORD = "pwd"  # noqa: S105 -- RFC 8176 method name
+AMR_OTP = "otp"
+ACR_MFA = "urn:refnet:acr:mfa"
+ACR_PASSWORD = "urn:refnet:acr:pwd"  # noqa: S105 -- an acr value
+
+#: A login names a person inside the agency's own directory: an opaque identifier, never an e-mail address.
+LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256  # argon2 hashes anything; this only bounds the work a request can ask for
+
+
+def check_roles(kind: str, roles: Iterable[str]) -> str | None:
+    """None when an agency of ``kind`` may give a person ``roles``, else why not."""
+    chosen = list(roles)
+    if not chosen:
+        return "a person needs at least one role"
+    unknown = sorted(set(chosen) - set(ROLES))
+    if unknown:
+        return f"unknown role(s): {', '.join(unknown)[:100]}; roles are {', '.join(ROLES)}"
+    if len(set(chosen)) != len(chosen):
+        return "a role is listed twice"
+    if kind == PLATFORM_KIND:
+        return "the platform's own clients have no staff"
+    for role in chosen:
+        only = ROLES_OF_KIND.get(role)
+        if only is not None and only != kind:
+            return f"the role {role} is only for agencies of kind {only}"
+    return None
+
+
+def person_scopes(kind: str, roles: Iterable[str]) -> list[str]:
+    """The scopes a person's access token carries: what the roles allow, that the agency's kind may hold."""
+    allowed: set[str] = set()
+    for role in roles:
+        allowed |= ROLE_SCOPES.get(role, frozenset())
+    return holdable_scopes(kind, allowed)
+
+
+def needs_second_factor(roles: Iterable[str]) -> bool:
+    return bool(set(roles) & SECOND_FACTOR_ROLES)
+
+
+def authentication_context(used_second_factor: bool) -> tuple[list[str], str]:
+    """(amr, acr) of a sign-in (RFC 8176 method names)."""
+    if used_second_factor:
+        return [AMR_PASSWORD, AMR_OTP], ACR_MFA
+    return [AMR_PASSWORD], ACR_PASSWORD
+
+
+def check_login(login: str) -> str | None:
+    if not LOGIN.fullmatch(login):
+        return "a login is 2-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return None
+
+
+def check_password(password: str, login: str) -> str | None:
+    """None when ``password`` may be set for ``login``, else why not (never repeating the password)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password has at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"a password has at most {MAX_PASSWORD_LENGTH} characters"
+    if not password.strip():
+        return "a password cannot be only spaces"
+    folded = password.casefold()
+    if login.casefold() in folded or folded in login.casefold():
+        return "a password may not contain the login"
+    if len(set(password)) < 4:
+        return "a password needs more than three different characters"
+    return None
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_failures: int = 5
+    window_seconds: int = 900
+    lock_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class FailureState:
+    """A person's recent failed sign-in attempts."""
+
+    failures: int = 0
+    first_failure_at: datetime | None = None
+    locked_until: datetime | None = None
+
+
+def is_locked(state: FailureState, now: datetime) -> bool:
+    return state.locked_until is not None and state.locked_until > now
+
+
+def after_failure(state: FailureState, now: datetime, policy: LockoutPolicy) -> FailureState:
+    """The state after one more failed attempt: counted within the window, locked once it reaches the limit."""
+    window_open = (state.first_failure_at is not None
+                   and state.first_failure_at > now - timedelta(seconds=policy.window_seconds))
+    failures = state.failures + 1 if window_open else 1
+    first = state.first_failure_at if window_open else now
+    locked_until = state.locked_until
+    if failures >= policy.max_failures:
+        locked_until = now + timedelta(seconds=policy.lock_seconds)
+        failures, first = 0, None  # the lock starts a new count once it ends
+    return FailureState(failures, first, locked_until)
+
+
+def idle_expired(last_seen: datetime, now: datetime, idle_seconds: float) -> bool:
+    """Sign-out after inactivity: a sign-in session or a refresh token unused for ``idle_seconds`` is over."""
+    return last_seen <= now - timedelta(seconds=idle_seconds)
+
+
+#: PKCE (RFC 7636): only S256; ``plain`` would hand the verifier to whoever sees the authorization request.
+CODE_CHALLENGE_METHODS: tuple[str, ...] = ("S256",)
+
+
+def check_code_challenge(challenge: str | None, method: str | None) -> str | None:
+    """None when an authorization request's PKCE parameters are acceptable, else why not."""
+    if not challenge:
+        return "code_challenge is required (PKCE, S256)"
+    if method not in CODE_CHALLENGE_METHODS:
+        return "code_challenge_method must be S256"
+    return None
+
+
+def may_manage_staff(scopes: Iterable[str], caller_agency: str, agency_id: str) -> bool:
+    """The platform's admin client manages any agency's staff; a person with ``staff:admin`` (an agency admin)
+    only their own agency's. Anyone else is told the agency's staff does not exist (404)."""
+    held = set(scopes)
+    return "admin" in held or ("staff:admin" in held and caller_agency == agency_id)
+
+
+def redirect_uri_ok(uri: str) -> bool:
+    """A first-party client's redirect URI: absolute https, or http on a loopback address (a local console,
+    RFC 8252 7.3), no fragment (RFC 6749 3.1.2)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return False
+    if parts.fragment or not parts.hostname or len(uri) > 500:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))

@@ -1,4 +1,4 @@
-"""The events registry emits on ``refnet.registry.events`` (CONTRACT.md, "Events").
+"""The events registry emits on ``refnet.registry.events`` (docs/contract.md, "Events").
 
 Keyed by agency id. Payloads carry ids and non-identifying attributes only: no keys, secrets or contacts.
 """

@@ -46,6 +46,14 @@ class SigningKeyVault:
     def current(self) -> KeyEncryptionKey:
         return self.ring.current
 
+    def ring_for(self, kek_id: str) -> KeyRing:
+        """The KEKs, read again when ``kek_id`` is not among them (a rotation since start)."""
+        try:
+            self.ring.by_id(kek_id)
+        except KeyUnavailable:
+            self.ring = self._load().merged(self.ring)
+        return self.ring
+
     def private_key(self, kid: str, wrapped: bytes | None, kek_id: str | None) -> ECKey:
         if wrapped is not None and (cached := self._opened.get((kid, wrapped))) is not None:
             return cached

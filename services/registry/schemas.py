@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -17,6 +18,7 @@ from pydantic import (
 )
 
 from services.registry import domain
+from services.registry.hsds_ids import NAMESPACE, hsds_id
 from services.registry.oauth import import_public_jwks
 from shared import geo, pagination, reference
 from shared.text import FreeText, Line
@@ -353,7 +355,7 @@ class ServiceList(_Out):
 
 
 class ServiceSearch(BaseModel):
-    """``GET /services`` filters (CONTRACT.md)."""
+    """``GET /services`` filters (docs/contract.md)."""
 
     taxonomy: str | None = Field(default=None, description="A taxonomy code or a prefix of codes (GET /taxonomy).",
                                  examples=["health"])
@@ -523,46 +525,61 @@ class JwksOut(_Out):
 # --- HSDS 3.0 (Open Referral's Human Services Data Specification, schema/compiled/service.json) ---------------
 # Only what RefNet fills in; a property it has no value for is left out of the answer (HSDS types optional
 # properties as plain strings and numbers, not null), so the routes answer with ``response_model_exclude_none``.
+# Every id is a UUID, as HSDS declares: the UUIDv5 of ``<kind>/<RefNet key>`` under RefNet's namespace
+# (services/registry/hsds_ids.py), the same for ever.
+
+_HSDS_IDS = (f"UUIDv5 under RefNet's namespace ``{NAMESPACE}`` (RFC 9562) of")
+EXAMPLE_HSDS_SERVICE = hsds_id("service", EXAMPLE_SERVICE)
+EXAMPLE_HSDS_ORGANIZATION = hsds_id("organization", EXAMPLE_AGENCY)
+EXAMPLE_HSDS_LOCATION = hsds_id("location", EXAMPLE_LOCATION)
+
+
+def _hsds_id(name: str, example: UUID) -> Any:
+    return Field(description=f"{_HSDS_IDS} ``{name}``.", examples=[example])
+
+
+def _service_ref() -> Any:
+    return Field(description="The service's HSDS id.", examples=[EXAMPLE_HSDS_SERVICE])
 
 
 class HsdsOrganization(_Out):
     """The agency providing the service, as an HSDS ``organization`` (its public profile only)."""
 
-    id: str = Field(description="The agency's id.", examples=[EXAMPLE_AGENCY])
+    id: UUID = _hsds_id("organization/<agency id>", EXAMPLE_HSDS_ORGANIZATION)
     name: str = Field(description="Its public name.", examples=["Example Shelter Network"])
     description: str = Field(description="What sort of agency it is (RefNet's agency kind).", examples=["ngo"])
     legal_status: str = Field(description="The same agency kind.", examples=["ngo"])
 
 
 class HsdsLanguage(_Out):
-    id: str = Field(description="``<service id>:<language tag>``.", examples=[f"{EXAMPLE_SERVICE}:fr"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("language/<service id>/<language tag>", hsds_id("language", EXAMPLE_SERVICE, "fr"))
+    service_id: UUID = _service_ref()
     code: str = Field(description="A language the service works in (a language tag).", examples=["fr"])
 
 
 class HsdsServiceArea(_Out):
-    id: str = Field(description="``<service id>:<country>``.", examples=[f"{EXAMPLE_SERVICE}:IT"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("service_area/<service id>/<country>", hsds_id("service_area", EXAMPLE_SERVICE, "IT"))
+    service_id: UUID = _service_ref()
     name: str = Field(description="A country it serves (ISO 3166-1 alpha-2).", examples=["IT"])
     extent_type: str = Field(description="Always ``text``: the extent is the country code.", examples=["text"])
     extent: str = Field(description="The country code again.", examples=["IT"])
 
 
 class HsdsPhone(_Out):
-    id: str = Field(description="``<service id>:phone``.", examples=[f"{EXAMPLE_SERVICE}:phone"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("phone/<service id>", hsds_id("phone", EXAMPLE_SERVICE))
+    service_id: UUID = _service_ref()
     number: str = Field(description="The service's public phone line.", examples=["+39 06 0000 0000"])
     type: str = Field(description="Always ``voice``.", examples=["voice"])
 
 
 class HsdsSchedule(_Out):
-    id: str = Field(description="``<service id>:hours``.", examples=[f"{EXAMPLE_SERVICE}:hours"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("schedule/<service id>", hsds_id("schedule", EXAMPLE_SERVICE))
+    service_id: UUID = _service_ref()
     description: str = Field(description="When it is open, as free text.", examples=["Mon-Fri 09:00-17:00"])
 
 
 class HsdsUnit(_Out):
-    id: str = Field(description="Always ``places``.", examples=["places"])
+    id: UUID = _hsds_id("unit/places", hsds_id("unit", "places"))
     name: str = Field(description="Always ``places``.", examples=["places"])
 
 
@@ -570,8 +587,8 @@ class HsdsCapacity(_Out):
     """Places and whether the service takes referrals (HSDS 3.1's ``capacity``; HSDS 3.0 allows it as an
     additional property)."""
 
-    id: str = Field(description="``<service id>:capacity``.", examples=[f"{EXAMPLE_SERVICE}:capacity"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("capacity/<service id>", hsds_id("capacity", EXAMPLE_SERVICE))
+    service_id: UUID = _service_ref()
     available: int = Field(description="Places free now.", examples=[3])
     maximum: int = Field(description="Places the service has.", examples=[12])
     unit: HsdsUnit = Field(description="What is counted: places.")
@@ -580,28 +597,29 @@ class HsdsCapacity(_Out):
 
 
 class HsdsTaxonomyTerm(_Out):
-    id: str = Field(description="``refnet:<code>``.", examples=["refnet:health.medical"])
+    id: UUID = _hsds_id("taxonomy_term/<code>", hsds_id("taxonomy_term", "health.medical"))
     code: str = Field(description="The RefNet taxonomy code (GET /taxonomy).", examples=["health.medical"])
     name: str = Field(description="Its label, in the caller's language.", examples=["Medical care"])
     description: str = Field(description="Its label again.", examples=["Medical care"])
-    parent_id: str | None = Field(default=None, description="``refnet:<parent code>``; absent at the top.",
-                                  examples=["refnet:health"])
+    parent_id: UUID | None = Field(default=None, description="The parent term's HSDS id; absent at the top.",
+                                   examples=[hsds_id("taxonomy_term", "health")])
     taxonomy: str = Field(description="Always ``refnet``.", examples=["refnet"])
-    taxonomy_id: str = Field(description="Always ``refnet``.", examples=["refnet"])
+    taxonomy_id: UUID = _hsds_id("taxonomy/refnet", hsds_id("taxonomy", "refnet"))
 
 
 class HsdsAttribute(_Out):
-    id: str = Field(description="``<service id>:<taxonomy code>``.", examples=[f"{EXAMPLE_SERVICE}:shelter"])
-    link_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
+    id: UUID = _hsds_id("attribute/<service id>/<taxonomy code>",
+                        hsds_id("attribute", EXAMPLE_SERVICE, "shelter"))
+    link_id: UUID = _service_ref()
     link_type: str = Field(description="Always ``service``.", examples=["service"])
     link_entity: str = Field(description="Always ``service``.", examples=["service"])
-    taxonomy_term_id: str = Field(description="``refnet:<code>``.", examples=["refnet:shelter"])
+    taxonomy_term_id: UUID = Field(description="The term's HSDS id.", examples=[hsds_id("taxonomy_term", "shelter")])
     taxonomy_term: HsdsTaxonomyTerm = Field(description="The service's taxonomy term.")
 
 
 class HsdsAddress(_Out):
-    id: str = Field(description="``<location id>:address``.", examples=[f"{EXAMPLE_LOCATION}:address"])
-    location_id: str = Field(description="The location's id.", examples=[EXAMPLE_LOCATION])
+    id: UUID = _hsds_id("address/<location id>", hsds_id("address", EXAMPLE_LOCATION))
+    location_id: UUID = Field(description="The location's HSDS id.", examples=[EXAMPLE_HSDS_LOCATION])
     address_1: str = Field(description="Its public street address (empty when not given).",
                            examples=["1 Example Street"])
     city: str = Field(description="Its city (empty when not given).", examples=["Rome"])
@@ -612,7 +630,7 @@ class HsdsAddress(_Out):
 
 
 class HsdsLocation(_Out):
-    id: str = Field(description="The location's id.", examples=[EXAMPLE_LOCATION])
+    id: UUID = _hsds_id("location/<location id>", EXAMPLE_HSDS_LOCATION)
     location_type: str = Field(description="Always ``physical``.", examples=["physical"])
     name: str | None = Field(default=None, description="The site's public name; absent when not given.",
                              examples=["Example Centre Rome"])
@@ -624,18 +642,20 @@ class HsdsLocation(_Out):
 
 
 class HsdsServiceAtLocation(_Out):
-    id: str = Field(description="``<service id>:<location id>``.", examples=[f"{EXAMPLE_SERVICE}:{EXAMPLE_LOCATION}"])
-    service_id: str = Field(description="The service's id.", examples=[EXAMPLE_SERVICE])
-    location_id: str = Field(description="The location's id.", examples=[EXAMPLE_LOCATION])
+    id: UUID = _hsds_id("service_at_location/<service id>/<location id>",
+                        hsds_id("service_at_location", EXAMPLE_SERVICE, EXAMPLE_LOCATION))
+    service_id: UUID = _service_ref()
+    location_id: UUID = Field(description="The location's HSDS id.", examples=[EXAMPLE_HSDS_LOCATION])
     location: HsdsLocation = Field(description="Where the service is delivered.")
 
 
 class HsdsService(_Out):
     """A RefNet service as an HSDS 3.0 ``service`` (``schema/compiled/service.json``), with its organization,
-    locations and taxonomy term. HSDS declares ids as UUIDs; these are RefNet's own ids."""
+    locations and taxonomy term. Its ids are UUIDs derived from RefNet's ids, for ever the same."""
 
-    id: str = Field(description="The service's id (the same as in GET /services).", examples=[EXAMPLE_SERVICE])
-    organization_id: str = Field(description="The agency that provides it.", examples=[EXAMPLE_AGENCY])
+    id: UUID = _hsds_id("service/<service id>", EXAMPLE_HSDS_SERVICE)
+    organization_id: UUID = Field(description="The HSDS id of the agency that provides it.",
+                                  examples=[EXAMPLE_HSDS_ORGANIZATION])
     name: str = Field(description="Its name, in the caller's language (Accept-Language).",
                       examples=["Example Shelter - Rome"])
     description: str | None = Field(default=None, description="Its description; absent when none is given.",

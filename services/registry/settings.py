@@ -38,6 +38,22 @@ class RegistrySettings(ServiceSettings):
     # Fetching an agency's jwks_uri holds up its token request: a shorter deadline than the shared default.
     outbound_deadline_seconds: float = Field(default=5.0, gt=0)
 
+    # People (issue #20): staff sign-in at the registry's OpenID Connect provider.
+    # Sign-out after inactivity: a sign-in session and its refresh tokens end after this long unused.
+    session_idle_seconds: int = Field(default=900, ge=1, le=24 * 3600)
+    # An invitation (or reset) link is single use and expires after this long.
+    invite_lifetime_seconds: int = Field(default=72 * 3600, ge=60, le=14 * 24 * 3600)
+    # Lockout: this many failed attempts (password or second factor) within the window lock the account
+    # for lock_seconds, or until an agency admin resets it.
+    sign_in_max_failures: int = Field(default=5, ge=1, le=100)
+    sign_in_failure_window_seconds: int = Field(default=900, ge=1)
+    sign_in_lock_seconds: int = Field(default=900, ge=1)
+    # The authorization code's and the ID token's lifetimes.
+    authorization_code_lifetime_seconds: int = Field(default=60, ge=5, le=600)
+    id_token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)
+    # The sign-in cookies are Secure unless the issuer is plain http (the local stack, tests).
+    cookie_secure: bool | None = None
+
     def kek_ring(self) -> KeyRing:
         """The configured KEKs; ``shared.kek.KeyUnavailable`` naming the setting when there is none."""
         return KeyRing.load(self.kek_file, self.previous_kek_file, setting=KEK_SETTING)

@@ -12,16 +12,28 @@ from shared.auth.dependencies import (
     get_token_validator,
     require_scopes,
 )
-from shared.auth.principal import ACTING_USER_HEADER, Principal, parse_acting_user
+from shared.auth.principal import (
+    ACR_MFA,
+    ACTING_USER_HEADER,
+    ROLES,
+    Attestation,
+    Principal,
+    acting_user_for,
+    parse_acting_user,
+)
 from shared.auth.problems import insufficient_scope, invalid_token, issuer_unavailable, missing_token
 from shared.auth.tokens import DEFAULT_ALGORITHMS, TokenValidator
 
 __all__ = [
+    "ACR_MFA",
     "ACTING_USER_HEADER",
     "DEFAULT_ALGORITHMS",
+    "ROLES",
+    "Attestation",
     "Authenticated",
     "Principal",
     "TokenValidator",
+    "acting_user_for",
     "authenticate",
     "bearer_scheme",
     "get_token_validator",

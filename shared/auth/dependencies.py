@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.auth.principal import ACTING_USER, ACTING_USER_HEADER, Principal, parse_acting_user
+from shared.auth.principal import ACTING_USER, ACTING_USER_HEADER, Principal, acting_user_for
 from shared.auth.problems import insufficient_scope, invalid_token, missing_token
 from shared.auth.tokens import TokenValidator
 from shared.errors import Problem
@@ -37,7 +36,8 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 bearer_scheme = HTTPBearer(
     auto_error=False,
     bearerFormat="JWT",
-    description="RFC 9068 JWT access token from the RefNet issuer (client credentials grant).",
+    description=("RFC 9068 JWT access token from the RefNet issuer: an agency system's (client credentials"
+                 " grant) or a person's (signed in through a first-party client; its subject is the person)."),
 )
 
 
@@ -68,7 +68,8 @@ def _bearer_token(request: Request) -> str:
 
 
 async def authenticate(request: Request) -> Principal:
-    """Validate the request's bearer token and ``X-Acting-User`` header; no scope check."""
+    """Validate the request's bearer token and ``X-Acting-User`` header; no scope check. A person's token
+    names the acting user itself (its ``sub``): a header naming anyone else is refused."""
     token = _bearer_token(request)
     try:
         principal = await get_token_validator(request).validate(token)
@@ -76,9 +77,11 @@ async def authenticate(request: Request) -> Principal:
         # Refusals are worth a log line (audit turns them into token.refused); the detail holds no token.
         log.info("token_refused", status=problem.status, reason=problem.detail, path=request.url.path)
         raise
-    acting_user = parse_acting_user(request.headers.get(ACTING_USER_HEADER))
-    if acting_user is not None:
-        principal = replace(principal, acting_user=acting_user)
+    try:
+        principal = acting_user_for(principal, request.headers.get(ACTING_USER_HEADER))
+    except Problem as problem:
+        log.info("acting_user_refused", status=problem.status, reason=problem.slug, path=request.url.path)
+        raise
     request.state.principal = principal
     return principal
 
@@ -88,7 +91,10 @@ ScopeDependency = Callable[[Request, HTTPAuthorizationCredentials | None, str | 
 
 _ACTING_USER_PARAMETER: Any = Header(
     default=None, alias=ACTING_USER_HEADER,
-    description="The person acting inside the calling agency (recorded with every access).",
+    description=("The person acting inside the calling agency, as the agency's system asserts it (recorded with"
+                 " every access, as asserted by that system). With a person's own access token the token names"
+                 " the person: the header may be left out, or repeat the token's subject; any other value is"
+                 " refused (403 acting-user-contradicts-token)."),
     examples=["caseworker-17"],
     # Documented, not enforced by FastAPI: a bad value is our 400 invalid-acting-user, not a generic 422.
     json_schema_extra={"pattern": f"^{ACTING_USER.pattern}$", "maxLength": 128},

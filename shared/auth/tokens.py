@@ -27,7 +27,7 @@ from joserfc.jwk import Key
 from joserfc.jws import CompactSignature, JWSAlgModel, JWSRegistry
 
 from shared.auth.keys import IssuerKeys
-from shared.auth.principal import Principal
+from shared.auth.principal import ACTING_USER, ROLES, Principal
 from shared.auth.problems import invalid_token, safe_label
 from shared.revocation import RevocationList
 from shared.settings import ServiceSettings
@@ -47,6 +47,8 @@ _ASYMMETRIC_ALGORITHMS = frozenset(
 _MAX_TOKEN_LENGTH = 8192
 # The base64url alphabet without padding (RFC 7515 section 2): what a compact JWS holds besides its two dots.
 _B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# A person's access token lives at most ten minutes (issue 20's profile); a little leeway for rounding.
+PERSON_TOKEN_MAX_LIFETIME = 600 + 5
 # Beyond any date datetime can hold (year 9999), so such a value fails as out of range, not as an overflow.
 _MAX_NUMERIC_DATE = 2**53
 
@@ -72,6 +74,38 @@ def _required_string(claims: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise invalid_token(f"The '{name}' claim is not a non-empty string.")
     return value
+
+
+def _string_list(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = claims.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise invalid_token(f"The '{name}' claim is not a list of strings.")
+    return tuple(value)
+
+
+def _person(claims: dict[str, Any], sub: str, client_id: str, agency: str, scopes: frozenset[str], jti: str,
+            expires_at: datetime, exp: float, iat: float | None) -> Principal:
+    """The principal of a person's token (issue 20's profile): the person is its subject and the acting user."""
+    # The subject becomes the acting user of every audit entry: the issuer's opaque person id, never a name.
+    if not ACTING_USER.fullmatch(sub):
+        raise invalid_token("The 'sub' claim of a person's token is not a person id.")
+    # A person's token is short-lived by profile, so a stolen one is worth little: one that claims longer is
+    # not from the issuer we agreed with.
+    if iat is None:
+        raise invalid_token("A person's token has no 'iat' claim.")
+    if exp - iat > PERSON_TOKEN_MAX_LIFETIME:
+        raise invalid_token("A person's token lives longer than the profile allows.")
+    roles = _string_list(claims, "roles")
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise invalid_token("The 'roles' claim names a role RefNet does not know.")
+    acr = claims.get("acr")
+    if acr is not None and (not isinstance(acr, str) or not acr):
+        raise invalid_token("The 'acr' claim is not a non-empty string.")
+    return Principal(client_id=client_id, agency_id=agency, scopes=scopes, token_id=jti, expires_at=expires_at,
+                     acting_user=sub, person=sub, roles=frozenset(roles), amr=_string_list(claims, "amr"), acr=acr)
 
 
 class TokenValidator:
@@ -307,6 +341,9 @@ class TokenValidator:
             raise invalid_token("The token was issued in the future ('iat').")
 
         sub = _required_string(claims, "sub")
+        # RFC 9068 section 2.2: "client_id" names the client the token was issued to; for client credentials
+        # "sub" is that client too. A token whose subject is not its client is a person's.
+        client_id = sub if claims.get("client_id") is None else _required_string(claims, "client_id")
         agency = _required_string(claims, "agency")
         # RFC 9068 section 2.2 makes "jti" required; the audit trail names tokens by it.
         jti = _required_string(claims, "jti")
@@ -326,5 +363,9 @@ class TokenValidator:
             expires_at = datetime.fromtimestamp(exp, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise invalid_token("The 'exp' claim is out of range.") from exc
-        principal = Principal(client_id=sub, agency_id=agency, scopes=scopes, token_id=jti, expires_at=expires_at)
+        if client_id == sub:
+            principal = Principal(client_id=client_id, agency_id=agency, scopes=scopes, token_id=jti,
+                                  expires_at=expires_at)
+        else:
+            principal = _person(claims, sub, client_id, agency, scopes, jti, expires_at, exp, iat)
         return principal, exp, nbf, iat

@@ -21,7 +21,7 @@ from tests.support.contract import FORMAT_CHECKER
 REPO = generator.REPO
 EXAMPLES = generator.example_payloads()
 
-# Names of personal data (DOMAIN.md, CONTRACT.md "Bodies"): none may be a payload field anywhere.
+# Names of personal data (docs/domain.md, docs/contract.md "Bodies"): none may be a payload field anywhere.
 PERSONAL = {"given_name", "family_name", "other_names", "birth_date", "estimated_age", "phone", "email",
             "address", "documents", "notes", "note", "reason", "justification", "witness", "capacity_note"}
 

@@ -23,6 +23,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from tests.e2e.network import CHECKLIST, Network, WebhookReceiver, ce_headers, eventually
+from tests.e2e.staff import Staff
 from tests.e2e.transparency import (
     Checkpoint,
     consistent,
@@ -30,6 +31,7 @@ from tests.e2e.transparency import (
     root_from_inclusion_proof,
     verified_checkpoint,
 )
+from tests.support.issuer import new_person
 
 #: What the scenarios need of the stack beyond `make run`'s defaults: an emergency referral is overdue 4 s
 #: after it was made (not 24 h), and the deadline scheduler looks twice a second. Only `overdue_referral`
@@ -44,7 +46,7 @@ REQUESTED, RECEIVED, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED, OVERDUE = (
     f"org.refnet.referral.{s}.v1"
     for s in ("requested", "received", "accepted", "in_progress", "completed", "cancelled", "overdue"))
 
-# Fields of the case view by data category (CONTRACT.md), to check what a recipient is shown.
+# Fields of the case view by data category (docs/contract.md), to check what a recipient is shown.
 PERSON_FIELDS = {"identity": {"given_name", "family_name", "other_names", "birth_date", "estimated_age"},
                  "contact": {"phone", "email", "address"}, "demographics": {"gender", "citizenship", "languages"},
                  "documents": {"documents"}}
@@ -61,7 +63,7 @@ SCREENING_FIELDS = {
 
 @dataclass(frozen=True)
 class Person:
-    """Everything personal that intake accepts about one person (DOMAIN.md: encrypted at rest, never in an
+    """Everything personal that intake accepts about one person (docs/domain.md: encrypted at rest, never in an
     event, a log line or the audit log): the case's person and notes, and the free text of consent,
     withdrawal and override bodies."""
 
@@ -815,13 +817,22 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
         refused = await api.refer("iom", **to_clinic)
         assert (refused.status_code, problem_type(refused)) == (409, "consent-missing"), refused.text
 
+        # Two people of IOM, each signed in as themselves (issue 20): a caseworker asks, a supervisor approves.
+        staff = Staff(net)
+        caseworker, supervisor = new_person(), new_person()
         url = api.url("intake", f"/cases/{case_id}/overrides")
         body = {"recipient_agency": clinic_id, "justification": lina.justification}
-        alone = await api.http.post(url, headers=api.headers("iom"), json=body | {"approver": "caseworker.1"})
-        assert (alone.status_code, problem_type(alone)) == (422, "second-approver-required"), alone.text
-        override = await api.http.post(url, headers=api.headers("iom"), json=body | {"approver": "supervisor.2"})
+        by_system = await api.http.post(url, headers=api.headers("iom"), json=body)
+        assert (by_system.status_code, problem_type(by_system)) == (403, "person-token-required"), by_system.text
+        override = await api.http.post(url, headers=staff.headers("iom", person=caseworker), json=body)
         assert override.status_code == 201, override.text
-        assert (override.json()["requested_by"], override.json()["approver"]) == ("caseworker.1", "supervisor.2")
+        assert (override.json()["state"], override.json()["requested_by"]) == ("pending", caseworker)
+        approval = api.url("intake", f"/cases/{case_id}/overrides/{override.json()['id']}/approval")
+        alone = await api.http.post(approval, headers=staff.headers("iom", ("supervisor",), person=caseworker))
+        assert (alone.status_code, problem_type(alone)) == (403, "self-approval"), alone.text
+        approved = await api.http.post(approval, headers=staff.headers("iom", ("supervisor",), person=supervisor))
+        assert approved.status_code == 200, approved.text
+        assert (approved.json()["state"], approved.json()["approved_by"]) == ("active", supervisor)
 
         created = await api.refer("iom", **to_clinic)
         assert created.status_code == 201, created.text
@@ -830,15 +841,22 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
         view = (await api.read_until("clinic", case_id, "referral", 200)).json()
         assert_minimised(view, shared)
 
-        # Auditors list every override (and the refused attempt) with who asked and who approved.
+        # Auditors list every override (and the refused self-approval) with who asked and who approved.
         async def overrides() -> list[dict[str, Any]]:
             return await api.entries(action="consent.override", case_id=case_id)
 
         listed = await eventually(overrides, lambda es: {e["outcome"] for e in es} == {"success", "denied"})
-        approved = [e for e in listed if e["outcome"] == "success"]
-        assert approved and all(e["agency"] == api.id("iom") and e["acting_user"] == "caseworker.1"
-                                and e["details"].get("approver") == "supervisor.2" for e in approved), listed
-        assert any(e["resource_id"] == override.json()["id"] for e in approved), listed
+        approved_entries = [e for e in listed if e["outcome"] == "success"]
+        assert [(e["acting_user"], e["details"].get("reason"), e["details"].get("attested_by"))
+                for e in listed if e["outcome"] == "denied"] == [(caseworker, "self-approval", "token")], listed
+        requests = await api.entries(action="consent.override.request", case_id=case_id)
+        assert sorted((e["outcome"], e["acting_user"]) for e in requests) == sorted(
+            [("denied", "caseworker.1"), ("success", caseworker)]), requests
+        assert approved_entries and all(
+            e["agency"] == api.id("iom") and e["acting_user"] == e["details"].get("approver") == supervisor
+            and e["details"].get("requested_by") == caseworker and e["details"].get("attested_by") == "token"
+            for e in approved_entries), listed
+        assert any(e["resource_id"] == override.json()["id"] for e in approved_entries), listed
         everywhere = await api.entries(action="consent.override")
         assert {e["index"] for e in listed} <= {e["index"] for e in everywhere}
         consents = await api.audit(f"/audit/cases/{case_id}/consents")
@@ -847,7 +865,7 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
         clinic_reads = {a["index"] for a in accesses if a["agency"] == clinic_id and a["outcome"] == "success"}
         recorded = [e for e in await api.entries(case_id=case_id, action="case.read") if e["index"] in clinic_reads]
         assert recorded and all(e["details"].get("override_id") == override.json()["id"] for e in recorded), recorded
-        await api.prove_included(case_id, [*clinic_reads, *(e["index"] for e in approved)])
+        await api.prove_included(case_id, [*clinic_reads, *(e["index"] for e in approved_entries)])
         return Outcome("risk_to_life_override", [case_id], [referral_id])
 
     return await _with_api(net, run)

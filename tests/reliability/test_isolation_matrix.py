@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from tests.e2e.network import Network, eventually
+from tests.e2e.staff import Staff
 from tests.reliability.flows import consent, consent_id, refer, register_case
 from tests.reliability.report import Report
 from tests.reliability.stack import Operation, operations, token_with
+from tests.support.issuer import role_scopes
 
 OWNER, RECIPIENT, STRANGER = "iom", "unhcr", "legalaid"
 
@@ -49,8 +51,11 @@ ROUTES: dict[tuple[str, str, str], PartyOnly | OpenToScope] = {
     ("intake", "GET", "/cases/{case_id}/consents"): PartyOnly(),
     ("intake", "POST", "/cases/{case_id}/consents/{consent_id}/withdraw"): PartyOnly(lambda net: {"reason": "x"}),
     ("intake", "POST", "/cases/{case_id}/overrides"): PartyOnly(lambda net: {
-        "recipient_agency": net.agency(STRANGER), "approver": "supervisor.2",
+        "recipient_agency": net.agency(STRANGER),
         "justification": "Found unconscious; the recruiter is looking for her"}),
+    ("intake", "GET", "/cases/{case_id}/overrides"): PartyOnly(),
+    ("intake", "POST", "/cases/{case_id}/overrides/{override_id}/approval"): PartyOnly(),
+    ("intake", "POST", "/cases/{case_id}/overrides/{override_id}/revocation"): PartyOnly(),
     ("referral", "GET", "/referrals/{referral_id}"): PartyOnly(),
     ("referral", "POST", "/referrals/{referral_id}/transitions"): PartyOnly(lambda net: {"to": "received"}),
     ("referral", "GET", "/subscriptions/{subscription_id}"): PartyOnly(),
@@ -77,6 +82,11 @@ def _key(op: Operation) -> tuple[str, str, str]:
     return (op.service, op.method.upper(), op.path)
 
 
+def _holds(op: Operation, scopes: set[str]) -> bool:
+    """Whether a token of ``scopes`` meets one of ``op``'s security requirements."""
+    return any(set(alternative) <= scopes for alternative in op.alternatives or ((),))
+
+
 def test_every_route_that_takes_an_id_is_in_the_matrix(reliability_network: Network) -> None:
     """A new id-taking route fails here until it is added to ROUTES, as party-only (and so tested) or open."""
     taking_ids = {_key(op) for op in operations(reliability_network) if op.path_params}
@@ -95,6 +105,10 @@ class OwnersResources:
 async def make_resources(http: httpx.AsyncClient, net: Network) -> OwnersResources:
     case = await register_case(http, net, OWNER, RECIPIENT)
     consent = await consent_id(http, net, OWNER, case["id"])
+    # A risk-to-life override, requested by one of the owner's caseworkers with their own token (issue 20).
+    override = await http.post(net.url("intake") + f"/cases/{case['id']}/overrides", headers=Staff(net).headers(
+        OWNER), json={"recipient_agency": net.agency(STRANGER), "justification": "Threat to life, isolation test"})
+    assert override.status_code == 201, override.text
     referral = await refer(http, net, OWNER, case["id"], RECIPIENT)
     subscription = await http.post(net.url("referral") + "/subscriptions", headers=net.headers(OWNER),
                                    json={"url": "http://127.0.0.1:9/case-system"})
@@ -105,16 +119,21 @@ async def make_resources(http: httpx.AsyncClient, net: Network) -> OwnersResourc
     assert service.status_code == 201, service.text
     ids = {"case_id": case["id"], "consent_id": consent, "referral_id": referral["id"],
            "subscription_id": subscription.json()["id"], "service_id": service.json()["id"],
-           "agency_id": net.agency(OWNER)}
-    private = {ids[name] for name in ("case_id", "consent_id", "referral_id", "subscription_id")}
+           "agency_id": net.agency(OWNER), "override_id": override.json()["id"]}
+    private = {ids[name] for name in ("case_id", "consent_id", "referral_id", "subscription_id", "override_id")}
     return OwnersResources(ids, private)
 
 
 async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_changes_nothing(
         reliability_network: Network, report: Report) -> None:
     net = reliability_network
-    stranger = net.headers(STRANGER)
+    # The stranger calls as its system, and as one of its people: a supervisor (issue 20), who holds what
+    # approving an override needs -- a scope no system token is given.
+    system_scopes = set(net.credentials(STRANGER)["scopes"])
+    person_scopes = set(role_scopes(("supervisor",)).split())
+    staff = Staff(net)
     answers: dict[str, int] = {}
+    uncalled: list[str] = []
     async with httpx.AsyncClient(timeout=30) as http:
         owned = await make_resources(http, net)
         party_only = [op for op in operations(net) if isinstance(ROUTES.get(_key(op)), PartyOnly)]
@@ -124,8 +143,15 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
             route = ROUTES[_key(op)]
             assert isinstance(route, PartyOnly)
             body = route.body(net)
-            response = await http.request(op.method.upper(), op.url(net, **owned.ids), headers=stranger, json=body)
-            answers[op.label] = response.status_code
+            callers = {"system": lambda: net.headers(STRANGER)} if _holds(op, system_scopes) else {}
+            if _holds(op, person_scopes):
+                callers["person"] = lambda: staff.headers(STRANGER, ("supervisor",))
+            if not callers:
+                uncalled.append(op.label)
+            for caller, headers in callers.items():
+                response = await http.request(op.method.upper(), op.url(net, **owned.ids), headers=headers(),
+                                              json=body)
+                answers[f"{op.label} ({caller})"] = response.status_code
 
         # Nothing the stranger tried took effect.
         owner = net.headers(OWNER)
@@ -135,6 +161,7 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
                                       headers=owner)
         service = await http.get(net.url("registry") + f"/services/{owned.ids['service_id']}", headers=owner)
         consents = await http.get(net.url("intake") + f"/cases/{owned.ids['case_id']}/consents", headers=owner)
+        overrides = await http.get(net.url("intake") + f"/cases/{owned.ids['case_id']}/overrides", headers=owner)
     untouched = {
         "case still active, risk level unchanged": case.status_code == 200 and case.json()["status"] == "active"
         and case.json()["screening"]["risk_level"] == "medium",
@@ -143,7 +170,10 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
         "service unchanged": service.status_code == 200 and service.json()["status"] == "active"
         and service.json()["capacity"]["status"] == "accepting" and not service.json().get("hours"),
         "one consent version, not withdrawn": consents.status_code == 200 and len(consents.json()["items"]) == 1,
+        "the override still pending": overrides.status_code == 200
+        and [o["state"] for o in overrides.json()["items"]] == ["pending"],
     }
+    assert not uncalled, f"party-only operations neither the stranger's system nor its people may call: {uncalled}"
     wrong = {label: status for label, status in answers.items() if status != 404}
     cross_agency = sum(1 for status in answers.values() if status < 300)
     report.add("isolation: non-party access by id",
@@ -198,8 +228,22 @@ async def test_no_list_an_agency_can_read_holds_another_agencys_private_ids(
 HOLDERS = ("iom", "admin", "oversight", "referral-service")
 
 
+#: A scope only people hold (issue 20): tested with a supervisor's token lacking it.
+PERSON = "a supervisor of iom"
+
+
 def _holder(net: Network, scopes: tuple[str, ...]) -> str:
-    return next(name for name in HOLDERS if set(scopes) <= set(net.credentials(name)["scopes"]))
+    holders = [name for name in HOLDERS if set(scopes) <= set(net.credentials(name)["scopes"])]
+    if not holders and set(scopes) <= set(role_scopes(("supervisor",)).split()):
+        return PERSON
+    return holders[0]
+
+
+def _token_without(net: Network, holder: str, scope: str) -> str:
+    if holder == PERSON:
+        held = [s for s in role_scopes(("supervisor",)).split() if s not in scope.split()]
+        return Staff(net).token(OWNER, ("supervisor",), scope=" ".join(held))
+    return token_with(net, holder, [s for s in net.credentials(holder)["scopes"] if s not in scope.split()])
 
 
 def test_every_secured_operation_refuses_a_token_without_its_scope(
@@ -216,9 +260,8 @@ def test_every_secured_operation_refuses_a_token_without_its_scope(
             holder = _holder(net, scopes if len(op.alternatives) < 2 else op.alternatives[0])
             # Where any one of several requirements is enough, the token must lack them all to be refused.
             for scope in (scopes if len(op.alternatives) < 2 else [" ".join(scopes)]):
-                held = [s for s in net.credentials(holder)["scopes"] if s not in scope.split()]
                 if (holder, scope) not in tokens:
-                    tokens[(holder, scope)] = token_with(net, holder, held)
+                    tokens[(holder, scope)] = _token_without(net, holder, scope)
                 headers = {"Authorization": f"Bearer {tokens[(holder, scope)]}", "X-Purpose": "case_management"}
                 # The scope is checked before the body is validated, so any JSON body will do.
                 response = http.request(op.method.upper(), op.url(net, **dict.fromkeys(op.path_params, "x1")),

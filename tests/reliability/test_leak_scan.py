@@ -3,7 +3,7 @@
 A fresh stack runs every SOP scenario (tests/e2e/scenarios.py) with people whose every personal field carries a
 random marker, then the whole installation is searched for the marker, its case variants, its base64 and UTF-16
 forms, and every other personal value of those people (phone numbers, birth dates, e-mail addresses), and the
-trafficking facts each case holds (exploitation types, means of control, ...: DOMAIN.md, sealed under the case key
+trafficking facts each case holds (exploitation types, means of control, ...: docs/domain.md, sealed under the case key
 with the names, so erasure destroys them too):
 
 - every record of every topic, DLQs included: key, headers and value;

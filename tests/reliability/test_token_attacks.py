@@ -2,7 +2,9 @@
 
 Forged tokens are made with the attacker's means (a key of their own, the issuer's *public* key, no signature) and,
 for the claim checks, with the issuer's real signing key from the stack's key file: a token signed right but expired,
-for another audience or from another issuer must still be refused. A control token forged the same way with valid
+for another audience or from another issuer must still be refused. People's tokens (issue 20) the same way: roles
+widened, another agency, someone else's subject, a life beyond ten minutes -- and a person may not name anyone else
+in X-Acting-User. A control token forged the same way with valid
 claims is accepted, so each refusal is for the one thing the attack changed.
 
 Revocation and suspension are live: a revoked token and a suspended agency's token stop working at every service
@@ -27,6 +29,7 @@ from joserfc.jwk import ECKey
 
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from tests.e2e.network import Network, eventually
+from tests.e2e.staff import Staff
 from tests.reliability.report import FULL, Report
 from tests.reliability.stack import (
     TOKEN_LIFETIME_SECONDS,
@@ -36,6 +39,7 @@ from tests.reliability.stack import (
     register_agency,
     request_token,
 )
+from tests.support.issuer import new_person
 
 #: One cheap read per service for the tokens of the agencies made here, and the scopes they need.
 PROBES = {"registry": "/taxonomy", "intake": "/cases", "referral": "/referrals", "audit": "/audit/checkpoint"}
@@ -168,6 +172,98 @@ def test_forged_none_confused_expired_and_misaddressed_tokens_are_refused_everyw
                         "requests": tried, "accepted": sum(len(v) for v in accepted.values())},
                failures=sum(len(v) for v in accepted.values()))
     assert not accepted, json.dumps(accepted, indent=1)
+
+
+# --- people's tokens (issue 20) ------------------------------------------------------------------------------
+
+
+def person_attacks(staff: Staff, valid_caseworker_token: str) -> dict[str, str]:
+    """A person's token changed the ways an insider or a thief would want: more roles, another agency, longer life."""
+    attacker = ECKey.generate_key("P-256")
+    head, payload, signature = valid_caseworker_token.split(".")
+    real = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+    def kept_signature(**changes: Any) -> str:
+        return f"{head}.{b64url(json.dumps(real | changes).encode())}.{signature}"
+
+    now = int(time.time())
+    return {
+        "person: roles widened to supervisor, signature kept": kept_signature(
+            roles=["supervisor"], scope=real["scope"] + " overrides:approve"),
+        "person: another agency claimed, signature kept": kept_signature(agency=staff.net.agency("unhcr")),
+        "person: someone else's subject, signature kept": kept_signature(sub=new_person()),
+        "person: supervisor signed by the attacker's key": staff.sign(staff.claims("iom", ("supervisor",)), attacker),
+        "person: wrong issuer (real key)": staff.token("iom", iss="https://evil.example"),
+        "person: wrong audience (real key)": staff.token("iom", aud="another-api"),
+        "person: expired (real key)": staff.token("iom", iat=now - 900, exp=now - 120),
+        "person: lives an hour, beyond the profile's ten minutes (real key)": staff.token("iom", exp=now + 3600),
+        "person: no iat (real key)": staff.token("iom", iat=None),
+        "person: a role RefNet does not know (real key)": staff.token("iom", ("root",), scope="cases:read"),
+        "person: roles not a list (real key)": staff.token("iom", roles="supervisor"),
+        "person: a subject that is no id (real key)": staff.token("iom", person="Example Person"),
+    }
+
+
+def test_forged_and_misaddressed_people_tokens_are_refused_everywhere(
+        reliability_network: Network, report: Report) -> None:
+    net = reliability_network
+    staff = Staff(net)
+    secured = [op for op in operations(net) if op.scopes is not None]
+    accepted: dict[str, list[str]] = {}
+    tried = 0
+    with httpx.Client(timeout=30) as http:
+        # The control: a caseworker's token as the registry issues it is accepted where a caseworker may read.
+        control = staff.token("iom")
+        for service, path in PROBES.items():
+            if service != "audit":  # audit:read is the auditor's, not the caseworker's
+                answer = http.get(net.url(service) + path, headers={"Authorization": f"Bearer {control}"})
+                assert answer.status_code == 200, f"a person's token is refused by {service}: {answer.text}"
+        attacks_made = person_attacks(staff, control)
+        for name, token in attacks_made.items():
+            for op in secured:
+                response = _request(http, net, op, f"Bearer {token}")
+                tried += 1
+                if not _refused(response):
+                    accepted.setdefault(name, []).append(f"{op.label}: {response.status_code}")
+    report.add("token attacks: people's tokens",
+               injected="a person's token with roles widened, agency or subject changed (signature kept), signed by an "
+                        "attacker, from another issuer or audience, expired, living beyond ten minutes, unknown roles",
+               checked="401 with an RFC 6750 challenge on every secured operation of every service; a caseworker's "
+                       "token as the registry issues it is accepted",
+               figures={"attacks": len(attacks_made), "secured operations": len(secured), "requests": tried,
+                        "accepted": sum(len(v) for v in accepted.values())},
+               failures=sum(len(v) for v in accepted.values()))
+    assert not accepted, json.dumps(accepted, indent=1)
+
+
+def test_a_person_cannot_act_as_someone_else_anywhere(reliability_network: Network, report: Report) -> None:
+    """With a person's own token, X-Acting-User may only repeat the person: naming anyone else is refused by every
+    secured operation (before its scope or body is looked at), so no audit entry can name the wrong person."""
+    net = reliability_network
+    staff = Staff(net)
+    secured = [op for op in operations(net) if op.scopes is not None]
+    person = new_person()
+    token = staff.token("iom", ("supervisor",), person=person)
+    wrong: dict[str, str] = {}
+    with httpx.Client(timeout=30) as http:
+        for op in secured:
+            headers = {"Authorization": f"Bearer {token}", "X-Purpose": "case_management",
+                       "X-Acting-User": "caseworker.1"}
+            response = http.request(op.method.upper(), op.url(net, **dict.fromkeys(op.path_params, "x1")),
+                                    headers=headers, json={} if op.body_media_type == "application/json" else None)
+            if response.status_code != 403 or response.json().get("type") != \
+                    "urn:refnet:problem:acting-user-contradicts-token" or person in response.text:
+                wrong[op.label] = f"{response.status_code} {response.text[:200]}"
+        same = http.get(net.url("intake") + "/cases", headers={"Authorization": f"Bearer {token}",
+                                                               "X-Acting-User": person})
+    report.add("token attacks: acting as someone else",
+               injected="a supervisor's own token with X-Acting-User naming another user",
+               checked="403 acting-user-contradicts-token on every secured operation; the header repeating the "
+                       "token's subject is accepted",
+               figures={"secured operations": len(secured), "accepted": len(wrong)},
+               failures=len(wrong) + (same.status_code != 200))
+    assert not wrong, json.dumps(wrong, indent=1)
+    assert same.status_code == 200, same.text
 
 
 # --- revocation and suspension -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ SECRETS_DIR = REPO / "deploy" / "secrets"
 POSTGRES_INIT_DIR = REPO / "deploy" / "postgres" / "init"
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
 
-# The project's conventions (shared/design/CONTRACT.md, ARCHITECTURE.md).
+# The project's conventions (docs/contract.md, docs/architecture.md).
 SERVICE_PORTS = {"registry": 8001, "intake": 8002, "referral": 8003, "audit": 8004}
 CONTRACT_TOPICS = (
     "refnet.registry.events",

@@ -36,7 +36,7 @@ DOMAIN_RULES = range(1, 11)
 _SPAN = re.compile(r"`([^`\n]+)`")
 _PATH_ROOTS = ("services/", "shared/", "tests/", "deploy/", "docs/", "examples/", "bench/", "requirements/")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
-# "`services/intake/domain.py` `check_override`": a file, then a name defined in it.
+# "`services/intake/domain.py` `check_override_request`": a file, then a name defined in it.
 _PATH_THEN_NAME = re.compile(r"`([A-Za-z0-9_./-]+\.py)`[ \t]+`([A-Za-z_][A-Za-z0-9_.]*)`")
 
 
@@ -186,8 +186,8 @@ def test_links_between_the_documents_reach_a_heading() -> None:
 
 
 def test_the_reference_checker_sees_a_missing_file_function_or_test() -> None:
-    assert reference_problems("`services/intake/domain.py::check_override`, `shared/consent.py`") == []
-    assert reference_problems("`services/intake/domain.py` `check_override`") == []
+    assert reference_problems("`services/intake/domain.py::check_override_request`, `shared/consent.py`") == []
+    assert reference_problems("`services/intake/domain.py` `check_override_request`") == []
     assert reference_problems("`services/referral/service/referrals.py::Referrals.create`") == []
     assert reference_problems("`refnet.delivery.<agency_id>`, `docs/openapi/<service>.json`, `X-Purpose`") == []
     assert reference_problems("`services/intake/nothing.py`")

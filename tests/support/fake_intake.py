@@ -26,7 +26,7 @@ class FakeCase:
     consents: dict[str, tuple[str | None, set[str]]] = field(default_factory=dict)
     # consent id -> its version (1 unless set)
     versions: dict[str, int] = field(default_factory=dict)
-    # recipient agency -> override id: a risk-to-life disclosure without consent (DOMAIN.md rule 6)
+    # recipient agency -> override id: a risk-to-life disclosure without consent (docs/domain.md rule 6)
     overrides: dict[str, str] = field(default_factory=dict)
 
 

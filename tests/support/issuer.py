@@ -8,7 +8,8 @@ resource server must refuse. Usage::
 
     async def test_x(issuer: LocalIssuer) -> None:
         app.state.token_validator = issuer.validator()
-        headers = issuer.auth_headers("client-1", "agency-1", "cases:read")
+        headers = issuer.auth_headers("client-1", "agency-1", "cases:read")      # an agency's system
+        headers = issuer.person_headers(agency="agency-1", roles=("supervisor",))  # a person (issue 20)
 
 or, outside pytest fixtures, ``with LocalIssuer() as issuer: ...``.
 """
@@ -37,6 +38,29 @@ from shared.auth import TokenValidator
 
 JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+#: The first-party client people sign in through (the console), as a person's token names it in client_id.
+CONSOLE_CLIENT = "refnet-console"
+ACR_MFA = "urn:refnet:acr:mfa"
+#: What each role lets a person's token hold (issue 20's profile; the registry derives the same).
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "caseworker": ("registry:read", "cases:read", "cases:write", "consent:write", "referrals:read",
+                   "referrals:write"),
+    "supervisor": ("registry:read", "cases:read", "cases:write", "consent:write", "referrals:read",
+                   "referrals:write", "overrides:approve"),
+    "agency_admin": ("registry:read", "staff:admin", "webhooks:admin"),
+    "auditor": ("registry:read", "audit:read"),
+}
+
+
+def new_person() -> str:
+    """A person id in the form the registry mints (``new_id("person")``)."""
+    return f"person-{secrets.token_hex(16)}"
+
+
+def role_scopes(roles: tuple[str, ...] | list[str]) -> str:
+    return " ".join(sorted({scope for role in roles for scope in ROLE_SCOPES.get(role, ())}))
 
 
 def _b64url(data: bytes) -> str:
@@ -258,6 +282,38 @@ class LocalIssuer:
                 if k.alg == alg:
                     return k
         raise ValueError(f"the issuer publishes no {alg} key; add_key({alg!r}) first")
+
+    # people's tokens (issue 20's profile: sub is the person, client_id the first-party client)
+
+    def mint_person(
+        self,
+        person: str | None = None,
+        agency: str = "agency-1",
+        roles: tuple[str, ...] = ("caseworker",),
+        scope: str | None = None,
+        *,
+        client_id: str = CONSOLE_CLIENT,
+        amr: tuple[str, ...] = ("pwd", "otp"),
+        acr: str | None = ACR_MFA,
+        exp_in: int = 300,
+        extra_claims: dict[str, Any] | None = None,
+        **mint_options: Any,
+    ) -> str:
+        """A person's access token as the registry issues it: ``sub`` the person (a fresh ``person-`` id unless
+        named), ``roles``, and by default the scopes those roles give (``scope`` overrides them)."""
+        claims: dict[str, Any] = {"client_id": client_id, "roles": list(roles), "amr": list(amr),
+                                  "acr": acr, "auth_time": int(time.time())}
+        claims.update(extra_claims or {})
+        return self.mint(person or new_person(), agency, role_scopes(roles) if scope is None else scope,
+                         exp_in=exp_in, extra_claims=claims, **mint_options)
+
+    def person_headers(self, person: str | None = None, agency: str = "agency-1",
+                       roles: tuple[str, ...] = ("caseworker",), scope: str | None = None, *,
+                       acting_user: str | None = None, **options: Any) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.mint_person(person, agency, roles, scope, **options)}"}
+        if acting_user is not None:
+            headers["X-Acting-User"] = acting_user
+        return headers
 
     # hostile tokens
 

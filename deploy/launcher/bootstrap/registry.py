@@ -30,4 +30,4 @@ def prepare(ctx: BootstrapContext) -> None:
             handle.write(signing_key_file_content([(key.kid, key.private_pem)]))
     ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"] = str(key_file)
     token_url = ctx.service_urls["registry"].rstrip("/") + "/oauth/token"
-    asyncio.run(seed(ctx.database_url, ctx.credentials_dir, token_url))
+    asyncio.run(seed(ctx.database_url, ctx.credentials_dir, token_url, kek_file=kek_file))

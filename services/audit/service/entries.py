@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import store
-from services.audit.domain import CONSENT_PREFIX, consents_in_force, is_access
+from services.audit.domain import ATTESTED_BY, CONSENT_PREFIX, consents_in_force, is_access
 from services.audit.leaf import ENTRY_FIELDS, entry_json
 from shared import pagination
 from shared.errors import Problem
@@ -82,7 +82,8 @@ class Entries:
             items.append({
                 "index": e["index"], "occurred_at": e["occurred_at"], "recorded_at": e["recorded_at"],
                 "action": e["action"], "outcome": e["outcome"], "agency": e["agency"], "client_id": e["client_id"],
-                "acting_user": e["acting_user"], "purpose": e["purpose"],
+                "acting_user": e["acting_user"], "attested_by": e["details"].get(ATTESTED_BY),
+                "purpose": e["purpose"],
                 "data_categories": e["details"].get("data_categories") or e["details"].get("categories"),
                 "consent": {"consent_id": basis.consent_id, "consent_version": basis.consent_version,
                             "basis": basis.basis},

@@ -108,6 +108,7 @@ class Resources:
         record = AccessRecord(
             action=action, outcome=outcome, agency=token(principal.agency_id),
             client_id=token(principal.client_id), acting_user=token(principal.acting_user),
+            attested_by=principal.attested_by,
             purpose=token(purpose), resource_type=resource_type, resource_id=token(resource_id) or case_id,
             case_id=case_id, details={k: v for k, v in details.items() if v is not None},
         )
@@ -134,7 +135,7 @@ class Resources:
 
 def actor(principal: Principal) -> dict[str, Any]:
     return {"agency": principal.agency_id, "client_id": principal.client_id,
-            "acting_user": principal.acting_user}
+            "acting_user": principal.acting_user, "attested_by": principal.attested_by}
 
 
 def case_event(row: CaseRow, principal: Principal, purpose: str, changed: Sequence[str] = ()) -> ev.CaseEvent:

@@ -50,7 +50,7 @@ async def store_consent(
         interpreter_used=body.interpreter_used, provisions=domain.provisions_summary(body),
         checklist=body.checklist.model_dump(), valid_from=body.valid_from or now(), valid_until=body.valid_until,
         recorded_by_agency=principal.agency_id, recorded_by_client=principal.client_id,
-        recorded_by_user=principal.acting_user,
+        recorded_by_user=principal.acting_user, recorded_by_attested_by=principal.attested_by,
         sealed=seal(data_key, free_text, case_id=case.id, label=f"consent:{consent_id}"),
         created_at=now(),
     )
@@ -86,7 +86,7 @@ def _view(row: ConsentRow, free_text: dict[str, Any] | None, states: Sequence[do
         "valid_from": row.valid_from.isoformat(),
         "valid_until": row.valid_until.isoformat() if row.valid_until else None,
         "recorded_by_agency": row.recorded_by_agency, "recorded_by_user": row.recorded_by_user,
-        "created_at": row.created_at.isoformat(),
+        "recorded_by_attested_by": row.recorded_by_attested_by, "created_at": row.created_at.isoformat(),
     }
     if free_text is not None:
         view.update({k: v for k, v in free_text.items()})
@@ -149,7 +149,8 @@ class Consents:
             row = ConsentRow(
                 id=withdrawal_id, case_id=case.id, version=version, kind="withdrawal", withdraws=target.id,
                 provisions=[], valid_from=at, recorded_by_agency=principal.agency_id,
-                recorded_by_client=principal.client_id, recorded_by_user=principal.acting_user, created_at=at,
+                recorded_by_client=principal.client_id, recorded_by_user=principal.acting_user,
+                recorded_by_attested_by=principal.attested_by, created_at=at,
                 sealed=seal(data_key, {"reason": body.reason}, case_id=case.id, label=f"consent:{withdrawal_id}")
                 if data_key is not None else None,
             )

@@ -33,7 +33,7 @@ async def _decide(session: AsyncSession, case: CaseRow, recipient: str, referral
         return domain.disclosure(owner=case.owner_agency, case_status=case.status, recipient=recipient,
                                  referrals=referrals or [], suspended=False, consents=[], overrides=[],
                                  purpose=purpose, at=at)
-    overrides = [domain.OverrideGrant(o.id, o.created_at, o.valid_until)
+    overrides = [domain.OverrideGrant(o.id, o.approved_at, o.valid_until, o.revoked_at)
                  for o in await store.overrides(session, case.id, recipient)]
     return domain.disclosure(
         owner=case.owner_agency, case_status=case.status, recipient=recipient, referrals=referrals,

@@ -1,5 +1,5 @@
 """The referral broker's rules, free of I/O: the SOP pathways, the guards a new referral must pass, the
-lifecycle (CONTRACT.md "Referral states"), deadlines, the de-identification of statistics and the ranking of
+lifecycle (docs/contract.md "Referral states"), deadlines, the de-identification of statistics and the ranking of
 suggestions -- one module each, all importable from here.
 
 Every rule lives here once; the use cases (``service/``) gather the facts (clearance from intake, the registry

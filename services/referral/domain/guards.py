@@ -1,4 +1,4 @@
-"""The guards a new referral must pass (DOMAIN.md rules 1, 4 and 5) and the consent in force: which
+"""The guards a new referral must pass (docs/domain.md rules 1, 4 and 5) and the consent in force: which
 referrals it covers, and who may read a referral's free text."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def check_guards(new: NewReferral) -> GuardFailure | None:
     return None
 
 
-# --- consent in force (DOMAIN.md rules 1 and 2) ---------------------------------------------------------
+# --- consent in force (docs/domain.md rules 1 and 2) ---------------------------------------------------------
 
 
 @dataclass(frozen=True)

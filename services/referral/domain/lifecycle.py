@@ -1,4 +1,4 @@
-"""The referral lifecycle (CONTRACT.md "Referral states"): who may make which move, with which reason code."""
+"""The referral lifecycle (docs/contract.md "Referral states"): who may make which move, with which reason code."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.referral.domain.vocabulary import (
 # --- the lifecycle ------------------------------------------------------------------------------------------
 
 #: (from, to) -> the one party that may make that move. Sender and system cancellations are added below for
-#: every open state. This is CONTRACT.md's diagram, and nothing else.
+#: every open state. This is docs/contract.md's diagram, and nothing else.
 TRANSITIONS: dict[tuple[Status, Status], Party] = {
     (Status.requested, Status.received): Party.recipient,
     (Status.received, Status.accepted): Party.recipient,

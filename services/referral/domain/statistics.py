@@ -1,4 +1,4 @@
-"""De-identified statistics (DOMAIN.md rule 9): periods, cells, k-anonymity suppression and the published view."""
+"""De-identified statistics (docs/domain.md rule 9): periods, cells, k-anonymity suppression and the published view."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared.times import utc_text
 
 # --- statistics ---------------------------------------------------------------------------------------------
 #
-# DOMAIN.md rule 9. Published for closed calendar months and quarters only, every count under 11 (zero
+# docs/domain.md rule 9. Published for closed calendar months and quarters only, every count under 11 (zero
 # included: "none" is a count too) suppressed, with complementary suppression. Decision: suppression, not
 # noise (OpenDP). Rule 9 prescribes k = 11 suppression; oversight bodies reconcile these counts with their
 # own case files, which noisy counts would not match; and a differentially private release over periods

@@ -1,5 +1,5 @@
 """The referral vocabularies: pathways, priorities, states, parties, data categories, the service taxonomy
-and the reason codes (CONTRACT.md)."""
+and the reason codes (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ OPEN_STATES: frozenset[Status] = frozenset(
 )
 TERMINAL_STATES: frozenset[Status] = frozenset(set(Status) - OPEN_STATES)
 
-#: CONTRACT.md: reason codes for rejected.
+#: docs/contract.md: reason codes for rejected.
 REJECT_REASONS: frozenset[str] = frozenset({"no-capacity", "not-eligible", "outside-mandate", "duplicate", "other"})
 #: Reason codes for failed (the recipient could not deliver the service it accepted).
 FAIL_REASONS: frozenset[str] = frozenset(

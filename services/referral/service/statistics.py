@@ -1,4 +1,5 @@
-"""De-identified statistics for oversight agencies (GET /stats, DOMAIN.md rule 9; ``domain.statistics`` says how)."""
+"""De-identified statistics for oversight agencies (GET /stats, docs/domain.md rule 9; ``domain.statistics``
+says how)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Statistics:
         self.clock = clock
 
     async def stats(self, label: str) -> dict[str, Any]:
-        """DOMAIN.md's indicators for one closed month or quarter, de-identified.
+        """docs/domain.md's indicators for one closed month or quarter, de-identified.
 
         Only oversight agencies call this (scope ``stats:read``). A quarter is built from its months, each
         protected alone, so a month and its quarter never difference into a suppressed cell."""

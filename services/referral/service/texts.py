@@ -1,5 +1,5 @@
 """A referral's free text (its reason, its transitions' notes): sealed under the case's data key, opened only
-as DOMAIN.md rules 3 and 7 allow, shredded with the key when the case is erased."""
+as docs/domain.md rules 3 and 7 allow, shredded with the key when the case is erased."""
 
 from __future__ import annotations
 

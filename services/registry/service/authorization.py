@@ -11,6 +11,7 @@ import base64
 import binascii
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -47,6 +48,8 @@ from shared.times import utc_text
 log = structlog.get_logger("refnet.registry")
 
 _JTI_PURGE_SECONDS = 30.0
+#: Grants of people signing in at a first-party client (the OpenID Connect provider answers them).
+PERSON_GRANTS = ("authorization_code", "refresh_token")
 _KEY_PURGE_SECONDS = 60.0
 
 
@@ -101,6 +104,8 @@ class Authorization:
         self._next_key_purge = 0.0  # ... and of the next destruction of retired keys' private parts
         self.limiter = RateLimiter(settings.token_requests_per_minute, settings.token_burst)
         self.policy = assertion_policy(settings)
+        # The OpenID Connect provider's grants (service/sign_in.py), set by the app that runs both.
+        self.person_grants: Callable[[dict[str, str], str | None], Awaitable[dict[str, Any]]] | None = None
 
     async def aclose(self) -> None:
         await self.remote_jwks.aclose()
@@ -194,6 +199,9 @@ class Authorization:
         try:
             if not grant_type:
                 raise OAuthError("invalid_request", "grant_type is required.")
+            if grant_type in PERSON_GRANTS and self.person_grants is not None:
+                # A person's sign-in (code, refresh) at a first-party client: the OpenID Connect provider's.
+                return await self.person_grants(form, basic)
             if grant_type != "client_credentials":
                 raise OAuthError("unsupported_grant_type", "Only the client_credentials grant is supported.")
             async with unit_of_work(self.sessions) as session:

@@ -129,10 +129,10 @@ class Directory:
             await emit_service(session, self.source, events.SERVICE_CAPACITY_CHANGED, service)
         return service
 
-    async def get(self, service_id: str) -> Service:
-        """An active service of an active agency (404 otherwise)."""
+    async def get(self, service_id: str, *, hsds: bool = False) -> Service:
+        """An active service of an active agency (404 otherwise); with ``hsds``, by its HSDS id too."""
         async with unit_of_work(self.sessions) as session:
-            row = await queries.active_service(session, service_id)
+            row = await queries.active_service(session, service_id, hsds=hsds)
         if row is None:
             raise not_found("service")
         return row

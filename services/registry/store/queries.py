@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.registry.hsds_ids import hsds_uuid
 from services.registry.store.tables import Agency, RevokedToken, Service, UsedAssertion
 
 # --- agencies ----------------------------------------------------------------------------------------------
@@ -42,12 +43,17 @@ async def service_for_update(session: AsyncSession, service_id: str) -> Service 
     return await session.get(Service, service_id, with_for_update=True)
 
 
-async def active_service(session: AsyncSession, service_id: str) -> Service | None:
-    """The service if it and its agency are both active."""
+async def active_service(session: AsyncSession, service_id: str, *, hsds: bool = False) -> Service | None:
+    """The service if it and its agency are both active; with ``hsds``, by its HSDS id (hsds_ids.py) too."""
+    hsds_id = hsds_uuid(service_id) if hsds else None
+    query = select(Service).join(Agency, Agency.id == Service.agency_id).where(
+        Service.status == "active", Agency.status == "active")
+    if hsds_id is None:
+        return (await session.execute(query.where(Service.id == service_id))).scalar_one_or_none()
+    # Should a RefNet id ever be written as a UUID, the service it names comes before another's HSDS id.
     return (await session.execute(
-        select(Service).join(Agency, Agency.id == Service.agency_id)
-        .where(Service.id == service_id, Service.status == "active", Agency.status == "active")
-    )).scalar_one_or_none()
+        query.where(or_(Service.id == service_id, Service.hsds_id == hsds_id))
+        .order_by((Service.id == service_id).desc()).limit(1))).scalars().first()
 
 
 # --- client assertions and tokens --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from services.registry.hsds_ids import hsds_uuid
 from services.registry.store.tables import Agency, Location, Service
 from shared import geo
 
@@ -33,7 +34,8 @@ async def search_services(
                         agency=agency_id is not None, modified_after=modified_after is not None)
     params: dict[str, Any] = {"offset": offset, "limit": limit}
     if agency_id is not None:
-        params["agency_id"] = agency_id
+        # RefNet's agency id or the organization's HSDS id (services/registry/hsds_ids.py).
+        params.update(agency_id=agency_id, agency_hsds_id=hsds_uuid(agency_id))
     if modified_after is not None:
         params["modified_after"] = modified_after
     if taxonomy:
@@ -110,7 +112,8 @@ def _search_statements(shape: SearchShape) -> tuple[Select[Any], Select[Any]]:
         conditions.append(or_(_any_text_matches(Service.names, pattern),
                               _any_text_matches(Service.descriptions, pattern)))
     if shape.agency:
-        conditions.append(Service.agency_id == bindparam("agency_id", type_=Text))
+        conditions.append(or_(Service.agency_id == bindparam("agency_id", type_=Text),
+                              Agency.hsds_id == bindparam("agency_hsds_id", type_=Agency.hsds_id.type)))
     if shape.modified_after:
         conditions.append(Service.updated_at >= bindparam("modified_after", type_=Service.updated_at.type))
     query: Any = select(*(Service.__table__.c[name] for name in _SERVICE_COLUMNS)).join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,16 +18,25 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
+    Uuid,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from services.registry.hsds_ids import Kind, hsds_id
 from shared.db import NAMING
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def _hsds_id_of(kind: Kind) -> Any:
+    """The insert default of an ``hsds_id`` column: derived from the row's ``id`` (services/registry/hsds_ids.py),
+    so every way of adding the row fills it."""
+    return lambda context: hsds_id(kind, context.get_current_parameters()["id"])
 
 
 class Agency(Base):
@@ -35,6 +45,10 @@ class Agency(Base):
     __tablename__ = "agencies"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Its id in the HSDS output (the organization's), for the organization_id filter to look up. NULL only
+    # on a row an older release added during the upgrade to registry_0008 (docs/operations.md).
+    hsds_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True,
+                                                     default=_hsds_id_of("organization"))
     client_id: Mapped[str] = mapped_column(String(128), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     short_name: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -101,6 +115,9 @@ class Service(Base):
     __tablename__ = "services"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Its id in the HSDS output, for GET /hsds/services/{id} to look up (NULL as ``Agency.hsds_id``).
+    hsds_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True,
+                                                     default=_hsds_id_of("service"))
     agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
     taxonomy: Mapped[str] = mapped_column(String(64), index=True)
     names: Mapped[dict[str, str]] = mapped_column(JSONB)
@@ -148,3 +165,119 @@ class Location(Base):
         Boolean, server_default=FetchedValue(), server_onupdate=FetchedValue(), deferred=True)
 
     service: Mapped[Service] = relationship(back_populates="locations")
+
+
+# --- people (issue #20): staff accounts and the OpenID Connect provider's state ----------------------------
+
+
+class Person(Base):
+    """A member of an agency's staff. ``login`` is unique inside the agency; the password is an argon2id
+    hash; the TOTP secret is stored only wrapped under the registry's KEK (like the signing keys)."""
+
+    __tablename__ = "people"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
+    login: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    status: Mapped[str] = mapped_column(String(16), default="invited")  # invited, active, disabled
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    totp_secret_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_kek_id: Mapped[str | None] = mapped_column(String(32))
+    # The last TOTP time step accepted: a code is good once (RFC 6238 section 5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("agency_id", "login", name="uq_people_agency_login"),
+        CheckConstraint("(totp_secret_wrapped IS NULL) = (totp_kek_id IS NULL)", name="totp_kek"),
+    )
+
+
+class PersonInvite(Base):
+    """A one-time link to set a password and enrol the second factor (an invitation or a reset): only the
+    SHA-256 of its token is kept; used once, then ``used_at`` is set."""
+
+    __tablename__ = "person_invites"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # invite, reset
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The TOTP secret offered on the enrolment page, kept until the first code confirms it.
+    totp_secret_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_kek_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FirstPartyClient(Base):
+    """An OpenID Connect relying party the operator registered (the console): public (PKCE only) when
+    ``secret_hash`` is NULL, else confidential (client_secret_basic)."""
+
+    __tablename__ = "first_party_clients"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SignInSession(Base):
+    """A person's sign-in at the provider (the browser's cookie names it by the SHA-256 of its token).
+    ``amr`` is what was proven so far: a session with only a password, when a second factor is needed, is
+    not signed in yet. ``last_seen_at`` moves with every use; idle longer than the setting, it is over."""
+
+    __tablename__ = "sign_in_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    amr: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    auth_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuthorizationCode(Base):
+    """An authorization code (only its SHA-256 kept), bound to client, redirect URI, PKCE challenge and the
+    sign-in session; used once (``used_at``)."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(ForeignKey("sign_in_sessions.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RefreshToken(Base):
+    """A refresh token (only its SHA-256 kept). Each use rotates it (``rotated_at`` set, a new one of the same
+    ``family_id`` issued); a rotated token presented again revokes its whole family."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sign_in_sessions.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(Text)
+    # The access token issued with it: revoked with the family.
+    access_jti: Mapped[str] = mapped_column(String(64))
+    access_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

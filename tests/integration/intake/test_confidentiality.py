@@ -69,9 +69,12 @@ async def test_no_personal_data_in_the_database_topics_or_logs(
                                           json={"risk_level": "medium"})).status_code == 200
         justification = f"threat to life, reported by {person['given_name']} at {person['phone']}"
         override = await intake.client.post(
-            f"/cases/{case_id}/overrides", headers=intake.headers(owner, acting_user="alice"),
-            json={"recipient_agency": recipient, "justification": justification, "approver": "bob"})
+            f"/cases/{case_id}/overrides", headers=intake.issuer.person_headers(agency=owner),
+            json={"recipient_agency": recipient, "justification": justification})
         assert override.status_code == 201
+        approval = await intake.client.post(f"/cases/{case_id}/overrides/{override.json()['id']}/approval",
+                                            headers=intake.issuer.person_headers(agency=owner, roles=("supervisor",)))
+        assert approval.status_code == 200
         consent = consent_body(recipient, witness=f"{person['family_name']} senior",
                                capacity_note=f"born {person['birth_date']}")
         assert (await intake.client.post(f"/cases/{case_id}/consents", headers=intake.headers(owner),

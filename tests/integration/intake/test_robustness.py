@@ -32,7 +32,10 @@ async def test_odd_paths_headers_and_queries(intake: Intake) -> None:
             ("POST", f"/cases/{case_id}/consents", consent_body()),
             ("POST", f"/cases/{case_id}/consents/{case_id}/withdraw", {}),
             ("POST", f"/cases/{case_id}/overrides",
-             {"recipient_agency": "b", "approver": "bob", "justification": "threat to life, urgent case"}),
+             {"recipient_agency": "b", "justification": "threat to life, urgent case"}),
+            ("GET", f"/cases/{case_id}/overrides", None),
+            ("POST", f"/cases/{case_id}/overrides/{case_id}/approval", None),
+            ("POST", f"/cases/{case_id}/overrides/{case_id}/revocation", None),
         ]:
             response = await intake.client.request(method, path, json=body, headers=h)
             assert 400 <= response.status_code < 500, (method, path, response.status_code, response.text)

@@ -35,7 +35,7 @@ async def test_a_third_agency_gets_404_on_every_case_endpoint(intake: Intake) ->
         intake.client.get(f"/cases/{case_id}/consents", headers=h),
         intake.client.post(f"/cases/{case_id}/consents/{consent_id}/withdraw", headers=h, json={}),
         intake.client.post(f"/cases/{case_id}/overrides", headers=h,
-                           json={"recipient_agency": stranger, "approver": "u2",
+                           json={"recipient_agency": stranger,
                                  "justification": "imminent threat to life reported by shelter"}),
     ]
     for response in await asyncio.gather(*calls):
@@ -191,55 +191,6 @@ async def test_a_childs_consent_needs_a_guardian_and_assent(intake: Intake) -> N
     ok = await intake.client.post(f"/cases/{created['id']}/consents", headers=intake.headers(owner),
                                   json=consent_body(grantor="guardian", child_assent=True))
     assert ok.status_code == 201, ok.text
-
-
-async def test_override_needs_a_second_different_approver(intake: Intake) -> None:
-    owner, recipient = agency(), agency()
-    created = await intake.register(owner)
-    url = f"/cases/{created['id']}/overrides"
-    justification = "credible threat to life reported by shelter staff tonight"
-    no_approver = await intake.client.post(url, headers=intake.headers(owner, acting_user="alice"),
-                                           json={"recipient_agency": recipient, "justification": justification})
-    assert no_approver.status_code == 422
-    assert ["body", "approver"] in [e["loc"] for e in no_approver.json()["errors"]]
-    same = await intake.client.post(url, headers=intake.headers(owner, acting_user="alice"),
-                                    json={"recipient_agency": recipient, "justification": justification,
-                                          "approver": "alice"})
-    assert same.status_code == 422
-    assert same.json()["type"].endswith("second-approver-required")
-    anonymous = await intake.client.post(url, headers=intake.headers(owner),
-                                         json={"recipient_agency": recipient, "justification": justification,
-                                               "approver": "bob"})
-    assert anonymous.status_code == 422
-    assert anonymous.json()["type"].endswith("acting-user-required")
-
-    ok = await intake.client.post(url, headers=intake.headers(owner, acting_user="alice"),
-                                  json={"recipient_agency": recipient, "justification": justification,
-                                        "approver": "bob"})
-    assert ok.status_code == 201, ok.text
-    assert ok.json()["approver"] == "bob" and ok.json()["requested_by"] == "alice"
-
-    # A referral relying on the override (no consent) lets the recipient read what it shares.
-    await intake.refer(created["id"], owner, recipient, ["contact"], consent_id=None)
-    read = await intake.read(created["id"], recipient, "referral")
-    assert read.status_code == 200
-    assert set(read.json()["person"]) == {"phone", "email", "address"}
-
-    events = await topic_events(intake.bootstrap, INTAKE_EVENTS,
-                                lambda e: e.partition_key == created["id"] and "overridden" in e.type)
-    assert events[0].data["recipient_agency"] == recipient and events[0].data["approver"] == "bob"
-    assert justification not in str(events[0].data)
-    denied = await topic_events(
-        intake.bootstrap, AUDIT_ACCESS,
-        lambda e: e.data.get("case_id") == created["id"] and e.data["action"] == "consent.override", expect=3,
-        timeout=5)
-    # The refusals are access records; the override itself is its event above (one audit entry per act).
-    assert sorted(r.data["outcome"] for r in denied) == ["denied", "denied"]
-    [read_record] = await topic_events(
-        intake.bootstrap, AUDIT_ACCESS,
-        lambda e: e.data.get("case_id") == created["id"] and e.data["agency"] == recipient)
-    assert read_record.data["details"]["override_id"] == ok.json()["id"]
-    assert "consent_id" not in read_record.data["details"]
 
 
 async def test_clearance(intake: Intake) -> None:

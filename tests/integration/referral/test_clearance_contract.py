@@ -1,5 +1,5 @@
 """The clearance contract, written once: what referral relies on when it asks intake whether a case may be
-referred (DOMAIN.md rules 1, 2, 4, 5 and 6), as referral's ``ClearanceClient`` answers it.
+referred (docs/domain.md rules 1, 2, 4, 5 and 6), as referral's ``ClearanceClient`` answers it.
 
 Every test runs against each implementation referral is run with (the ``world`` fixture):
 
@@ -47,6 +47,7 @@ from tests.support.fake_intake import SERVICE_TOKEN, FakeIntake
 from tests.support.issuer import LocalIssuer
 
 Age = Literal["adult", "child", "unknown"]
+OverrideState = Literal["pending", "active", "revoked"]
 SHARED = ["identity", "demographics"]
 CONSENTED = ["identity", "demographics", "protection_needs"]
 
@@ -65,8 +66,9 @@ class ClearanceWorld(Protocol):
 
     async def withdraw_consent(self, case_id: str, owner: str) -> None: ...
 
-    async def override(self, case_id: str, owner: str, recipient: str) -> None:
-        """A risk-to-life disclosure to ``recipient`` without consent, approved by a second person."""
+    async def override(self, case_id: str, owner: str, recipient: str, state: OverrideState = "active") -> None:
+        """A risk-to-life disclosure to ``recipient`` without consent, requested by one person and (``state``)
+        approved by a second, or revoked after approval, or still pending."""
 
     async def erase(self, case_id: str, owner: str) -> None: ...
 
@@ -98,8 +100,9 @@ class FakeWorld:
     async def withdraw_consent(self, case_id: str, owner: str) -> None:
         self.intake.cases[case_id].consents.clear()
 
-    async def override(self, case_id: str, owner: str, recipient: str) -> None:
-        self.intake.cases[case_id].overrides[recipient] = "override-" + uuid.uuid4().hex[:12]
+    async def override(self, case_id: str, owner: str, recipient: str, state: OverrideState = "active") -> None:
+        if state == "active":  # a pending or revoked override is in force never: the fake knows none
+            self.intake.cases[case_id].overrides[recipient] = "override-" + uuid.uuid4().hex[:12]
 
     async def erase(self, case_id: str, owner: str) -> None:
         self.intake.erased.add(case_id)
@@ -167,12 +170,22 @@ class IntakeWorld:
                                            headers=self._headers(owner))
         assert withdrawn.status_code == 201, withdrawn.text
 
-    async def override(self, case_id: str, owner: str, recipient: str) -> None:
+    async def override(self, case_id: str, owner: str, recipient: str, state: OverrideState = "active") -> None:
+        # Each step by a person with their own token: a caseworker asks, a supervisor approves (issue 20).
+        requester = self.issuer.person_headers(agency=owner, roles=("caseworker",))
         made = await self.intake.post(
-            f"/cases/{case_id}/overrides", headers=self._headers(owner, acting_user="alice"),
-            json={"recipient_agency": recipient, "approver": "bob",
+            f"/cases/{case_id}/overrides", headers=requester,
+            json={"recipient_agency": recipient,
                   "justification": "credible threat to life reported by shelter staff tonight"})
         assert made.status_code == 201, made.text
+        url = f"/cases/{case_id}/overrides/{made.json()['id']}"
+        if state != "pending":
+            approved = await self.intake.post(f"{url}/approval",
+                                              headers=self.issuer.person_headers(agency=owner, roles=("supervisor",)))
+            assert approved.status_code == 200, approved.text
+        if state == "revoked":
+            revoked = await self.intake.post(f"{url}/revocation", headers=requester)
+            assert revoked.status_code == 200, revoked.text
 
     async def erase(self, case_id: str, owner: str) -> None:
         erased = await self.intake.post(f"/cases/{case_id}/erase", headers=self._headers(owner))
@@ -287,6 +300,15 @@ async def test_an_override_permits_without_consent_and_says_so(world: ClearanceW
     assert (answer.permitted, answer.reason) == (True, "override")
     # No consent behind it: referral keeps consent_id None, and consent events never cancel such a referral.
     assert answer.override_id and answer.consent_id is None and answer.consent_version is None
+
+
+@pytest.mark.parametrize("state", ["pending", "revoked"])
+async def test_only_an_approved_unrevoked_override_permits(world: ClearanceWorld, state: OverrideState) -> None:
+    owner, recipient = agency(), agency()
+    case_id = await world.new_case(owner, consent_to=agency())
+    await world.override(case_id, owner, recipient, state)
+    answer = await ask(world, case_id, owner, recipient)
+    assert (answer.permitted, answer.reason, answer.override_id) == (False, "consent-missing", None)
 
 
 # --- who may ask about which case ------------------------------------------------------------------------------

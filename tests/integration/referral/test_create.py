@@ -92,7 +92,7 @@ async def test_child_bia_guard(svc: Service) -> None:
 
 
 async def test_unknown_age_is_refused_as_a_child_not_left_waiting(svc: Service) -> None:
-    """DOMAIN.md rule 4: unknown age is a presumed child -- the child guard answers, never a 503 for ever."""
+    """docs/domain.md rule 4: unknown age is a presumed child -- the child guard answers, never a 503 for ever."""
     sender, recipient = await parties(svc)
     unknown, _ = svc.intake.add_case(sender, is_minor=None)
     refused = await svc.refer(sender, body(unknown, recipient))

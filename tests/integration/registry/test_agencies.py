@@ -159,7 +159,7 @@ async def test_an_agency_registered_with_a_jwks_uri_authenticates_with_its_publi
 
 
 async def test_statistics_are_for_oversight_agencies_only(registry: Registry) -> None:
-    """DOMAIN.md rule 9: stats:read is granted to oversight agencies, refused for any other kind."""
+    """docs/domain.md rule 9: stats:read is granted to oversight agencies, refused for any other kind."""
     admin = await admin_headers(registry)
     ngo = await registry.http.post("/agencies", headers=admin, json={
         "name": "An NGO", "kind": "ngo", "country": "IT", "scopes": ["stats:read"], "generate_secret": True})

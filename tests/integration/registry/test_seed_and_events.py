@@ -39,13 +39,14 @@ async def test_demo_seed_is_idempotent_and_its_credentials_get_tokens(
     ctx = BootstrapContext(service="registry", home=tmp_path, database_url=url,
                            service_urls={"registry": ISSUER})
     await asyncio.to_thread(bootstrap.prepare, ctx)
-    first = {p.name: p.read_text() for p in (tmp_path / "credentials").iterdir()}
+    first = {p.name: p.read_text() for p in (tmp_path / "credentials").iterdir() if p.is_file()}
     kek_file = Path(ctx.env["REFNET_REGISTRY_KEK_FILE"])
     kek = kek_file.read_bytes()
     await asyncio.to_thread(bootstrap.prepare, ctx)  # a second `make run`
     assert kek_file.parent == tmp_path / "keys" and kek_file.read_bytes() == kek  # the KEK is kept
     assert stat.S_IMODE(kek_file.stat().st_mode) == 0o600 and len(base64.b64decode(kek)) == 32
-    files = {p.stem: p for p in (tmp_path / "credentials").iterdir()}
+    # (people/ holds the demo people's files: test_people_seed_and_cli.py)
+    files = {p.stem: p for p in (tmp_path / "credentials").iterdir() if p.is_file()}
     assert set(files) == DEMO_NAMES
     assert {p.name: p.read_text() for p in files.values()} == first  # keys are kept, not regenerated
     for path in files.values():

@@ -31,7 +31,7 @@ def _referral(categories: frozenset[str] = SHARED, status: str = "accepted",
 
 def _override(id: str = "override-1", *, start: timedelta = timedelta(hours=-1),
               hours: int = 72) -> domain.OverrideGrant:
-    return domain.OverrideGrant(id=id, created_at=NOW + start, valid_until=NOW + start + timedelta(hours=hours))
+    return domain.OverrideGrant(id=id, approved_at=NOW + start, valid_until=NOW + start + timedelta(hours=hours))
 
 
 def decide(*, recipient: str = RECIPIENT, status: str = "active", referrals: Sequence[domain.Shared] = (),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -115,18 +116,93 @@ def test_a_childs_consent_needs_a_guardian_with_assent() -> None:
         domain.check_consent_for_case(_consent_body(), case_is_minor=None)
 
 
-@pytest.mark.parametrize(("requester", "approver", "slug"), [
-    (None, "bob", "acting-user-required"), ("alice", "alice", "second-approver-required"),
-    ("alice", "ALICE", "second-approver-required"),
-])
-def test_override_refusals(requester: str | None, approver: str, slug: str) -> None:
+# --- the risk-to-life override as two people's act (rule 6, issue 20) --------------------------------------
+
+VALIDITY = timedelta(hours=72)
+REQUESTED = domain.OverrideFacts(agency="agy_iom", requested_by="person-a", requested_at=NOW)
+SUPERVISOR = domain.Signer(person="person-b", agency="agy_iom", roles=frozenset({"supervisor"}),
+                           scopes=frozenset({"cases:write", "overrides:approve"}), acr=domain.ACR_MFA)
+
+
+def _approved(at: datetime = NOW) -> domain.OverrideFacts:
+    return domain.OverrideFacts(agency="agy_iom", requested_by="person-a", requested_at=NOW, approved_by="person-b",
+                                approved_at=at, valid_until=at + VALIDITY)
+
+
+def test_a_request_needs_a_person() -> None:
+    assert domain.check_override_request(SUPERVISOR) == "person-b"
     with pytest.raises(domain.OverrideRefused) as refused:
-        domain.check_override(requested_by=requester, approver=approver)
-    assert refused.value.slug == slug
+        domain.check_override_request(domain.Signer(person=None, agency="agy_iom"))
+    assert (refused.value.status, refused.value.slug) == (403, "person-token-required")
 
 
-def test_override_with_a_second_approver() -> None:
-    domain.check_override(requested_by="alice", approver="bob")
+def test_a_different_supervisor_of_the_agency_approves() -> None:
+    assert domain.check_override_approval(REQUESTED, SUPERVISOR, NOW + timedelta(hours=1), VALIDITY) == "person-b"
+
+
+@pytest.mark.parametrize(("signer", "slug"), [
+    (replace(SUPERVISOR, person=None), "person-token-required"),  # a system's token
+    (replace(SUPERVISOR, person="person-a"), "self-approval"),
+    (replace(SUPERVISOR, roles=frozenset({"caseworker"})), "supervisor-required"),
+    (replace(SUPERVISOR, scopes=frozenset({"cases:write"})), "supervisor-required"),
+    (replace(SUPERVISOR, agency="agy_unhcr"), "approver-of-another-agency"),
+    (replace(SUPERVISOR, acr="urn:refnet:acr:pwd"), "second-factor-required"),
+    (replace(SUPERVISOR, acr=None), "second-factor-required"),
+])
+def test_approval_refusals(signer: domain.Signer, slug: str) -> None:
+    with pytest.raises(domain.OverrideRefused) as refused:
+        domain.check_override_approval(REQUESTED, signer, NOW, VALIDITY)
+    assert (refused.value.status, refused.value.slug) == (403, slug)
+
+
+@pytest.mark.parametrize(("override", "at", "state"), [
+    (REQUESTED, NOW, "pending"),
+    (REQUESTED, NOW + VALIDITY, "expired"),  # a request nobody approved in time lapses
+    (_approved(), NOW, "active"),
+    (_approved(), NOW + VALIDITY - timedelta(seconds=1), "active"),
+    (_approved(), NOW + VALIDITY, "expired"),
+    (replace(_approved(), revoked_at=NOW + timedelta(hours=1)), NOW + timedelta(hours=1), "revoked"),
+    (replace(REQUESTED, revoked_at=NOW), NOW, "revoked"),
+])
+def test_override_states(override: domain.OverrideFacts, at: datetime, state: str) -> None:
+    assert domain.override_state(override, at, VALIDITY) == state
+
+
+@pytest.mark.parametrize(("override", "at", "slug"), [
+    (_approved(), NOW + timedelta(hours=1), "override-active"),
+    (_approved(), NOW + VALIDITY, "override-expired"),
+    (REQUESTED, NOW + VALIDITY, "override-expired"),
+    (replace(REQUESTED, revoked_at=NOW), NOW + timedelta(minutes=1), "override-revoked"),
+])
+def test_only_a_pending_override_can_be_approved(override: domain.OverrideFacts, at: datetime, slug: str) -> None:
+    with pytest.raises(domain.OverrideRefused) as refused:
+        domain.check_override_approval(override, SUPERVISOR, at, VALIDITY)
+    assert (refused.value.status, refused.value.slug) == (409, slug)
+
+
+def test_revocation_by_the_requester_or_a_supervisor() -> None:
+    requester = domain.Signer(person="person-a", agency="agy_iom", roles=frozenset({"caseworker"}))
+    other_caseworker = replace(requester, person="person-c")
+    assert domain.check_override_revocation(_approved(), requester, NOW, VALIDITY) == "person-a"
+    assert domain.check_override_revocation(REQUESTED, SUPERVISOR, NOW, VALIDITY) == "person-b"
+    for signer, slug in ((other_caseworker, "revoker-not-allowed"), (replace(requester, person=None),
+                                                                     "person-token-required"),
+                         (replace(SUPERVISOR, agency="agy_unhcr"), "revoker-not-allowed")):
+        with pytest.raises(domain.OverrideRefused) as refused:
+            domain.check_override_revocation(_approved(), signer, NOW, VALIDITY)
+        assert refused.value.slug == slug
+    with pytest.raises(domain.OverrideRefused) as late:
+        domain.check_override_revocation(_approved(), requester, NOW + VALIDITY, VALIDITY)
+    assert (late.value.status, late.value.slug) == (409, "override-expired")
+
+
+def test_an_override_grants_only_once_approved_and_until_revoked() -> None:
+    assert not domain.OverrideGrant("override-1", None, None).in_force(NOW)
+    grant = domain.OverrideGrant("override-1", NOW, NOW + VALIDITY)
+    assert grant.in_force(NOW) and not grant.in_force(NOW - timedelta(seconds=1))
+    assert not grant.in_force(NOW + VALIDITY)
+    revoked = domain.OverrideGrant("override-1", NOW, NOW + VALIDITY, revoked_at=NOW + timedelta(hours=1))
+    assert revoked.in_force(NOW) and not revoked.in_force(NOW + timedelta(hours=1))
 
 
 def test_unknown_age_is_presumed_a_child() -> None:

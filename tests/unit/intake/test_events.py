@@ -8,7 +8,7 @@ from services.intake import events
 ALLOWED = {
     "case_id", "agency", "client_id", "acting_user", "status", "purpose", "data_categories", "changed",
     "consent_id", "consent_version", "grantor", "provisions", "valid_from", "valid_until", "withdrawn_version",
-    "override_id", "recipient_agency", "approver",
+    "override_id", "recipient_agency", "approver", "attested_by", "requested_by", "approved_at",
 }
 # Quasi-identifiers: each harmless alone, together they can single a person out -- and every event stays in
 # the permanent audit log, past erasure. No consumer needs them (referral asks intake's clearance).

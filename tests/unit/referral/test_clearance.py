@@ -49,7 +49,7 @@ async def test_an_answer_is_read_and_the_request_names_the_owner() -> None:
 
 
 async def test_unknown_age_is_a_presumed_child_not_an_outage() -> None:
-    """DOMAIN.md rule 4: an intake answering ``is_minor: null`` (no birth date, no estimate) is a child case
+    """docs/domain.md rule 4: an intake answering ``is_minor: null`` (no birth date, no estimate) is a child case
     to the guards -- never ClearanceUnavailable (a 503 for ever)."""
     answer = {"permitted": True, "consent_id": "cns-1", "consent_version": 1, "facts": FACTS | {"is_minor": None}}
     client = HttpClearanceClient("http://intake", "tok", transport=intake(200, answer))

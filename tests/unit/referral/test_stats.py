@@ -1,4 +1,4 @@
-"""DOMAIN.md rule 9 alone: fixed closed periods, every count under 11 suppressed, and nothing suppressed that
+"""docs/domain.md rule 9 alone: fixed closed periods, every count under 11 suppressed, and nothing suppressed that
 an attacker holding every month and quarter could work out (tests/support/disclosure.py audits that)."""
 
 from __future__ import annotations
