@@ -58,7 +58,11 @@ def environment(language: str) -> Environment:
     # Jinja's lenient Undefined: a field an API's answer leaves out is shown empty, not a page that fails.
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
-    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    catalog = translations(language)
+    env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+    # A value from an API (a status, a reason code) translated: `{{ code|t }}`. Not `_()`: gettext("") is the
+    # catalog's header, and newstyle gettext %-formats what it returns.
+    env.filters["t"] = lambda value: catalog.gettext(str(value)) if value else ""
     return env
 
 

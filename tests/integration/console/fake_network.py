@@ -166,7 +166,10 @@ class FakeNetwork:
             found = net.referrals.get(referral_id)
             if found is None or who.agency not in (found["from_agency"], found["to_agency"]):
                 return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
-            return JSONResponse({**found, "history": []})
+            # The first move has no "from" (a referral starts as requested), as the referral API says it.
+            return JSONResponse({**found, "history": [
+                {"from": None, "to": "requested", "by": "sender", "agency": found["from_agency"], "acting_user": None,
+                 "reason_code": None, "note": None, "at": "2026-12-03T10:00:00+00:00"}]})
 
         @app.get("/cases/{case_id}")
         async def case(case_id: str, authorization: str | None = Header(None),

@@ -152,6 +152,10 @@ async def test_a_non_party_gets_not_found_and_the_case_is_read_for_the_referral(
     session = await console.sign_in()
     answer = await console.get("/referrals/ref-1", session=session)
     assert answer.status_code == 200 and "Amina" in answer.text
+    # And in Arabic too (its history's first move has no "from": nothing to translate, not the catalog's header).
+    await console.post("/language", session, {"csrf": await console.csrf(session), "language": "ar"})
+    arabic = await console.get("/referrals/ref-1", session=session)
+    assert arabic.status_code == 200 and 'dir="rtl"' in arabic.text and "مطلوبة" in arabic.text
     assert ("GET", "/cases/case-1", "person-1", "referral") in console.network.api_calls
     # The recipient's next moves are offered as forms, each with the session's token.
     assert 'value="received"' in answer.text and 'name="csrf"' in answer.text

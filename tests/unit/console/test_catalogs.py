@@ -45,3 +45,11 @@ def test_arabic_pages_are_right_to_left() -> None:
                                                    "warn_seconds": 0, "refresh_seconds": 10, "errors": {},
                                                    "message": None}).body
     assert b'<html lang="ar" dir="rtl">' in html and "تم تسجيل الخروج".encode() in html
+
+
+def test_values_from_the_apis_translate_and_an_empty_one_stays_empty() -> None:
+    env = pages.environment("ar")
+    assert env.from_string("{{ 'accepted'|t }}").render() == "مقبولة"
+    # gettext("") would be the catalog's header (with a '%' that newstyle gettext fails on).
+    assert env.from_string("{{ ''|t }}|{{ none|t }}").render(none=None) == "|"
+    assert env.from_string("{{ 'not-a-code'|t }}").render() == "not-a-code"
