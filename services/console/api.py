@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -239,15 +240,19 @@ async def choose_language(request: Request, uses: Uses) -> Response:
 # --- the caseworker's inbox and referrals -------------------------------------------------------------------
 
 Role = Annotated[str, Query(pattern="^(received|sent)$", description="received or sent")]
-StatusFilter = Annotated[str | None, Query(pattern="^[a-z_]{1,20}$")]
+StatusFilter = Annotated[str | None, Query(pattern="^[a-z_]{0,20}$")]  # empty: the filter form's "any"
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 async def _queue(uses: Deps, who: SignedIn, role: str, status: str | None, pathway: str | None,
                  overdue: bool | None, cursor: str | None) -> dict[str, Any]:
     allowed(who, domain.Page.inbox)
-    return await uses.referrals.queue(who, role=role, status=status or None, pathway=pathway or None,
-                                      overdue=overdue, cursor=cursor)
+    found = await uses.referrals.queue(who, role=role, status=status or None, pathway=pathway or None,
+                                       overdue=overdue, cursor=cursor)
+    # The next page keeps the filters (a status, a pathway, overdue: codes, never personal data).
+    kept = {"role": role, "status": status, "pathway": pathway, "overdue": "true" if overdue else None,
+            "cursor": found.get("next_cursor")}
+    return {**found, "next_query": urlencode({k: v for k, v in kept.items() if v})}
 
 
 @router.get("/inbox", summary="Referrals received and sent")

@@ -154,8 +154,12 @@ class FakeNetwork:
             net.api_calls.append(("GET", "/referrals", who.sub, None))
             role = request.query_params.get("role")
             mine = [r for r in net.referrals.values()
-                    if (r["to_agency"] if role == "received" else r["from_agency"]) == who.agency]
-            return JSONResponse({"items": mine, "next_cursor": None})
+                    if (r["to_agency"] if role == "received" else r["from_agency"]) == who.agency
+                    and request.query_params.get("status") in (None, r["status"])]
+            # Two a page (the console asks for more): enough to see its paging.
+            start = int(request.query_params.get("cursor") or 0)
+            more = len(mine) > start + 2
+            return JSONResponse({"items": mine[start:start + 2], "next_cursor": str(start + 2) if more else None})
 
         @app.get("/referrals/{referral_id}")
         async def referral(referral_id: str, authorization: str | None = Header(None)) -> Response:
