@@ -135,7 +135,8 @@ async def home(request: Request, uses: Uses,
     if first is None:
         return _page(uses, "no_role.html", who, who.language)
     return _see_other({domain.Page.inbox: "/inbox", domain.Page.cases: "/cases",
-                       domain.Page.overrides: "/overrides", domain.Page.audit: "/audit"}[first])
+                       domain.Page.overrides: "/overrides", domain.Page.audit: "/audit",
+                       domain.Page.staff: "/staff"}[first])
 
 
 @router.get("/signin", summary="The sign-in page")
@@ -479,6 +480,43 @@ async def audit_checkpoint(uses: Uses, who: Who,
     if index is not None and isinstance(size, int) and index < size:
         proof = await uses.audit.inclusion(who, index, size)
     return _page(uses, "audit_checkpoint.html", who, who.language, found=found, proof=proof, index=index)
+
+
+# --- the agency admin: staff -------------------------------------------------------------------------------
+
+STAFF_ROLES = ["caseworker", "supervisor", "agency_admin"]
+
+
+async def _staff_page(uses: Deps, who: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
+    return _page(uses, "staff.html", who, who.language, status=status, members=await uses.staff.members(who),
+                 roles=STAFF_ROLES, **context)
+
+
+@router.get("/staff", summary="The agency's staff")
+async def staff(uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.staff)
+    return await _staff_page(uses, who)
+
+
+@router.post("/staff", summary="Invite a person (a one-time link, shown once)")
+async def invite(uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.staff)
+    try:
+        link = await uses.staff.invite(who, form.one("login") or "", form.many("roles"))
+    except Refused as refused:
+        if refused.status == 404:
+            raise
+        return await _staff_page(uses, who, status=refused.status, errors=domain.field_errors(refused.errors),
+                                 message=domain.refusal_message(refused.problem_type, refused.status))
+    # The link is a secret: on this answer only (no-store), never in a URL or a log.
+    return await _staff_page(uses, who, link=link)
+
+
+@router.post("/staff/{person_id}/reset", summary="Reset a person's sign-in (a new one-time link)")
+async def reset_sign_in(person_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.staff)
+    link = await uses.staff.reset(who, person_id)
+    return await _staff_page(uses, who, link=link)
 
 
 # --- refusals as pages ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from services.console.service import Apis, Audit, Cases, Directory, Referrals, Sessions
+from services.console.service import Apis, Audit, Cases, Directory, Referrals, Sessions, Staff
 from shared.app import deps_of
 
 
@@ -31,6 +31,7 @@ class Deps:
     cases: Cases
     directory: Directory
     audit: Audit
+    staff: Staff
     apis: Apis
     pages: Pages
 

@@ -39,6 +39,7 @@ class Page(StrEnum):
     cases = "cases"  # register a case, consent, refer
     overrides = "overrides"  # approve or refuse colleagues' risk-to-life overrides
     audit = "audit"  # a case's access and consent history, the signed checkpoint
+    staff = "staff"  # the agency's staff: invite, reset a sign-in
 
 
 PAGE_ROLES: dict[Page, frozenset[Role]] = {
@@ -46,6 +47,7 @@ PAGE_ROLES: dict[Page, frozenset[Role]] = {
     Page.cases: frozenset({Role.caseworker, Role.supervisor}),
     Page.overrides: frozenset({Role.supervisor}),
     Page.audit: frozenset({Role.auditor}),
+    Page.staff: frozenset({Role.agency_admin}),
 }
 
 
@@ -236,8 +238,9 @@ VOCABULARY: tuple[str, ...] = (
     N_("demographics"), N_("trafficking_experience"), N_("protection_needs"), N_("health"), N_("documents"),
     N_("notes"), N_("case_management"), N_("referral"), N_("law_enforcement"), N_("family_tracing"), N_("research"),
     N_("self"), N_("guardian"), N_("proxy"), N_("written"), N_("oral"), N_("implicit"), N_("active"), N_("withdrawn"),
-    N_("withdrawal"), N_("pending"), N_("expired"), N_("grant"), N_("revoked"), N_("follow_up"), N_("closed"),
-    N_("closed_referred"),
+    N_("withdrawal"), N_("pending"), N_("expired"), N_("grant"), N_("revoked"), N_("invited"),
+    N_("follow_up"), N_("closed"), N_("closed_referred"), N_("caseworker"), N_("supervisor"), N_("agency_admin"),
+    N_("auditor"),
     N_("erased"), N_("feminine"), N_("masculine"), N_("transgender_feminine"), N_("transgender_masculine"),
     N_("non_conforming"), N_("unknown"), N_("possible"), N_("actual"), N_("not_victim"), N_("police"), N_("ngo"),
     N_("court"), N_("other_government"), N_("forced_labour"), N_("sexual_exploitation"), N_("forced_marriage"),

@@ -3,7 +3,7 @@
 from services.console.service.apis import Api, Apis, Refused
 from services.console.service.oidc import Person, Provider, SignInFailed, Tokens
 from services.console.service.sessions import Sessions, SignedIn, Started
-from services.console.service.work import Audit, Cases, Directory, ReferralPage, Referrals
+from services.console.service.work import Audit, Cases, Directory, ReferralPage, Referrals, Staff
 
 __all__ = [
            "Api",
@@ -19,6 +19,7 @@ __all__ = [
            "Sessions",
            "SignInFailed",
            "SignedIn",
+           "Staff",
            "Started",
            "Tokens",
 ]

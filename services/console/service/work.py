@@ -154,6 +154,31 @@ class Cases:
         return found
 
 
+class Staff:
+    """The agency admin's: the agency's staff, inviting a person, resetting a sign-in (the registry's staff API)."""
+
+    def __init__(self, apis: Apis) -> None:
+        self.apis = apis
+
+    def _path(self, who: SignedIn) -> str:
+        return f"/agencies/{who.person.agency}/staff"
+
+    async def members(self, who: SignedIn) -> list[dict[str, Any]]:
+        found = await self.apis.registry.call(who.tokens.access_token, "GET", self._path(who))
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def invite(self, who: SignedIn, login: str, roles: list[str]) -> dict[str, Any]:
+        link: dict[str, Any] = await self.apis.registry.call(who.tokens.access_token, "POST", self._path(who),
+                                                             json={"login": login, "roles": roles})
+        return link
+
+    async def reset(self, who: SignedIn, person_id: str) -> dict[str, Any]:
+        link: dict[str, Any] = await self.apis.registry.call(who.tokens.access_token, "POST",
+                                                             f"{self._path(who)}/{person_id}/reset")
+        return link
+
+
 class Directory:
     def __init__(self, apis: Apis) -> None:
         self.apis = apis

@@ -45,6 +45,7 @@ class FakeNetwork:
     referrals: dict[str, dict[str, Any]] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> view (case_id inside)
     cases: list[str] = field(default_factory=list)  # the person's agency's cases
+    staff: list[dict[str, Any]] = field(default_factory=list)
     _server: uvicorn.Server | None = None
 
     @property
@@ -234,6 +235,29 @@ class FakeNetwork:
             else:
                 found.update(state="revoked", revoked_by=who.sub)
             return JSONResponse(found)
+
+        @app.get("/agencies/{agency_id}/staff")
+        async def staff(agency_id: str, authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None or who.agency != agency_id or "agency_admin" not in who.roles:
+                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+            return JSONResponse({"items": net.staff})
+
+        @app.post("/agencies/{agency_id}/staff")
+        async def invite(agency_id: str, request: Request, authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None or who.agency != agency_id or "agency_admin" not in who.roles:
+                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+            body = await request.json()
+            if not body.get("roles"):
+                return JSONResponse({"type": "https://refnet.example/problems/validation-error",
+                                     "errors": [{"loc": ["body", "roles"], "msg": "at least one role"}]},
+                                    status_code=422)
+            member = {"id": "person-" + secrets.token_hex(4), "agency_id": agency_id, "login": body["login"],
+                      "roles": body["roles"], "status": "invited", "second_factor": False, "locked": False}
+            net.staff.append(member)
+            return JSONResponse({"person": member, "link": "http://registry.test/staff/enrol?invite=SECRET-LINK",
+                                 "expires_at": "2026-12-06T10:00:00+00:00"}, status_code=201)
 
         @app.get("/audit/cases/{case_id}/access")
         async def access(case_id: str, authorization: str | None = Header(None)) -> Response:

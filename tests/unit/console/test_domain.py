@@ -13,7 +13,7 @@ def test_pages_follow_roles() -> None:
     assert domain.pages_for([Role.caseworker]) == [Page.inbox, Page.cases]
     assert domain.pages_for([Role.supervisor]) == [Page.inbox, Page.cases, Page.overrides]
     assert domain.pages_for([Role.auditor]) == [Page.audit]
-    assert domain.home_page([Role.agency_admin]) is None
+    assert domain.home_page([Role.agency_admin]) == Page.staff and domain.home_page([]) is None
     assert not domain.may_use([Role.caseworker], Page.audit)
     # A claim the console does not know is not a role.
     assert domain.known_roles(["caseworker", "root", 3]) == frozenset({Role.caseworker})
