@@ -326,8 +326,9 @@ async def register_case(uses: Uses, who: Who, form: Posted) -> Response:
     except Refused as refused:
         if refused.status != 422:
             raise
+        # A new key: nothing was registered, and the corrected form is another request.
         return _page(uses, "case_new.html", who, who.language, status=422, choices=await uses.cases.choices(),
-                     values={k: v for k, v in form.values.items()}, idempotency_key=key,
+                     values={k: v for k, v in form.values.items()}, idempotency_key=str(uuid.uuid4()),
                      errors=domain.field_errors(refused.errors),
                      message=domain.refusal_message(refused.problem_type, refused.status))
     return _see_other(f"/cases/{created['id']}")
@@ -389,20 +390,23 @@ async def refer_page(case_id: IdPath, uses: Uses, who: Who,
                                         language=language, query=None) if (need or country or language) else None
     return _page(uses, "refer.html", who, who.language, case_id=case_id, services=found,
                  search={"need": need or "", "country": country or "", "language": language or ""},
-                 choices=await uses.cases.choices(), pathways=domain.PATHWAYS, priorities=domain.PRIORITIES)
+                 choices=await uses.cases.choices(), pathways=domain.PATHWAYS, priorities=domain.PRIORITIES,
+                 idempotency_key=str(uuid.uuid4()))
 
 
 @router.post("/cases/{case_id}/refer", summary="Refer a case")
 async def refer(case_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
     allowed(who, domain.Page.cases)
     try:
-        created = await uses.referrals.refer(who, domain.referral_body(form, case_id))
+        # The form's own key: a form sent twice (a double click, a retry on a slow line) refers once.
+        created = await uses.referrals.refer(who, domain.referral_body(form, case_id),
+                                             form.one("idempotency_key") or str(uuid.uuid4()))
     except Refused as refused:
         if refused.status == 404:
             raise
         return _page(uses, "refer.html", who, who.language, status=refused.status, case_id=case_id, services=None,
                      search={"need": "", "country": "", "language": ""}, choices=await uses.cases.choices(),
-                     pathways=domain.PATHWAYS, priorities=domain.PRIORITIES,
+                     pathways=domain.PATHWAYS, priorities=domain.PRIORITIES, idempotency_key=str(uuid.uuid4()),
                      errors=domain.field_errors(refused.errors), values=form.values,
                      message=domain.refusal_message(refused.problem_type, refused.status))
     return _see_other(f"/referrals/{created['id']}")

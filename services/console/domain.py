@@ -254,10 +254,10 @@ NO_SUCH_LANGUAGE = N_("No such language.")
 
 
 def problem_slug(problem_type: object) -> str | None:
-    """The last path segment of an RFC 9457 ``type`` URI, if it is a plain slug."""
+    """The slug an RFC 9457 ``type`` ends with (RefNet's are ``urn:refnet:problem:<slug>``), if it is one."""
     if not isinstance(problem_type, str):
         return None
-    slug = problem_type.rstrip("/").rsplit("/", 1)[-1]
+    slug = re.split(r"[/:]", problem_type.rstrip("/"))[-1]
     return slug if _SLUG.fullmatch(slug) else None
 
 

@@ -221,6 +221,20 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     WebDriverWait(page, WAIT).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#pending-overrides tr[data-override]")) == 1)
     supervisor.step("supervisor-approved")
+    # Their own, forged as a form the page never offered: intake refuses it, the page says why.
+    own_id = page.find_element(By.CSS_SELECTOR, "#pending-overrides tr[data-override]").get_attribute(
+        "data-override")
+    page.execute_script(
+        "const form = document.createElement('form'); form.method = 'post';"
+        "form.action = `/cases/${arguments[0]}/overrides/${arguments[1]}/decision`;"
+        "for (const [name, value] of [['csrf', arguments[2]], ['decision', 'approve']]) {"
+        "  const input = document.createElement('input'); input.type = 'hidden'; input.name = name;"
+        "  input.value = value; form.append(input); }"
+        "document.body.append(form); form.submit();",
+        case_id, own_id, page.find_element(By.NAME, "csrf").get_attribute("value"))
+    WebDriverWait(page, WAIT).until(lambda d: "/decision" in d.current_url)
+    assert "You cannot approve an override you requested yourself." in page.page_source
+    supervisor.step("supervisor-own-refused")
 
     # The auditor sees both agencies' reads and verifies an entry's inclusion proof in the page.
     auditor = Desk(page, network, "oversight-auditor")
@@ -235,3 +249,10 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
         lambda d: "Verified" in d.find_element(By.ID, "proof-result").text,
         message="the inclusion proof was not verified in the page")
     auditor.step("auditor-proof")
+
+    # Signing out ends the sign-in here and at the registry, and comes back to the console's sign-in page.
+    page.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    WebDriverWait(page, WAIT).until(lambda d: d.current_url.startswith(f"{auditor.console}/signin"),
+                                    message=f"not back at the console after signing out: {page.current_url}")
+    auditor.go("/audit")
+    assert "/signin" in page.current_url

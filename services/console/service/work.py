@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +63,9 @@ class Referrals:
             who.tokens.access_token, "POST", f"/referrals/{referral_id}/transitions", json=body)
         return moved
 
-    async def refer(self, who: SignedIn, body: dict[str, Any]) -> dict[str, Any]:
+    async def refer(self, who: SignedIn, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         created: dict[str, Any] = await self.apis.referral.call(
-            who.tokens.access_token, "POST", "/referrals", json=body,
-            headers={"Idempotency-Key": str(uuid.uuid4())})
+            who.tokens.access_token, "POST", "/referrals", json=body, headers={"Idempotency-Key": idempotency_key})
         return created
 
 

@@ -170,7 +170,7 @@ class FakeNetwork:
             net.api_calls.append(("GET", f"/referrals/{referral_id}", who.sub, None))
             found = net.referrals.get(referral_id)
             if found is None or who.agency not in (found["from_agency"], found["to_agency"]):
-                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             # The first move has no "from" (a referral starts as requested), as the referral API says it.
             return JSONResponse({**found, "history": [
                 {"from": None, "to": "requested", "by": "sender", "agency": found["from_agency"], "acting_user": None,
@@ -185,7 +185,7 @@ class FakeNetwork:
             net.api_calls.append(("GET", f"/cases/{case_id}", who.sub, x_purpose))
             shared = [r for r in net.referrals.values() if r["case_id"] == case_id]
             if not any(who.agency in (r["from_agency"], r["to_agency"]) for r in shared):
-                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             return JSONResponse({"id": case_id, "person": {"given_name": "Amina"}})
 
         @app.post("/cases")
@@ -201,7 +201,7 @@ class FakeNetwork:
             if body["screening"].get("trafficking_status") not in ("possible", "actual", "not_victim"):
                 errors.append({"loc": ["body", "screening", "trafficking_status"], "msg": "not a status"})
             if errors:
-                return JSONResponse({"type": "https://refnet.example/problems/validation-error", "errors": errors},
+                return JSONResponse({"type": "urn:refnet:problem:validation-error", "errors": errors},
                                     status_code=422, media_type="application/problem+json")
             return JSONResponse({"id": "case-" + secrets.token_hex(6)}, status_code=201)
 
@@ -226,31 +226,46 @@ class FakeNetwork:
                 return JSONResponse({}, status_code=401)
             found = net.overrides.get(override_id)
             if found is None or found["case_id"] != case_id:
-                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             net.api_calls.append(("POST", f"/cases/{case_id}/overrides/{override_id}/{step}", who.sub, None))
             if step == "approval":
                 if found["requested_by"] == who.sub:
-                    return JSONResponse({"type": "https://refnet.example/problems/self-approval"}, status_code=403)
+                    return JSONResponse({"type": "urn:refnet:problem:self-approval"}, status_code=403)
                 found.update(state="active", approved_by=who.sub)
             else:
                 found.update(state="revoked", revoked_by=who.sub)
             return JSONResponse(found)
 
+        @app.post("/referrals")
+        async def refer(request: Request, authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None:
+                return JSONResponse({}, status_code=401)
+            body = await request.json()
+            net.api_calls.append(("POST", "/referrals", who.sub, request.headers.get("idempotency-key")))
+            if "health" in body["shared_categories"]:  # the consent covers no health data
+                return JSONResponse({"type": "urn:refnet:problem:consent-missing", "status": 409,
+                                     "detail": "No consent in force covers the categories."}, status_code=409)
+            created = {"id": "ref-new", "status": "requested", "from_agency": who.agency,
+                       "to_agency": body.get("to_agency"), **body}
+            net.referrals["ref-new"] = created
+            return JSONResponse(created, status_code=201)
+
         @app.get("/agencies/{agency_id}/staff")
         async def staff(agency_id: str, authorization: str | None = Header(None)) -> Response:
             who = net.person_of(authorization)
             if who is None or who.agency != agency_id or "agency_admin" not in who.roles:
-                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             return JSONResponse({"items": net.staff})
 
         @app.post("/agencies/{agency_id}/staff")
         async def invite(agency_id: str, request: Request, authorization: str | None = Header(None)) -> Response:
             who = net.person_of(authorization)
             if who is None or who.agency != agency_id or "agency_admin" not in who.roles:
-                return JSONResponse({"type": "https://refnet.example/problems/not-found"}, status_code=404)
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             body = await request.json()
             if not body.get("roles"):
-                return JSONResponse({"type": "https://refnet.example/problems/validation-error",
+                return JSONResponse({"type": "urn:refnet:problem:validation-error",
                                      "errors": [{"loc": ["body", "roles"], "msg": "at least one role"}]},
                                     status_code=422)
             member = {"id": "person-" + secrets.token_hex(4), "agency_id": agency_id, "login": body["login"],

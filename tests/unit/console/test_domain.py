@@ -47,7 +47,9 @@ def test_the_csrf_token_is_bound_to_its_session() -> None:
 
 
 def test_refusals_in_plain_words() -> None:
-    assert "consent" in domain.refusal_message("https://refnet.example/problems/consent-missing", 409)
+    assert "consent" in domain.refusal_message("urn:refnet:problem:consent-missing", 409)
+    assert domain.refusal_message("urn:refnet:problem:self-approval", 403) == domain.GUARD_MESSAGES["self-approval"]
+    assert "consent" in domain.refusal_message("https://example.org/problems/consent-missing", 409)
     assert domain.refusal_message("about:blank", 404) == "Not found."
     assert domain.refusal_message(None, 500) == domain.GENERIC_REFUSAL
     assert domain.refusal_message("https://x/<script>", 409) == domain.GENERIC_REFUSAL
