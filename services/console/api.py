@@ -181,7 +181,10 @@ async def callback(request: Request, uses: Uses,
 @router.post("/auth/logout", summary="Sign out (here and at the provider)")
 async def logout(request: Request, uses: Uses, form: Posted) -> Response:
     url = await uses.sessions.end(request.cookies.get(COOKIE))
-    response = _see_other(url or "/signed-out")
+    # To the provider's end-session endpoint by a page that moves on by itself, not a redirect: a browser holds
+    # a form's redirects to the page's form-action ('self'), and the provider is another origin.
+    response: Response = (_page(uses, "leaving.html", None, _language_before_sign_in(request, uses), url=url)
+                          if url else _see_other("/signed-out"))
     _forget(response, uses)
     return response
 
