@@ -73,8 +73,8 @@ def network() -> Iterator[FakeNetwork]:
 
 
 @pytest.fixture
-def serve_console(tmp_path: Path, infra: Infra, new_database: Callable[[str], str],
-                  network: FakeNetwork) -> Iterator[Callable[..., ServedConsole]]:
+def serve_console(tmp_path: Path, infra: Infra, new_database: Callable[[str], str], network: FakeNetwork,
+                  page: webdriver.Chrome) -> Iterator[Callable[..., ServedConsole]]:
     kek = tmp_path / "kek.b64"
     write_key_file(kek, KeyEncryptionKey.generate())
     started: list[ServedConsole] = []
@@ -95,6 +95,7 @@ def serve_console(tmp_path: Path, infra: Infra, new_database: Callable[[str], st
     try:
         yield serve
     finally:
+        page.get("about:blank")  # the inbox's refresh stops before its server does (or the next test sees it fail)
         for served in started:
             served.__exit__()
 
