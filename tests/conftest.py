@@ -27,7 +27,8 @@ from deploy.launcher.infra import POSTGRES_BIN_PATH, Broker, Postgres, free_port
 # reads the traffic the scenarios and the demo put on that very stack. (xdist's own xdist_group marks do not
 # reach its scheduler under pytest 9.2, hence a scheduler of our own.)
 SHARED_STACK = frozenset(f"tests/e2e/{name}" for name in (
-    "test_demo_and_case_system.py", "test_readme.py", "test_sop_scenarios.py", "test_zz_events_match_contract.py"))
+    "test_demo_and_case_system.py", "test_readme.py", "test_signed_in_people.py", "test_sop_scenarios.py",
+    "test_zz_events_match_contract.py"))
 
 
 # Seconds each slow unit took in one measured run (make test, 2 cores): they are handed out first, so none of

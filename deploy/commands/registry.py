@@ -22,13 +22,17 @@ from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.table import Table
 
+from deploy.commands.registry_database import (
+    kek_ring,
+    problem_text,
+    refnet_home,
+    run_in_registry,
+    settings_and_database,
+)
 from shared.client_auth import TokenUnavailable, request_token
 
 console = Console(stderr=True)
 
-
-def refnet_home() -> Path:
-    return Path(os.environ.get("REFNET_HOME", Path.cwd() / ".refnet")).resolve()
 
 
 def credentials_path(name: str) -> Path:
@@ -191,8 +195,8 @@ def keys_rotate(
     )
     from shared.db import make_engine, make_sessionmaker, unit_of_work
 
-    settings, database_url = _settings_and_database()
-    ring = _kek_ring(settings)
+    settings, database_url = settings_and_database()
+    ring = kek_ring(settings)
     key_file = out or (Path(settings.signing_key_file) if settings.signing_key_file else None)
     if key_file is None:
         local = refnet_home() / "keys" / "registry-signing-key.jwks.json"
@@ -220,53 +224,26 @@ def keys_rotate(
                       "key_file": str(key_file) if key_file else None}))
 
 
-def _settings_and_database() -> tuple[Any, str]:
-    """The registry's settings and its database: REFNET_REGISTRY_DATABASE_URL, else the local stack's."""
-    from services.registry.settings import RegistrySettings
-
-    settings = RegistrySettings()
-    database_url = settings.database_url
-    if "REFNET_REGISTRY_DATABASE_URL" not in os.environ:
-        from deploy.launcher.stack import StackState, service_database_url
-
-        state = StackState.load(refnet_home())
-        if state is not None:
-            database_url = service_database_url(state.database_server, "registry")
-    if not settings.kek_file:
-        from deploy.launcher.bootstrap.registry import KEK_FILE
-
-        local = refnet_home() / "keys" / KEK_FILE
-        if local.exists():  # the local stack's, as `make run` made it
-            settings = settings.model_copy(update={"kek_file": str(local)})
-    return settings, database_url
-
-
-def _kek_ring(settings: Any) -> Any:
-    from shared.kek import KeyUnavailable
-
-    try:
-        return settings.kek_ring()
-    except KeyUnavailable as exc:
-        raise typer.BadParameter(f"{exc}; the registry's signing keys are stored wrapped under it") from None
 
 
 def keys_rotate_kek(
     new_kek_file: Annotated[Path | None, typer.Option(
         help="a file holding the new KEK (base64 of 32 bytes); generated when omitted")] = None,
 ) -> None:
-    """Re-wrap the registry's signing keys (and the staff's TOTP secrets) under a new key-encryption key; the
-    KEK file is replaced.
+    """Re-wrap the registry's signing keys (and the staff's TOTP secrets, the identity providers' client
+    secrets) under a new key-encryption key; the KEK file is replaced.
 
     The new KEK is staged beside the current one first (<kek file>.new), where a running registry also
     looks for it, so tokens keep being issued during the rotation; an interrupted rotation resumes with it.
     """
     from services.registry.service import count_signing_keys_not_under, rewrap_signing_keys
+    from services.registry.service.federation import rewrap_client_secrets
     from services.registry.service.people import rewrap_totp_secrets
     from shared.db import make_engine, make_sessionmaker, unit_of_work
     from shared.kek import STAGED_SUFFIX, KeyEncryptionKey, KeyRing, write_key_file
 
-    settings, database_url = _settings_and_database()
-    old = _kek_ring(settings)
+    settings, database_url = settings_and_database()
+    old = kek_ring(settings)
     key_file = Path(settings.kek_file)
     staged = Path(str(key_file) + STAGED_SUFFIX)
     if new_kek_file is not None:
@@ -283,13 +260,15 @@ def keys_rotate_kek(
             async with unit_of_work(sessions) as session:
                 count = await rewrap_signing_keys(session, ring)
                 count += (await rewrap_totp_secrets(session, ring))[0]  # the staff's second factors too
+                count += (await rewrap_client_secrets(session, ring))[0]  # and the identity providers' secrets
             await asyncio.to_thread(staged.replace, key_file)
             # Keys a running registry wrapped under the old KEK while we worked: one more sweep.
             async with unit_of_work(sessions) as session:
                 count += await rewrap_signing_keys(session, ring)
                 totp_count, totp_left = await rewrap_totp_secrets(session, ring)
-                count += totp_count
-                left = await count_signing_keys_not_under(session, new) + totp_left
+                idp_count, idp_left = await rewrap_client_secrets(session, ring)
+                count += totp_count + idp_count
+                left = await count_signing_keys_not_under(session, new) + totp_left + idp_left
         finally:
             await engine.dispose()
         return count, left
@@ -352,21 +331,6 @@ def agency_broker_user(
 # agency admin exists, and the way back when an agency's last admin is locked out.
 
 
-def _run_in_registry(work: Any) -> Any:
-    from shared.db import make_engine, make_sessionmaker, unit_of_work
-
-    _, database_url = _settings_and_database()
-
-    async def run() -> Any:
-        engine = make_engine(database_url, pool_size=1)
-        try:
-            async with unit_of_work(make_sessionmaker(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
 
 async def _agency_of(session: Any, reference: str) -> Any:
     from services.registry.store import people as store
@@ -376,10 +340,6 @@ async def _agency_of(session: Any, reference: str) -> Any:
         raise typer.BadParameter(f"no agency {reference!r} (an agency id or short name)")
     return agency
 
-
-def _problem_text(problem: Any) -> str:
-    errors = problem.extensions.get("errors") or []
-    return "; ".join(f"{'.'.join(e['loc'][1:])}: {e['msg']}" for e in errors) or problem.detail
 
 
 def staff_invite(
@@ -394,7 +354,7 @@ def staff_invite(
     from services.registry.service import people
     from shared.errors import Problem
 
-    settings, _ = _settings_and_database()
+    settings, _ = settings_and_database()
 
     async def work(session: Any) -> dict[str, Any]:
         found = await _agency_of(session, agency)
@@ -405,9 +365,9 @@ def staff_invite(
                 "expires_at": expires.isoformat()}
 
     try:
-        print(json.dumps(_run_in_registry(work)))
+        print(json.dumps(run_in_registry(work)))
     except Problem as problem:
-        raise typer.BadParameter(_problem_text(problem)) from None
+        raise typer.BadParameter(problem_text(problem)) from None
 
 
 def staff_reset(
@@ -420,7 +380,7 @@ def staff_reset(
     from services.registry.service import people
     from services.registry.store import people as store
 
-    settings, _ = _settings_and_database()
+    settings, _ = settings_and_database()
 
     async def work(session: Any) -> dict[str, Any]:
         found = await _agency_of(session, agency)
@@ -433,7 +393,7 @@ def staff_reset(
         return {"person_id": person.id, "agency_id": found.id, "link": people.enrol_link(settings, token),
                 "expires_at": expires.isoformat()}
 
-    print(json.dumps(_run_in_registry(work)))
+    print(json.dumps(run_in_registry(work)))
 
 
 def staff_client_add(
@@ -458,7 +418,7 @@ def staff_client_add(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
 
-    outcome: dict[str, Any] = {"client_id": client_id, "outcome": _run_in_registry(work)}
+    outcome: dict[str, Any] = {"client_id": client_id, "outcome": run_in_registry(work)}
     if secret:
         outcome["client_secret"] = secret
     print(json.dumps(outcome))
@@ -471,6 +431,9 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
     client_app = typer.Typer(help="First-party OpenID Connect clients (the console).", no_args_is_help=True)
     client_app.command("add")(staff_client_add)
     staff_app.add_typer(client_app, name="client")
+    from deploy.commands.federation import idp_app  # agencies' own identity providers (issue #20 part 5)
+
+    staff_app.add_typer(idp_app(), name="idp")
     app.add_typer(staff_app, name="staff")
     bootstrap_app = typer.Typer(help="First start of a production platform.", no_args_is_help=True)
     bootstrap_app.command("platform")(bootstrap_platform)

@@ -142,14 +142,30 @@ OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {**OAUTH_RESPONSES, 503: {
     "description": "The registry's database is unreachable right now (retry after `Retry-After`), or its "
                    "signing key does not open with the configured key-encryption key (`signing-key-unavailable`)"}}
-TOKEN_FORM = _oauth_form({"grant_type": {"type": "string", "enum": ["client_credentials"]},
-                          "scope": {"type": "string", "description": "space-separated scopes"}}, ["grant_type"])
+TOKEN_FORM = _oauth_form({
+    "grant_type": {"type": "string", "enum": list(domain.GRANT_TYPES), "description": (
+        "`client_credentials`: an agency's system, authenticated by `client_assertion` (private_key_jwt) or HTTP "
+        "Basic. `authorization_code` and `refresh_token`: a first-party client (the console) for a person who "
+        "signed in at `/oauth/authorize`; a public client sends its `client_id`, a confidential one HTTP Basic.")},
+    "scope": {"type": "string", "description": "client_credentials: space-separated scopes (default: all the "
+                                               "agency holds). A person's scopes follow their roles."},
+    "code": {"type": "string", "description": "authorization_code: the code the redirect carried (60 s, single use)."},
+    "redirect_uri": {"type": "string", "description": "authorization_code: the redirect URI of the authorization "
+                                                      "request, exactly."},
+    "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128, "description": (
+        "authorization_code: the PKCE verifier whose S256 challenge the authorization request carried (RFC 7636).")},
+    "refresh_token": {"type": "string", "description": (
+        "refresh_token: the refresh token last issued; the answer holds a new one, and presenting a used one "
+        "again revokes the whole family.")},
+}, ["grant_type"])
 TOKEN_ACTION_FORM = _oauth_form({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
 # The OAuth endpoints answer with JSONResponse (RFC 6749 headers and error bodies), so ``response_model`` only
 # documents their success answer; it does not filter it.
-@router.post("/oauth/token", tags=["oauth"], summary="Token endpoint (client credentials grant)",
+@router.post("/oauth/token", tags=["oauth"],
+             summary="Token endpoint: client credentials (agencies' systems); authorization code with PKCE and "
+                     "refresh token (first-party clients, for people)",
              responses=TOKEN_RESPONSES, openapi_extra=TOKEN_FORM, response_model=TokenOut)
 async def token(request: Request, registry: Registry) -> JSONResponse:
     basic_used = "authorization" in request.headers
@@ -202,13 +218,17 @@ async def metadata(registry: Registry) -> AuthorizationServerMetadata:
     return AuthorizationServerMetadata(
         issuer=registry.settings.issuer,
         token_endpoint=issuer + "/oauth/token",
+        authorization_endpoint=issuer + "/oauth/authorize",
         jwks_uri=issuer + "/.well-known/jwks.json",
         introspection_endpoint=issuer + "/oauth/introspect",
         revocation_endpoint=issuer + "/oauth/revoke",
-        grant_types_supported=["client_credentials"],
-        response_types_supported=[],
-        scopes_supported=sorted(domain.SCOPES),
-        token_endpoint_auth_methods_supported=auth_methods,
+        grant_types_supported=list(domain.GRANT_TYPES),
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        code_challenge_methods_supported=list(domain.CODE_CHALLENGE_METHODS),
+        scopes_supported=domain.scopes_supported(),
+        # "none": a public first-party client (the console) at the token endpoint, its code bound by PKCE.
+        token_endpoint_auth_methods_supported=[*auth_methods, "none"],
         token_endpoint_auth_signing_alg_values_supported=algs,
         introspection_endpoint_auth_methods_supported=auth_methods,
         introspection_endpoint_auth_signing_alg_values_supported=algs,

@@ -17,12 +17,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.registry import api, consumers, oidc, staff_api
+from services.registry import api, consumers, federation_api, oidc, staff_api
 from services.registry.deps import Deps
 from services.registry.domain import OAuthError
 from services.registry.keyvault import KeyUnavailable, SigningKeyVault, Undecryptable
 from services.registry.oauth import read_signing_key_file
 from services.registry.service import Agencies, Authorization, Directory, SigningKeys
+from services.registry.service.federation import Federation
 from services.registry.service.people import Staff
 from services.registry.service.sign_in import SignIn, token_grant
 from services.registry.settings import RegistrySettings
@@ -61,20 +62,22 @@ def create_app(settings: RegistrySettings | None = None, *, resolver: Resolver |
         authorization = Authorization(runtime.sessions, settings, vault, outbound)
         sign_in = SignIn(runtime.sessions, settings, vault)
         authorization.person_grants = functools.partial(token_grant, sign_in)
+        federation = Federation(runtime.sessions, settings, vault, outbound)
         try:
             yield Deps(settings=settings, agencies=Agencies(runtime.sessions, settings.source, outbound),
                        authorization=authorization, signing_keys=signing_keys,
                        directory=Directory(runtime.sessions, settings.source),
-                       staff=Staff(runtime.sessions, settings, vault), sign_in=sign_in)
+                       staff=Staff(runtime.sessions, settings, vault), sign_in=sign_in, federation=federation)
         finally:
             await authorization.aclose()
+            await federation.aclose()
 
     app = build_app(
         settings=settings,
         title="RefNet registry",
         description="Agencies, the service-provider directory (Open Referral HSDS), and the OAuth 2.0 "
         "authorization server.",
-        routers=[api.router, oidc.router, staff_api.router],
+        routers=[api.router, oidc.router, staff_api.router, federation_api.router],
         wiring=consumers.wiring,
         provide=provide,
     )

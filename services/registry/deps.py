@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from services.registry.service import Agencies, Authorization, Directory, SigningKeys
+from services.registry.service.federation import Federation
 from services.registry.service.people import Staff
 from services.registry.service.sign_in import SignIn
 from services.registry.settings import RegistrySettings
@@ -25,6 +26,7 @@ class Deps:
     directory: Directory
     staff: Staff
     sign_in: SignIn
+    federation: Federation
 
 
 async def deps(request: Request) -> Deps:

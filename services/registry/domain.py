@@ -379,6 +379,9 @@ AMR_PASSWORD = "pwd"  # noqa: S105 -- RFC 8176 method name
 AMR_OTP = "otp"
 ACR_MFA = "urn:refnet:acr:mfa"
 ACR_PASSWORD = "urn:refnet:acr:pwd"  # noqa: S105 -- an acr value
+#: A person's access token lives at most this long (the token profile; shared/auth refuses a longer one),
+#: whatever lifetime the operator gives agencies' system tokens.
+PERSON_TOKEN_MAX_LIFETIME_SECONDS = 600
 
 #: A login names a person inside the agency's own directory: an opaque identifier, never an e-mail address.
 LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
@@ -486,6 +489,16 @@ def idle_expired(last_seen: datetime, now: datetime, idle_seconds: float) -> boo
 
 #: PKCE (RFC 7636): only S256; ``plain`` would hand the verifier to whoever sees the authorization request.
 CODE_CHALLENGE_METHODS: tuple[str, ...] = ("S256",)
+#: The token endpoint's grants: client_credentials for agencies' systems, the person grants for first-party
+#: clients (the metadata documents and the token endpoint's OpenAPI form list these).
+PERSON_GRANT_TYPES: tuple[str, ...] = ("authorization_code", "refresh_token")
+GRANT_TYPES: tuple[str, ...] = ("client_credentials", *PERSON_GRANT_TYPES)
+#: What a client may ask for: openid (a first-party client), and the scopes agencies' clients may be given.
+OIDC_SCOPES: tuple[str, ...] = ("openid",)
+
+
+def scopes_supported() -> list[str]:
+    return [*OIDC_SCOPES, *sorted(SCOPES)]
 
 
 def check_code_challenge(challenge: str | None, method: str | None) -> str | None:

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -25,8 +25,10 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import OpenIDConfiguration, UserInfo
 from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
+from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
 from shared.errors import Problem
+from shared.text import Line
 
 router = APIRouter(tags=["sign-in"])
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,12 +68,13 @@ async def openid_configuration(registry: Registry) -> OpenIDConfiguration:
         token_endpoint=issuer + "/oauth/token", userinfo_endpoint=issuer + "/oauth/userinfo",
         end_session_endpoint=issuer + "/oauth/end_session", jwks_uri=issuer + "/.well-known/jwks.json",
         response_types_supported=["code"], response_modes_supported=["query"],
-        grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
+        grant_types_supported=list(domain.GRANT_TYPES),
         subject_types_supported=["public"], id_token_signing_alg_values_supported=["ES256"],
-        scopes_supported=["openid"], claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time",
-                                                       "nonce", "preferred_username"],
+        scopes_supported=domain.scopes_supported(),
+        claims_supported=["sub", "sid", "agency", "roles", "amr", "acr", "auth_time", "nonce", "preferred_username"],
         code_challenge_methods_supported=list(domain.CODE_CHALLENGE_METHODS),
-        token_endpoint_auth_methods_supported=["none", "client_secret_basic", "private_key_jwt"],
+        token_endpoint_auth_methods_supported=["private_key_jwt", "client_secret_basic", "none"],
+        token_endpoint_auth_signing_alg_values_supported=list(domain.ASSERTION_ALGORITHMS),
         acr_values_supported=[domain.ACR_MFA, domain.ACR_PASSWORD],
         amr_values_supported=[domain.AMR_PASSWORD, domain.AMR_OTP])
 
@@ -134,7 +137,12 @@ def _password_form(action: str, csrf: str, message: str | None = None, status: i
 <p><label>Agency <input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label></p>
 <p><label>Login <input name="login" value="{html.escape(login)}" required autocomplete="username"></label></p>
 <p><label>Password <input name="password" type="password" required autocomplete="current-password"></label></p>
-<p><button type="submit">Continue</button></p></form>""", status)
+<p><button type="submit">Continue</button></p></form>
+<form method="post" action="{html.escape(action)}" id="federated">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}"><input type="hidden" name="step" value="federated">
+<p><label>Or sign in with your agency's own account: agency
+<input name="agency" value="{html.escape(agency)}" required autocomplete="organization"></label>
+<button type="submit">Continue</button></p></form>""", status)
 
 
 def _code_form(action: str, csrf: str, message: str | None = None, status: int = 200) -> HTMLResponse:
@@ -177,7 +185,8 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
     "properties": {
         "csrf": {"type": "string", "description": "The form's CSRF token (it matches a cookie).",
                  "examples": ["q1w2e3r4t5y6u7i8o9p0"]},
-        "step": {"type": "string", "enum": ["password", "otp"], "description": "Which step this is.",
+        "step": {"type": "string", "enum": ["password", "otp", "federated"], "description": "Which step this "
+                 "is (`federated`: on to the agency's own identity provider).",
                  "examples": ["password"]},
         "agency": {"type": "string", "description": "The agency's short name or id.", "examples": ["iom"]},
         "login": {"type": "string", "description": "The person's login inside the agency.", "examples": ["cw-0142"]},
@@ -198,19 +207,19 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   openapi_extra=_AUTHORIZE_FORM)
 async def authorize(
     request: Request, registry: Registry,
-    response_type: Annotated[str | None, _q("Must be `code`.", "code")] = None,
-    client_id: Annotated[str | None, _q("The first-party client's id.", "refnet-console")] = None,
-    redirect_uri: Annotated[str | None, _q("One of the client's registered redirect URIs (exact match).",
+    response_type: Annotated[Line | None, _q("Must be `code`.", "code")] = None,
+    client_id: Annotated[Line | None, _q("The first-party client's id.", "refnet-console")] = None,
+    redirect_uri: Annotated[Line | None, _q("One of the client's registered redirect URIs (exact match).",
                                            "http://127.0.0.1:8005/auth/callback")] = None,
-    scope: Annotated[str | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
+    scope: Annotated[Line | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
                                     "openid")] = None,
-    state: Annotated[str | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
-    nonce: Annotated[str | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
-    code_challenge: Annotated[str | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
+    state: Annotated[Line | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
+    nonce: Annotated[Line | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
+    code_challenge: Annotated[Line | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
                                              "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")] = None,
-    code_challenge_method: Annotated[str | None, _q("PKCE method: `S256` (required; `plain` is refused).",
+    code_challenge_method: Annotated[Line | None, _q("PKCE method: `S256` (required; `plain` is refused).",
                                                     "S256")] = None,
-    prompt: Annotated[str | None, _q("`login` to sign in again even with a live session.", "login")] = None,
+    prompt: Annotated[Line | None, _q("`login` to sign in again even with a live session.", "login")] = None,
 ) -> Response:
     _FORM_TARGET.set("")  # until the request is checked (a context can outlive one request in tests)
     sign_in = registry.sign_in
@@ -245,6 +254,14 @@ async def authorize(
     if not _csrf_ok(request, form):
         return _with_cookies(_password_form(action, csrf, "The form has expired; please sign in again.", 400),
                              registry, csrf=csrf)
+    if form.get("step") == "federated":
+        # The agency's own provider, when the operator trusts one for it (federation_api.py's routes).
+        trusted = await registry.federation.for_agency(form.get("agency", "").strip())
+        if trusted is None:
+            return _password_form(action, csrf, "This agency does not use its own sign-in at RefNet: sign in with "
+                                  "your login and password.", 400, agency=form.get("agency", "").strip())
+        return RedirectResponse(f"/oauth/federated/{trusted.id}?" + urlencode(query), status_code=303,
+                                headers=NO_STORE)
     if form.get("step") == "otp":
         step = await sign_in.second_factor_step(session_token, form.get("code", "").strip())
         if step.user is not None:
@@ -265,12 +282,21 @@ async def authorize(
 
 
 @_get_and_post("/oauth/userinfo", "userinfo", summary="The signed-in person's claims")
-async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                              Security(bearer_scheme)] = None) -> UserInfo:
+async def userinfo(
+    registry: Registry,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    acting_user: Annotated[str | None, Header(
+        alias=ACTING_USER_HEADER, description="May be left out or repeat the token's subject; naming anyone else "
+                                              "is refused (403 acting-user-contradicts-token), as at every service.",
+        examples=["person-0f4c2a9e8b7d4c1e9a6b3d2f1e0c9b8a"])] = None,
+) -> UserInfo:
     """For a person's access token (not an agency system's): who the person is, their agency and roles."""
     if credentials is None:
         raise missing_token()
-    return UserInfo(**await registry.sign_in.userinfo(credentials.credentials))
+    info = await registry.sign_in.userinfo(credentials.credentials)
+    # The resource servers' rule (shared/auth): a person acts only as themself.
+    check_person_acts_as_themself(info["sub"], acting_user)
+    return UserInfo(**info)
 
 
 # --- RP-initiated logout -------------------------------------------------------------------------------------
@@ -283,13 +309,13 @@ async def userinfo(registry: Registry, credentials: Annotated[HTTPAuthorizationC
                              302: {"description": "Signed out; back to the client's registered post-logout URI."}})
 async def end_session(
     request: Request, registry: Registry,
-    id_token_hint: Annotated[str | None, _q("An ID token the provider issued to the client (it may have "
+    id_token_hint: Annotated[Line | None, _q("An ID token the provider issued to the client (it may have "
                                             "expired): names the session to end.", "eyJhbGciOiJFUzI1NiJ9...")] = None,
-    client_id: Annotated[str | None, _q("The client asking (must be the ID token's audience).",
+    client_id: Annotated[Line | None, _q("The client asking (must be the ID token's audience).",
                                         "refnet-console")] = None,
-    post_logout_redirect_uri: Annotated[str | None, _q("Where to go afterwards: one of the client's registered "
+    post_logout_redirect_uri: Annotated[Line | None, _q("Where to go afterwards: one of the client's registered "
                                                        "post-logout URIs.", "http://127.0.0.1:8005/")] = None,
-    state: Annotated[str | None, _q("Returned with the redirect.", "af0ifjsldkj")] = None,
+    state: Annotated[Line | None, _q("Returned with the redirect.", "af0ifjsldkj")] = None,
 ) -> Response:
     session_token = request.cookies.get(SESSION_COOKIE)
     csrf = _csrf(request)
@@ -350,7 +376,7 @@ _ENROL_FORM = {"requestBody": {"required": False, "content": {"application/x-www
                                    **_HTML}},
                   openapi_extra=_ENROL_FORM)
 async def enrol(request: Request, registry: Registry,
-                invite: Annotated[str | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:
+                invite: Annotated[Line | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:
     staff = registry.staff
     csrf = _csrf(request)
     form: dict[str, str] = {}

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.text import Line
+
 _PERSON = "person-0f4c2a9e8b7d4c1e9a6b3d2f1e0c9b8a"
 _AGENCY = "agy_3f2a9c1d7e5b4a60"
 
@@ -15,11 +17,11 @@ class StaffInvite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    login: str = Field(..., min_length=2, max_length=64, description=(
+    login: Line = Field(..., min_length=2, max_length=64, description=(
         "The person's login inside the agency: an opaque identifier (lower-case letters, digits, '.', '_', "
         "'-'), never an e-mail address. The person types it, with the agency, to sign in."),
         examples=["cw-0142"])
-    roles: list[str] = Field(..., min_length=1, max_length=4, description=(
+    roles: list[Line] = Field(..., min_length=1, max_length=4, description=(
         "The person's roles: caseworker, supervisor, agency_admin, auditor (auditor only in an oversight "
         "agency). Caseworkers, supervisors and auditors must enrol a second factor (TOTP)."),
         examples=[["caseworker"]])
@@ -96,21 +98,28 @@ class OpenIDConfiguration(BaseModel):
                                                 examples=[["code"]])
     response_modes_supported: list[str] = Field(..., description="The code comes back in the query.",
                                                 examples=[["query"]])
-    grant_types_supported: list[str] = Field(..., description="Grants of the token endpoint.",
-                                             examples=[["authorization_code", "refresh_token"]])
+    grant_types_supported: list[str] = Field(..., description=(
+        "Grants of the token endpoint: authorization_code and refresh_token for first-party clients (people), "
+        "client_credentials for agencies' systems."),
+        examples=[["client_credentials", "authorization_code", "refresh_token"]])
     subject_types_supported: list[str] = Field(..., description="`sub` is the same for every client.",
                                                examples=[["public"]])
     id_token_signing_alg_values_supported: list[str] = Field(..., description="ID tokens are ES256.",
                                                              examples=[["ES256"]])
-    scopes_supported: list[str] = Field(..., description="What a client may ask for; the access token's API "
-                                                         "scopes follow the person's roles.", examples=[["openid"]])
+    scopes_supported: list[str] = Field(..., description=(
+        "What a client may ask for: openid for a first-party client (the access token's API scopes follow the "
+        "person's roles), and the API scopes an agency's system may be given."),
+        examples=[["openid", "cases:read", "registry:read"]])
     claims_supported: list[str] = Field(..., description="Claims of ID tokens and userinfo.",
                                         examples=[["sub", "agency", "roles"]])
     code_challenge_methods_supported: list[str] = Field(..., description="PKCE: S256 only, and required.",
                                                         examples=[["S256"]])
     token_endpoint_auth_methods_supported: list[str] = Field(..., description=(
-        "How first-party clients authenticate: none (public, PKCE) or client_secret_basic."),
-        examples=[["none", "client_secret_basic"]])
+        "How clients authenticate at the token endpoint: a first-party client with none (public, PKCE) or "
+        "client_secret_basic; an agency's system with private_key_jwt or client_secret_basic."),
+        examples=[["private_key_jwt", "client_secret_basic", "none"]])
+    token_endpoint_auth_signing_alg_values_supported: list[str] = Field(..., description=(
+        "Algorithms accepted for private_key_jwt assertions (RFC 7523)."), examples=[["ES256", "RS256"]])
     acr_values_supported: list[str] = Field(..., description="Authentication context classes in `acr`.",
                                             examples=[["urn:refnet:acr:mfa"]])
     amr_values_supported: list[str] = Field(..., description="Methods in `amr` (RFC 8176).",

@@ -452,6 +452,12 @@ class TokenOut(_Out):
     token_type: Literal["Bearer"] = Field(description="Always Bearer.")
     expires_in: int = Field(description="Seconds until it expires.", examples=[300])
     scope: str = Field(description="The scopes granted, space-separated.", examples=["registry:read cases:write"])
+    refresh_token: str | None = Field(
+        default=None, description="Person grants only (authorization_code, refresh_token): a refresh token, "
+                                  "rotated at each use; absent for client_credentials.", examples=[None])
+    id_token: str | None = Field(
+        default=None, description="authorization_code with scope openid only: the OpenID Connect ID token (ES256, "
+                                  "audience the first-party client).", examples=[None])
 
 
 class IntrospectionOut(_Out):
@@ -486,21 +492,33 @@ class AuthorizationServerMetadata(_Out):
                         examples=["https://registry.example.org"])
     token_endpoint: str = Field(description="Where clients get tokens.",
                                 examples=["https://registry.example.org/oauth/token"])
+    authorization_endpoint: str = Field(
+        description="Where a person signs in for a first-party client (code flow with PKCE S256, then a TOTP "
+                    "code).", examples=["https://registry.example.org/oauth/authorize"])
     jwks_uri: str = Field(description="Where the keys that sign the tokens are published.",
                           examples=["https://registry.example.org/.well-known/jwks.json"])
     introspection_endpoint: str = Field(description="RFC 7662 token introspection.",
                                         examples=["https://registry.example.org/oauth/introspect"])
     revocation_endpoint: str = Field(description="RFC 7009 token revocation.",
                                      examples=["https://registry.example.org/oauth/revoke"])
-    grant_types_supported: list[str] = Field(description="Only client_credentials.",
-                                             examples=[["client_credentials"]])
-    response_types_supported: list[str] = Field(description="None: there is no authorization endpoint.",
-                                                examples=[[]])
-    scopes_supported: list[str] = Field(description="Every scope a client may be given.",
-                                        examples=[["admin", "registry:read"]])
+    grant_types_supported: list[str] = Field(
+        description="client_credentials for agencies' systems; authorization_code and refresh_token for "
+                    "first-party clients (people signing in).",
+        examples=[["client_credentials", "authorization_code", "refresh_token"]])
+    response_types_supported: list[str] = Field(description="Only the authorization code flow.",
+                                                examples=[["code"]])
+    response_modes_supported: list[str] = Field(description="The code comes back in the redirect's query.",
+                                                examples=[["query"]])
+    code_challenge_methods_supported: list[str] = Field(
+        description="PKCE (RFC 7636): S256 only, and required; plain or no challenge is refused.",
+        examples=[["S256"]])
+    scopes_supported: list[str] = Field(
+        description="openid (first-party clients; a person's API scopes follow their roles) and every scope an "
+                    "agency's client may be given.", examples=[["openid", "admin", "registry:read"]])
     token_endpoint_auth_methods_supported: list[str] = Field(
-        description="How clients authenticate at the token endpoint.",
-        examples=[["private_key_jwt", "client_secret_basic"]])
+        description="How clients authenticate at the token endpoint: agencies' systems with private_key_jwt or "
+                    "client_secret_basic; a public first-party client with none (PKCE binds its code).",
+        examples=[["private_key_jwt", "client_secret_basic", "none"]])
     token_endpoint_auth_signing_alg_values_supported: list[str] = Field(
         description="Algorithms accepted for private_key_jwt assertions.", examples=[["ES256", "RS256"]])
     introspection_endpoint_auth_methods_supported: list[str] = Field(

@@ -53,6 +53,9 @@ class RegistrySettings(ServiceSettings):
     id_token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)
     # The sign-in cookies are Secure unless the issuer is plain http (the local stack, tests).
     cookie_secure: bool | None = None
+    # A sign-in through an agency's own identity provider lasts at most this long, however active: then the
+    # provider is asked again (a person removed there loses RefNet within this time).
+    federated_session_max_seconds: int = Field(default=3600, ge=60, le=24 * 3600)
 
     def kek_ring(self) -> KeyRing:
         """The configured KEKs; ``shared.kek.KeyUnavailable`` naming the setting when there is none."""

@@ -72,20 +72,27 @@ def parse_acting_user(value: str | None) -> str | None:
     return value
 
 
+def check_person_acts_as_themself(person: str, header: str | None) -> None:
+    """A person's token: ``X-Acting-User`` may repeat the person, never name someone else (403). Also for the
+    registry's own person endpoints (userinfo), which check the token themselves."""
+    asserted = parse_acting_user(header)
+    if asserted is not None and asserted != person:
+        raise Problem(
+            403,
+            "acting-user-contradicts-token",
+            f"The {ACTING_USER_HEADER} header names someone other than the person the access token was"
+            " issued to; a person acts only as themselves.",
+            title="Forbidden",
+        )
+
+
 def acting_user_for(principal: Principal, header: str | None) -> Principal:
     """The principal with its acting user: a person's token names its person, and a header may repeat that
     but not contradict it; a system's token names whoever its ``X-Acting-User`` header says."""
-    asserted = parse_acting_user(header)
     if principal.person is not None:
-        if asserted is not None and asserted != principal.person:
-            raise Problem(
-                403,
-                "acting-user-contradicts-token",
-                f"The {ACTING_USER_HEADER} header names someone other than the person the access token was"
-                " issued to; a person acts only as themselves.",
-                title="Forbidden",
-            )
+        check_person_acts_as_themself(principal.person, header)
         return principal  # acting_user is the person already (the validator sets it)
+    asserted = parse_acting_user(header)
     if asserted is None:
         return principal
     return replace(principal, acting_user=asserted)

@@ -10,6 +10,7 @@ every topic, log and database). Run them against ``running_stack(home, SCENARIO_
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -31,7 +32,6 @@ from tests.e2e.transparency import (
     root_from_inclusion_proof,
     verified_checkpoint,
 )
-from tests.support.issuer import new_person
 
 #: What the scenarios need of the stack beyond `make run`'s defaults: an emergency referral is overdue 4 s
 #: after it was made (not 24 h), and the deadline scheduler looks twice a second. Only `overdue_referral`
@@ -817,20 +817,25 @@ async def risk_to_life_override(net: Network, people: People) -> Outcome:
         refused = await api.refer("iom", **to_clinic)
         assert (refused.status_code, problem_type(refused)) == (409, "consent-missing"), refused.text
 
-        # Two people of IOM, each signed in as themselves (issue 20): a caseworker asks, a supervisor approves.
+        # Two people of IOM, each signed in as themselves at the registry (issue 20): a caseworker asks -- one who is
+        # a supervisor too, so that approving their own request is refused for being theirs -- and another
+        # supervisor approves.
         staff = Staff(net)
-        caseworker, supervisor = new_person(), new_person()
+        requester, approver = ("caseworker", "supervisor"), ("supervisor",)
+        asking = await asyncio.to_thread(staff.headers, "iom", requester)
+        approving = await asyncio.to_thread(staff.headers, "iom", approver, name="approver")
+        caseworker, supervisor = staff.person("iom", requester).id, staff.person("iom", approver, "approver").id
         url = api.url("intake", f"/cases/{case_id}/overrides")
         body = {"recipient_agency": clinic_id, "justification": lina.justification}
         by_system = await api.http.post(url, headers=api.headers("iom"), json=body)
         assert (by_system.status_code, problem_type(by_system)) == (403, "person-token-required"), by_system.text
-        override = await api.http.post(url, headers=staff.headers("iom", person=caseworker), json=body)
+        override = await api.http.post(url, headers=asking, json=body)
         assert override.status_code == 201, override.text
         assert (override.json()["state"], override.json()["requested_by"]) == ("pending", caseworker)
         approval = api.url("intake", f"/cases/{case_id}/overrides/{override.json()['id']}/approval")
-        alone = await api.http.post(approval, headers=staff.headers("iom", ("supervisor",), person=caseworker))
+        alone = await api.http.post(approval, headers=asking)
         assert (alone.status_code, problem_type(alone)) == (403, "self-approval"), alone.text
-        approved = await api.http.post(approval, headers=staff.headers("iom", ("supervisor",), person=supervisor))
+        approved = await api.http.post(approval, headers=approving)
         assert approved.status_code == 200, approved.text
         assert (approved.json()["state"], approved.json()["approved_by"]) == ("active", supervisor)
 

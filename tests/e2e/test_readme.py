@@ -1,5 +1,5 @@
-"""The README runs as printed: its walkthrough, "connecting a case system" and "auditing" sections, against the
-stack as `make run` starts it (the e2e session's stack).
+"""The README runs as printed: its walkthrough, "connecting a case system", "people" and "auditing" sections,
+against the stack as `make run` starts it (the e2e session's stack).
 
 The commands run in a directory laid out like the checkout a reader runs them from (`.venv`, `examples/` and
 the stack's `.refnet/`), with the reader's environment: no REFNET_* settings, only the URLs of the first block
@@ -18,7 +18,7 @@ import pytest
 from tests.e2e import readme
 from tests.e2e.network import REPO, Network
 
-SECTIONS = ("Walkthrough", "Connecting a case system", "Auditing")
+SECTIONS = ("Walkthrough", "Connecting a case system", "People", "Auditing")
 #: `make run`'s default addresses, as the README's first block sets them.
 DEFAULT_URLS = {"registry": "http://127.0.0.1:8001", "intake": "http://127.0.0.1:8002",
                 "referral": "http://127.0.0.1:8003", "audit": "http://127.0.0.1:8004"}

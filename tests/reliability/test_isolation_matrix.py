@@ -242,7 +242,7 @@ def _holder(net: Network, scopes: tuple[str, ...]) -> str:
 def _token_without(net: Network, holder: str, scope: str) -> str:
     if holder == PERSON:
         held = [s for s in role_scopes(("supervisor",)).split() if s not in scope.split()]
-        return Staff(net).token(OWNER, ("supervisor",), scope=" ".join(held))
+        return Staff(net).forge(OWNER, ("supervisor",), scope=" ".join(held))
     return token_with(net, holder, [s for s in net.credentials(holder)["scopes"] if s not in scope.split()])
 
 

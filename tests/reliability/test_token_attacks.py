@@ -193,14 +193,14 @@ def person_attacks(staff: Staff, valid_caseworker_token: str) -> dict[str, str]:
         "person: another agency claimed, signature kept": kept_signature(agency=staff.net.agency("unhcr")),
         "person: someone else's subject, signature kept": kept_signature(sub=new_person()),
         "person: supervisor signed by the attacker's key": staff.sign(staff.claims("iom", ("supervisor",)), attacker),
-        "person: wrong issuer (real key)": staff.token("iom", iss="https://evil.example"),
-        "person: wrong audience (real key)": staff.token("iom", aud="another-api"),
-        "person: expired (real key)": staff.token("iom", iat=now - 900, exp=now - 120),
-        "person: lives an hour, beyond the profile's ten minutes (real key)": staff.token("iom", exp=now + 3600),
-        "person: no iat (real key)": staff.token("iom", iat=None),
-        "person: a role RefNet does not know (real key)": staff.token("iom", ("root",), scope="cases:read"),
-        "person: roles not a list (real key)": staff.token("iom", roles="supervisor"),
-        "person: a subject that is no id (real key)": staff.token("iom", person="Example Person"),
+        "person: wrong issuer (real key)": staff.forge("iom", iss="https://evil.example"),
+        "person: wrong audience (real key)": staff.forge("iom", aud="another-api"),
+        "person: expired (real key)": staff.forge("iom", iat=now - 900, exp=now - 120),
+        "person: lives an hour, beyond the profile's ten minutes (real key)": staff.forge("iom", exp=now + 3600),
+        "person: no iat (real key)": staff.forge("iom", iat=None),
+        "person: a role RefNet does not know (real key)": staff.forge("iom", ("root",), scope="cases:read"),
+        "person: roles not a list (real key)": staff.forge("iom", roles="supervisor"),
+        "person: a subject that is no id (real key)": staff.forge("iom", person="Example Person"),
     }
 
 
@@ -242,8 +242,8 @@ def test_a_person_cannot_act_as_someone_else_anywhere(reliability_network: Netwo
     net = reliability_network
     staff = Staff(net)
     secured = [op for op in operations(net) if op.scopes is not None]
-    person = new_person()
-    token = staff.token("iom", ("supervisor",), person=person)
+    person = staff.person("iom", ("supervisor",)).id
+    token = staff.token("iom", ("supervisor",))
     wrong: dict[str, str] = {}
     with httpx.Client(timeout=30) as http:
         for op in secured:

@@ -49,7 +49,6 @@ log = structlog.get_logger("refnet.registry")
 
 _JTI_PURGE_SECONDS = 30.0
 #: Grants of people signing in at a first-party client (the OpenID Connect provider answers them).
-PERSON_GRANTS = ("authorization_code", "refresh_token")
 _KEY_PURGE_SECONDS = 60.0
 
 
@@ -199,11 +198,12 @@ class Authorization:
         try:
             if not grant_type:
                 raise OAuthError("invalid_request", "grant_type is required.")
-            if grant_type in PERSON_GRANTS and self.person_grants is not None:
+            if grant_type in domain.PERSON_GRANT_TYPES and self.person_grants is not None:
                 # A person's sign-in (code, refresh) at a first-party client: the OpenID Connect provider's.
                 return await self.person_grants(form, basic)
             if grant_type != "client_credentials":
-                raise OAuthError("unsupported_grant_type", "Only the client_credentials grant is supported.")
+                raise OAuthError("unsupported_grant_type", "Supported grants: client_credentials (agencies' systems); "
+                                 "authorization_code and refresh_token (first-party clients signing people in).")
             async with unit_of_work(self.sessions) as session:
                 agency = await self.authenticate_client(session, form, basic)
                 scopes = domain.grant_scopes(form.get("scope"), domain.holdable_scopes(agency.kind, agency.scopes))

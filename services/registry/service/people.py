@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.registry import domain, events
 from services.registry.keyvault import SigningKeyVault
 from services.registry.settings import RegistrySettings
+from services.registry.store import federation as federation_store
 from services.registry.store import people as store
 from services.registry.store import queries
 from services.registry.store.tables import Agency, FirstPartyClient, Person, PersonInvite
@@ -247,6 +248,11 @@ class Staff:
             person = await store.person(session, person_id, for_update=True)
             if person is None or person.agency_id != agency.id:
                 raise not_found("person")
+            if await federation_store.is_brokered(session, person.id):
+                # A local password and TOTP would let them in past their agency's provider, where the agency
+                # disables and resets its people.
+                raise Problem(409, "person-signs-in-elsewhere", "This person signs in through their agency's own "
+                              "identity provider; reset or disable them there.")
             await reset_person(session, self.source, person, now)
             token, expires = await issue_link(session, person, "reset", self.settings.invite_lifetime_seconds, now)
             await self._record(session, "staff.reset", agency, person, client_id, acting_user)

@@ -71,8 +71,8 @@ logging.getLogger("authlib").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 #: Grants a first-party client may use at the token endpoint (client_credentials stays the agencies').
-PERSON_GRANT_TYPES = ("authorization_code", "refresh_token")
-OIDC_SCOPES = ("openid",)
+PERSON_GRANT_TYPES = domain.PERSON_GRANT_TYPES
+OIDC_SCOPES = domain.OIDC_SCOPES
 
 
 # --- what authlib's hooks are given ------------------------------------------------------------------------
@@ -92,7 +92,8 @@ class SignedIn:
 
     @property
     def acr(self) -> str:
-        return domain.authentication_context(domain.AMR_OTP in self.amr)[1]
+        # "mfa": a second factor an agency's own provider proved (service/federation.py).
+        return domain.authentication_context(bool({domain.AMR_OTP, "mfa"} & set(self.amr)))[1]
 
     def get_user_id(self) -> str:
         return self.person_id
@@ -282,7 +283,7 @@ class Provider(AuthorizationServer):
         """The RFC 9068 access token of the agreed person profile, and a refresh token."""
         call = _call()
         now = int(call.now.timestamp())
-        lifetime = self.settings.access_token_lifetime_seconds
+        lifetime = min(self.settings.access_token_lifetime_seconds, domain.PERSON_TOKEN_MAX_LIFETIME_SECONDS)
         scopes = domain.person_scopes(user.agency_kind, user.roles)
         jti = uuid.uuid4().hex
         claims = {
@@ -435,7 +436,8 @@ async def _signed_in(session: AsyncSession, sign_in: SignInSession, now: datetim
     """The person of a live, complete sign-in session (not ended, not idle, account active, agency active)."""
     if sign_in.ended_at is not None or not sign_in.complete:
         return None
-    if domain.idle_expired(sign_in.last_seen_at, now, idle_seconds):
+    if domain.idle_expired(sign_in.last_seen_at, now, idle_seconds) or (
+            sign_in.expires_at is not None and sign_in.expires_at <= now):  # a brokered sign-in's end
         sign_in.ended_at = now
         return None
     person = await store.person(session, sign_in.person_id)

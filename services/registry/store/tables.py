@@ -244,6 +244,8 @@ class SignInSession(Base):
     auth_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A brokered sign-in (service/federation.py) ends by then, used or not: the agency's provider is asked again.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuthorizationCode(Base):
