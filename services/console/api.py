@@ -136,7 +136,7 @@ async def home(request: Request, uses: Uses,
         return _page(uses, "no_role.html", who, who.language)
     return _see_other({domain.Page.inbox: "/inbox", domain.Page.cases: "/cases",
                        domain.Page.overrides: "/overrides", domain.Page.audit: "/audit",
-                       domain.Page.staff: "/staff"}[first])
+                       domain.Page.staff: "/staff", domain.Page.indicators: "/indicators"}[first])
 
 
 @router.get("/signin", summary="The sign-in page")
@@ -487,6 +487,12 @@ async def audit_checkpoint(uses: Uses, who: Who,
     if index is not None and isinstance(size, int) and index < size:
         proof = await uses.audit.inclusion(who, index, size)
     return _page(uses, "audit_checkpoint.html", who, who.language, found=found, proof=proof, index=index)
+
+
+@router.get("/indicators", summary="The agency's own numbers")
+async def agency_indicators(uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.indicators)
+    return _page(uses, "indicators.html", who, who.language, figures=await uses.referrals.indicators(who))
 
 
 # --- the agency admin: staff -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Page(StrEnum):
     overrides = "overrides"  # approve or refuse colleagues' risk-to-life overrides
     audit = "audit"  # a case's access and consent history, the signed checkpoint
     staff = "staff"  # the agency's staff: invite, reset a sign-in
+    indicators = "indicators"  # the agency's own numbers
 
 
 PAGE_ROLES: dict[Page, frozenset[Role]] = {
@@ -48,6 +49,7 @@ PAGE_ROLES: dict[Page, frozenset[Role]] = {
     Page.overrides: frozenset({Role.supervisor}),
     Page.audit: frozenset({Role.auditor}),
     Page.staff: frozenset({Role.agency_admin}),
+    Page.indicators: frozenset({Role.supervisor}),
 }
 
 
@@ -168,6 +170,77 @@ def next_moves(status: str, *, my_agency: str, from_agency: str, to_agency: str 
 
 def is_party(*, my_agency: str, from_agency: str, to_agency: str | None) -> bool:
     return my_agency in (from_agency, to_agency)
+
+
+# --- the agency's indicators ----------------------------------------------------------------------------------
+
+ACCEPTED_OR_LATER = frozenset({"accepted", "in_progress", "on_hold", "completed", "failed"})
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _hours_to(history: list[dict[str, Any]], state: str) -> float | None:
+    """Hours from the referral's first move (its request) to its first move to ``state``."""
+    start = _when(history[0].get("at")) if history else None
+    reached = next((_when(h.get("at")) for h in history if h.get("to") == state), None)
+    if start is None or reached is None:
+        return None
+    return (reached - start).total_seconds() / 3600
+
+
+@dataclass(frozen=True)
+class Indicators:
+    months: list[tuple[str, int, int]]  # (YYYY-MM, sent, received), newest first
+    acceptance_rate: float | None  # of the received referrals decided (accepted or later, or declined)
+    hours_to_acknowledge: float | None  # median, received referrals
+    hours_to_accept: float | None
+    decline_reasons: list[tuple[str, int]]  # most frequent first
+
+
+def indicators(sent: list[dict[str, Any]], received: list[dict[str, Any]],
+               histories: Mapping[str, list[dict[str, Any]]]) -> Indicators:
+    """The agency's own numbers from its referrals (as the referral API lists them) and, for the received ones,
+    their histories: no platform statistics, nothing about other agencies."""
+    months: dict[str, list[int]] = {}
+    for index, items in ((0, sent), (1, received)):
+        for item in items:
+            created = str(item.get("created_at") or "")[:7]
+            if len(created) == 7:
+                months.setdefault(created, [0, 0])[index] += 1
+    decided = [r for r in received if r.get("status") in ACCEPTED_OR_LATER or r.get("status") == "rejected"]
+    accepted = [r for r in decided if r.get("status") in ACCEPTED_OR_LATER]
+    reasons: dict[str, int] = {}
+    acknowledge: list[float] = []
+    accept: list[float] = []
+    for item in received:
+        history = histories.get(str(item.get("id")), [])
+        for step in history:
+            if step.get("to") == "rejected" and isinstance(step.get("reason_code"), str):
+                reasons[step["reason_code"]] = reasons.get(step["reason_code"], 0) + 1
+        if (hours := _hours_to(history, "received")) is not None:
+            acknowledge.append(hours)
+        if (hours := _hours_to(history, "accepted")) is not None:
+            accept.append(hours)
+    return Indicators(
+        months=[(month, counts[0], counts[1]) for month, counts in sorted(months.items(), reverse=True)],
+        acceptance_rate=len(accepted) / len(decided) if decided else None,
+        hours_to_acknowledge=_median(acknowledge), hours_to_accept=_median(accept),
+        decline_reasons=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # --- risk-to-life overrides: two people's act ----------------------------------------------------------------

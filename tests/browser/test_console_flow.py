@@ -235,6 +235,9 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     WebDriverWait(page, WAIT).until(lambda d: "/decision" in d.current_url)
     assert "You cannot approve an override you requested yourself." in page.page_source
     supervisor.step("supervisor-own-refused")
+    supervisor.go("/indicators")
+    assert page.find_element(By.ID, "months").text  # the agency's own numbers: its referral of this month
+    supervisor.step("supervisor-indicators")
 
     # The auditor sees both agencies' reads and verifies an entry's inclusion proof in the page.
     auditor = Desk(page, network, "oversight-auditor")

@@ -159,8 +159,11 @@ class FakeNetwork:
                     and request.query_params.get("status") in (None, r["status"])]
             # Two a page (the console asks for more): enough to see its paging.
             start = int(request.query_params.get("cursor") or 0)
-            more = len(mine) > start + 2
-            return JSONResponse({"items": mine[start:start + 2], "next_cursor": str(start + 2) if more else None})
+            size = 2 if int(request.query_params.get("limit") or 50) < 100 else 200
+            more = len(mine) > start + size
+            return JSONResponse({"items": [{k: v for k, v in r.items() if k != "history"}
+                                           for r in mine[start:start + size]],
+                                 "next_cursor": str(start + size) if more else None})
 
         @app.get("/referrals/{referral_id}")
         async def referral(referral_id: str, authorization: str | None = Header(None)) -> Response:
@@ -172,7 +175,7 @@ class FakeNetwork:
             if found is None or who.agency not in (found["from_agency"], found["to_agency"]):
                 return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
             # The first move has no "from" (a referral starts as requested), as the referral API says it.
-            return JSONResponse({**found, "history": [
+            return JSONResponse({**found, "history": found.get("history") or [
                 {"from": None, "to": "requested", "by": "sender", "agency": found["from_agency"], "acting_user": None,
                  "reason_code": None, "note": None, "at": "2026-12-03T10:00:00+00:00"}]})
 
