@@ -199,3 +199,22 @@ def test_quick_exit_from_the_keyboard(page: webdriver.Chrome, serve_console: Cal
     checked(page, "neutral")
     page.get(f"{console.url}/inbox")
     WebDriverWait(page, 10).until(lambda d: "/signin" in d.current_url)  # the session ended
+
+
+def test_the_other_pages_pass_axe(page: webdriver.Chrome, network: FakeNetwork,
+                                  serve_console: Callable[..., ServedConsole]) -> None:
+    console = serve_console()
+    network.cases.append("case-b1")
+    for roles, paths in ((["caseworker", "supervisor"], ["/cases", "/overrides", "/indicators"]),
+                         (["agency_admin"], ["/staff"]), (["auditor"], ["/audit", "/audit/cases/case-b1"])):
+        network.person.roles = roles
+        page.delete_all_cookies()
+        page.get(f"{console.url}/auth/login")
+        WebDriverWait(page, 15).until(lambda d: "/auth/" not in d.current_url and "/signin" not in d.current_url)
+        for path in paths:
+            page.get(f"{console.url}{path}")
+            assert page.find_element(By.TAG_NAME, "h1").text
+            checked(page, path.strip("/").replace("/", "-"))
+    page.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    WebDriverWait(page, 15).until(lambda d: "/signin" in d.current_url or "/signed-out" in d.current_url)
+    checked(page, "after-sign-out")
