@@ -389,9 +389,12 @@ async def refer_page(case_id: IdPath, uses: Uses, who: Who,
                      country: Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")] = None,
                      language: Annotated[str | None, Query(pattern=r"^[a-z]{2,3}$")] = None) -> HTMLResponse:
     allowed(who, domain.Page.cases)
-    found = await uses.directory.search(who, taxonomy=need, country=country.upper() if country else None,
-                                        language=language, query=None) if (need or country or language) else None
-    return _page(uses, "refer.html", who, who.language, case_id=case_id, services=found,
+    place = country.upper() if country else None
+    found = await uses.directory.search(who, taxonomy=need, country=place, language=language,
+                                        query=None) if (need or country or language) else None
+    suggested = await uses.directory.suggest(who, case_id=case_id, service_type=need, country=place,
+                                             language=language) if need else []
+    return _page(uses, "refer.html", who, who.language, case_id=case_id, services=found, suggested=suggested,
                  search={"need": need or "", "country": country or "", "language": language or ""},
                  choices=await uses.cases.choices(), pathways=domain.PATHWAYS, priorities=domain.PRIORITIES,
                  idempotency_key=str(uuid.uuid4()))

@@ -206,6 +206,23 @@ class Directory:
         return [item for item in items if isinstance(item, dict)]
 
 
+    async def suggest(self, who: SignedIn, *, case_id: str, service_type: str, country: str | None,
+                      language: str | None) -> list[dict[str, Any]]:
+        """The referral service's ranking for this case's need (leaving out agencies it is already referred to);
+        none when the need is not a taxonomy code the ranking takes."""
+        try:
+            found = await self.apis.referral.call(
+                who.tokens.access_token, "GET", "/referrals/suggestions",
+                params={"service_type": service_type, "case_id": case_id, "country": country,
+                        "languages": language, "limit": 5})
+        except Refused as refused:
+            if refused.status in (400, 422):
+                return []
+            raise
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+
 class Audit:
     def __init__(self, apis: Apis) -> None:
         self.apis = apis

@@ -165,6 +165,18 @@ class FakeNetwork:
                                            for r in mine[start:start + size]],
                                  "next_cursor": str(start + size) if more else None})
 
+        @app.get("/referrals/suggestions")
+        async def suggestions(request: Request, authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            net.api_calls.append(("GET", "/referrals/suggestions", request.query_params.get("case_id"),
+                                  request.query_params.get("service_type")))
+            if "." not in (request.query_params.get("service_type") or ""):
+                return JSONResponse({"type": "urn:refnet:problem:validation-error"}, status_code=422)
+            return JSONResponse({"items": [{"service_id": "svc-rsd", "agency_id": "agy_unhcr",
+                                            "taxonomy": "protection.rsd", "score": 0.9, "reasons": ["taxonomy"],
+                                            "capacity": {"available": 3}}], "next_cursor": None})
+
         @app.get("/referrals/{referral_id}")
         async def referral(referral_id: str, authorization: str | None = Header(None)) -> Response:
             who = net.person_of(authorization)
@@ -238,6 +250,14 @@ class FakeNetwork:
             else:
                 found.update(state="revoked", revoked_by=who.sub)
             return JSONResponse(found)
+
+        @app.get("/services")
+        async def services(request: Request, authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            return JSONResponse({"items": [{"id": "svc-rsd", "agency_id": "agy_unhcr", "name": "Refugee status",
+                                            "taxonomy": "protection.rsd", "capacity": {"available": 3}}],
+                                 "next_cursor": None})
 
         @app.post("/referrals")
         async def refer(request: Request, authorization: str | None = Header(None)) -> Response:

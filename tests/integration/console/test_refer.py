@@ -26,3 +26,12 @@ async def test_a_guards_refusal_in_plain_words_then_the_referral(console: Consol
     assert accepted.status_code == 303 and accepted.headers["location"] == "/referrals/ref-new"
     keys = [call[3] for call in console.network.api_calls if call[:2] == ("POST", "/referrals")]
     assert keys == [key, again]  # the form's own key each time: a form sent twice refers once
+
+
+async def test_the_refer_page_suggests_services_for_the_case(console: Console) -> None:
+    session = await console.sign_in()
+    page = await console.get("/cases/case-1/refer?need=protection.rsd&country=ch", session=session)
+    assert page.status_code == 200 and 'data-service="svc-rsd"' in page.text and 'value="svc-rsd"' in page.text
+    assert ("GET", "/referrals/suggestions", "case-1", "protection.rsd") in console.network.api_calls
+    # A need the ranking does not take: the directory's search alone, no refusal.
+    assert (await console.get("/cases/case-1/refer?need=protection", session=session)).status_code == 200
