@@ -18,6 +18,7 @@ from refnet_client.client import AsyncRefNet, RefNet
 from refnet_client.errors import RefNetError
 from refnet_client.models import (
     Access,
+    AgencyIndicators,
     AuditEntry,
     Case,
     CaseAccess,
@@ -39,8 +40,8 @@ from refnet_client.models import (
 )
 
 __all__ = [
-    "ASSERTION_LIFETIME_SECONDS", "Access", "AsyncRefNet", "AuditEntry", "Case", "CaseAccess", "CaseEntries",
-    "CaseEntry", "Checkpoint", "Consent", "ConsentBasis", "ConsistencyProof", "Credentials", "Delivery",
+    "ASSERTION_LIFETIME_SECONDS", "Access", "AgencyIndicators", "AsyncRefNet", "AuditEntry", "Case", "CaseAccess",
+    "CaseEntries", "CaseEntry", "Checkpoint", "Consent", "ConsentBasis", "ConsistencyProof", "Credentials", "Delivery",
     "Endpoints", "FeedEvent", "InclusionProof", "LogKey", "Page", "RefNet", "RefNetError", "Referral", "Service",
     "ShortPrivateKeyJWT", "Subscription", "Transition",
 ]

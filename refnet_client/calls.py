@@ -9,6 +9,7 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from refnet_client.models import (
+    AgencyIndicators,
     AuditEntry,
     Case,
     CaseAccess,
@@ -151,6 +152,12 @@ def rotate_secret(subscription_id: str) -> Call[Subscription]:
 def deliveries(subscription_id: str, *, limit: int = 50, cursor: str | None = None) -> Call[Page[Delivery]]:
     return Call("GET", "referral", f"/subscriptions/{_segment(subscription_id)}/deliveries",
                 Page[Delivery].model_validate, params=_query(limit=limit, cursor=cursor))
+
+
+def indicators(*, from_month: str | None = None, to_month: str | None = None) -> Call[AgencyIndicators]:
+    """``from_month`` and ``to_month`` are months, ``YYYY-MM`` (sent as ``from`` and ``to``)."""
+    return Call("GET", "referral", "/indicators", AgencyIndicators.model_validate,
+                params=_query(**{"from": from_month, "to": to_month}))
 
 
 # --- registry: the service directory -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from refnet_client.auth import Credentials, Endpoints, oauth_options, refuse_unl
 from refnet_client.calls import Call
 from refnet_client.errors import RefNetError
 from refnet_client.models import (
+    AgencyIndicators,
     AuditEntry,
     Case,
     CaseAccess,
@@ -181,6 +182,11 @@ class AsyncRefNet(_Base):
     async def transition(self, referral_id: str, to: str, *, reason_code: str | None = None,
                          note: str | None = None) -> Referral:
         return await self.send(calls.transition(referral_id, to, reason_code=reason_code, note=note))
+
+    async def indicators(self, *, from_month: str | None = None, to_month: str | None = None) -> AgencyIndicators:
+        """This agency's own indicators for the months ``from_month`` to ``to_month`` (``YYYY-MM``; by default
+        the twelve months up to the current one)."""
+        return await self.send(calls.indicators(from_month=from_month, to_month=to_month))
 
     async def events(self, *, after: str = "0", wait: float = 0, limit: int = 100) -> Page[FeedEvent]:
         """The pull feed: this agency's referral events after the cursor ``after``, waiting up to ``wait``
@@ -351,6 +357,11 @@ class RefNet(_Base):
     def transition(self, referral_id: str, to: str, *, reason_code: str | None = None,
                    note: str | None = None) -> Referral:
         return self.send(calls.transition(referral_id, to, reason_code=reason_code, note=note))
+
+    def indicators(self, *, from_month: str | None = None, to_month: str | None = None) -> AgencyIndicators:
+        """This agency's own indicators for the months ``from_month`` to ``to_month`` (``YYYY-MM``; by default
+        the twelve months up to the current one)."""
+        return self.send(calls.indicators(from_month=from_month, to_month=to_month))
 
     def events(self, *, after: str = "0", wait: float = 0, limit: int = 100) -> Page[FeedEvent]:
         """The pull feed: this agency's referral events after the cursor ``after``, waiting up to ``wait``

@@ -151,6 +151,51 @@ class Delivery(Model):
     at: datetime
 
 
+class SentIndicators(Model):
+    """A month of the referrals an agency sent: how many, and what their recipients did with them."""
+
+    referrals: int
+    accepted: int
+    rejected: int
+    cancelled: int
+    completed: int
+    acceptance_rate: float | None = None
+    rejection_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class ReceivedIndicators(Model):
+    """A month of the referrals an agency received: how many, what it did, how fast."""
+
+    referrals: int
+    acknowledged: int
+    accepted: int
+    rejected: int
+    cancelled: int
+    completed: int
+    acceptance_rate: float | None = None
+    median_hours_to_acknowledge: float | None = None
+    median_hours_to_accept: float | None = None
+    rejection_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class MonthIndicators(Model):
+    month: str
+    start: datetime
+    end: datetime
+    complete: bool
+    sent: SentIndicators
+    received: ReceivedIndicators
+
+
+class AgencyIndicators(Model):
+    """The caller's agency's own indicators (``GET /indicators``), one entry per month, oldest first."""
+
+    agency_id: str
+    from_: str = Field(alias="from")
+    to: str
+    months: list[MonthIndicators]
+
+
 # --- registry ----------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from services.referral.schemas import (
     CASE_ID,
     REFERRAL_ID,
     SUBSCRIPTION_ID,
+    AgencyIndicators,
     CreateReferral,
     DeliveryPage,
     EventFeed,
@@ -189,6 +190,31 @@ async def stats(
     # A caller still sending since/until is refused (shared.app refuses undeclared query parameters), not
     # answered with another period than it asked for.
     return await deps.statistics.stats(period)
+
+
+@router.get("/indicators", tags=["statistics"], response_model=AgencyIndicators,
+            summary="The calling agency's own indicators, month by month",
+            description="For each calendar month (UTC) from `from` to `to`: the referrals the caller's agency sent "
+                        "and received; how many of each were accepted, declined (`rejected`), cancelled and "
+                        "completed in the month; the acceptance rate (accepted / decided); for those it received, "
+                        "how many it acknowledged and the median hours from sending to acknowledgement and to "
+                        "acceptance; and the reason codes of the rejections, both ways. Always the agency the token "
+                        "names (its system, or any of its people): there is no agency parameter. Counts, rates, "
+                        "medians and reason codes only -- no case, person, free text or other agency -- about "
+                        "referrals the agency may already read one by one, so no count is suppressed: unlike "
+                        "`/stats`, this publishes nothing to anyone the referrals are not already shown to, and "
+                        "hiding a small count would only make the agency's own figures wrong. Ended months never "
+                        "change; the current month is `complete: false`.")
+async def indicators(
+    principal: Reader, deps: Injected,
+    first: Annotated[Line | None, Query(alias="from", max_length=16, description="The first month, `YYYY-MM` "
+                                        "(default: 11 months before `to`). At most 24 months from `from` to `to`.",
+                                        examples=["2026-01"])] = None,
+    last: Annotated[Line | None, Query(alias="to", max_length=16, description="The last month, `YYYY-MM`: an ended "
+                                       "month or the current one (default: the current one).",
+                                       examples=["2026-12"])] = None,
+) -> dict[str, Any]:
+    return await deps.indicators.of_agency(principal, first, last)
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------

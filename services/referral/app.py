@@ -24,6 +24,7 @@ from services.referral.clearance import ClearanceClient, HttpClearanceClient
 from services.referral.deps import Deps
 from services.referral.jobs import DeadlineScheduler, RegistryCatchUp, WebhookDispatcher
 from services.referral.service import Clock, Feed, Referrals, Statistics, Subscriptions, Suggestions, system_clock
+from services.referral.service.indicators import Indicators
 from services.referral.settings import ReferralSettings
 from shared.app import Runtime, build_app
 from shared.client_auth import ClientCredentials, StaticToken, TokenSource
@@ -81,6 +82,7 @@ def create_app(settings: ReferralSettings | None = None, *, clearance: Clearance
                 feed=Feed(runtime.sessions, max_wait_seconds=settings.feed_max_wait_seconds,
                           max_waiting_per_agency=settings.feed_max_waiting_per_agency),
                 statistics=Statistics(runtime.sessions, clock=clock),
+                indicators=Indicators(runtime.sessions, clock=clock),
                 suggestions=Suggestions(runtime.sessions),
                 clearance=client,
                 keyring=keyring,

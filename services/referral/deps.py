@@ -10,6 +10,7 @@ from fastapi import Request
 from services.referral.clearance import ClearanceClient
 from services.referral.jobs import DeadlineScheduler, RegistryCatchUp, WebhookDispatcher
 from services.referral.service import Feed, Referrals, Statistics, Subscriptions, Suggestions
+from services.referral.service.indicators import Indicators
 from shared.app import deps_of
 from shared.crypto import Keyring
 
@@ -22,6 +23,7 @@ class Deps:
     subscriptions: Subscriptions
     feed: Feed
     statistics: Statistics
+    indicators: Indicators
     suggestions: Suggestions
     clearance: ClearanceClient
     keyring: Keyring | None  # None: no master key configured (free text and webhook secrets answer 503)

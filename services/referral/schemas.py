@@ -317,6 +317,94 @@ class Statistics(Answer):
                                                       "median_hours_to_accept": 30.0}}])
 
 
+# --- an agency's own indicators -------------------------------------------------------------------------------
+
+_REASONS_EXAMPLE = {"duplicate": 0, "no-capacity": 2, "not-eligible": 1, "other": 0, "outside-mandate": 0}
+
+
+class SentIndicators(Answer):
+    """The referrals the agency sent, and what their recipients did with them, in one month."""
+
+    referrals: int = Field(description="Referrals the agency sent in the month.", examples=[14])
+    accepted: int = Field(description="Of the referrals it sent, how many were accepted in the month.",
+                          examples=[9])
+    rejected: int = Field(description="Of the referrals it sent, how many were declined (moved to `rejected`) "
+                          "in the month.", examples=[3])
+    cancelled: int = Field(description="Of the referrals it sent, how many were cancelled in the month (by it, or "
+                           "by RefNet: consent withdrawn, recipient suspended, case erased).", examples=[1])
+    completed: int = Field(description="Of the referrals it sent, how many were completed in the month.",
+                           examples=[4])
+    acceptance_rate: float | None = Field(description="`accepted` / (`accepted` + `rejected`), to 4 places; null "
+                                          "when nothing was decided in the month.", examples=[0.75])
+    rejection_reasons: dict[str, int] = Field(
+        description="Reason code -> how many of its referrals were declined with it in the month (every code of "
+        "`rejected`, zero or not).", examples=[_REASONS_EXAMPLE])
+
+
+class ReceivedIndicators(Answer):
+    """The referrals the agency received, and what it did with them, in one month."""
+
+    referrals: int = Field(description="Referrals sent to the agency in the month.", examples=[20])
+    acknowledged: int = Field(description="Referrals it acknowledged (moved to `received`) in the month.",
+                              examples=[19])
+    accepted: int = Field(description="Referrals it accepted in the month.", examples=[12])
+    rejected: int = Field(description="Referrals it declined (moved to `rejected`) in the month.", examples=[3])
+    cancelled: int = Field(description="Referrals to it that were cancelled in the month (by their sender or by "
+                           "RefNet).", examples=[1])
+    completed: int = Field(description="Referrals it completed in the month.", examples=[7])
+    acceptance_rate: float | None = Field(description="`accepted` / (`accepted` + `rejected`), to 4 places; null "
+                                          "when it decided nothing in the month. An accepted referral counts as "
+                                          "accepted whatever became of it later.", examples=[0.8])
+    median_hours_to_acknowledge: float | None = Field(
+        description="Median hours from sending to its acknowledgement, over the acknowledgements made in the month, "
+        "to 0.1 h; null when there were none.", examples=[5.5])
+    median_hours_to_accept: float | None = Field(
+        description="Median hours from sending to its acceptance, over the acceptances made in the month, to 0.1 h; "
+        "null when there were none.", examples=[30.2])
+    rejection_reasons: dict[str, int] = Field(
+        description="Reason code -> how many referrals it declined with it in the month (every code of `rejected`, "
+        "zero or not).", examples=[_REASONS_EXAMPLE])
+
+
+class MonthIndicators(Answer):
+    """One calendar month (UTC) of the agency's figures: events that happened in it."""
+
+    month: str = Field(description="The month, `YYYY-MM`.", examples=["2026-05"])
+    start: Timestamp = Field(description="Its first moment (UTC).", examples=["2026-05-01T00:00:00Z"])
+    end: Timestamp = Field(description="The moment after its last (UTC).", examples=["2026-06-01T00:00:00Z"])
+    complete: bool = Field(description="`false` for the current month: its figures still grow.", examples=[True])
+    sent: SentIndicators = Field(description="The referrals the agency sent.", examples=[{
+        "referrals": 14, "accepted": 9, "rejected": 3, "cancelled": 1, "completed": 4, "acceptance_rate": 0.75,
+        "rejection_reasons": _REASONS_EXAMPLE}])
+    received: ReceivedIndicators = Field(description="The referrals the agency received.", examples=[{
+        "referrals": 20, "acknowledged": 19, "accepted": 12, "rejected": 3, "cancelled": 1, "completed": 7,
+        "acceptance_rate": 0.8, "median_hours_to_acknowledge": 5.5, "median_hours_to_accept": 30.2,
+        "rejection_reasons": _REASONS_EXAMPLE}])
+
+
+class AgencyIndicators(Answer):
+    """The calling agency's own indicators, month by month (issue #21): counts, rates, medians and reason codes
+    about its own referrals; no case, no person, no free text, no other agency named."""
+
+    agency_id: str = Field(description="The agency the figures are about: always the caller's own.",
+                           examples=[SENDER])
+    from_: str = Field(alias="from", description="The first month covered, `YYYY-MM`.", examples=["2026-05"])
+    to: str = Field(description="The last month covered, `YYYY-MM`.", examples=["2026-05"])
+    months: list[MonthIndicators] = Field(description="One entry per month from `from` to `to`, oldest first; a "
+                                          "month without referrals has zeros.", examples=[[{
+                                              "month": "2026-05", "start": "2026-05-01T00:00:00Z",
+                                              "end": "2026-06-01T00:00:00Z", "complete": True,
+                                              "sent": {"referrals": 14, "accepted": 9, "rejected": 3,
+                                                       "cancelled": 1, "completed": 4, "acceptance_rate": 0.75,
+                                                       "rejection_reasons": _REASONS_EXAMPLE},
+                                              "received": {"referrals": 20, "acknowledged": 19, "accepted": 12,
+                                                           "rejected": 3, "cancelled": 1, "completed": 7,
+                                                           "acceptance_rate": 0.8,
+                                                           "median_hours_to_acknowledge": 5.5,
+                                                           "median_hours_to_accept": 30.2,
+                                                           "rejection_reasons": _REASONS_EXAMPLE}}]])
+
+
 # --- webhooks -------------------------------------------------------------------------------------------------
 
 EVENT_TYPES = frozenset({f"org.refnet.{state_event_type(s)}" for s in domain.Status} | {f"org.refnet.{OVERDUE}"})
