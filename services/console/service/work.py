@@ -63,20 +63,10 @@ class Referrals:
             who.tokens.access_token, "POST", f"/referrals/{referral_id}/transitions", json=body)
         return moved
 
-    async def indicators(self, who: SignedIn, histories_of: int = 100) -> domain.Indicators:
-        """The agency's numbers from its latest referrals (a page of each queue) and the histories of the latest
-        received ones (each history is one more call: bounded)."""
-        sent = await self.queue(who, role="sent", status=None, pathway=None, overdue=None, cursor=None, limit=200)
-        received = await self.queue(who, role="received", status=None, pathway=None, overdue=None, cursor=None,
-                                    limit=200)
-        histories: dict[str, list[dict[str, Any]]] = {}
-        for item in (received.get("items") or [])[:histories_of]:
-            try:
-                found = await self.apis.referral.call(who.tokens.access_token, "GET", f"/referrals/{item['id']}")
-            except Refused:
-                continue
-            histories[str(item["id"])] = [h for h in found.get("history") or [] if isinstance(h, dict)]
-        return domain.indicators(list(sent.get("items") or []), list(received.get("items") or []), histories)
+    async def indicators(self, who: SignedIn) -> dict[str, Any]:
+        """The agency's own figures, month by month (the referral API's, for the agency the token names)."""
+        found: dict[str, Any] = await self.apis.referral.call(who.tokens.access_token, "GET", "/indicators")
+        return found
 
     async def refer(self, who: SignedIn, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         created: dict[str, Any] = await self.apis.referral.call(

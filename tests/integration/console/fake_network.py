@@ -165,6 +165,19 @@ class FakeNetwork:
                                            for r in mine[start:start + size]],
                                  "next_cursor": str(start + size) if more else None})
 
+        @app.get("/indicators")
+        async def indicators(authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None:
+                return JSONResponse({}, status_code=401)
+            month = {"month": "2026-12", "complete": False,
+                     "sent": {"referrals": 2, "accepted": 1, "rejected": 1, "cancelled": 0, "completed": 0,
+                              "acceptance_rate": 0.5, "rejection_reasons": {"no-capacity": 1}},
+                     "received": {"referrals": 1, "acknowledged": 1, "accepted": 0, "rejected": 1, "cancelled": 0,
+                                  "completed": 0, "acceptance_rate": 0.0, "median_hours_to_acknowledge": 3.0,
+                                  "median_hours_to_accept": None, "rejection_reasons": {"outside-mandate": 1}}}
+            return JSONResponse({"agency_id": who.agency, "from": "2026-12", "to": "2026-12", "months": [month]})
+
         @app.get("/referrals/suggestions")
         async def suggestions(request: Request, authorization: str | None = Header(None)) -> Response:
             if net.person_of(authorization) is None:

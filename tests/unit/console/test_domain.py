@@ -102,29 +102,3 @@ def test_choices_come_from_intakes_schema() -> None:
     assert choices["checklist"] == ["purpose_explained", "use_explained"]
     assert domain.choices_of({})["gender"] == []
 
-
-def test_the_agencys_indicators() -> None:
-    def steps(*moves: tuple[str, str, str | None]) -> list[dict[str, object]]:
-        return [{"to": to, "at": at, "reason_code": reason} for to, at, reason in moves]
-
-    received = [{"id": "a", "status": "completed", "created_at": "2026-11-02T08:00:00+00:00"},
-                {"id": "b", "status": "rejected", "created_at": "2026-12-01T08:00:00+00:00"},
-                {"id": "c", "status": "accepted", "created_at": "2026-12-02T08:00:00+00:00"},
-                {"id": "d", "status": "requested", "created_at": "2026-12-03T08:00:00+00:00"}]
-    sent = [{"id": "s", "status": "requested", "created_at": "2026-12-01T09:00:00+00:00"}]
-    histories = {
-        "a": steps(("requested", "2026-11-02T08:00:00+00:00", None), ("received", "2026-11-02T10:00:00+00:00", None),
-                   ("accepted", "2026-11-03T08:00:00+00:00", None)),
-        "b": steps(("requested", "2026-12-01T08:00:00+00:00", None), ("received", "2026-12-01T12:00:00+00:00", None),
-                   ("rejected", "2026-12-01T13:00:00+00:00", "no-capacity")),
-        "c": steps(("requested", "2026-12-02T08:00:00+00:00", None), ("received", "2026-12-02T09:00:00+00:00", None),
-                   ("accepted", "2026-12-02T20:00:00+00:00", None)),
-    }
-    figures = domain.indicators(sent, received, histories)
-    assert figures.months == [("2026-12", 1, 3), ("2026-11", 0, 1)]
-    assert figures.acceptance_rate == 2 / 3  # d is not decided yet
-    assert figures.hours_to_acknowledge == 2.0  # median of 2, 4, 1
-    assert figures.hours_to_accept == 18.0  # median of 24 and 12
-    assert figures.decline_reasons == [("no-capacity", 1)]
-    empty = domain.indicators([], [], {})
-    assert empty.acceptance_rate is None and empty.hours_to_accept is None and empty.months == []
