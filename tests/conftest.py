@@ -29,27 +29,31 @@ from deploy.launcher.infra import POSTGRES_BIN_PATH, Broker, Postgres, free_port
 SHARED_STACK = frozenset(f"tests/e2e/{name}" for name in (
     "test_demo_and_case_system.py", "test_readme.py", "test_signed_in_people.py", "test_sop_scenarios.py",
     "test_zz_events_match_contract.py"))
+# Likewise the three reliability suites that share `reliability_network`: one worker, one stack boot, not three.
+SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
+    "test_hostile_input.py", "test_isolation_matrix.py", "test_token_attacks.py"))
 
 
 # Seconds each slow unit took in one measured run (make test, 2 cores): they are handed out first, so none of
 # them starts last and holds the run up alone (xdist otherwise orders units by their number of tests). Stale
 # figures only cost time; a unit missing here just starts after these.
 SLOW_UNITS = {
-    "tests/e2e/test_restart.py": 200, "e2e-stack": 135, "tests/reliability/test_faults_under_load.py": 150,
-    "tests/reliability/test_hostile_input.py": 120, "tests/integration/test_launcher.py": 100,
+    "tests/e2e/test_restart.py": 200, "e2e-stack": 200, "tests/reliability/test_faults_under_load.py": 150,
+    "reliability-stack": 215, "tests/integration/test_launcher.py": 100,
     "tests/integration/test_broker_outages.py": 90, "tests/integration/test_outbox_and_consumer.py": 80,
     "tests/reliability/test_leak_scan.py": 55, "tests/integration/audit/test_forgery.py": 50,
-    "tests/reliability/test_token_attacks.py": 50, "tests/reliability/test_isolation_matrix.py": 45,
     "tests/integration/test_outbox_inbox_contract.py": 45, "tests/e2e/test_production_config.py": 40,
     "tests/static/test_k8s.py": 40, "tests/integration/test_services_boot.py": 35,
     "tests/integration/test_broker_lost_log.py": 32,
 }
 
 
-class _FilesWithOneE2EStack(LoadScopeScheduling):
+class _FilesSharingAStack(LoadScopeScheduling):
     def _split_scope(self, nodeid: str) -> str:
         file = nodeid.split("::", 1)[0]
-        return "e2e-stack" if file in SHARED_STACK else file
+        if file in SHARED_STACK:
+            return "e2e-stack"
+        return "reliability-stack" if file in SHARED_RELIABILITY_STACK else file
 
     def schedule(self) -> None:
         # xdist's LoadScopeScheduling.schedule, with the work queue ordered longest first.
@@ -72,7 +76,7 @@ class _FilesWithOneE2EStack(LoadScopeScheduling):
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
-    return _FilesWithOneE2EStack(config, log) if config.getvalue("dist") == "loadfile" else None
+    return _FilesSharingAStack(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @dataclass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -363,6 +364,15 @@ _HSDS_UNSUPPORTED = ("Not supported, so refused with a 422 that names them: ``mi
                      "(JSON only), ``postcode``, ``proximity`` (use GET /services with ``near``).")
 
 
+def _utc(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC; a 422 naming the parameter when UTC would be outside years 1-9999 (say,
+    ``0001-01-01T00:00:00+14:00``), which Python cannot hold: the database driver would fail on it."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(["query", name], "outside the years 1 to 9999 once in UTC") from None
+
+
 @router.get("/hsds/services", tags=["directory"], summary="The directory as HSDS 3.0 JSON",
             response_model=HsdsPage, response_model_exclude_none=True, description=(
                 "Active services of active agencies, oldest first, as the HSDS 3.0 API's ``GET /services`` "
@@ -393,6 +403,7 @@ async def hsds_services(
         description="Services changed at or after this time (RFC 3339, with its offset).")] = None,
     accept_language: AcceptLanguage = None,
 ) -> dict[str, Any]:
+    since = _utc(modified_after, "modified_after") if modified_after is not None else None
     taxonomy = taxonomy_code(taxonomy_term_id) if taxonomy_term_id else None
     if taxonomy_term_id and (taxonomy is None or not reference.is_taxonomy_prefix(taxonomy)):
         raise invalid(["query", "taxonomy_term_id"], "not a taxonomy term")
@@ -400,7 +411,7 @@ async def hsds_services(
     total: int | None = 0
     if taxonomy_id is None or is_refnet_taxonomy(taxonomy_id):
         rows, total = await registry.directory.search(
-            taxonomy=taxonomy, q=search, agency_id=organization_id, modified_after=modified_after,
+            taxonomy=taxonomy, q=search, agency_id=organization_id, modified_after=since,
             offset=(page - 1) * per_page, limit=per_page, count=True)
     total = total or 0
     agencies = await registry.agencies.by_id({service.agency_id for service, _ in rows})

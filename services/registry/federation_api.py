@@ -12,7 +12,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.registry import federation as rules
 from services.registry.deps import Deps, deps
 from services.registry.federation_schemas import IdentityProviderIn, IdentityProviderList, IdentityProviderOut
-from services.registry.oidc import _HTML, NO_STORE, SESSION_COOKIE, _answer, _message, _page, _prepared, _q, _secure
+from services.registry.oidc import (
+    _HTML,
+    _HTML_OR_PROBLEM,
+    NO_STORE,
+    SESSION_COOKIE,
+    _answer,
+    _message,
+    _page,
+    _prepared,
+    _q,
+    _refusal,
+    _secure,
+)
 from services.registry.service.federation import Refused
 from services.registry.store.federation_tables import IdentityProvider
 from shared.auth import Principal, require_scopes
@@ -90,7 +102,8 @@ async def remove_identity_provider(idp_id: IdpId, caller: Admin, registry: Regis
 @router.get(CALLBACK_PATH, response_class=HTMLResponse, tags=["sign-in"],
             summary="Back from an agency's provider: verify its answer and go on signing in",
             responses={302: {"description": "Signed in: on to the registry's authorization request."},
-                       400: {"description": "The sign-in did not start in this browser (HTML page).", **_HTML},
+                       400: {"description": "The sign-in did not start in this browser: an HTML page for a "
+                                            "browser (Accept: text/html), else a problem.", **_HTML_OR_PROBLEM},
                        403: {"description": "The provider's answer was refused (HTML page saying why).", **_HTML}})
 async def federated_callback(
     request: Request, registry: Registry,
@@ -103,8 +116,8 @@ async def federated_callback(
 ) -> Response:
     cookie = request.cookies.get(FEDERATION_COOKIE)
     if not state or not cookie or not hmac.compare_digest(cookie.encode(), state.encode()):
-        return _page("This sign-in cannot go on", _message("It did not start in this browser, or it has expired; "
-                                                           "start again from the application."), 400)
+        return _refusal(request, "This sign-in cannot go on", "It did not start in this browser, or it has expired; "
+                        "start again from the application.", 400, "sign-in-not-started-here")
     done = await registry.federation.finish(state, code, error)
     if done.refused is not None:
         page = _page("You are not signed in", _message(rules.refusal_text(done.refused, done.agency_name)), 403)
@@ -121,7 +134,8 @@ async def federated_callback(
 @router.get("/oauth/federated/{idp_id}", response_class=HTMLResponse, tags=["sign-in"],
             summary="Sign in with one's agency's own account (the registry's authorization request's parameters)",
             responses={302: {"description": "On to the agency's provider (or back to the client with an error)."},
-                       400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
+                       400: {"description": "The authorization request is not valid: an HTML page for a browser "
+                                            "(Accept: text/html), else a problem.", **_HTML_OR_PROBLEM},
                        404: {"description": "No such identity provider (HTML page).", **_HTML},
                        503: {"description": "The agency's provider cannot be reached (HTML page).", **_HTML}})
 async def federated_start(
@@ -145,7 +159,7 @@ async def federated_start(
     query = list(request.query_params.multi_items())
     refused = await registry.sign_in.check_request(_prepared(request, query, "GET"))
     if refused is not None:
-        return _answer(refused)
+        return _answer(refused, request)
     try:
         url, state = await registry.federation.start(idp_id, query)
     except Problem as problem:

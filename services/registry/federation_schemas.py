@@ -62,7 +62,8 @@ class IdentityProviderIn(BaseModel):
         "(caseworker, supervisor, auditor) cannot sign in through it."), examples=[["mfa", "otp"]])
     mfa_acr: list[Line] = Field(default_factory=list, max_length=20, description=(
         "The provider's `acr` values that count as a second factor."), examples=[["gold"]])
-    algorithms: list[Line] = Field(default_factory=lambda: list(rules.DEFAULT_ALGORITHMS), description=(
+    algorithms: list[Line] = Field(default_factory=lambda: list(rules.DEFAULT_ALGORITHMS), max_length=20,
+                                   description=(
         "The ID token signature algorithms accepted (asymmetric only): a subset of "
         + ", ".join(rules.ALLOWED_ALGORITHMS) + "."), examples=[["RS256"]])
 

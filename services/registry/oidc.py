@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import re
 import secrets
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -27,7 +28,7 @@ from services.registry.service.sign_in import Answer, PreparedRequest, SignedIn
 from shared.auth.dependencies import bearer_scheme
 from shared.auth.principal import ACTING_USER_HEADER, check_person_acts_as_themself
 from shared.auth.problems import missing_token
-from shared.errors import Problem
+from shared.errors import PROBLEM_MEDIA_TYPE, Problem, problem_response
 from shared.text import Line
 
 router = APIRouter(tags=["sign-in"])
@@ -40,6 +41,10 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": "default-src 'none'; form-action 'self'",
                  "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 _HTML = {"content": {"text/html": {"schema": {"type": "string", "description": "An HTML page."}}}}
+#: A status the page answers with HTML (to a browser) and RefNet's own checks with a problem (RFC 9457): a
+#: parameter that is not valid (422), a body that is not a form (400).
+_HTML_OR_PROBLEM = {"content": {**_HTML["content"], PROBLEM_MEDIA_TYPE: {
+    "schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
 def _get_and_post(path: str, name: str, **kwargs: Any) -> Callable[[F], F]:
@@ -154,15 +159,30 @@ autocomplete="one-time-code"></label></p>
 <p><button type="submit">Sign in</button></p></form>""", status)
 
 
-def _answer(answer: Answer) -> Response:
+def _wants_page(request: Request) -> bool:
+    """Whether the caller is a browser (its Accept names HTML): it gets pages, anyone else problems."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _refusal(request: Request, title: str, text: str, status: int, slug: str) -> Response:
+    """A refused request: a page for a browser, a problem (RFC 9457) for any other caller. ``text`` is shown to
+    either, so it names what is wrong, never a person's data."""
+    if not _wants_page(request):
+        return problem_response(Problem(status, slug, text, headers=NO_STORE), request)
+    return _page(title, _message(text), status)
+
+
+def _answer(answer: Answer, request: Request) -> Response:
     """authlib's answer: a redirect to the client (a code, or an error once the redirect URI is the
-    client's), else an error page that names what is wrong with the request."""
+    client's), else what is wrong with the request: a page for a browser, a problem (RFC 9457) for others."""
     if answer.location is not None and 300 <= answer.status < 400:
         return RedirectResponse(answer.location, status_code=302, headers=NO_STORE)
     body = answer.body if isinstance(answer.body, dict) else dict(answer.body or [])
-    description = str(body.get("error_description") or body.get("error") or "invalid request")
-    return _page("The sign-in request is not valid", _message(f"{body.get('error', 'invalid_request')}: "
-                                                              f"{description}"), answer.status or 400)
+    error = str(body.get("error") or "invalid_request")
+    said = f"{error}: {body.get('error_description') or error}"
+    # authlib's description names the parameter that is wrong (never a person's data).
+    slug = re.sub(r"[^a-z0-9-]", "-", error.lower())  # invalid_request -> invalid-request
+    return _refusal(request, "The sign-in request is not valid", said, answer.status or 400, slug)
 
 
 def _prepared(request: Request, params: list[tuple[str, str]], method: str | None = None) -> PreparedRequest:
@@ -200,7 +220,9 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   summary="Authorization endpoint: sign in, then back to the client with a code",
                   responses={200: {"description": "The sign-in form (password, then the second factor).", **_HTML},
                              302: {"description": "Back to the client's redirect URI with a code (or an error)."},
-                             400: {"description": "The authorization request is not valid (HTML page).", **_HTML},
+                             400: {"description": "The authorization request is not valid: an HTML page for a "
+                                                  "browser (Accept: text/html), else a problem; or the body is "
+                                                  "not a form (a problem).", **_HTML_OR_PROBLEM},
                              401: {"description": "A sign-in step was refused (the form again, saying so).",
                                    **_HTML},
                              429: {"description": "Too many sign-in attempts from this address.", **_HTML}},
@@ -231,7 +253,7 @@ async def authorize(
     user = await sign_in.current(session_token) if request.method == "GET" and prompt != "login" else None
     refused = await sign_in.check_request(prepared, user)
     if refused is not None:
-        return _answer(refused)
+        return _answer(refused, request)
     if redirect_uri:  # one of the client's registered URIs (checked just above): its origin only
         target = urlsplit(redirect_uri)
         _FORM_TARGET.set(f"{target.scheme}://{target.netloc}")
@@ -239,7 +261,8 @@ async def authorize(
     csrf = _csrf(request)
 
     async def signed_in(user: SignedIn, new_session: str | None = None) -> Response:
-        return _with_cookies(_answer(await sign_in.issue_code(prepared, user)), registry, session_token=new_session)
+        return _with_cookies(_answer(await sign_in.issue_code(prepared, user), request), registry,
+                             session_token=new_session)
 
     if request.method == "GET":
         if user is not None:
@@ -306,7 +329,10 @@ async def userinfo(
                   summary="RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0)",
                   responses={200: {"description": "Signed out, or the confirmation asked first (HTML page).",
                                    **_HTML},
-                             302: {"description": "Signed out; back to the client's registered post-logout URI."}})
+                             302: {"description": "Signed out; back to the client's registered post-logout URI."},
+                             400: {"description": "The logout request is not valid, say its ID token: an HTML page "
+                                                  "for a browser (Accept: text/html), else a problem.",
+                                   **_HTML_OR_PROBLEM}})
 async def end_session(
     request: Request, registry: Registry,
     id_token_hint: Annotated[Line | None, _q("An ID token the provider issued to the client (it may have "
@@ -331,7 +357,7 @@ async def end_session(
         return _with_cookies(RedirectResponse(answer.location, status_code=302, headers=NO_STORE), registry,
                              clear_session=True)
     if answer is not None and answer.status >= 400:
-        return _with_cookies(_answer(answer), registry, clear_session=True)
+        return _with_cookies(_answer(answer, request), registry, clear_session=True)
     return _with_cookies(_page("Signed out", "<p>You are signed out of RefNet.</p>"), registry, clear_session=True)
 
 
@@ -372,8 +398,10 @@ _ENROL_FORM = {"requestBody": {"required": False, "content": {"application/x-www
                   summary="A one-time link's page: set a password and enrol the second factor",
                   responses={200: {"description": "The enrolment form, or done.", **_HTML},
                              404: {"description": "The link was used, has expired or was replaced.", **_HTML},
-                             422: {"description": "The password or the code is not acceptable (the form again).",
-                                   **_HTML}},
+                             400: {"description": "The form has expired (the form again), or the body is not a "
+                                                  "form (a problem).", **_HTML_OR_PROBLEM},
+                             422: {"description": "The password or the code is not acceptable (the form again), "
+                                                  "or a parameter is not valid (a problem).", **_HTML_OR_PROBLEM}},
                   openapi_extra=_ENROL_FORM)
 async def enrol(request: Request, registry: Registry,
                 invite: Annotated[Line | None, _q("The one-time link's token.", "Zm9vYmFy...")] = None) -> Response:

@@ -13,15 +13,20 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import StaffInvite, StaffLink, StaffList, StaffMember
 from services.registry.service.people import Invitation
 from services.registry.store.tables import Person
-from shared.auth import Principal, require_scopes
+from shared.auth import Principal, authenticate
 from shared.errors import not_found
 from shared.ids import is_refnet_id
 
 router = APIRouter(tags=["staff"])
 
 Registry = Annotated[Deps, Depends(deps)]
-# Any valid token; who may manage which agency's staff is domain.may_manage_staff's to say.
-Caller = Annotated[Principal, Depends(require_scopes())]
+
+# Any valid token; who may manage which agency's staff is domain.may_manage_staff's to say: the platform's
+# operator (`admin`) any agency's, an agency admin (`staff:admin`) their own; anyone else gets 404. (authenticate,
+# not require_scopes(): that would add a requirement of no scope to the document's alternatives below.)
+Caller = Annotated[Principal, Depends(authenticate)]
+#: How the staff routes say so in OpenAPI: either scope is enough (one requirement each; FastAPI would AND them).
+ADMIN_OR_STAFF_ADMIN = {"security": [{"HTTPBearer": ["admin"]}, {"HTTPBearer": ["staff:admin"]}]}
 AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The agency's id.",
                                examples=["agy_3f2a9c1d7e5b4a60"])]
 PersonId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The person's id.",
@@ -56,7 +61,8 @@ def _may_manage(caller: Principal, agency_id: str) -> None:
         raise not_found("agency")
 
 
-@router.post("/agencies/{agency_id}/staff", status_code=201, summary="Invite a person into the agency's staff")
+@router.post("/agencies/{agency_id}/staff", status_code=201, summary="Invite a person into the agency's staff",
+             openapi_extra=ADMIN_OR_STAFF_ADMIN)
 async def invite(agency_id: AgencyId, body: StaffInvite, caller: Caller, registry: Registry) -> StaffLink:
     """A new person with a one-time link to set a password and enrol the second factor. Needs the platform's
     `admin` scope, or `staff:admin` (an agency admin's token) for one's own agency; other callers get 404."""
@@ -67,13 +73,14 @@ async def invite(agency_id: AgencyId, body: StaffInvite, caller: Caller, registr
     return _link(invitation)
 
 
-@router.get("/agencies/{agency_id}/staff", summary="The agency's staff")
+@router.get("/agencies/{agency_id}/staff", summary="The agency's staff", openapi_extra=ADMIN_OR_STAFF_ADMIN)
 async def staff(agency_id: AgencyId, caller: Caller, registry: Registry) -> StaffList:
     _may_manage(caller, agency_id)
     return StaffList(items=[_member(p) for p in await registry.staff.list(agency_id)])
 
 
-@router.post("/agencies/{agency_id}/staff/{person_id}/reset", summary="Reset a person's sign-in")
+@router.post("/agencies/{agency_id}/staff/{person_id}/reset", summary="Reset a person's sign-in",
+             openapi_extra=ADMIN_OR_STAFF_ADMIN)
 async def reset(agency_id: AgencyId, person_id: PersonId, caller: Caller, registry: Registry) -> StaffLink:
     """The person's password and second factor are cleared, the lockout lifted, their sign-ins and refresh
     tokens ended; a new one-time link (earlier ones stop working) lets them set both again."""

@@ -1,8 +1,8 @@
 """Schemathesis against a running service: every operation of its OpenAPI document, fuzzed over HTTP.
 
 Each operation is called with requests generated from its schema, valid ones (positive) and invalid ones
-(negative), with a token of a demo agency that holds the operation's scopes and with no token at all. Every
-response is checked with schemathesis' checks:
+(negative), with a token that holds the operation's scopes -- a demo agency's, or a person's where only people hold
+them -- and with no token at all. Every response is checked with schemathesis' checks:
 
 - ``not_a_server_error``: no 5xx, whatever the input;
 - ``status_code_conformance``: the status is one the document declares for the operation;
@@ -49,7 +49,7 @@ class FuzzResult:
     failures: dict[str, str] = field(default_factory=dict)  # one per (operation, kind of failure, status)
     seconds: float = 0.0
     unsatisfiable: int = 0  # runs for which no input of the kind asked exists (say, invalid values of a free string)
-    no_token_holder: list[str] = field(default_factory=list)  # secured operations no demo agency holds scopes for
+    no_token_holder: list[str] = field(default_factory=list)  # secured operations no token at hand holds scopes for
 
     @property
     def server_errors(self) -> int:
@@ -66,7 +66,7 @@ def fuzz(
     derandomize: bool,
 ) -> FuzzResult:
     """Fuzz every operation of ``document`` at ``base_url``. ``token_for(scopes)`` gives a bearer token holding
-    those scopes (or None when no demo agency holds them)."""
+    those scopes (or None when no demo agency nor person holds them)."""
     schema = schemathesis.openapi.from_dict(document)
     result = FuzzResult()
     session = requests.Session()

@@ -23,6 +23,8 @@ from joserfc.jwk import ECKey
 from shared.client_auth import ASSERTION_TYPE, client_assertion
 from shared.settings import SERVICE_NAMES
 from tests.e2e.network import Network, running_stack
+from tests.e2e.staff import Staff
+from tests.support.issuer import role_scopes
 
 RELIABILITY_ENV = {
     "REFNET_REFERRAL_FEED_MAX_WAIT_SECONDS": "1",
@@ -151,3 +153,26 @@ def register_agency(net: Network, name: str, scopes: list[str]) -> NewAgency:
     assert created.status_code == 201, created.text
     pem = key.as_pem(private=True).decode()
     return NewAgency(created.json()["id"], created.json()["client_id"], pem)
+
+
+#: Secured operations that only a signed-in person's live token may call, with why. They declare no scope: what they
+#: need is a person, not a permission. The suites call them with a token from a real sign-in (tests/e2e/staff.py).
+PERSON_ONLY: dict[tuple[str, str, str], str] = {
+    ("registry", method, "/oauth/userinfo"): "OpenID Connect userinfo (OIDC Core 5.3) tells a signed-in person who "
+    "they are; a system's token names no person (401 invalid_token), and what a person's token may do is its "
+    "roles' scopes, not one of userinfo's own" for method in ("GET", "POST")}
+
+
+#: The people the suites call as, between them holding every scope only people hold. An agency admin signs in without
+#: a second factor, which tests/e2e/staff.py does not do: theirs is a person who is also a caseworker.
+PERSON_ROLES: tuple[tuple[str, ...], ...] = (("supervisor",), ("agency_admin", "caseworker"))
+
+
+def person_token(net: Network, agency: str, scopes: tuple[str, ...]) -> str | None:
+    """A token of a person of demo agency ``agency`` whose roles give every one of ``scopes`` -- for the operations
+    only people may call (``overrides:approve`` is a supervisor's, ``staff:admin`` an agency admin's; no system token
+    holds them) -- from a real sign-in (tests/e2e/staff.py); None when no such person is at hand."""
+    for roles in PERSON_ROLES:
+        if set(scopes) <= set(role_scopes(roles).split()):
+            return Staff(net).token(agency, roles)
+    return None

@@ -6,12 +6,16 @@ Generated from the services' own OpenAPI documents, so that a new route cannot f
   another that holds every scope the operation needs and is party to nothing of it: 404, and nothing changed), or
   visible to every holder of its scope by design (the directory, the operator, the oversight body) with the reason;
   a route that is in neither fails the first test;
-- every list an agency can read holds none of another agency's case, consent, referral or subscription ids;
-- every secured operation refuses a token that lacks any one of its scopes with 403 ``insufficient_scope``.
+- every list an agency can read holds none of another agency's case, consent, referral, subscription or person ids
+  (what only a signed-in person may read, such as ``/oauth/userinfo``, read with a stranger's person's token);
+- every secured operation refuses a token that lacks any one of its scopes with 403 ``insufficient_scope`` (or, where
+  that is the product's rule, with the 404 a non-party gets), and every secured operation without a scope is one
+  only a signed-in person's token may call, which refuses a system's.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +27,7 @@ from tests.e2e.network import Network, eventually
 from tests.e2e.staff import Staff
 from tests.reliability.flows import consent, consent_id, refer, register_case
 from tests.reliability.report import Report
-from tests.reliability.stack import Operation, operations, token_with
+from tests.reliability.stack import PERSON_ONLY, PERSON_ROLES, Operation, operations, token_with
 from tests.support.issuer import role_scopes
 
 OWNER, RECIPIENT, STRANGER = "iom", "unhcr", "legalaid"
@@ -34,6 +38,9 @@ class PartyOnly:
     """Only the resource's parties may use it: anyone else gets 404, as if it did not exist."""
 
     body: Callable[[Network], dict[str, Any] | None] = lambda net: None
+    #: The 404 whatever the caller's scopes: a token without the operation's scopes is refused as a non-party is
+    #: (so it is called with such tokens too, and the scope test expects that 404 rather than a 403).
+    whatever_scopes: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,18 @@ ROUTES: dict[tuple[str, str, str], PartyOnly | OpenToScope] = {
     ("referral", "POST", "/subscriptions/{subscription_id}/rotate-secret"): PartyOnly(),
     ("audit", "POST", "/audit/checkpoints/{tree_size}/cosignatures"): OpenToScope(
         "a witness (audit:witness) cosigns the log's checkpoints, which are public to witnesses; a size is no id"),
+    # An agency's staff (issue 20): the platform's operator (admin) or the agency's own admin (staff:admin);
+    # another agency's admin, any system token without admin, any other person: 404 (domain.may_manage_staff).
+    ("registry", "POST", "/agencies/{agency_id}/staff"): PartyOnly(
+        lambda net: {"login": f"intruder-{uuid.uuid4().hex[:8]}", "roles": ["caseworker"]}, whatever_scopes=True),
+    ("registry", "GET", "/agencies/{agency_id}/staff"): PartyOnly(whatever_scopes=True),
+    ("registry", "POST", "/agencies/{agency_id}/staff/{person_id}/reset"): PartyOnly(whatever_scopes=True),
+    # Agencies' own identity providers (issue 20 part 5).
+    ("registry", "DELETE", "/identity-providers/{idp_id}"): OpenToScope(
+        "the operator (scope admin) decides which agency's provider the platform trusts"),
+    ("registry", "GET", "/oauth/federated/{idp_id}"): OpenToScope(
+        "the start of a sign-in through an agency's provider, public as /oauth/authorize is: no token, nothing of "
+        "a case; the id is in the sign-in link the agency's people follow"),
 }
 
 
@@ -109,6 +128,10 @@ async def make_resources(http: httpx.AsyncClient, net: Network) -> OwnersResourc
     override = await http.post(net.url("intake") + f"/cases/{case['id']}/overrides", headers=Staff(net).headers(
         OWNER), json={"recipient_agency": net.agency(STRANGER), "justification": "Threat to life, isolation test"})
     assert override.status_code == 201, override.text
+    # A person invited into the owner's staff by the platform's operator (issue 20).
+    person = await http.post(net.url("registry") + f"/agencies/{net.agency(OWNER)}/staff", headers=net.headers(
+        "admin"), json={"login": f"isolation-{uuid.uuid4().hex[:8]}", "roles": ["caseworker"]})
+    assert person.status_code == 201, person.text
     referral = await refer(http, net, OWNER, case["id"], RECIPIENT)
     subscription = await http.post(net.url("referral") + "/subscriptions", headers=net.headers(OWNER),
                                    json={"url": "http://127.0.0.1:9/case-system"})
@@ -119,18 +142,19 @@ async def make_resources(http: httpx.AsyncClient, net: Network) -> OwnersResourc
     assert service.status_code == 201, service.text
     ids = {"case_id": case["id"], "consent_id": consent, "referral_id": referral["id"],
            "subscription_id": subscription.json()["id"], "service_id": service.json()["id"],
-           "agency_id": net.agency(OWNER), "override_id": override.json()["id"]}
-    private = {ids[name] for name in ("case_id", "consent_id", "referral_id", "subscription_id", "override_id")}
+           "agency_id": net.agency(OWNER), "override_id": override.json()["id"],
+           "person_id": person.json()["person"]["id"]}
+    private = {ids[name] for name in ("case_id", "consent_id", "referral_id", "subscription_id", "override_id",
+                                      "person_id")}
     return OwnersResources(ids, private)
 
 
 async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_changes_nothing(
         reliability_network: Network, report: Report) -> None:
     net = reliability_network
-    # The stranger calls as its system, and as one of its people: a supervisor (issue 20), who holds what
-    # approving an override needs -- a scope no system token is given.
+    # The stranger calls as its system, and as its people (issue 20): a supervisor, who holds what approving an
+    # override needs, and an agency admin, who holds what managing staff needs -- scopes no system token is given.
     system_scopes = set(net.credentials(STRANGER)["scopes"])
-    person_scopes = set(role_scopes(("supervisor",)).split())
     staff = Staff(net)
     answers: dict[str, int] = {}
     uncalled: list[str] = []
@@ -143,9 +167,11 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
             route = ROUTES[_key(op)]
             assert isinstance(route, PartyOnly)
             body = route.body(net)
-            callers = {"system": lambda: net.headers(STRANGER)} if _holds(op, system_scopes) else {}
-            if _holds(op, person_scopes):
-                callers["person"] = lambda: staff.headers(STRANGER, ("supervisor",))
+            callers = {"system": lambda: net.headers(STRANGER)} \
+                if _holds(op, system_scopes) or route.whatever_scopes else {}
+            for roles in PERSON_ROLES:
+                if _holds(op, set(role_scopes(roles).split())) or route.whatever_scopes:
+                    callers[" and ".join(roles)] = lambda roles=roles: staff.headers(STRANGER, roles)
             if not callers:
                 uncalled.append(op.label)
             for caller, headers in callers.items():
@@ -162,6 +188,8 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
         service = await http.get(net.url("registry") + f"/services/{owned.ids['service_id']}", headers=owner)
         consents = await http.get(net.url("intake") + f"/cases/{owned.ids['case_id']}/consents", headers=owner)
         overrides = await http.get(net.url("intake") + f"/cases/{owned.ids['case_id']}/overrides", headers=owner)
+        staff_list = await http.get(net.url("registry") + f"/agencies/{owned.ids['agency_id']}/staff",
+                                    headers=net.headers("admin"))
     untouched = {
         "case still active, risk level unchanged": case.status_code == 200 and case.json()["status"] == "active"
         and case.json()["screening"]["risk_level"] == "medium",
@@ -172,6 +200,8 @@ async def test_an_agency_that_is_not_a_party_gets_404_on_every_id_route_and_chan
         "one consent version, not withdrawn": consents.status_code == 200 and len(consents.json()["items"]) == 1,
         "the override still pending": overrides.status_code == 200
         and [o["state"] for o in overrides.json()["items"]] == ["pending"],
+        "no one invited into the owner's staff by the stranger": staff_list.status_code == 200
+        and not [p for p in staff_list.json()["items"] if p["login"].startswith("intruder-")],
     }
     assert not uncalled, f"party-only operations neither the stranger's system nor its people may call: {uncalled}"
     wrong = {label: status for label, status in answers.items() if status != 404}
@@ -195,6 +225,8 @@ async def test_no_list_an_agency_can_read_holds_another_agencys_private_ids(
     lists = [op for op in operations(net) if op.method == "get" and not op.path_params and op.scopes is not None
              and not op.required_query and any(set(alt) <= stranger_scopes for alt in op.alternatives)]
     leaks: dict[str, list[str]] = {}
+    # What only a signed-in person may read is read by one of the stranger's people, signed in for real.
+    person = {"Authorization": f"Bearer {Staff(net).token(STRANGER)}"}
     async with httpx.AsyncClient(timeout=30) as http:
         owned = await make_resources(http, net)
         # The owner's referral reaches the recipient's read models first (so a leak would have had the chance).
@@ -206,7 +238,8 @@ async def test_no_list_an_agency_can_read_holds_another_agencys_private_ids(
             params: dict[str, str | int] = {name: 500 for name in ("limit", "per_page") if name in op.query}
             if op.path == "/referrals/suggestions":
                 params = {"service_type": "shelter", "case_id": owned.ids["case_id"]}
-            response = await http.get(op.url(net), headers=net.headers(STRANGER), params=params)
+            headers = person if _key(op) in PERSON_ONLY else net.headers(STRANGER)
+            response = await http.get(op.url(net), headers=headers, params=params)
             assert response.status_code == 200, f"{op.label}: {response.status_code} {response.text[:300]}"
             found = sorted(i for i in owned.private if i in response.text)
             if found:
@@ -250,7 +283,10 @@ def test_every_secured_operation_refuses_a_token_without_its_scope(
         reliability_network: Network, report: Report) -> None:
     net = reliability_network
     secured = [op for op in operations(net) if op.scopes]
-    unscoped = [op.label for op in operations(net) if op.scopes == ()]
+    unscoped = [op.label for op in operations(net) if op.scopes == () and _key(op) not in PERSON_ONLY]
+    person_only = [op for op in operations(net) if _key(op) in PERSON_ONLY]
+    assert {_key(op) for op in person_only} == set(PERSON_ONLY), "person-only operations no service has any more"
+    assert all(op.scopes == () for op in person_only), "a person-only operation declares a scope: test it as such"
     refusals: dict[str, str] = {}
     tried = 0
     tokens: dict[tuple[str, str], str] = {}
@@ -258,28 +294,54 @@ def test_every_secured_operation_refuses_a_token_without_its_scope(
         for op in secured:
             scopes = op.scopes or ()
             holder = _holder(net, scopes if len(op.alternatives) < 2 else op.alternatives[0])
+            route = ROUTES.get(_key(op))
+            # Refused as a non-party is (404), on staff the full token may see (checked below): only the scope is why.
+            as_not_found = isinstance(route, PartyOnly) and route.whatever_scopes
+            ids = dict.fromkeys(op.path_params, "x1")
+            if as_not_found and "agency_id" in ids:
+                ids["agency_id"] = net.agency(OWNER)  # whose staff the holder's full token may see
             # Where any one of several requirements is enough, the token must lack them all to be refused.
             for scope in (scopes if len(op.alternatives) < 2 else [" ".join(scopes)]):
                 if (holder, scope) not in tokens:
                     tokens[(holder, scope)] = _token_without(net, holder, scope)
                 headers = {"Authorization": f"Bearer {tokens[(holder, scope)]}", "X-Purpose": "case_management"}
                 # The scope is checked before the body is validated, so any JSON body will do.
-                response = http.request(op.method.upper(), op.url(net, **dict.fromkeys(op.path_params, "x1")),
-                                        headers=headers, json={} if op.body_media_type == "application/json"
-                                        else None)
+                body = route.body(net) if as_not_found and isinstance(route, PartyOnly) else {}
+                response = http.request(op.method.upper(), op.url(net, **ids), headers=headers,
+                                        json=body if op.body_media_type == "application/json" else None)
                 tried += 1
                 challenge = response.headers.get("www-authenticate", "")
+                if as_not_found:
+                    ok = response.status_code == 404 and response.json().get("type") == "urn:refnet:problem:not-found"
+                    if op.method == "get":  # and the holder of the scope is answered: the 404 was the scope's
+                        full = http.get(op.url(net, **ids), headers=net.headers(holder))
+                        ok = ok and full.status_code == 200
+                    if not ok:
+                        refusals[f"{op.label} without {scope}"] = f"{response.status_code} {response.text[:200]}"
+                    continue
                 ok = (response.status_code == 403 and 'error="insufficient_scope"' in challenge
                       and response.json().get("type") == "urn:refnet:problem:insufficient-scope"
                       and set(scope.split()) & set(response.json().get("required_scopes", [])))
                 if not ok:
                     refusals[f"{op.label} without {scope}"] = f"{response.status_code} {response.text[:200]}"
+        # Person-only operations: a system's token holding every scope is refused (401 invalid_token, RFC 6750);
+        # a signed-in person's live token is answered.
+        person = {"Authorization": f"Bearer {Staff(net).token(OWNER)}"}
+        for op in person_only:
+            system = http.request(op.method.upper(), op.url(net), headers=net.headers("admin"))
+            signed_in = http.request(op.method.upper(), op.url(net), headers=person)
+            tried += 1
+            if not (system.status_code == 401 and 'error="invalid_token"' in system.headers.get("www-authenticate", "")
+                    and system.headers.get("content-type", "").startswith("application/problem+json")
+                    and signed_in.status_code == 200):
+                refusals[f"{op.label} with a system's token"] = (f"{system.status_code} {system.text[:200]}; a "
+                                                                  f"person's: {signed_in.status_code}")
     report.add("isolation: scopes",
                injected="for each secured operation and each scope it declares in OpenAPI, a token of an agency "
                         "holding every other scope it has",
                checked="403 insufficient-scope with the RFC 6750 challenge naming the scope",
                figures={"operations": len(secured), "tokens missing one scope": tried,
-                        "secured without a scope": len(unscoped)},
+                        "person-only": len(person_only), "secured without a scope": len(unscoped)},
                failures=len(refusals) + len(unscoped))
     assert not unscoped, f"secured operations that declare no scope: {unscoped}"
     assert not refusals, refusals
