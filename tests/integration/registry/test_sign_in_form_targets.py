@@ -37,6 +37,7 @@ async def test_the_forms_may_send_their_answer_to_the_clients_redirect_uri_only(
         assert second.status_code == 200 and 'name="code"' in second.text
         assert form_action_of(second.headers["content-security-policy"]) == ["'self'", "http://127.0.0.1:8005"]
         # A request the registry refuses (an unregistered redirect URI) names no other origin.
-        refused = await http.get(authorize_url(challenge, redirect_uri="http://127.0.0.1:9999/elsewhere"))
+        refused = await http.get(authorize_url(challenge, redirect_uri="http://127.0.0.1:9999/elsewhere"),
+                                 headers={"Accept": "text/html"})  # a browser: the refusal as a page
         assert refused.status_code == 400
         assert form_action_of(refused.headers["content-security-policy"]) == ["'self'"]
