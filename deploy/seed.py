@@ -296,7 +296,8 @@ async def ensure_people(sessions: Any, people_dir: Path, issuer: str, ring: KeyR
     return outcome
 
 
-async def seed(database_url: str, credentials_dir: Path, token_url: str, *, kek_file: Path | None = None) -> None:
+async def seed(database_url: str, credentials_dir: Path, token_url: str, *, kek_file: Path | None = None,
+               console_url: str = CONSOLE_URL) -> None:
     """``kek_file``: the registry's key-encryption key, which the demo people's TOTP secrets are stored
     under; without it the people are not seeded."""
     engine = make_engine(database_url, pool_size=2)
@@ -311,7 +312,7 @@ async def seed(database_url: str, credentials_dir: Path, token_url: str, *, kek_
         if kek_file is not None:
             async with unit_of_work(sessions) as session:
                 await people.register_client(session, CONSOLE_CLIENT_ID, "RefNet console",
-                                             [CONSOLE_URL + "/auth/callback"], [CONSOLE_URL + "/"])
+                                             [console_url + "/auth/callback"], [console_url + "/"])
             ring = KeyRing.load(str(kek_file), setting="REFNET_REGISTRY_KEK_FILE")
             issuer = token_url.removesuffix("/oauth/token")
             await ensure_people(sessions, credentials_dir / "people", issuer, ring)

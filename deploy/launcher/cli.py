@@ -74,12 +74,14 @@ app.add_typer(contract_app, name="contract")
 console = Console()
 app.add_typer(events_app, name="events")
 
-ServiceName = Annotated[str, typer.Argument(help="registry, intake, referral or audit")]
+ServiceName = Annotated[str, typer.Argument(help="registry, intake, referral, audit or console")]
+#: What `serve` and `migrate` know: the four APIs and the web console.
+SERVABLE = (*SERVICE_NAMES, "console")
 
 
 def _settings(service: str) -> ServiceSettings:
-    if service not in SERVICE_NAMES:
-        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+    if service not in SERVABLE:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVABLE)}")
     module = importlib.import_module(f"services.{service}.settings")
     settings: ServiceSettings = getattr(module, f"{service.capitalize()}Settings")()
     return settings
@@ -169,7 +171,7 @@ class _StopRequested(BaseException):
 
 @app.command()
 def up() -> None:
-    """Start PostgreSQL, the broker and the four services; Ctrl-C stops everything."""
+    """Start PostgreSQL, the broker, the four services and the console; Ctrl-C stops everything."""
     from deploy.launcher.infra import PortInUse
     from deploy.launcher.stack import LauncherLock, Stack, StackConfig, StackState
 

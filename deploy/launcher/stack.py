@@ -1,4 +1,4 @@
-"""The local stack: PostgreSQL, the broker and the four services, started and stopped together.
+"""The local stack: PostgreSQL, the broker, the four services and the console, started and stopped together.
 
 Everything lives under ``.refnet/`` (data, logs, credentials, keys, ``state.json``). ``REFNET_DATABASE_URL``
 (a server URL) and ``REFNET_KAFKA_BOOTSTRAP`` make the stack use external infrastructure instead.
@@ -26,6 +26,7 @@ import psutil
 
 from deploy.launcher.bootstrap import BootstrapContext
 from deploy.launcher.infra import Broker, PortInUse, Postgres, _die_with_parent, port_is_free
+from services.console.settings import CONSOLE_PORT
 from shared.kafka import dlq_topic, ensure_topics
 from shared.settings import DEFAULT_PORTS, SERVICE_NAMES
 from shared.topics import ALL_TOPICS
@@ -33,6 +34,10 @@ from shared.topics import ALL_TOPICS
 #: The order ``start_services`` starts the services in (see there).
 STARTUP_ORDER = ("registry", "referral", "intake", "audit")
 assert sorted(STARTUP_ORDER) == sorted(SERVICE_NAMES)
+#: The web console: a service of the stack like the four (its database, migrations, process), started after
+#: them (it only calls them), and only when it has a port (a stack configured for the four APIs alone has none).
+CONSOLE = "console"
+STACK_PORTS = {**DEFAULT_PORTS, CONSOLE: CONSOLE_PORT}
 
 
 def refnet_home() -> Path:
@@ -44,14 +49,14 @@ class StackConfig:
     home: Path
     pg_port: int = 55432
     broker_port: int = 9092
-    service_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(STACK_PORTS))
     external_database: str = ""
     external_broker: str = ""
 
     @classmethod
     def from_env(cls) -> StackConfig:
         ports = {name: int(os.environ.get(f"REFNET_{name.upper()}_PORT", port))
-                 for name, port in DEFAULT_PORTS.items()}
+                 for name, port in STACK_PORTS.items()}
         return cls(
             home=refnet_home(),
             pg_port=int(os.environ.get("REFNET_PG_PORT", 55432)),
@@ -178,8 +183,13 @@ class Stack:
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.server_url = ""
         self.bootstrap = ""
-        self.extra_env: dict[str, dict[str, str]] = {name: {} for name in SERVICE_NAMES}
+        self.extra_env: dict[str, dict[str, str]] = {name: {} for name in self.names}
         self._state_saved = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The services of this stack: the four, then the console if it has a port."""
+        return (*SERVICE_NAMES, *((CONSOLE,) if CONSOLE in self.config.service_ports else ()))
 
     @property
     def logs(self) -> Path:
@@ -207,7 +217,7 @@ class Stack:
             self.postgres.start()
             self.server_url = f"postgresql://postgres@127.0.0.1:{self.config.pg_port}"
             self.say(f"PostgreSQL 18 on 127.0.0.1:{self.config.pg_port}")
-            for service in SERVICE_NAMES:
+            for service in self.names:
                 self.postgres.ensure_database(f"refnet_{service}")
         if self.config.external_broker:
             self.bootstrap = self.config.external_broker
@@ -245,7 +255,7 @@ class Stack:
         }
 
     def migrate(self) -> None:
-        for service in SERVICE_NAMES:
+        for service in self.names:
             subprocess.run([sys.executable, "-m", "deploy.launcher.cli", "migrate", service],
                            env=self.service_env(service), check=True, capture_output=True,
                            preexec_fn=_die_with_parent, start_new_session=True)
@@ -253,7 +263,7 @@ class Stack:
 
     def prepare_services(self) -> None:
         """Each service's development keys and demo data (``deploy/launcher/bootstrap/<name>.py``)."""
-        for service in SERVICE_NAMES:
+        for service in self.names:
             try:
                 module = importlib.import_module(f"deploy.launcher.bootstrap.{service}")
             except ModuleNotFoundError as exc:
@@ -264,7 +274,7 @@ class Stack:
                 service=service,
                 home=self.config.home,
                 database_url=service_database_url(self.server_url, service),
-                service_urls={name: self.url(name) for name in SERVICE_NAMES},
+                service_urls={name: self.url(name) for name in self.names},
             )
             module.prepare(ctx)
             self.extra_env[service].update(ctx.env)
@@ -275,8 +285,9 @@ class Stack:
         referrals: a recipient's read is decided from them), audit (which reads everything). A service is ready
         once its read models have caught up with what the broker holds; after a restart the broker holds only
         what each relay has published again, so a service judged before its sources had done so would serve
-        from a read model that is not whole -- a recipient refused a case it may read, say."""
-        for service in STARTUP_ORDER:
+        from a read model that is not whole -- a recipient refused a case it may read, say. The console last: it
+        reads nothing from the broker, and calls the four."""
+        for service in (*STARTUP_ORDER, *(name for name in self.names if name not in STARTUP_ORDER)):
             self.start_service(service)
             self.wait_ready(services=[service])
             self.say(f"{service} ready")
@@ -329,7 +340,7 @@ class Stack:
             launcher_pid=os.getpid(),
             database_server=_redact(self.server_url),
             broker=self.bootstrap,
-            services={name: self.url(name) for name in SERVICE_NAMES},
+            services={name: self.url(name) for name in self.names},
             pids=pids,
             launcher_started=started_at(os.getpid()),
             started=started,

@@ -13,8 +13,9 @@ import html
 import re
 import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -87,11 +88,19 @@ async def openid_configuration(registry: Registry) -> OpenIDConfiguration:
 # --- pages ---------------------------------------------------------------------------------------------------
 
 
+#: The client origin a sign-in form's answer redirects to (its validated redirect URI): browsers hold a form's
+#: redirects to form-action too, so 'self' alone stopped the code on its way to the client (issue #21).
+_FORM_TARGET: ContextVar[str] = ContextVar("form_target", default="")
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     document = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
                 f"</title><meta name=\"viewport\" content=\"width=device-width\"></head><body>"
                 f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
-    return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
+    headers = dict(_PAGE_HEADERS)
+    if _FORM_TARGET.get():
+        headers["Content-Security-Policy"] = f"default-src 'none'; form-action 'self' {_FORM_TARGET.get()}"
+    return HTMLResponse(document, status_code=status, headers=headers)
 
 
 def _message(text: str | None) -> str:
@@ -235,6 +244,7 @@ async def authorize(
                                                     "S256")] = None,
     prompt: Annotated[Line | None, _q("`login` to sign in again even with a live session.", "login")] = None,
 ) -> Response:
+    _FORM_TARGET.set("")  # until the request is checked (a context can outlive one request in tests)
     sign_in = registry.sign_in
     query = list(request.query_params.multi_items())
     prepared = _prepared(request, query, "GET")
@@ -245,6 +255,9 @@ async def authorize(
     refused = await sign_in.check_request(prepared, user)
     if refused is not None:
         return _answer(refused, request)
+    if redirect_uri:  # one of the client's registered URIs (checked just above): its origin only
+        target = urlsplit(redirect_uri)
+        _FORM_TARGET.set(f"{target.scheme}://{target.netloc}")
     action = "/oauth/authorize?" + urlencode(query)
     csrf = _csrf(request)
 

@@ -26,7 +26,7 @@ from deploy.launcher.infra import free_port
 from deploy.launcher.stack import STARTUP_ORDER
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "intake", "referral", "audit")
+SERVICES = ("registry", "intake", "referral", "audit", "console")
 
 
 def launcher_env(home: Path) -> dict[str, str]:
@@ -35,7 +35,7 @@ def launcher_env(home: Path) -> dict[str, str]:
         "REFNET_HOME": str(home),
         "REFNET_PG_PORT": str(free_port()),
         "REFNET_BROKER_PORT": str(free_port()),
-        **{f"REFNET_{name}_PORT": str(free_port()) for name in ("REGISTRY", "INTAKE", "REFERRAL", "AUDIT")},
+        **{f"REFNET_{name}_PORT": str(free_port()) for name in map(str.upper, SERVICES)},
     })
     return env
 

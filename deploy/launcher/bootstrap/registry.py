@@ -7,7 +7,7 @@ import asyncio
 import os
 
 from deploy.launcher.bootstrap import BootstrapContext
-from deploy.seed import seed
+from deploy.seed import CONSOLE_URL, seed
 from services.registry.oauth import generate_signing_key, signing_key_file_content
 from shared.kek import KeyEncryptionKey, write_key_file
 
@@ -30,4 +30,6 @@ def prepare(ctx: BootstrapContext) -> None:
             handle.write(signing_key_file_content([(key.kid, key.private_pem)]))
     ctx.env["REFNET_REGISTRY_SIGNING_KEY_FILE"] = str(key_file)
     token_url = ctx.service_urls["registry"].rstrip("/") + "/oauth/token"
-    asyncio.run(seed(ctx.database_url, ctx.credentials_dir, token_url, kek_file=kek_file))
+    # The console's client is registered with the console's address in this stack (8005 unless moved).
+    console_url = ctx.service_urls.get("console", CONSOLE_URL)
+    asyncio.run(seed(ctx.database_url, ctx.credentials_dir, token_url, kek_file=kek_file, console_url=console_url))
