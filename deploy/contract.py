@@ -217,7 +217,7 @@ def _example(type_: str) -> BaseModel:
             reason_code={"rejected": "no-capacity", "failed": "other", "cancelled": "consent-withdrawn"}.get(state),
             due_at=datetime(2026, 5, 5, 9, 30, tzinfo=UTC),
             agency=None if system else (_AGENCY if state == "requested" else _RECIPIENT),
-            acting_user=None if system else _USER)
+            acting_user=None if system else _USER, attested_by=None if system else "system")
     if type_ == contract.ACCESS_RECORDED:
         return AccessRecord(
             action="case.read", outcome="success", agency=_RECIPIENT, client_id=_CLIENT, acting_user=_USER,

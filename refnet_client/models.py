@@ -82,6 +82,8 @@ class Transition(Model):
     by: str
     agency: str | None = None
     acting_user: str | None = None
+    #: On whose authentication ``acting_user`` is named: ``token`` (the person's own), ``system`` (asserted).
+    attested_by: str | None = None
     reason_code: str | None = None
     note: str | None = None
     at: datetime

@@ -13,7 +13,7 @@ need must be there.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,7 @@ __all__ = [
     "SERVICE_WITHDRAWN",
     "TOPIC",
     "AgencyChanged",
+    "Attestation",
     "CaseErased",
     "ConsentGranted",
     "ConsentWithdrawn",
@@ -60,6 +61,10 @@ __all__ = [
     "ServiceChanged",
     "state_event_type",
 ]
+
+
+#: On whose authentication an acting user is named (shared.auth.Attestation).
+Attestation = Literal["token", "system"]
 
 
 class ReferralEvent(BaseModel):
@@ -81,6 +86,16 @@ class ReferralEvent(BaseModel):
     due_at: datetime
     agency: str | None  # the actor; None when RefNet itself acted
     acting_user: str | None
+    # On whose authentication acting_user is named: "token" (the person's own verified access token) or
+    # "system" (asserted by the agency's system client, X-Acting-User); left out when no person is named.
+    attested_by: Attestation | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The event's data: ``attested_by`` only when someone is named, so such payloads are as before issue 20."""
+        data = self.model_dump(mode="json")
+        if data["attested_by"] is None:
+            del data["attested_by"]
+        return data
 
 
 #: The payload model of every type referral emits (for the JSON Schemas and the AsyncAPI document).

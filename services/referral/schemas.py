@@ -130,8 +130,13 @@ class ReferralHistoryEntry(Answer):
     by: domain.Party = Field(description="Who moved it: the sending agency, the recipient, or RefNet itself.",
                              examples=["recipient"])
     agency: str | None = Field(description="The agency that moved it (null when RefNet did).", examples=[RECIPIENT])
-    acting_user: str | None = Field(description="The person acting inside that agency, as its `X-Acting-User` "
-                                    "named them (an identifier, never a name).", examples=["user-0042"])
+    acting_user: str | None = Field(description="The person acting inside that agency: their own access token's "
+                                    "subject, or the `X-Acting-User` its system named (an identifier, never a "
+                                    "name).", examples=["user-0042"])
+    attested_by: Literal["token", "system"] | None = Field(
+        description="On whose authentication `acting_user` is named: `token` (the person's own access token), "
+                    "`system` (asserted by the agency's system client); null when nobody is named, or for moves "
+                    "made before this was kept.", examples=["system"])
     reason_code: str | None = Field(description="The reason code given with the move.", examples=[None])
     note: str | None = Field(description="The note given with the move; null when there was none or when this "
                              "party may not read it.", examples=["Example note: intake appointment booked."])
@@ -177,7 +182,7 @@ class ReferralWithHistory(Referral):
 
     history: list[ReferralHistoryEntry] = Field(description="Its moves, oldest first.", examples=[[{
         "from": None, "to": "requested", "by": "sender", "agency": SENDER, "acting_user": "user-0042",
-        "reason_code": None, "note": None, "at": MOMENT}]])
+        "attested_by": "system", "reason_code": None, "note": None, "at": MOMENT}]])
 
 
 class ReferralPage(Answer):

@@ -94,7 +94,8 @@ _ACTING_USER_PARAMETER: Any = Header(
     description=("The person acting inside the calling agency, as the agency's system asserts it (recorded with"
                  " every access, as asserted by that system). With a person's own access token the token names"
                  " the person: the header may be left out, or repeat the token's subject; any other value is"
-                 " refused (403 acting-user-contradicts-token)."),
+                 " refused (403 acting-user-contradicts-token). A system may not name a RefNet person"
+                 " (person- and 32 hex digits; 400 acting-user-is-a-person): a person acts with their own token."),
     examples=["caseworker-17"],
     # Documented, not enforced by FastAPI: a bad value is our 400 invalid-acting-user, not a generic 422.
     json_schema_extra={"pattern": f"^{ACTING_USER.pattern}$", "maxLength": 128},

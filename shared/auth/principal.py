@@ -13,6 +13,9 @@ ACTING_USER_HEADER = "X-Acting-User"
 # An acting user is an opaque id or an e-mail-like login inside the calling agency. It ends up in audit
 # entries and logs, so no spaces, quotes or control characters.
 ACTING_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:\-]{0,127}")
+# A RefNet person's id, as the registry mints them (shared.ids.new_id("person")), in any letter case: only the
+# person's own token may name them, so a system's header that looks like one is refused.
+REFNET_PERSON = re.compile(r"person-[0-9a-f]{32}", re.IGNORECASE)
 
 #: The staff roles a person's token may carry (issue 20); scopes follow from them at the issuer.
 ROLES = frozenset({"caseworker", "supervisor", "agency_admin", "auditor"})
@@ -95,4 +98,12 @@ def acting_user_for(principal: Principal, header: str | None) -> Principal:
     asserted = parse_acting_user(header)
     if asserted is None:
         return principal
+    if REFNET_PERSON.fullmatch(asserted):
+        # Otherwise an agency's system could put a RefNet person's id on an act that person never signed for.
+        raise Problem(
+            400,
+            "acting-user-is-a-person",
+            f"The {ACTING_USER_HEADER} header names a RefNet person: a person acts with their own token; a"
+            " system may not name a RefNet person.",
+        )
     return replace(principal, acting_user=asserted)

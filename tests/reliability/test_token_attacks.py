@@ -256,14 +256,19 @@ def test_a_person_cannot_act_as_someone_else_anywhere(reliability_network: Netwo
                 wrong[op.label] = f"{response.status_code} {response.text[:200]}"
         same = http.get(net.url("intake") + "/cases", headers={"Authorization": f"Bearer {token}",
                                                                "X-Acting-User": person})
+        # Nor may an agency's system put a RefNet person's id on its act: that person acts with their own token.
+        system = http.get(net.url("intake") + "/cases", headers={"Authorization": f"Bearer {net.token('iom')}",
+                                                                 "X-Acting-User": person})
     report.add("token attacks: acting as someone else",
                injected="a supervisor's own token with X-Acting-User naming another user",
                checked="403 acting-user-contradicts-token on every secured operation; the header repeating the "
                        "token's subject is accepted",
                figures={"secured operations": len(secured), "accepted": len(wrong)},
-               failures=len(wrong) + (same.status_code != 200))
+               failures=len(wrong) + (same.status_code != 200) + (system.status_code != 400))
     assert not wrong, json.dumps(wrong, indent=1)
     assert same.status_code == 200, same.text
+    assert system.status_code == 400 and system.json()["type"] == "urn:refnet:problem:acting-user-is-a-person", \
+        system.text
 
 
 # --- revocation and suspension -----------------------------------------------------------------------------

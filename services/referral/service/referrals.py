@@ -59,6 +59,24 @@ class NewReferralRequest:
                 "reason": self.reason, "shared_categories": sorted(map(str, self.shared_categories))}
 
 
+@dataclass(frozen=True)
+class _Actor:
+    """Who moved a referral: the agency, the person acting in it, and on whose authentication that person is
+    named (issue 20; all None when RefNet itself acted)."""
+
+    agency: str | None
+    acting_user: str | None
+    attested_by: events.Attestation | None
+
+
+#: RefNet itself (cancellations on other services' events, deadlines).
+REFNET = _Actor(None, None, None)
+
+
+def _actor(principal: Principal) -> _Actor:
+    return _Actor(principal.agency_id, principal.acting_user, principal.attested_by)
+
+
 class _Replay(Exception):
     """The key's first request already made the referral: answer with it (rolls our transaction back)."""
 
@@ -170,11 +188,11 @@ class Referrals:
                 session.add(row)
                 transition = TransitionRow(referral_id=row.id, from_status=None, to_status=row.status,
                                            party=str(Party.sender), agency=principal.agency_id,
-                                           acting_user=principal.acting_user, reason_code=None, note=None, at=now)
+                                           acting_user=principal.acting_user, attested_by=principal.attested_by,
+                                           reason_code=None, note=None, at=now)
                 session.add(transition)
                 await session.flush()
-                await self._emit(session, row, events.state_event_type(row.status), None,
-                                 principal.agency_id, principal.acting_user)
+                await self._emit(session, row, events.state_event_type(row.status), None, _actor(principal))
                 view = referral_view(row, [transition], texts=FreeTextView(
                     reason=request.reason, state="shown", notes={}))
         except (_Replay, IntegrityError):
@@ -274,15 +292,15 @@ class Referrals:
             except domain.ReasonCodeInvalid as refused:
                 raise field_problem("reason_code", str(refused), slug="invalid-reason-code",
                                     allowed_reason_codes=refused.allowed) from None
-            await self._apply(session, row, move, principal.agency_id, principal.acting_user, note)
+            await self._apply(session, row, move, _actor(principal), note)
             history = await store.history(session, row.id)
             texts = await self.texts.of_referral(session, row, history, party)
             view = referral_view(row, history, now=self.clock(), texts=texts)
         log.info("referral_moved", referral_id=referral_id, to=str(move.to), party=str(party))
         return view
 
-    async def _apply(self, session: AsyncSession, row: ReferralRow, move: domain.Move, agency: str | None,
-                     acting_user: str | None, note: str | None) -> None:
+    async def _apply(self, session: AsyncSession, row: ReferralRow, move: domain.Move, actor: _Actor,
+                     note: str | None) -> None:
         now = self.clock()
         data_key = None
         if note is not None:
@@ -292,8 +310,8 @@ class Referrals:
         row.status = str(move.to)
         row.updated_at = now
         transition = TransitionRow(referral_id=row.id, from_status=str(move.frm), to_status=str(move.to),
-                                   party=str(move.party), agency=agency, acting_user=acting_user,
-                                   reason_code=move.reason_code, note=None, at=now)
+                                   party=str(move.party), agency=actor.agency, acting_user=actor.acting_user,
+                                   attested_by=actor.attested_by, reason_code=move.reason_code, note=None, at=now)
         session.add(transition)
         await session.flush()
         if data_key is not None and note is not None:
@@ -301,7 +319,7 @@ class Referrals:
             transition.sealed_note = ENVELOPE.seal(data_key, {"note": note}, case_id=row.case_id,
                                                     label=note_label(transition.id))
             await session.flush()
-        await self._emit(session, row, events.state_event_type(row.status), move.reason_code, agency, acting_user)
+        await self._emit(session, row, events.state_event_type(row.status), move.reason_code, actor)
 
     async def cancel_by_system(self, session: AsyncSession, rows: Sequence[ReferralRow], reason_code: str) -> int:
         """Cancel open referrals in the caller's transaction (a consumer's), as RefNet itself."""
@@ -311,7 +329,7 @@ class Referrals:
             if current not in OPEN_STATES:
                 continue
             move = domain.decide_transition(current, Status.cancelled, Party.system, reason_code)
-            await self._apply(session, row, move, None, None, None)
+            await self._apply(session, row, move, REFNET, None)
             count += 1
         if count:
             log.info("referrals_cancelled_by_system", reason_code=reason_code, count=count)
@@ -333,7 +351,7 @@ class Referrals:
                 rows = await store.claim_overdue(session, now, batch)
                 for row in rows:
                     row.overdue_at = now
-                    await self._emit(session, row, events.OVERDUE, None, None, None)
+                    await self._emit(session, row, events.OVERDUE, None, REFNET)
             flagged += len(rows)
             if len(rows) < batch:
                 break
@@ -348,13 +366,13 @@ class Referrals:
     # -- events ------------------------------------------------------------------------------------------
 
     async def _emit(self, session: AsyncSession, row: ReferralRow, type: str, reason_code: str | None,
-                    agency: str | None, acting_user: str | None) -> None:
+                    actor: _Actor) -> None:
         payload = events.ReferralEvent(
             referral_id=row.id, case_id=row.case_id, from_agency=row.from_agency, to_agency=row.to_agency,
             status=row.status, pathway=row.pathway, service_type=row.service_type, priority=row.priority,
             shared_categories=list(row.shared_categories), consent_id=row.consent_id, reason_code=reason_code,
-            due_at=row.due_at, agency=agency, acting_user=acting_user,
-        ).model_dump(mode="json")
+            due_at=row.due_at, agency=actor.agency, acting_user=actor.acting_user, attested_by=actor.attested_by,
+        ).payload()
         event_id, *_ = await add_events(session, source=self.source, events=[
             NewEvent(topic=events.TOPIC, type=type, aggregate_type="Referral", aggregate_id=row.case_id,
                      payload=payload, subject=row.id),

@@ -52,8 +52,8 @@ def referral_view(row: ReferralRow, history: Sequence[TransitionRow] | None, *, 
     if history is not None:
         view["history"] = [
             {"from": t.from_status, "to": t.to_status, "by": t.party, "agency": t.agency,
-             "acting_user": t.acting_user, "reason_code": t.reason_code, "note": texts.notes.get(t.id),
-             "at": timestamp(t.at)}
+             "acting_user": t.acting_user, "attested_by": t.attested_by, "reason_code": t.reason_code,
+             "note": texts.notes.get(t.id), "at": timestamp(t.at)}
             for t in history
         ]
     return view

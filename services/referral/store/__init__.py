@@ -92,6 +92,8 @@ class TransitionRow(Base):
     party: Mapped[str] = mapped_column(String(16))  # sender | recipient | system
     agency: Mapped[str | None] = mapped_column(String(128))
     acting_user: Mapped[str | None] = mapped_column(String(128))
+    # On whose authentication acting_user is named: token | system; None when nobody is, or before referral_0008.
+    attested_by: Mapped[str | None] = mapped_column(String(8))
     reason_code: Mapped[str | None] = mapped_column(String(64))
     # Free text for the parties, sealed like the referral's reason (``note``: only rows made before sealing).
     note: Mapped[str | None] = mapped_column(Text)
