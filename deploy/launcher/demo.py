@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -265,6 +266,28 @@ class Demo:
             f"[green]The main pathway worked.[/green] Case {case_id}, referral {referral_id}: requested, received, "
             "accepted, in_progress, completed. UNHCR saw only the shared categories, and the audit log proves who "
             "read the case. The same calls with curl: README.md, 'Walkthrough'.", title="done"))
+        self.point_at_console()
+
+    def point_at_console(self) -> None:
+        """Where to do the same in a browser: the console, and the demo people to sign in as (their secrets stay
+        in their files)."""
+        url = self.state.services.get("console")
+        people = self.home / "credentials" / "people"
+        if not url or not people.is_dir():
+            return
+        table = Table(title=f"The same in a browser: the console at {url}")
+        for column in ("sign in as (login)", "agency", "role"):
+            table.add_column(column)
+        for path in sorted(people.glob("*.json")):
+            try:
+                person = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(person, dict):
+                table.add_row(str(person.get("login")), str(person.get("agency")),
+                              ", ".join(str(r) for r in person.get("roles") or []))
+        self.console.print(table)
+        self.console.print(f"  each one's password and TOTP secret (for an authenticator app): {people}/<login>.json")
 
     def check_stack(self) -> None:
         with self.step("The stack is running") as shown:
