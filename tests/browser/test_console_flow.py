@@ -150,7 +150,9 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     WebDriverWait(page, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#consents button[id^=withdraw-]"),
                                     message="the consent was not recorded")
     iom.step("iom-consent")
-    iom.go(f"/cases/{case_id}/refer?need=protection&country=CH")
+    iom.go(f"/cases/{case_id}/refer?need=protection.rsd&country=IT")
+    assert unhcr_agency in page.find_element(By.ID, "services").text  # the directory's search
+    assert unhcr_agency in page.find_element(By.ID, "suggestions").text  # the referral service's ranking
     iom.step("iom-refer")
     iom.fill("to_agency", unhcr_agency)
     iom.choose("pathway", "protection")
