@@ -259,7 +259,8 @@ def _existing_person_secrets(path: Path, person: DemoPerson) -> tuple[str, str] 
     return password, secret
 
 
-async def ensure_people(sessions: Any, people_dir: Path, issuer: str, ring: KeyRing) -> dict[str, str]:
+async def ensure_people(sessions: Any, people_dir: Path, issuer: str, ring: KeyRing,
+                        console_url: str = CONSOLE_URL) -> dict[str, str]:
     """Each demo person with the password and TOTP secret of their file (``people/<login>.json``, 0600): a
     kept file is reused, a missing one gets new secrets. ``created``, ``updated`` or ``unchanged``."""
     await asyncio.to_thread(people_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -286,7 +287,7 @@ async def ensure_people(sessions: Any, people_dir: Path, issuer: str, ring: KeyR
                 people.set_credentials(person, password, secret, ring.current, now)
             content = {"login": demo.login, "agency": demo.agency, "agency_id": agency.id, "person_id": person.id,
                        "roles": [demo.role], "password": password, "totp_secret": secret, "issuer": issuer,
-                       "client_id": CONSOLE_CLIENT_ID}
+                       "client_id": CONSOLE_CLIENT_ID, "console": console_url}
         try:
             current = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -315,6 +316,6 @@ async def seed(database_url: str, credentials_dir: Path, token_url: str, *, kek_
                                              [console_url + "/auth/callback"], [console_url + "/"])
             ring = KeyRing.load(str(kek_file), setting="REFNET_REGISTRY_KEK_FILE")
             issuer = token_url.removesuffix("/oauth/token")
-            await ensure_people(sessions, credentials_dir / "people", issuer, ring)
+            await ensure_people(sessions, credentials_dir / "people", issuer, ring, console_url)
     finally:
         await engine.dispose()

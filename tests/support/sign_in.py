@@ -72,10 +72,13 @@ def person_file(path: Path | str) -> dict[str, Any]:
 
 
 def sign_in(registry: str, person: Path | str | dict[str, Any], *, client_id: str = CONSOLE_CLIENT,
-            redirect_uri: str = CONSOLE_REDIRECT, scope: str = "openid", timeout: float = 30) -> Tokens:
+            redirect_uri: str | None = None, scope: str = "openid", timeout: float = 30) -> Tokens:
     """Code + PKCE + TOTP for ``person`` (a credentials file or its content: agency, login, password,
-    totp_secret) at ``registry``; the tokens of the code's exchange."""
+    totp_secret) at ``registry``; the tokens of the code's exchange. The redirect is the console's of the
+    person's stack (their file's ``console``), as the stack registered it."""
     who = person if isinstance(person, dict) else person_file(person)
+    if redirect_uri is None:
+        redirect_uri = f"{who['console']}/auth/callback" if "console" in who else CONSOLE_REDIRECT
     verifier, challenge = pkce_pair()
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with httpx.Client(base_url=registry, timeout=timeout, follow_redirects=False) as http:
