@@ -18,6 +18,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -25,6 +26,12 @@ from tests.browser.harness import axe, console_errors, screenshot, start_chromiu
 from tests.e2e.network import Network, running_stack
 
 WAIT = 30
+
+
+def _wait(driver: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    """Waiting across a navigation: an element found on the page being left goes stale, which is only a
+    reason to look again (seen on two busy cores, after choosing a language)."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +83,16 @@ class Desk:
         self.go("/signin")
         self.step(f"{self.login}-signin")
         driver.find_element(By.ID, "signin").click()
-        WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.NAME, "password"))
+        _wait(driver).until(lambda d: d.find_elements(By.NAME, "password"))
         person = self.person
         driver.find_element(By.NAME, "agency").send_keys(person["agency"])
         driver.find_element(By.NAME, "login").send_keys(person["login"])
         driver.find_element(By.NAME, "password").send_keys(person["password"])
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.NAME, "code"))
+        _wait(driver).until(lambda d: d.find_elements(By.NAME, "code"))
         driver.find_element(By.NAME, "code").send_keys(pyotp.TOTP(person["totp_secret"]).now())
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(driver, WAIT).until(lambda d: d.current_url.startswith(self.console)
+        _wait(driver).until(lambda d: d.current_url.startswith(self.console)
                                           and "/signin" not in d.current_url and "/auth/" not in d.current_url,
                                           message=f"{self.login} was not signed in: {driver.current_url}")
 
@@ -135,7 +142,7 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     iom.choose("identified_by", "ngo")
     iom.check("fear_of_return")
     iom.submit("register")
-    WebDriverWait(page, WAIT).until(lambda d: "/cases/case" in d.current_url or ("/cases/" in d.current_url
+    _wait(page).until(lambda d: "/cases/case" in d.current_url or ("/cases/" in d.current_url
                                     and not d.current_url.endswith("/new")))
     case_id = page.current_url.rsplit("/", 1)[1]
     assert "Fictional" not in page.current_url and "Fictional" not in page.title
@@ -147,7 +154,7 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
                  "retention_explained", "withdrawal_explained"):
         iom.check(f"checklist-{item}")
     iom.submit("record-consent")
-    WebDriverWait(page, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#consents button[id^=withdraw-]"),
+    _wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#consents button[id^=withdraw-]"),
                                     message="the consent was not recorded")
     iom.step("iom-consent")
     iom.go(f"/cases/{case_id}/refer?need=protection.rsd&country=IT")
@@ -161,12 +168,12 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
         iom.check(f"share-{category}")
     iom.fill("reason", "Fears return; needs refugee status determination.")
     iom.submit("send-referral")
-    WebDriverWait(page, WAIT).until(lambda d: "/referrals/" in d.current_url, message="the referral was not sent")
+    _wait(page).until(lambda d: "/referrals/" in d.current_url, message="the referral was not sent")
     referral_id = page.current_url.rsplit("/", 1)[1]
     iom.step("iom-referral-sent")
 
     # UNHCR sees it arrive without reloading.
-    WebDriverWait(second_browser, WAIT).until(
+    _wait(second_browser).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-referral="{referral_id}"]'),
         message="the referral did not appear in UNHCR's inbox")
     assert second_browser.execute_script("return window.__notReloaded") is True
@@ -180,14 +187,14 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     unhcr.step("unhcr-referral")
     unhcr.choose("language-choice", "ar")
     second_browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    WebDriverWait(second_browser, WAIT).until(
+    _wait(second_browser).until(
         lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl")
     unhcr.go(f"/referrals/{referral_id}")
     assert second_browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl"
     unhcr.step("unhcr-referral-arabic")
     for move in ("received", "accepted", "in_progress", "completed"):
         unhcr.submit(f"move-{move}")
-        WebDriverWait(second_browser, WAIT).until(
+        _wait(second_browser).until(
             lambda d, m=move: d.find_element(By.ID, "referral-status").get_attribute("class").endswith(f"-{m}"))
     unhcr.step("unhcr-completed-arabic")
 
@@ -205,7 +212,7 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     iom.fill("override_recipient", network.agency("shelter"))
     iom.fill("justification", "Credible threat reported today; the shelter must be told at once.")
     iom.submit("request-override")
-    WebDriverWait(page, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overrides tr[data-override]"))
+    _wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overrides tr[data-override]"))
     supervisor = Desk(page, network, "iom-supervisor")
     supervisor.sign_in()
     supervisor.go(f"/cases/{case_id}")
@@ -220,7 +227,7 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     own = [r for r in rows if not r.find_elements(By.CSS_SELECTOR, "button[value=approve]")]
     assert len(approvable) == 1 and len(own) == 1  # the colleague's, and their own without approval
     approvable[0].find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-    WebDriverWait(page, WAIT).until(
+    _wait(page).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#pending-overrides tr[data-override]")) == 1)
     supervisor.step("supervisor-approved")
     # Their own, forged as a form the page never offered: intake refuses it, the page says why.
@@ -234,7 +241,7 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
         "  input.value = value; form.append(input); }"
         "document.body.append(form); form.submit();",
         case_id, own_id, page.find_element(By.NAME, "csrf").get_attribute("value"))
-    WebDriverWait(page, WAIT).until(lambda d: "/decision" in d.current_url)
+    _wait(page).until(lambda d: "/decision" in d.current_url)
     assert "You cannot approve an override you requested yourself." in page.page_source
     supervisor.step("supervisor-own-refused")
     supervisor.go("/indicators")
@@ -251,14 +258,14 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     auditor.step("auditor-case")
     entry = page.find_element(By.CSS_SELECTOR, "#access a[href*='index=']")
     entry.click()
-    WebDriverWait(page, WAIT).until(
+    _wait(page).until(
         lambda d: "Verified" in d.find_element(By.ID, "proof-result").text,
         message="the inclusion proof was not verified in the page")
     auditor.step("auditor-proof")
 
     # Signing out ends the sign-in here and at the registry, and comes back to the console's sign-in page.
     page.find_element(By.CSS_SELECTOR, "form.signout button").click()
-    WebDriverWait(page, WAIT).until(lambda d: d.current_url.startswith(f"{auditor.console}/signin"),
+    _wait(page).until(lambda d: d.current_url.startswith(f"{auditor.console}/signin"),
                                     message=f"not back at the console after signing out: {page.current_url}")
     auditor.go("/audit")
     assert "/signin" in page.current_url
