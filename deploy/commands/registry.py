@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -396,6 +397,30 @@ def staff_reset(
     print(json.dumps(run_in_registry(work)))
 
 
+def staff_code(
+    login: Annotated[str, typer.Argument(help="a demo person's login, e.g. iom-caseworker")],
+) -> None:
+    """The current TOTP code of a person whose credentials file `make run` wrote
+    ($REFNET_HOME/credentials/people/<login>.json): signing in as a demo person without an authenticator app.
+    Real people keep their second factor on their own device; this reads only the local stack's files."""
+    import pyotp
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", login):
+        raise typer.BadParameter("a login is lower-case letters, digits, '.', '_' and '-'")
+    path = refnet_home() / "credentials" / "people" / f"{login}.json"
+    try:
+        secret = json.loads(path.read_text())["totp_secret"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise typer.BadParameter(f"no person's credentials file with a TOTP secret at {path}") from None
+    try:
+        totp = pyotp.TOTP(secret)
+        code = totp.now()
+    except (ValueError, TypeError):
+        raise typer.BadParameter(f"the TOTP secret in {path} is not a base32 secret of 16 bytes or more") from None
+    left = totp.interval - int(time.time()) % totp.interval
+    print(f"{code}  (good for {left} s more, once)")
+
+
 def staff_client_add(
     client_id: Annotated[str, typer.Option("--client-id", help="e.g. refnet-console")],
     redirect_uri: Annotated[list[str], typer.Option("--redirect-uri", help="an exact redirect URI (repeat)")],
@@ -428,6 +453,7 @@ def register(app: typer.Typer, keys: typer.Typer) -> None:
     staff_app = typer.Typer(help="Agencies' staff and first-party sign-in clients.", no_args_is_help=True)
     staff_app.command("invite")(staff_invite)
     staff_app.command("reset")(staff_reset)
+    staff_app.command("code")(staff_code)
     client_app = typer.Typer(help="First-party OpenID Connect clients (the console).", no_args_is_help=True)
     client_app.command("add")(staff_client_add)
     staff_app.add_typer(client_app, name="client")

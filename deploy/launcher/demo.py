@@ -287,7 +287,8 @@ class Demo:
                 table.add_row(str(person.get("login")), str(person.get("agency")),
                               ", ".join(str(r) for r in person.get("roles") or []))
         self.console.print(table)
-        self.console.print(f"  each one's password and TOTP secret (for an authenticator app): {people}/<login>.json")
+        self.console.print(f"  each one's password and TOTP secret (for an authenticator app): {people}/<login>.json;"
+                           " the current code without one: refnet staff code <login>")
 
     def check_stack(self) -> None:
         with self.step("The stack is running") as shown:
