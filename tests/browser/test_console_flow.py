@@ -261,6 +261,8 @@ def test_one_referral_through_the_console(page: webdriver.Chrome, second_browser
     _wait(page).until(
         lambda d: "Verified" in d.find_element(By.ID, "proof-result").text,
         message="the inclusion proof was not verified in the page")
+    # From the entry itself, hashed in the page -- not from a leaf hash the server handed over.
+    assert "canonical JSON" in page.find_element(By.ID, "proof-result").text
     auditor.step("auditor-proof")
 
     # Signing out ends the sign-in here and at the registry, and comes back to the console's sign-in page.

@@ -230,6 +230,13 @@ class Audit:
         return {"checkpoint": checkpoint, "keys": keys}
 
     async def inclusion(self, who: SignedIn, index: int, tree_size: int) -> dict[str, Any]:
+        """The proof, and the entry itself: the page hashes the entry it shows rather than trust a leaf hash."""
+        token = who.tokens.access_token
         found: dict[str, Any] = await self.apis.audit.call(
-            who.tokens.access_token, "GET", "/audit/proofs/inclusion", params={"index": index, "tree_size": tree_size})
+            token, "GET", "/audit/proofs/inclusion", params={"index": index, "tree_size": tree_size})
+        # The entries' cursor is the index after which a page starts.
+        params: dict[str, Any] = {"limit": 1} | ({"cursor": str(index - 1)} if index > 0 else {})
+        page = await self.apis.audit.call(token, "GET", "/audit/entries", params=params)
+        items = page.get("items") or []
+        found["entry"] = items[0] if items and items[0].get("index") == index else None
         return found

@@ -347,6 +347,16 @@ class FakeNetwork:
             net.api_calls.append(("GET", f"/audit/proofs/inclusion?index={index}&tree_size={tree_size}", None, None))
             return JSONResponse({"index": index, "tree_size": tree_size, "leaf_hash": "cd" * 32, "path": ["ef" * 32]})
 
+        @app.get("/audit/entries")
+        async def entries(limit: int = 50, cursor: str | None = None,
+                          authorization: str | None = Header(None)) -> Response:
+            if net.person_of(authorization) is None:
+                return JSONResponse({}, status_code=401)
+            net.api_calls.append(("GET", f"/audit/entries?limit={limit}&cursor={cursor}", None, None))
+            index = int(cursor) + 1 if cursor is not None else 0
+            return JSONResponse({"items": [{"index": index, "action": "case.read", "agency": "agy_unhcr"}],
+                                 "next_cursor": str(index)})
+
         return app
 
     def start(self) -> None:

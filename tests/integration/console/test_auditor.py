@@ -28,6 +28,9 @@ async def test_the_auditor_sees_each_agencys_reads_and_gets_the_proof_to_verify(
     assert given["treeSize"] == 8 and given["proof"] == ["ef" * 32] and given["checkpoint"]["tree_size"] == 8
     assert '<script src="/static/proof.js" defer></script>' in page.text
     assert ("GET", "/audit/proofs/inclusion?index=5&tree_size=8", None, None) in console.network.api_calls
+    # The entry itself goes to the page, which hashes it instead of trusting the proof's leaf hash.
+    assert ("GET", "/audit/entries?limit=1&cursor=4", None, None) in console.network.api_calls
+    assert given["entry"] == {"index": 5, "action": "case.read", "agency": "agy_unhcr"}
 
 
 async def test_a_caseworker_has_no_audit_page(console: Console) -> None:
