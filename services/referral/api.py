@@ -33,6 +33,7 @@ from services.referral.schemas import (
 from services.referral.service import NewReferralRequest
 from shared import geo, pagination, reference
 from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
+from shared.auth.dependencies import _ACTING_USER_PARAMETER
 from shared.errors import Problem, invalid
 from shared.idempotency import IdempotencyKey
 from shared.text import Line
@@ -46,10 +47,11 @@ Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
 EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
 
 
-async def _webhook_manager(request: Request) -> Principal:
+async def _webhook_manager(request: Request, acting_user: str | None = _ACTING_USER_PARAMETER) -> Principal:
     """An agency's system (``events:read``) or its agency admin signed in (``webhooks:admin``, issue #21) manages
     the agency's subscriptions; the service keeps each to its own agency. (authenticate, not require_scopes():
-    the document names the two requirements itself, WEBHOOK_MANAGER: FastAPI would AND them.)"""
+    the document names the two requirements itself, WEBHOOK_MANAGER: FastAPI would AND them. The acting-user
+    header is declared as require_scopes() declares it, so the routes read and document it as before.)"""
     principal = await authenticate(request)
     if not ({"events:read", "webhooks:admin"} & principal.scopes):
         raise insufficient_scope({"events:read"}, {"events:read"})
