@@ -617,7 +617,7 @@ async def set_capacity(service_id: IdPath, uses: Uses, who: Who, form: Posted) -
         if refused.status == 404:
             raise
         return await _services_page(uses, who, status=refused.status, errors=domain.field_errors(refused.errors),
-                                    failed=service_id,
+                                    failed=service_id, typed=domain.capacity_body(form),
                                     message=domain.refusal_message(refused.problem_type, refused.status))
     return _see_other("/services")
 

@@ -109,6 +109,7 @@ async def test_an_agency_admin_sees_the_agencys_services_and_sets_a_capacity(con
                                  {"csrf": token, "total": "4", "available": "9", "status": "accepting"})
     assert refused.status_code == 422 and 'id="error-available"' in refused.text
     assert 'aria-describedby="error-available"' in refused.text
+    assert 'id="available-svc-b" name="available" inputmode="numeric" value="9"' in refused.text  # as typed
     set_ = await console.post("/services/svc-b/capacity", session,
                               {"csrf": token, "total": "4", "available": "0", "status": "full"})
     assert set_.status_code == 303 and set_.headers["location"] == "/services"
