@@ -136,7 +136,8 @@ async def home(request: Request, uses: Uses,
         return _page(uses, "no_role.html", who, who.language)
     return _see_other({domain.Page.inbox: "/inbox", domain.Page.cases: "/cases",
                        domain.Page.overrides: "/overrides", domain.Page.audit: "/audit",
-                       domain.Page.staff: "/staff", domain.Page.indicators: "/indicators"}[first])
+                       domain.Page.staff: "/staff", domain.Page.indicators: "/indicators",
+                       domain.Page.webhooks: "/webhooks", domain.Page.services: "/services"}[first])
 
 
 @router.get("/signin", summary="The sign-in page")
@@ -533,6 +534,92 @@ async def reset_sign_in(person_id: IdPath, uses: Uses, who: Who, form: Posted) -
     allowed(who, domain.Page.staff)
     link = await uses.staff.reset(who, person_id)
     return await _staff_page(uses, who, link=link)
+
+
+# --- the agency admin: webhook subscriptions and their deliveries ------------------------------------------
+
+
+async def _webhooks_page(uses: Deps, who: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
+    return _page(uses, "webhooks.html", who, who.language, status=status,
+                 subscriptions=await uses.webhooks.subscriptions(who), **context)
+
+
+@router.get("/webhooks", summary="The agency's webhook subscriptions")
+async def webhooks(uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.webhooks)
+    return await _webhooks_page(uses, who)
+
+
+@router.post("/webhooks", summary="Subscribe a webhook (its signing secret shown once)")
+async def subscribe(uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.webhooks)
+    try:
+        created = await uses.webhooks.subscribe(who, domain.subscription_body(form))
+    except Refused as refused:
+        if refused.status == 404:
+            raise
+        return await _webhooks_page(uses, who, status=refused.status, errors=domain.field_errors(refused.errors),
+                                    message=domain.refusal_message(refused.problem_type, refused.status),
+                                    url=form.one("url") or "", event_types=form.one("event_types") or "")
+    # The secret is on this answer only (no-store), never in a URL or a log.
+    return await _webhooks_page(uses, who, secret=created)
+
+
+@router.get("/webhooks/{subscription_id}", summary="A subscription and its recent deliveries")
+async def webhook(subscription_id: IdPath, uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.webhooks)
+    subscription = await uses.webhooks.subscription(who, subscription_id)
+    return _page(uses, "webhook.html", who, who.language, subscription=subscription,
+                 deliveries=await uses.webhooks.deliveries(who, subscription_id))
+
+
+@router.post("/webhooks/{subscription_id}/rotate", summary="A new signing secret (shown once)")
+async def rotate_webhook_secret(subscription_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.webhooks)
+    rotated = await uses.webhooks.rotate(who, subscription_id)
+    return await _webhooks_page(uses, who, secret=rotated)
+
+
+@router.post("/webhooks/{subscription_id}/reactivate", summary="Resume a disabled subscription")
+async def reactivate_webhook(subscription_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.webhooks)
+    await uses.webhooks.reactivate(who, subscription_id)
+    return _see_other("/webhooks")
+
+
+@router.post("/webhooks/{subscription_id}/delete", summary="Stop delivering to a webhook")
+async def delete_webhook(subscription_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.webhooks)
+    await uses.webhooks.delete(who, subscription_id)
+    return _see_other("/webhooks")
+
+
+# --- the agency admin: the agency's services in the directory and their capacity ---------------------------
+
+
+async def _services_page(uses: Deps, who: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
+    return _page(uses, "services.html", who, who.language, status=status,
+                 services=await uses.services.of_agency(who), statuses=domain.CAPACITY_STATUSES, **context)
+
+
+@router.get("/services", summary="The agency's services in the directory and their capacity")
+async def agency_services(uses: Uses, who: Who) -> HTMLResponse:
+    allowed(who, domain.Page.services)
+    return await _services_page(uses, who)
+
+
+@router.post("/services/{service_id}/capacity", summary="Set a service's capacity")
+async def set_capacity(service_id: IdPath, uses: Uses, who: Who, form: Posted) -> Response:
+    allowed(who, domain.Page.services)
+    try:
+        await uses.services.set_capacity(who, service_id, domain.capacity_body(form))
+    except Refused as refused:
+        if refused.status == 404:
+            raise
+        return await _services_page(uses, who, status=refused.status, errors=domain.field_errors(refused.errors),
+                                    failed=service_id, typed=domain.capacity_body(form),
+                                    message=domain.refusal_message(refused.problem_type, refused.status))
+    return _see_other("/services")
 
 
 # --- refusals as pages ------------------------------------------------------------------------------------

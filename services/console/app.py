@@ -20,6 +20,7 @@ from services.console import api, domain, pages
 from services.console.deps import Deps, Pages
 from services.console.jobs import sweep_sessions
 from services.console.service import Api, Apis, Audit, Cases, Directory, Provider, Referrals, Sessions, Staff
+from services.console.service.admin import Services, Webhooks
 from services.console.settings import ConsoleSettings
 from shared.app import Runtime, build_app
 from shared.consumer import EventConsumer
@@ -54,7 +55,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         try:
             yield Deps(
                 sessions=sessions, referrals=Referrals(apis), cases=Cases(apis), directory=Directory(apis),
-                audit=Audit(apis), staff=Staff(apis), apis=apis,
+                audit=Audit(apis), staff=Staff(apis), webhooks=Webhooks(apis), services=Services(apis), apis=apis,
                 pages=Pages(cookie_secure=settings.cookie_secure, languages=tuple(settings.languages),
                             default_language=settings.default_language, quick_exit_url=settings.quick_exit_url,
                             idle_seconds=settings.session_idle_seconds, warn_seconds=settings.session_warn_seconds,

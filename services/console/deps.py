@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from services.console.service import Apis, Audit, Cases, Directory, Referrals, Sessions, Staff
+from services.console.service import Apis, Audit, Cases, Directory, Referrals, Services, Sessions, Staff, Webhooks
 from shared.app import deps_of
 
 
@@ -32,6 +32,8 @@ class Deps:
     directory: Directory
     audit: Audit
     staff: Staff
+    webhooks: Webhooks
+    services: Services
     apis: Apis
     pages: Pages
 

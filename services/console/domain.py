@@ -41,6 +41,8 @@ class Page(StrEnum):
     audit = "audit"  # a case's access and consent history, the signed checkpoint
     staff = "staff"  # the agency's staff: invite, reset a sign-in
     indicators = "indicators"  # the agency's own numbers
+    webhooks = "webhooks"  # the agency's webhook subscriptions and their deliveries
+    services = "services"  # the agency's services in the directory and their capacity
 
 
 PAGE_ROLES: dict[Page, frozenset[Role]] = {
@@ -50,6 +52,8 @@ PAGE_ROLES: dict[Page, frozenset[Role]] = {
     Page.audit: frozenset({Role.auditor}),
     Page.staff: frozenset({Role.agency_admin}),
     Page.indicators: frozenset({Role.supervisor}),
+    Page.webhooks: frozenset({Role.agency_admin}),
+    Page.services: frozenset({Role.agency_admin}),
 }
 
 
@@ -222,6 +226,8 @@ GUARD_MESSAGES: dict[str, str] = {
     "override-expired": N_("This override has expired."),
     "override-revoked": N_("This override was revoked."),
     "revoker-not-allowed": N_("Only the requester or a supervisor can end this override."),
+    "too-many-subscriptions": N_("The agency has as many webhook subscriptions as allowed: delete one first."),
+    "master-key-unavailable": N_("Webhook secrets cannot be made now. Try again later."),
 }
 GENERIC_REFUSAL = N_("The request was refused.")
 
@@ -249,6 +255,7 @@ VOCABULARY: tuple[str, ...] = (
     N_("forced_criminality"), N_("begging"), N_("organ_removal"), N_("military"), N_("domestic_servitude"),
     N_("purpose_explained"), N_("use_explained"), N_("research_use_explained"), N_("access_right_explained"),
     N_("retention_explained"), N_("withdrawal_explained"),
+    N_("disabled"), N_("deleted"), N_("delivered"), N_("accepting"), N_("full"),
 )
 
 FORM_EXPIRED = N_("This form has expired or did not come from this page. Open the page again.")
@@ -441,3 +448,29 @@ def referral_body(form: Form, case_id: str) -> dict[str, object]:
     if form.one("service_type"):
         body["service_type"] = form.one("service_type")
     return body
+
+
+# --- the agency admin: webhooks and the agency's services -----------------------------------------------------
+
+CAPACITY_STATUSES = ["accepting", "full", "closed"]
+RECENT_DELIVERIES = 50
+
+
+def subscription_body(form: Form) -> dict[str, object]:
+    """The new subscription: its URL, and the event types (comma-separated; none: all of them)."""
+    return {"url": form.one("url") or "", "event_types": _codes(form.one("event_types")) or None}
+
+
+def recent_deliveries(log: Iterable[dict[str, Any]], count: int = RECENT_DELIVERIES) -> list[dict[str, Any]]:
+    """The log's last ``count`` attempts, newest first (the API gives the log oldest first)."""
+    return list(log)[-count:][::-1]
+
+
+def own_services(found: Iterable[dict[str, Any]], agency: str) -> list[dict[str, Any]]:
+    """The directory's services that are the agency's (the directory lists every agency's)."""
+    return [s for s in found if s.get("agency_id") == agency]
+
+
+def capacity_body(form: Form) -> dict[str, object]:
+    return {"total": _int(form.one("total")), "available": _int(form.one("available")),
+            "status": form.one("status")}

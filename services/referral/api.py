@@ -32,7 +32,8 @@ from services.referral.schemas import (
 )
 from services.referral.service import NewReferralRequest
 from shared import geo, pagination, reference
-from shared.auth import Principal, require_scopes
+from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
+from shared.auth.dependencies import _ACTING_USER_PARAMETER
 from shared.errors import Problem, invalid
 from shared.idempotency import IdempotencyKey
 from shared.text import Line
@@ -44,6 +45,22 @@ router = APIRouter(tags=["referrals"])
 Writer = Annotated[Principal, Depends(require_scopes("referrals:write"))]
 Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
 EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
+
+
+async def _webhook_manager(request: Request, acting_user: str | None = _ACTING_USER_PARAMETER) -> Principal:
+    """An agency's system (``events:read``) or its agency admin signed in (``webhooks:admin``, issue #21) manages
+    the agency's subscriptions; the service keeps each to its own agency. (authenticate, not require_scopes():
+    the document names the two requirements itself, WEBHOOK_MANAGER: FastAPI would AND them. The acting-user
+    header is declared as require_scopes() declares it, so the routes read and document it as before.)"""
+    principal = await authenticate(request)
+    if not ({"events:read", "webhooks:admin"} & principal.scopes):
+        raise insufficient_scope({"events:read"}, {"events:read"})
+    return principal
+
+
+WebhookManager = Annotated[Principal, Depends(_webhook_manager)]
+#: How the subscription routes say so in OpenAPI: either scope is enough (one requirement each).
+WEBHOOK_MANAGER = {"security": [{"HTTPBearer": ["events:read"]}, {"HTTPBearer": ["webhooks:admin"]}]}
 # Platform statistics are for oversight agencies only (the registry grants stats:read to no other kind).
 StatsReader = Annotated[Principal, Depends(require_scopes("stats:read"))]
 Injected = Annotated[Deps, Depends(deps)]
@@ -219,61 +236,65 @@ async def indicators(
 
 # --- webhooks -----------------------------------------------------------------------------------------------
 
-@router.post("/subscriptions", status_code=201, tags=["delivery"],
+@router.post("/subscriptions", status_code=201, tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
              summary="Subscribe a webhook to the caller's referral events (Standard Webhooks signatures)",
              response_model=SubscriptionSecret,
              responses={201: {"headers": {"Location": LOCATION | {"example": f"/subscriptions/{SUBSCRIPTION_ID}"}}},
                         409: {"description": "The agency has as many subscriptions as allowed"}})
-async def subscribe(body: NewSubscription, principal: EventReader, deps: Injected,
+async def subscribe(body: NewSubscription, principal: WebhookManager, deps: Injected,
                     response: Response) -> dict[str, Any]:
     view = await deps.subscriptions.create(principal, str(body.url), body.event_types)
     response.headers["Location"] = f"/subscriptions/{view['id']}"
     return view
 
 
-@router.get("/subscriptions", tags=["delivery"], summary="The caller's webhook subscriptions",
+@router.get("/subscriptions", tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
+            summary="The caller's webhook subscriptions",
             response_model=SubscriptionList)
-async def list_subscriptions(principal: EventReader, deps: Injected) -> dict[str, Any]:
+async def list_subscriptions(principal: WebhookManager, deps: Injected) -> dict[str, Any]:
     return {"items": await deps.subscriptions.of_agency(principal), "next_cursor": None}
 
 
-@router.get("/subscriptions/{subscription_id}", tags=["delivery"], summary="One subscription (no secret)",
+@router.get("/subscriptions/{subscription_id}", tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
+            summary="One subscription (no secret)",
             response_model=Subscription)
-async def get_subscription(subscription_id: SubscriptionId, principal: EventReader, deps: Injected) -> dict[str, Any]:
+async def get_subscription(subscription_id: SubscriptionId, principal: WebhookManager,
+                           deps: Injected) -> dict[str, Any]:
     return await deps.subscriptions.get(principal, subscription_id)
 
 
-@router.delete("/subscriptions/{subscription_id}", status_code=204, tags=["delivery"],
+@router.delete("/subscriptions/{subscription_id}", status_code=204, tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
                summary="Stop delivering to a webhook")
-async def delete_subscription(subscription_id: SubscriptionId, principal: EventReader, deps: Injected) -> Response:
+async def delete_subscription(subscription_id: SubscriptionId, principal: WebhookManager,
+                              deps: Injected) -> Response:
     await deps.subscriptions.delete(principal, subscription_id)
     return Response(status_code=204)
 
 
-@router.post("/subscriptions/{subscription_id}/reactivate", tags=["delivery"],
+@router.post("/subscriptions/{subscription_id}/reactivate", tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
              summary="Resume a subscription disabled after repeated failures, where it stopped",
              response_model=Subscription)
-async def reactivate_subscription(subscription_id: SubscriptionId, principal: EventReader,
+async def reactivate_subscription(subscription_id: SubscriptionId, principal: WebhookManager,
                                   deps: Injected) -> dict[str, Any]:
     return await deps.subscriptions.reactivate(principal, subscription_id)
 
 
-@router.post("/subscriptions/{subscription_id}/rotate-secret", tags=["delivery"],
+@router.post("/subscriptions/{subscription_id}/rotate-secret", tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
              summary="A new signing secret; the old one keeps signing for a grace period",
              response_model=SubscriptionSecret,
              responses={503: {"description": "referral's master key is not configured "
                                              "(`master-key-unavailable`)"}})
-async def rotate_subscription_secret(subscription_id: SubscriptionId, principal: EventReader,
+async def rotate_subscription_secret(subscription_id: SubscriptionId, principal: WebhookManager,
                                      deps: Injected) -> dict[str, Any]:
     """Every delivery carries a signature with each valid secret (Standard Webhooks), so a receiver can
     switch to the new secret at any time before ``previous_secret_valid_until``."""
     return await deps.subscriptions.rotate_secret(principal, subscription_id)
 
 
-@router.get("/subscriptions/{subscription_id}/deliveries", tags=["delivery"],
+@router.get("/subscriptions/{subscription_id}/deliveries", tags=["delivery"], openapi_extra=WEBHOOK_MANAGER,
             summary="The delivery log of a subscription", response_model=DeliveryPage)
 async def deliveries(
-    subscription_id: SubscriptionId, principal: EventReader, deps: Injected,
+    subscription_id: SubscriptionId, principal: WebhookManager, deps: Injected,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many deliveries.", examples=[50])] = 50,
     cursor: pagination.CursorParam = None,
 ) -> dict[str, Any]:

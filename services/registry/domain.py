@@ -367,7 +367,7 @@ _CASEWORK = ("registry:read", "cases:read", "cases:write", "consent:write", "ref
 ROLE_SCOPES: Mapping[str, frozenset[str]] = {
     "caseworker": frozenset(_CASEWORK),
     "supervisor": frozenset({*_CASEWORK, "overrides:approve"}),
-    "agency_admin": frozenset({"registry:read", "staff:admin", "webhooks:admin"}),
+    "agency_admin": frozenset({"registry:read", "registry:write", "staff:admin", "webhooks:admin"}),
     "auditor": frozenset({"registry:read", "audit:read", "stats:read"}),
 }
 #: Roles only an agency of a given kind may give: auditors work for oversight agencies.

@@ -218,3 +218,48 @@ def test_the_other_pages_pass_axe(page: webdriver.Chrome, network: FakeNetwork,
     page.find_element(By.CSS_SELECTOR, "form.signout button").click()
     WebDriverWait(page, 15).until(lambda d: "/signin" in d.current_url or "/signed-out" in d.current_url)
     checked(page, "after-sign-out")
+
+
+def test_the_agency_admins_webhooks_and_services_pass_axe(page: webdriver.Chrome, network: FakeNetwork,
+                                                           serve_console: Callable[..., ServedConsole]) -> None:
+    """Issue #21's pages: the webhooks (a new one's secret shown once), a subscription's deliveries, the
+    agency's services with a capacity refused beside its field; each at a phone's width too."""
+    console = serve_console()
+    network.person.roles = ["agency_admin"]
+    network.subscriptions["sub_b1"] = {
+        "id": "sub_b1", "agency_id": "agy_unhcr", "url": "https://cms.example.org/hooks", "event_types": None,
+        "status": "disabled", "consecutive_failures": 12, "next_attempt_at": "2026-12-03T10:00:00Z",
+        "created_at": "2026-12-01T10:00:00Z", "disabled_at": "2026-12-02T10:00:00Z"}
+    network.deliveries["sub_b1"] = [
+        {"id": str(n), "event_id": f"evt-{n}", "event_type": "org.refnet.referral.requested.v1", "attempt": n + 1,
+         "outcome": "failed", "status_code": 503 if n else None, "error": None if n else "connect-error",
+         "duration_ms": 120, "at": f"2026-12-02T10:00:0{n}Z"} for n in range(3)]
+    network.services = [{"id": "svc-b1", "agency_id": "agy_unhcr", "name": "Refugee status determination",
+                         "taxonomy": "protection.rsd", "status": "active",
+                         "capacity": {"available": 3, "total": 10, "status": "accepting"}}]
+    page.delete_all_cookies()
+    page.get(f"{console.url}/auth/login")
+    WebDriverWait(page, 15).until(lambda d: "/auth/" not in d.current_url and "/signin" not in d.current_url)
+    page.get(f"{console.url}/webhooks")
+    checked(page, "webhooks")
+    page.find_element(By.ID, "url").send_keys("https://intake.example.org/refnet")
+    page.find_element(By.ID, "subscribe").click()
+    WebDriverWait(page, 10).until(lambda d: d.find_elements(By.ID, "signing-secret"))
+    assert "whsec_SECRET-ONE" in page.find_element(By.ID, "signing-secret").text
+    checked(page, "webhooks-secret")
+    with phone_width(page):
+        assert horizontal_overflow(page) == 0
+    page.get(f"{console.url}/webhooks/sub_b1")
+    assert len(page.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")) == 3
+    checked(page, "webhook-deliveries")
+    page.get(f"{console.url}/services")
+    checked(page, "services")
+    available = page.find_element(By.ID, "available-svc-b1")
+    available.clear()
+    available.send_keys("11")
+    page.find_element(By.ID, "capacity-svc-b1").click()
+    WebDriverWait(page, 10).until(lambda d: d.find_elements(By.ID, "error-available"))
+    assert page.find_element(By.ID, "available-svc-b1").get_attribute("aria-describedby") == "error-available"
+    checked(page, "services-errors")
+    with phone_width(page):
+        assert horizontal_overflow(page) == 0

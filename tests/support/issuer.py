@@ -49,7 +49,7 @@ ROLE_SCOPES: dict[str, tuple[str, ...]] = {
                    "referrals:write"),
     "supervisor": ("registry:read", "cases:read", "cases:write", "consent:write", "referrals:read",
                    "referrals:write", "overrides:approve"),
-    "agency_admin": ("registry:read", "staff:admin", "webhooks:admin"),
+    "agency_admin": ("registry:read", "registry:write", "staff:admin", "webhooks:admin"),
     "auditor": ("registry:read", "audit:read"),
 }
 

@@ -1,5 +1,6 @@
 """console's use cases: sessions (sign-in, sign-out, the signed-in session) and the work pages' calls."""
 
+from services.console.service.admin import Services, Webhooks
 from services.console.service.apis import Api, Apis, Refused
 from services.console.service.oidc import Person, Provider, SignInFailed, Tokens
 from services.console.service.sessions import Sessions, SignedIn, Started
@@ -16,10 +17,12 @@ __all__ = [
            "ReferralPage",
            "Referrals",
            "Refused",
+           "Services",
            "Sessions",
            "SignInFailed",
            "SignedIn",
            "Staff",
            "Started",
            "Tokens",
+           "Webhooks",
 ]

@@ -46,6 +46,9 @@ class FakeNetwork:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> view (case_id inside)
     cases: list[str] = field(default_factory=list)  # the person's agency's cases
     staff: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> view (agency_id inside)
+    deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # subscription id -> log, oldest first
+    services: list[dict[str, Any]] = field(default_factory=list)  # the directory, every agency's
     _server: uvicorn.Server | None = None
 
     @property
@@ -268,9 +271,131 @@ class FakeNetwork:
         async def services(request: Request, authorization: str | None = Header(None)) -> Response:
             if net.person_of(authorization) is None:
                 return JSONResponse({}, status_code=401)
+            if net.services:  # the directory a test set up, two at a time (the console follows the cursor)
+                start = int(request.query_params.get("cursor") or 0)
+                page = net.services[start:start + 2]
+                after = str(start + 2) if start + 2 < len(net.services) else None
+                return JSONResponse({"items": page, "next_cursor": after})
             return JSONResponse({"items": [{"id": "svc-rsd", "agency_id": "agy_unhcr", "name": "Refugee status",
                                             "taxonomy": "protection.rsd", "capacity": {"available": 3}}],
                                  "next_cursor": None})
+
+        @app.put("/services/{service_id}/capacity")
+        async def capacity(service_id: str, request: Request, authorization: str | None = Header(None)) -> Response:
+            who = net.person_of(authorization)
+            if who is None:
+                return JSONResponse({}, status_code=401)
+            if "agency_admin" not in who.roles:  # registry:write: an agency admin's among the people's roles
+                return JSONResponse({"type": "urn:refnet:problem:insufficient-scope"}, status_code=403)
+            found = next((s for s in net.services if s["id"] == service_id and s["agency_id"] == who.agency), None)
+            if found is None:
+                return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
+            body = await request.json()
+            errors = [{"loc": ["body", name], "msg": "Input should be a valid integer"}
+                      for name in ("total", "available") if not isinstance(body.get(name), int)]
+            if not errors and body["available"] > body["total"]:
+                errors = [{"loc": ["body", "available"], "msg": "Value error, available cannot exceed total"}]
+            if errors:
+                return JSONResponse({"type": "urn:refnet:problem:validation-error", "errors": errors},
+                                    status_code=422)
+            found["capacity"] = {"total": body["total"], "available": body["available"], "status": body["status"]}
+            net.api_calls.append(("PUT", f"/services/{service_id}/capacity", who.sub, None))
+            return JSONResponse(found)
+
+        def webhook_admin(authorization: str | None) -> FakePerson | None:
+            """webhooks:admin is an agency admin's (the people's other roles get 403 at referral)."""
+            who = net.person_of(authorization)
+            return who if who is not None and "agency_admin" in who.roles else None
+
+        def own_subscription(who: FakePerson, subscription_id: str) -> dict[str, Any] | None:
+            found = net.subscriptions.get(subscription_id)
+            return found if found and found["agency_id"] == who.agency and found["status"] != "deleted" else None
+
+        def shown(subscription: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in subscription.items() if k != "agency_id"}
+
+        def forbidden() -> Response:
+            return JSONResponse({"type": "urn:refnet:problem:insufficient-scope"}, status_code=403)
+
+        def missing() -> Response:
+            return JSONResponse({"type": "urn:refnet:problem:not-found"}, status_code=404)
+
+        @app.get("/subscriptions")
+        async def subscriptions(authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            return JSONResponse({"items": [shown(s) for s in net.subscriptions.values()
+                                           if s["agency_id"] == who.agency and s["status"] != "deleted"],
+                                 "next_cursor": None})
+
+        @app.post("/subscriptions")
+        async def subscribe(request: Request, authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            body = await request.json()
+            if not str(body.get("url", "")).startswith("https://"):
+                return JSONResponse({"type": "urn:refnet:problem:validation-error",
+                                     "errors": [{"loc": ["body", "url"], "msg": "URL scheme should be 'https'"}]},
+                                    status_code=422)
+            subscription_id = "sub_" + secrets.token_hex(8)
+            net.subscriptions[subscription_id] = {
+                "id": subscription_id, "agency_id": who.agency, "url": body["url"],
+                "event_types": body.get("event_types"), "status": "active", "consecutive_failures": 0,
+                "next_attempt_at": "2026-12-03T10:00:00Z", "created_at": "2026-12-03T10:00:00Z", "disabled_at": None}
+            net.api_calls.append(("POST", "/subscriptions", who.sub, None))
+            return JSONResponse({**shown(net.subscriptions[subscription_id]), "secret": "whsec_SECRET-ONE"},
+                                status_code=201)
+
+        @app.get("/subscriptions/{subscription_id}")
+        async def subscription(subscription_id: str, authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            found = own_subscription(who, subscription_id)
+            return JSONResponse(shown(found)) if found else missing()
+
+        @app.get("/subscriptions/{subscription_id}/deliveries")
+        async def delivery_log(subscription_id: str, request: Request,
+                               authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            if own_subscription(who, subscription_id) is None:
+                return missing()
+            log = net.deliveries.get(subscription_id, [])
+            start = int(request.query_params.get("cursor") or 0)
+            limit = int(request.query_params.get("limit") or 50)
+            after = str(start + limit) if start + limit < len(log) else None
+            return JSONResponse({"items": log[start:start + limit], "next_cursor": after})
+
+        @app.post("/subscriptions/{subscription_id}/{step}")
+        async def subscription_step(subscription_id: str, step: str,
+                                    authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            found = own_subscription(who, subscription_id)
+            if found is None or step not in ("rotate-secret", "reactivate"):
+                return missing()
+            net.api_calls.append(("POST", f"/subscriptions/{subscription_id}/{step}", who.sub, None))
+            if step == "reactivate":
+                found.update(status="active", consecutive_failures=0, disabled_at=None)
+                return JSONResponse(shown(found))
+            return JSONResponse({**shown(found), "secret": "whsec_SECRET-TWO",
+                                 "previous_secret_valid_until": "2026-12-04T10:00:00Z"})
+
+        @app.delete("/subscriptions/{subscription_id}")
+        async def unsubscribe(subscription_id: str, authorization: str | None = Header(None)) -> Response:
+            who = webhook_admin(authorization)
+            if who is None:
+                return forbidden()
+            found = own_subscription(who, subscription_id)
+            if found is None:
+                return missing()
+            found["status"] = "deleted"
+            return Response(status_code=204)
 
         @app.post("/referrals")
         async def refer(request: Request, authorization: str | None = Header(None)) -> Response:

@@ -18,10 +18,19 @@ CASEWORK = {"registry:read", "cases:read", "cases:write", "consent:write", "refe
 def test_each_role_gets_the_agreed_scopes() -> None:
     assert set(domain.person_scopes("ngo", ["caseworker"])) == CASEWORK
     assert set(domain.person_scopes("ngo", ["supervisor"])) == CASEWORK | {"overrides:approve"}
-    assert set(domain.person_scopes("ngo", ["agency_admin"])) == {"registry:read", "staff:admin", "webhooks:admin"}
+    assert set(domain.person_scopes("ngo", ["agency_admin"])) == {"registry:read", "registry:write", "staff:admin",
+                                                                 "webhooks:admin"}
     assert set(domain.person_scopes("oversight", ["auditor"])) == {"registry:read", "audit:read", "stats:read"}
-    assert set(domain.person_scopes("ngo", ["caseworker", "agency_admin"])) == CASEWORK | {"staff:admin",
-                                                                                         "webhooks:admin"}
+    assert set(domain.person_scopes("ngo", ["caseworker", "agency_admin"])) == CASEWORK | {
+        "registry:write", "staff:admin", "webhooks:admin"}
+
+
+def test_an_agency_admin_keeps_the_agencys_services_and_webhooks() -> None:
+    """Issue #21: the console's agency admin sets the agency's services' capacity (registry:write) and manages
+    its webhook subscriptions (webhooks:admin); neither reaches another agency's (the APIs keep to one's own)."""
+    scopes = set(domain.person_scopes("ngo", ["agency_admin"]))
+    assert {"registry:write", "webhooks:admin"} <= scopes
+    assert "events:read" not in scopes  # the event feed is an agency system's, not a person's
 
 
 def test_stats_reach_only_an_oversight_agencys_people() -> None:
