@@ -113,7 +113,15 @@ class Staff:
         mark_spent(secret, step)  # the enrolment took this step's code: the sign-in must use a later one
         return {"login": login, "agency": agency, "agency_id": self.net.agency(agency),
                 "person_id": invited.json()["person"]["id"], "roles": list(roles), "password": password,
-                "totp_secret": secret}
+                "totp_secret": secret, **self._console()}
+
+    def _console(self) -> dict[str, str]:
+        """The console this stack registered as the sign-in client (as the demo people's files name it)."""
+        for demo in sorted((self.net.home / "credentials" / "people").glob("*.json")):
+            console = json.loads(demo.read_text()).get("console")
+            if console:
+                return {"console": str(console)}
+        return {}
 
     # -- forgeries, for the token-attack suites ----------------------------------------------------------
 
