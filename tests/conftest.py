@@ -21,14 +21,16 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 from deploy.launcher.infra import POSTGRES_BIN_PATH, Broker, Postgres, free_port
+from tests.e2e.network import Network, running_stack
+from tests.e2e.scenarios import SCENARIO_ENV
 
 # `make test` runs files in parallel (pytest-xdist, --dist loadfile), each file on one worker so its module
 # fixtures start once. The e2e files that share the session's stack must also share a worker: the contract check
 # reads the traffic the scenarios and the demo put on that very stack. (xdist's own xdist_group marks do not
 # reach its scheduler under pytest 9.2, hence a scheduler of our own.)
-SHARED_STACK = frozenset(f"tests/e2e/{name}" for name in (
+SHARED_STACK = frozenset({*(f"tests/e2e/{name}" for name in (
     "test_demo_and_case_system.py", "test_readme.py", "test_signed_in_people.py", "test_sop_scenarios.py",
-    "test_zz_events_match_contract.py"))
+    "test_zz_events_match_contract.py")), "tests/browser/test_console_flow.py"})
 # Likewise the three reliability suites that share `reliability_network`: one worker, one stack boot, not three.
 SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
     "test_hostile_input.py", "test_isolation_matrix.py", "test_token_attacks.py"))
@@ -38,7 +40,7 @@ SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
 # them starts last and holds the run up alone (xdist otherwise orders units by their number of tests). Stale
 # figures only cost time; a unit missing here just starts after these.
 SLOW_UNITS = {
-    "tests/e2e/test_restart.py": 200, "e2e-stack": 200, "tests/reliability/test_faults_under_load.py": 150,
+    "tests/e2e/test_restart.py": 200, "e2e-stack": 240, "tests/reliability/test_faults_under_load.py": 150,
     "reliability-stack": 90, "tests/integration/test_launcher.py": 100,
     "tests/integration/test_broker_outages.py": 90, "tests/integration/test_outbox_and_consumer.py": 80,
     "tests/reliability/test_leak_scan.py": 55, "tests/integration/audit/test_forgery.py": 50,
@@ -152,3 +154,12 @@ def private_broker(infra: Infra) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """One stack for the whole e2e session (and the console's browser flow, which shares its worker): it starts
+    as `make run` starts it, with the few settings the scenarios need (`SCENARIO_ENV`: short emergency
+    deadlines); every test uses its own cases, so none depends on another's data."""
+    with running_stack(tmp_path_factory.mktemp("stack") / ".refnet", extra_env=SCENARIO_ENV) as net:
+        yield net

@@ -80,6 +80,8 @@ async def list_entries(
 
 
 @router.get("/cases/{case_id}/access", summary="Who read this case, when, why, under which consent",
+            description="In the order the accesses happened (then by log index): the log holds records in the "
+                        "order they arrived, which for records of one moment sent by different services may differ.",
             response_model=CaseAccess)
 async def case_access(_: Auditor, audit: Audit, case_id: CaseId) -> dict[str, Any]:
     return await audit.entries.case_access(case_id)

@@ -400,3 +400,10 @@ def parse_checkpoint_body(body: str) -> CheckpointBody:
     if len(root) != 32:
         raise ValueError("the checkpoint root is not 32 bytes")
     return CheckpointBody(origin, int(size_text), root)
+
+
+def in_the_order_they_happened(accesses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A case's accesses for an auditor: by when each happened, then by log index. The log's own order is the
+    order records arrived, and records of one moment reach it by different topics (a case's creation by intake's
+    events, a read by the access records), so the log may hold a read before the creation that preceded it."""
+    return sorted(accesses, key=lambda a: (datetime.fromisoformat(a["occurred_at"]).astimezone(UTC), a["index"]))

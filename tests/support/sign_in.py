@@ -137,7 +137,7 @@ def _post_form(http: httpx.Client, page: httpx.Response, fields: dict[str, str])
 def _second_factor(http: httpx.Client, page: httpx.Response, secret: str) -> httpx.Response:
     totp = pyotp.TOTP(secret)
     for _ in range(3):
-        step = _next_step(totp, secret)
+        step = next_totp_step(totp, secret)
         answer = _post_form(http, page, {"step": "otp", "code": totp.at(step * totp.interval)})
         if answer.status_code != 401:
             return answer
@@ -151,7 +151,7 @@ def mark_spent(secret: str, step: int) -> None:
         _steps_used[secret] = max(step, _steps_used.get(secret, step))
 
 
-def _next_step(totp: pyotp.TOTP, secret: str) -> int:
+def next_totp_step(totp: pyotp.TOTP, secret: str) -> int:
     """A time step not sent before by this process: this one, the next (within the registry's drift
     window), or else wait for a new one."""
     while True:

@@ -9,7 +9,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import store
-from services.audit.domain import ATTESTED_BY, CONSENT_PREFIX, consents_in_force, is_access
+from services.audit.domain import (
+    ATTESTED_BY,
+    CONSENT_PREFIX,
+    consents_in_force,
+    in_the_order_they_happened,
+    is_access,
+)
 from services.audit.leaf import ENTRY_FIELDS, entry_json
 from shared import pagination
 from shared.errors import Problem
@@ -88,7 +94,7 @@ class Entries:
                 "consent": {"consent_id": basis.consent_id, "consent_version": basis.consent_version,
                             "basis": basis.basis},
             })
-        return {"case_id": case_id, "items": items, "next_cursor": None}
+        return {"case_id": case_id, "items": in_the_order_they_happened(items), "next_cursor": None}
 
     async def case_consents(self, case_id: str) -> dict[str, Any]:
         """The consent versions, withdrawals and overrides of a case, pseudonymous as the log is."""

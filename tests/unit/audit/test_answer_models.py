@@ -55,3 +55,16 @@ async def test_a_checkpoint_is_answered_as_signed() -> None:
     cosigned = [SimpleNamespace(line="\u2014 witness.example.org AAAA")]
     shown = checkpoint_json(row, cosigned)
     assert await through(Checkpoint, shown) == shown
+
+
+def test_a_cases_accesses_come_in_the_order_they_happened_not_the_order_they_reached_the_log() -> None:
+    """A read logged (index 119) before the creation that preceded it (index 120), as records of one moment
+    reach the log by different topics: the auditor sees the creation first."""
+    from services.audit.domain import in_the_order_they_happened
+
+    created = {"index": 120, "occurred_at": "2026-12-03T18:25:26.674043Z", "action": "case.create"}
+    refused = {"index": 119, "occurred_at": "2026-12-03T18:25:26.797328Z", "action": "case.read"}
+    same_moment = {"index": 118, "occurred_at": "2026-12-03T19:25:26.797328+01:00", "action": "case.read"}
+    whole_second = {"index": 121, "occurred_at": "2026-12-03T18:25:27Z", "action": "case.read"}
+    assert [a["index"] for a in in_the_order_they_happened([whole_second, refused, created, same_moment])] == [
+        120, 118, 119, 121]
