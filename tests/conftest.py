@@ -30,7 +30,7 @@ from tests.e2e.scenarios import SCENARIO_ENV
 # reach its scheduler under pytest 9.2, hence a scheduler of our own.)
 SHARED_STACK = frozenset({*(f"tests/e2e/{name}" for name in (
     "test_demo_and_case_system.py", "test_readme.py", "test_signed_in_people.py", "test_sop_scenarios.py",
-    "test_zz_events_match_contract.py")), "tests/browser/test_console_flow.py"})
+    "test_zz_events_match_contract.py")), "tests/browser/test_console_flow.py", "tests/reliability/test_leak_scan.py"})
 # Likewise the three reliability suites that share `reliability_network`: one worker, one stack boot, not three.
 SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
     "test_hostile_input.py", "test_isolation_matrix.py", "test_token_attacks.py"))
@@ -40,10 +40,10 @@ SHARED_RELIABILITY_STACK = frozenset(f"tests/reliability/{name}" for name in (
 # them starts last and holds the run up alone (xdist otherwise orders units by their number of tests). Stale
 # figures only cost time; a unit missing here just starts after these.
 SLOW_UNITS = {
-    "tests/e2e/test_restart.py": 200, "e2e-stack": 240, "tests/reliability/test_faults_under_load.py": 150,
+    "tests/e2e/test_restart.py": 200, "e2e-stack": 280, "tests/reliability/test_faults_under_load.py": 150,
     "reliability-stack": 90, "tests/integration/test_launcher.py": 100,
     "tests/integration/test_broker_outages.py": 90, "tests/integration/test_outbox_and_consumer.py": 80,
-    "tests/reliability/test_leak_scan.py": 55, "tests/integration/audit/test_forgery.py": 50,
+    "tests/integration/audit/test_forgery.py": 50,
     "tests/integration/test_outbox_inbox_contract.py": 45, "tests/e2e/test_production_config.py": 40,
     "tests/static/test_k8s.py": 40, "tests/integration/test_services_boot.py": 35,
     "tests/integration/test_broker_lost_log.py": 32,

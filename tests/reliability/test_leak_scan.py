@@ -24,7 +24,6 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.launcher.infra import POSTGRES_BIN_PATH
-from tests.e2e.network import Network, eventually, running_stack
-from tests.e2e.scenarios import ALL_SCENARIOS, SCENARIO_ENV, People
+from tests.e2e.network import Network, eventually
+from tests.e2e.scenarios import ALL_SCENARIOS, People
 from tests.reliability.report import Report
 
 
@@ -158,10 +157,10 @@ def scan_data_directory(net: Network, scan: Scan) -> None:
 
 
 @pytest.fixture(scope="module")
-def scanned_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    """A stack of its own: the scenarios suspend nobody here, but they may change what other suites rely on."""
-    with running_stack(tmp_path_factory.mktemp("leak-scan") / ".refnet", SCENARIO_ENV) as net:
-        yield net
+def scanned_network(e2e_stack: Network) -> Network:
+    """The e2e session's stack (started with SCENARIO_ENV, as the scenarios need): its worker runs this file after
+    the e2e files, so the scan also covers everything they put on it -- and costs no stack boot of its own."""
+    return e2e_stack
 
 
 async def read_marked_case(net: Network, case_ids: list[str], marker: str) -> bytes:
