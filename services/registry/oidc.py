@@ -63,6 +63,19 @@ def _q(description: str, example: str) -> Any:
     return Query(description=description, examples=[example], max_length=2048)
 
 
+# The authorization request's parameters (RFC 6749 4.1.1, RFC 7636, OIDC Core 3.1.2.1), as `/oauth/authorize`
+# and the federated start (federation_api.py) both take them.
+ResponseType = Annotated[Line | None, _q("Must be `code`.", "code")]
+ClientIdParam = Annotated[Line | None, _q("The first-party client's id.", "refnet-console")]
+RedirectUri = Annotated[Line | None, _q("One of the client's registered redirect URIs (exact match).",
+                                        "http://127.0.0.1:8005/auth/callback")]
+ScopeParam = Annotated[Line | None, _q("`openid` for an ID token; API scopes follow the person's roles.", "openid")]
+StateParam = Annotated[Line | None, _q("Returned to the client unchanged.", "af0ifjsldkj")]
+NonceParam = Annotated[Line | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")]
+CodeChallenge = Annotated[Line | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
+                                          "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")]
+
+
 # --- discovery ---------------------------------------------------------------------------------------------
 
 
@@ -230,16 +243,9 @@ _AUTHORIZE_FORM = {"requestBody": {"required": False, "content": {"application/x
                   openapi_extra=_AUTHORIZE_FORM)
 async def authorize(
     request: Request, registry: Registry,
-    response_type: Annotated[Line | None, _q("Must be `code`.", "code")] = None,
-    client_id: Annotated[Line | None, _q("The first-party client's id.", "refnet-console")] = None,
-    redirect_uri: Annotated[Line | None, _q("One of the client's registered redirect URIs (exact match).",
-                                           "http://127.0.0.1:8005/auth/callback")] = None,
-    scope: Annotated[Line | None, _q("`openid` for an ID token; API scopes follow the person's roles.",
-                                    "openid")] = None,
-    state: Annotated[Line | None, _q("Returned to the client unchanged.", "af0ifjsldkj")] = None,
-    nonce: Annotated[Line | None, _q("Put into the ID token for the client to check.", "n-0S6_WzA2Mj")] = None,
-    code_challenge: Annotated[Line | None, _q("PKCE: BASE64URL(SHA-256(code_verifier)); required.",
-                                             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")] = None,
+    response_type: ResponseType = None, client_id: ClientIdParam = None, redirect_uri: RedirectUri = None,
+    scope: ScopeParam = None, state: StateParam = None, nonce: NonceParam = None,
+    code_challenge: CodeChallenge = None,
     code_challenge_method: Annotated[Line | None, _q("PKCE method: `S256` (required; `plain` is refused).",
                                                     "S256")] = None,
     prompt: Annotated[Line | None, _q("`login` to sign in again even with a live session.", "login")] = None,
