@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime
 
 from services.audit.deps import Deps, deps
@@ -25,7 +25,7 @@ from services.audit.schemas import (
     Verification,
 )
 from shared.access import DETAIL_VALUE
-from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
+from shared.auth import Principal, any_scope_security, require_any_scope, require_scopes
 from shared.text import Line
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -36,18 +36,10 @@ Witness = Annotated[Principal, Depends(require_scopes("audit:witness"))]
 Audit = Annotated[Deps, Depends(deps)]
 
 
-async def _auditor_or_witness(request: Request) -> Principal:
-    """A witness sees checkpoints and consistency proofs, not the entries: audit:read or audit:witness. (The
-    document names the two requirements itself, AUDITOR_OR_WITNESS: FastAPI would AND them.)"""
-    principal = await authenticate(request)
-    if not ({"audit:read", "audit:witness"} & principal.scopes):
-        raise insufficient_scope({"audit:read"}, {"audit:read"})
-    return principal
-
-
-AuditorOrWitness = Annotated[Principal, Depends(_auditor_or_witness)]
+# A witness sees checkpoints and consistency proofs, not the entries: audit:read or audit:witness.
+AuditorOrWitness = Annotated[Principal, Depends(require_any_scope("audit:read", "audit:witness"))]
 #: How AuditorOrWitness routes say so in OpenAPI: either requirement is enough.
-AUDITOR_OR_WITNESS = {"security": [{"HTTPBearer": ["audit:read"]}, {"HTTPBearer": ["audit:witness"]}]}
+AUDITOR_OR_WITNESS = any_scope_security("audit:read", "audit:witness")
 ID_PATTERN = DETAIL_VALUE.pattern
 MAX_SIZE = 2**62  # far beyond any log; keeps numbers inside BIGINT
 CaseId = Annotated[str, Path(pattern=ID_PATTERN, description="the pseudonymous case id", examples=[CASE_ID])]

@@ -32,8 +32,7 @@ from services.referral.schemas import (
 )
 from services.referral.service import NewReferralRequest
 from shared import geo, pagination, reference
-from shared.auth import Principal, authenticate, insufficient_scope, require_scopes
-from shared.auth.dependencies import _ACTING_USER_PARAMETER
+from shared.auth import Principal, any_scope_security, require_any_scope, require_scopes
 from shared.errors import Problem, invalid
 from shared.idempotency import IdempotencyKey
 from shared.text import Line
@@ -47,20 +46,11 @@ Reader = Annotated[Principal, Depends(require_scopes("referrals:read"))]
 EventReader = Annotated[Principal, Depends(require_scopes("events:read"))]
 
 
-async def _webhook_manager(request: Request, acting_user: str | None = _ACTING_USER_PARAMETER) -> Principal:
-    """An agency's system (``events:read``) or its agency admin signed in (``webhooks:admin``, issue #21) manages
-    the agency's subscriptions; the service keeps each to its own agency. (authenticate, not require_scopes():
-    the document names the two requirements itself, WEBHOOK_MANAGER: FastAPI would AND them. The acting-user
-    header is declared as require_scopes() declares it, so the routes read and document it as before.)"""
-    principal = await authenticate(request)
-    if not ({"events:read", "webhooks:admin"} & principal.scopes):
-        raise insufficient_scope({"events:read"}, {"events:read"})
-    return principal
-
-
-WebhookManager = Annotated[Principal, Depends(_webhook_manager)]
+# An agency's system (events:read) or its agency admin signed in (webhooks:admin, issue #21) manages the agency's
+# subscriptions; the service keeps each to its own agency.
+WebhookManager = Annotated[Principal, Depends(require_any_scope("events:read", "webhooks:admin"))]
 #: How the subscription routes say so in OpenAPI: either scope is enough (one requirement each).
-WEBHOOK_MANAGER = {"security": [{"HTTPBearer": ["events:read"]}, {"HTTPBearer": ["webhooks:admin"]}]}
+WEBHOOK_MANAGER = any_scope_security("events:read", "webhooks:admin")
 # Platform statistics are for oversight agencies only (the registry grants stats:read to no other kind).
 StatsReader = Annotated[Principal, Depends(require_scopes("stats:read"))]
 Injected = Annotated[Deps, Depends(deps)]

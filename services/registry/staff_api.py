@@ -13,7 +13,7 @@ from services.registry.deps import Deps, deps
 from services.registry.people_schemas import StaffInvite, StaffLink, StaffList, StaffMember
 from services.registry.service.people import Invitation
 from services.registry.store.tables import Person
-from shared.auth import Principal, authenticate
+from shared.auth import Principal, any_scope_security, authenticate
 from shared.errors import not_found
 from shared.ids import is_refnet_id
 
@@ -26,7 +26,7 @@ Registry = Annotated[Deps, Depends(deps)]
 # not require_scopes(): that would add a requirement of no scope to the document's alternatives below.)
 Caller = Annotated[Principal, Depends(authenticate)]
 #: How the staff routes say so in OpenAPI: either scope is enough (one requirement each; FastAPI would AND them).
-ADMIN_OR_STAFF_ADMIN = {"security": [{"HTTPBearer": ["admin"]}, {"HTTPBearer": ["staff:admin"]}]}
+ADMIN_OR_STAFF_ADMIN = any_scope_security("admin", "staff:admin")
 AgencyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The agency's id.",
                                examples=["agy_3f2a9c1d7e5b4a60"])]
 PersonId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The person's id.",

@@ -7,9 +7,11 @@ is calling.
 
 from shared.auth.dependencies import (
     Authenticated,
+    any_scope_security,
     authenticate,
     bearer_scheme,
     get_token_validator,
+    require_any_scope,
     require_scopes,
 )
 from shared.auth.principal import (
@@ -34,6 +36,7 @@ __all__ = [
     "Principal",
     "TokenValidator",
     "acting_user_for",
+    "any_scope_security",
     "authenticate",
     "bearer_scheme",
     "get_token_validator",
@@ -42,5 +45,6 @@ __all__ = [
     "issuer_unavailable",
     "missing_token",
     "parse_acting_user",
+    "require_any_scope",
     "require_scopes",
 ]

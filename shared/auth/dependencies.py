@@ -132,5 +132,32 @@ def require_scopes(*scopes: str) -> ScopeDependency:
     return dependency
 
 
+def require_any_scope(*scopes: str) -> Callable[[Request, str | None], Coroutine[Any, Any, Principal]]:
+    """A FastAPI dependency: the authenticated ``Principal``, holding at least one of ``scopes`` (a refusal names
+    the first). FastAPI would AND several security requirements, so a route using it says so itself:
+    ``openapi_extra=any_scope_security(*scopes)``."""
+    for scope in scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            raise ValueError(f"not a valid scope token: {scope!r}")
+    alternatives, named = frozenset(scopes), frozenset(scopes[:1])
+
+    async def dependency(request: Request, acting_user: str | None = _ACTING_USER_PARAMETER) -> Principal:
+        principal = await authenticate(request)
+        if not alternatives & principal.scopes:
+            log.info("scope_refused", client_id=principal.client_id, missing=sorted(alternatives),
+                     path=request.url.path)
+            raise insufficient_scope(named, named)
+        return principal
+
+    dependency.__name__ = f"require_any_scope({' '.join(scopes)})"
+    dependency.__qualname__ = dependency.__name__
+    return dependency
+
+
+def any_scope_security(*scopes: str) -> dict[str, Any]:
+    """The OpenAPI security of a route where any one of ``scopes`` is enough: one requirement each."""
+    return {"security": [{"HTTPBearer": [scope]} for scope in scopes]}
+
+
 #: Any valid token, whatever its scopes.
 Authenticated = Annotated[Principal, Depends(require_scopes())]
